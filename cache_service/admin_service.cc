@@ -1,0 +1,117 @@
+#include "cache_service/admin_service.h"
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "cache_service/call_auth.h"
+#include "cache_service/grpc_status.h"
+#include "cache_service/proto_convert.h"
+
+namespace kvwarden {
+namespace {
+
+absl::Status RequireAdmin(const Authenticator& auth, const grpc::CallbackServerContext& call) {
+  absl::StatusOr<Caller> caller = AuthenticateCall(auth, call);
+  if (!caller.ok()) return caller.status();
+  if (!caller->admin) return absl::PermissionDeniedError("admin calls need the admin token");
+  return absl::OkStatus();
+}
+
+// Authenticates as admin, then runs `fn` and finishes the call with its status.
+template <typename Fn>
+grpc::ServerUnaryReactor* AdminCall(const ServiceContext& ctx, grpc::CallbackServerContext* call,
+                                    Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  absl::Status s = RequireAdmin(*ctx.auth, *call);
+  if (s.ok()) s = fn();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListPools(grpc::CallbackServerContext* call,
+                                                      const v1::ListPoolsRequest*,
+                                                      v1::ListPoolsResponse* resp) {
+  return AdminCall(ctx_, call, [&] {
+    for (const PagePool* pool : ctx_.pools->all()) ToProto(*pool, *ctx_.ledger, resp->add_pools());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetPoolStats(grpc::CallbackServerContext* call,
+                                                         const v1::GetPoolStatsRequest* req,
+                                                         v1::PoolStats* resp) {
+  return AdminCall(ctx_, call, [&]() -> absl::Status {
+    absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
+    if (!pool.ok()) return pool.status();
+    ToProto(**pool, *ctx_.ledger, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* call,
+                                                        const v1::ListTenantsRequest*,
+                                                        v1::ListTenantsResponse* resp) {
+  return AdminCall(ctx_, call, [&] {
+    absl::flat_hash_map<TenantId, uint32_t> seqs, workers;
+    for (const SequenceSnapshot& s : ctx_.table->List(std::nullopt, "")) ++seqs[s.tenant];
+    for (const LeaseInfo& l : ctx_.leases->List()) ++workers[l.tenant];
+    for (const TenantUsage& u : ctx_.ledger->AllUsage()) {
+      const TenantSpec& spec = ctx_.ledger->spec(u.id);
+      v1::TenantInfo* t = resp->add_tenants();
+      t->set_name(spec.name);
+      t->set_quota_bytes(spec.quota_bytes);
+      t->set_quota_pages(spec.quota_pages);
+      t->set_weight(spec.weight);
+      t->set_used_bytes(u.bytes);
+      t->set_used_pages(u.pages);
+      t->set_peak_pages(u.peak_pages);
+      t->set_sequences(seqs[u.id]);
+      t->set_workers(workers[u.id]);
+      t->set_quota_refusals(u.quota_refusals);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListSequences(grpc::CallbackServerContext* call,
+                                                          const v1::ListSequencesRequest* req,
+                                                          v1::ListSequencesResponse* resp) {
+  return AdminCall(ctx_, call, [&]() -> absl::Status {
+    std::optional<TenantId> tenant;
+    if (!req->tenant().empty()) {
+      tenant = ctx_.ledger->Find(req->tenant());
+      if (!tenant) return absl::NotFoundError(absl::StrCat("tenant '", req->tenant(), "' not found"));
+    }
+    if (!req->pool().empty()) {
+      if (absl::StatusOr<PagePool*> p = ctx_.pools->Find(req->pool()); !p.ok()) return p.status();
+    }
+    for (const SequenceSnapshot& s : ctx_.table->List(tenant, req->pool())) {
+      ToProto(s, *ctx_.ledger, resp->add_sequences());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListWorkers(grpc::CallbackServerContext* call,
+                                                        const v1::ListWorkersRequest*,
+                                                        v1::ListWorkersResponse* resp) {
+  return AdminCall(ctx_, call, [&] {
+    absl::flat_hash_map<LeaseId, uint32_t> seqs;
+    for (const SequenceSnapshot& s : ctx_.table->List(std::nullopt, "")) ++seqs[s.lease];
+    const absl::Time now = ctx_.leases->clock()->Now();
+    for (const LeaseInfo& l : ctx_.leases->List()) {
+      v1::WorkerInfo* w = resp->add_workers();
+      w->set_lease_id(l.id);
+      w->set_tenant(ctx_.ledger->spec(l.tenant).name);
+      w->set_name(l.name);
+      w->set_role(static_cast<v1::WorkerRole>(l.role));
+      w->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(l.ttl)));
+      w->set_expires_in_ms(absl::ToInt64Milliseconds(l.expires - now));
+      w->set_sequences(seqs[l.id]);
+    }
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace kvwarden

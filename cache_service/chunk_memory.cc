@@ -1,0 +1,71 @@
+#include "cache_service/chunk_memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvwarden {
+namespace {
+
+absl::Status ErrnoStatus(const std::string& what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+class MemfdChunk final : public ChunkMemory {
+ public:
+  MemfdChunk(int fd, uint8_t* data, size_t size) : fd_(fd), data_(data), size_(size) {}
+  ~MemfdChunk() override {
+    munmap(data_, size_);
+    close(fd_);
+  }
+  MemfdChunk(const MemfdChunk&) = delete;
+  MemfdChunk& operator=(const MemfdChunk&) = delete;
+
+  uint8_t* data() const override { return data_; }
+  size_t size() const override { return size_; }
+  int fd() const override { return fd_; }
+
+  absl::Status Scrub() override {
+    // Punching a hole frees the memory and makes every later read return zeros, in
+    // this mapping and in any worker's mapping of the same fd.
+    if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size_) != 0) {
+      return ErrnoStatus("fallocate(PUNCH_HOLE)");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+  uint8_t* data_;
+  size_t size_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChunkMemory>> CreateMemfdChunk(const std::string& name,
+                                                              size_t bytes) {
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return ErrnoStatus("memfd_create");
+  if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+    absl::Status s = ErrnoStatus("ftruncate");
+    close(fd);
+    return s;
+  }
+  // The size never changes after this: workers may rely on it when they map the fd.
+  fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    absl::Status s = ErrnoStatus("mmap");
+    close(fd);
+    return s;
+  }
+  return std::make_unique<MemfdChunk>(fd, static_cast<uint8_t*>(p), bytes);
+}
+
+}  // namespace kvwarden

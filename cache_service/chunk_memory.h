@@ -1,0 +1,35 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace kvwarden {
+
+// One chunk of a pool's memory. A chunk belongs to one tenant at a time, so sharing
+// it (memfd, CUDA IPC handle, UCX remote key) exposes only that tenant's bytes.
+// Not thread-safe; the owning PagePool serialises Scrub against page use.
+class ChunkMemory {
+ public:
+  virtual ~ChunkMemory() = default;
+  virtual uint8_t* data() const = 0;
+  virtual size_t size() const = 0;
+  // Drops the contents so the next owner reads zeros (and gives memory back).
+  virtual absl::Status Scrub() = 0;
+  // A file descriptor mapping the chunk (memfd), or -1.
+  virtual int fd() const { return -1; }
+};
+
+using ChunkFactory =
+    std::function<absl::StatusOr<std::unique_ptr<ChunkMemory>>(size_t bytes, size_t index)>;
+
+// Host memory from memfd_create + mmap(MAP_SHARED): shareable with same-host workers by
+// passing the fd. Pages are touched lazily, so an idle pool costs no RAM.
+absl::StatusOr<std::unique_ptr<ChunkMemory>> CreateMemfdChunk(const std::string& name,
+                                                              size_t bytes);
+
+}  // namespace kvwarden

@@ -1,0 +1,46 @@
+#pragma once
+
+#include "cache_service/service_context.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+
+namespace kvwarden {
+
+// kvwarden.v1.ControlService on gRPC's callback API. Stateless beyond the injected
+// parts (thread-safe); each KV stream gets a reactor with its own state.
+class ControlServiceImpl final : public v1::ControlService::CallbackService {
+ public:
+  explicit ControlServiceImpl(ServiceContext ctx) : ctx_(ctx) {}
+
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* call, const v1::PingRequest* req,
+                                 v1::PingResponse* resp) override;
+  grpc::ServerUnaryReactor* RegisterWorker(grpc::CallbackServerContext* call,
+                                           const v1::RegisterWorkerRequest* req,
+                                           v1::RegisterWorkerResponse* resp) override;
+  grpc::ServerUnaryReactor* KeepAlive(grpc::CallbackServerContext* call,
+                                      const v1::KeepAliveRequest* req,
+                                      v1::KeepAliveResponse* resp) override;
+  grpc::ServerUnaryReactor* CreateSequence(grpc::CallbackServerContext* call,
+                                           const v1::CreateSequenceRequest* req,
+                                           v1::CreateSequenceResponse* resp) override;
+  grpc::ServerUnaryReactor* ForkSequence(grpc::CallbackServerContext* call,
+                                         const v1::ForkSequenceRequest* req,
+                                         v1::ForkSequenceResponse* resp) override;
+  grpc::ServerUnaryReactor* ReleaseSequence(grpc::CallbackServerContext* call,
+                                            const v1::ReleaseSequenceRequest* req,
+                                            v1::ReleaseSequenceResponse* resp) override;
+  grpc::ServerUnaryReactor* DescribeSequence(grpc::CallbackServerContext* call,
+                                             const v1::DescribeSequenceRequest* req,
+                                             v1::SequenceInfo* resp) override;
+  grpc::ServerUnaryReactor* ReserveSlots(grpc::CallbackServerContext* call,
+                                         const v1::ReserveSlotsRequest* req,
+                                         v1::ReserveSlotsResponse* resp) override;
+  grpc::ServerReadReactor<v1::WriteKVRequest>* WriteKV(grpc::CallbackServerContext* call,
+                                                       v1::WriteKVResponse* resp) override;
+  grpc::ServerWriteReactor<v1::ReadKVResponse>* ReadKV(grpc::CallbackServerContext* call,
+                                                       const v1::ReadKVRequest* req) override;
+
+ private:
+  const ServiceContext ctx_;
+};
+
+}  // namespace kvwarden

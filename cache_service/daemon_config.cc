@@ -1,0 +1,195 @@
+#include "cache_service/daemon_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "kvwarden/v1/config.pb.h"
+
+namespace kvwarden {
+namespace {
+
+// Collects the first syntax error with its position.
+class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (error.empty()) error = absl::StrFormat("%d:%d: %s", line + 1, column + 1, message);
+  }
+  void AddWarning(int, int, const std::string&) override {}
+  std::string error;
+};
+
+bool ValidName(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!(absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+// Validation error for `field`; the caller prefixes the file.
+absl::Status FieldError(const std::string& field, const std::string& reason) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
+}
+
+absl::Status ValidateLayout(const v1::KvLayout& in, const std::string& f, KvLayout* out) {
+  struct Dim {
+    const char* name;
+    uint32_t value;
+    uint32_t max;
+  };
+  for (const Dim& d : {Dim{"num_layers", in.num_layers(), 1024},
+                       Dim{"num_kv_heads", in.num_kv_heads(), 1024},
+                       Dim{"head_dim", in.head_dim(), 4096},
+                       Dim{"page_tokens", in.page_tokens(), 4096}}) {
+    if (d.value == 0 || d.value > d.max) {
+      return FieldError(absl::StrCat(f, ".", d.name),
+                        absl::StrFormat("must be in [1, %u], got %u", d.max, d.value));
+    }
+  }
+  switch (in.dtype()) {
+    case v1::DTYPE_FP16: out->dtype = DType::kFp16; break;
+    case v1::DTYPE_BF16: out->dtype = DType::kBf16; break;
+    case v1::DTYPE_FP32: out->dtype = DType::kFp32; break;
+    default:
+      return FieldError(f + ".dtype", "must be DTYPE_FP16, DTYPE_BF16 or DTYPE_FP32");
+  }
+  out->num_layers = in.num_layers();
+  out->num_kv_heads = in.num_kv_heads();
+  out->head_dim = in.head_dim();
+  out->page_tokens = in.page_tokens();
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSpec* out) {
+  if (!ValidName(in.name())) {
+    return FieldError(f + ".name", "must be 1-64 characters of [A-Za-z0-9._-]");
+  }
+  out->name = in.name();
+  out->device = in.device().empty() ? "cpu" : in.device();
+  if (out->device != "cpu") {
+    return FieldError(f + ".device",
+                      absl::StrCat("'", out->device,
+                                   "' is not available: this version serves 'cpu' pools only"));
+  }
+  if (!in.has_layout()) return FieldError(f + ".layout", "is required");
+  if (absl::Status s = ValidateLayout(in.layout(), f + ".layout", &out->layout); !s.ok()) return s;
+  const uint64_t page_bytes = out->layout.page_bytes();
+  const uint64_t chunk_bytes = in.chunk_bytes() == 0 ? kDefaultChunkBytes : in.chunk_bytes();
+  if (chunk_bytes < page_bytes) {
+    return FieldError(f + ".chunk_bytes", absl::StrFormat("%d is smaller than one page (%d bytes)",
+                                                          chunk_bytes, page_bytes));
+  }
+  const uint64_t chunk_pages = chunk_bytes / page_bytes;
+  if (chunk_pages > UINT32_MAX) return FieldError(f + ".chunk_bytes", "too large");
+  if ((in.capacity_bytes() == 0) == (in.capacity_pages() == 0)) {
+    return FieldError(f + ".capacity_bytes", "set exactly one of capacity_bytes and capacity_pages");
+  }
+  const uint64_t pages =
+      in.capacity_pages() != 0 ? in.capacity_pages() : in.capacity_bytes() / page_bytes;
+  const uint64_t chunks = pages / chunk_pages;
+  const std::string cap_field = in.capacity_pages() != 0 ? ".capacity_pages" : ".capacity_bytes";
+  if (chunks == 0) {
+    return FieldError(f + cap_field,
+                      absl::StrFormat("%d pages is less than one chunk (%d pages of %d bytes)",
+                                      pages, chunk_pages, page_bytes));
+  }
+  if (chunks * chunk_pages > UINT32_MAX) {
+    return FieldError(f + cap_field, "more than 2^32 pages");
+  }
+  out->chunk_pages = static_cast<uint32_t>(chunk_pages);
+  out->num_chunks = static_cast<uint32_t>(chunks);
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLeases(const v1::LeaseConfig& in, DaemonSettings* out) {
+  const uint32_t def = in.default_ttl_ms() ? in.default_ttl_ms() : 10000;
+  const uint32_t lo = in.min_ttl_ms() ? in.min_ttl_ms() : 100;
+  const uint32_t hi = in.max_ttl_ms() ? in.max_ttl_ms() : 300000;
+  if (lo > hi) return FieldError("leases.min_ttl_ms", "must not exceed max_ttl_ms");
+  if (def < lo || def > hi) {
+    return FieldError("leases.default_ttl_ms",
+                      absl::StrFormat("%u is outside [min_ttl_ms %u, max_ttl_ms %u]", def, lo, hi));
+  }
+  out->leases = LeaseOptions{absl::Milliseconds(def), absl::Milliseconds(lo), absl::Milliseconds(hi)};
+  out->reap_interval = absl::Milliseconds(in.reap_interval_ms() ? in.reap_interval_ms() : 100);
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
+  out->listen = in.listen().empty() ? kDefaultListen : in.listen();
+  if (out->listen.rfind(':') == std::string::npos) {
+    return FieldError("listen", absl::StrCat("'", out->listen, "' is not HOST:PORT"));
+  }
+  if (in.admin_token().empty()) return FieldError("admin_token", "is required");
+  out->admin_token = in.admin_token();
+  if (in.pools().empty()) return FieldError("pools", "at least one pool is required");
+  absl::flat_hash_set<std::string> names;
+  for (int i = 0; i < in.pools_size(); ++i) {
+    const std::string f = absl::StrCat("pools[", i, "]");
+    PoolSpec spec;
+    if (absl::Status s = ValidatePool(in.pools(i), f, &spec); !s.ok()) return s;
+    if (!names.insert(spec.name).second) {
+      return FieldError(f + ".name", absl::StrCat("duplicate pool name '", spec.name, "'"));
+    }
+    out->pools.push_back(std::move(spec));
+  }
+  if (in.tenants().empty()) return FieldError("tenants", "at least one tenant is required");
+  names.clear();
+  absl::flat_hash_set<std::string> tokens = {in.admin_token()};
+  for (int i = 0; i < in.tenants_size(); ++i) {
+    const v1::TenantConfig& t = in.tenants(i);
+    const std::string f = absl::StrCat("tenants[", i, "]");
+    if (!ValidName(t.name())) {
+      return FieldError(f + ".name", "must be 1-64 characters of [A-Za-z0-9._-]");
+    }
+    if (!names.insert(t.name()).second) {
+      return FieldError(f + ".name", absl::StrCat("duplicate tenant name '", t.name(), "'"));
+    }
+    if (t.token().empty()) return FieldError(f + ".token", "is required");
+    if (!tokens.insert(t.token()).second) {
+      return FieldError(f + ".token", "must differ from every other token and the admin token");
+    }
+    if (t.quota_bytes() == 0 && t.quota_pages() == 0) {
+      return FieldError(f + ".quota_bytes", "set quota_bytes or quota_pages (quotas are hard)");
+    }
+    out->tenants.push_back(
+        TenantSpec{t.name(), t.quota_bytes(), t.quota_pages(), t.weight() ? t.weight() : 1});
+    out->tenant_tokens.push_back(TenantAuth{t.name(), t.token()});
+  }
+  return ValidateLeases(in.leases(), out);
+}
+
+}  // namespace
+
+absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
+                                                 const std::string& path_for_errors) {
+  v1::DaemonConfig proto;
+  google::protobuf::TextFormat::Parser parser;
+  FirstErrorCollector errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &proto)) {
+    return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ":", errors.error));
+  }
+  DaemonSettings settings;
+  if (absl::Status s = Validate(proto, &settings); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
+  }
+  return settings;
+}
+
+absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return ParseDaemonConfig(buf.str(), path);
+}
+
+}  // namespace kvwarden

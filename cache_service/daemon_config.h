@@ -1,0 +1,53 @@
+#pragma once
+
+// The daemon's configuration: loaded from a protobuf text-format file (schema:
+// proto/kvwarden/v1/config.proto), validated and defaulted in this one place.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache_service/kv_layout.h"
+#include "cache_service/tenant_ledger.h"
+#include "cache_service/worker_leases.h"
+
+namespace kvwarden {
+
+namespace v1 {
+class DaemonConfig;
+}  // namespace v1
+
+struct PoolSpec {
+  std::string name;
+  std::string device;  // "cpu"
+  KvLayout layout;
+  uint32_t chunk_pages = 0;
+  uint32_t num_chunks = 0;
+};
+
+struct TenantAuth {
+  std::string name;
+  std::string token;
+};
+
+struct DaemonSettings {
+  std::string listen;
+  std::string admin_token;
+  std::vector<PoolSpec> pools;
+  std::vector<TenantSpec> tenants;    // ledger order = tenant ids
+  std::vector<TenantAuth> tenant_tokens;  // same order
+  LeaseOptions leases;
+  absl::Duration reap_interval = absl::Milliseconds(100);
+};
+
+inline constexpr uint64_t kDefaultChunkBytes = 64ull << 20;
+inline constexpr const char* kDefaultListen = "127.0.0.1:50051";
+
+// Every error is one line: "<path>: <field>: <reason>" (or "<path>:<line>:<col>: ..."
+// for syntax errors), with code INVALID_ARGUMENT (NOT_FOUND for a missing file).
+absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path);
+absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
+                                                 const std::string& path_for_errors);
+
+}  // namespace kvwarden

@@ -1,0 +1,157 @@
+// kvwardend: the kvwarden daemon. Wires the parts together (no god object):
+// pools, tenant ledger, worker leases, sequence table, lease reaper, gRPC services.
+//
+// Exit codes: 0 after SIGINT/SIGTERM, 2 for bad flags or a bad config (one line on
+// stderr: file, field, reason), 1 when the server cannot start (e.g. port in use).
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "cache_service/admin_service.h"
+#include "cache_service/control_service.h"
+#include "cache_service/daemon_config.h"
+#include "cache_service/lease_reaper.h"
+#include "cache_service/log.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace kvwarden {
+namespace {
+
+struct Flags {
+  std::string config;
+  std::string listen;
+  std::string ready_file;
+};
+
+// Writes "host:port\n" atomically so a waiting script never reads half a line.
+bool WriteReadyFile(const std::string& path, const std::string& address) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << address << "\n";
+    if (!out) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string BoundAddress(const std::string& listen, int port) {
+  return absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+}
+
+int Run(const Flags& flags) {
+  absl::StatusOr<DaemonSettings> settings = LoadDaemonConfig(flags.config);
+  if (!settings.ok()) {
+    std::fprintf(stderr, "kvwardend: bad config: %s\n", std::string(settings.status().message()).c_str());
+    return 2;
+  }
+  if (!flags.listen.empty()) settings->listen = flags.listen;
+  if (settings->listen.rfind(':') == std::string::npos) {
+    std::fprintf(stderr, "kvwardend: --listen: '%s' is not HOST:PORT\n", settings->listen.c_str());
+    return 2;
+  }
+
+  // Signals are taken synchronously by the main thread (sigwait); block them before any
+  // thread starts so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  TenantLedger ledger(settings->tenants);
+  PoolSet pools;
+  for (const PoolSpec& spec : settings->pools) {
+    PagePoolOptions opts;
+    opts.name = spec.name;
+    opts.device = spec.device;
+    opts.layout = spec.layout;
+    opts.chunk_pages = spec.chunk_pages;
+    opts.num_chunks = spec.num_chunks;
+    opts.on_pages_freed = [&ledger](TenantId t, uint64_t pages, uint64_t page_bytes) {
+      ledger.Refund(t, pages, page_bytes);
+    };
+    absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(std::move(opts));
+    if (!pool.ok()) {
+      std::fprintf(stderr, "kvwardend: %s\n", std::string(pool.status().message()).c_str());
+      return 1;
+    }
+    LogInfo("pool '%s' on %s: %s, %d pages of %d bytes in %u chunks", spec.name, spec.device,
+            spec.layout.ToString(), (*pool)->capacity_pages(), (*pool)->page_bytes(),
+            spec.num_chunks);
+    pools.Add(*std::move(pool));
+  }
+  WorkerLeases leases(settings->leases, Clock::Real());
+  SequenceTable table(SequenceTable::Options{&ledger, &leases});
+  std::vector<std::string> tokens;
+  for (const TenantAuth& t : settings->tenant_tokens) tokens.push_back(t.token);
+  Authenticator auth(settings->admin_token, std::move(tokens));
+  LeaseReaper reaper(&leases, &table, settings->reap_interval);
+
+  ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, absl::Now()};
+  ControlServiceImpl control(ctx);
+  AdminServiceImpl admin(ctx);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&control);
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "kvwardend: cannot listen on %s\n", settings->listen.c_str());
+    return 1;
+  }
+  const std::string address = BoundAddress(settings->listen, port);
+  LogInfo("kvwardend %s serving on %s (%d tenants, %d pools)", KVWARDEN_VERSION, address,
+          settings->tenants.size(), settings->pools.size());
+  if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, address)) {
+    std::fprintf(stderr, "kvwardend: cannot write --ready-file %s\n", flags.ready_file.c_str());
+    server->Shutdown();
+    return 1;
+  }
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  LogInfo("signal %d: shutting down", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->Wait();
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+int main(int argc, char** argv) {
+  kvwarden::Flags flags;
+  CLI::App app{"kvwardend: KV-cache memory manager daemon (one per accelerator)"};
+  app.set_version_flag("--version", KVWARDEN_VERSION);
+  app.add_option("--config", flags.config,
+                 "Daemon config, protobuf text format (schema: proto/kvwarden/v1/config.proto)")
+      ->required();
+  app.add_option("--listen", flags.listen,
+                 "HOST:PORT to serve gRPC on; overrides the config's `listen`. Port 0 picks a "
+                 "free port");
+  app.add_option("--ready-file", flags.ready_file,
+                 "Write the bound HOST:PORT to this file once serving (for scripts and tests)");
+  app.footer(
+      "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
+      "2 bad flags or bad config.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  return kvwarden::Run(flags);
+}

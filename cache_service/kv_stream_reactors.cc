@@ -1,0 +1,164 @@
+#include "cache_service/kv_stream_reactors.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_format.h"
+#include "cache_service/call_auth.h"
+#include "cache_service/grpc_status.h"
+
+namespace kvwarden {
+namespace {
+
+class WriteKvReactor final : public grpc::ServerReadReactor<v1::WriteKVRequest> {
+ public:
+  WriteKvReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call,
+                 v1::WriteKVResponse* resp)
+      : ctx_(ctx), resp_(resp) {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) {
+      Finish(ToGrpcStatus(tenant.status()));
+      return;
+    }
+    tenant_ = *tenant;
+    StartRead(&req_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed: everything arrived
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::Status s = ctx_.table->WriteKv(req_.sequence_id(), tenant_, req_.layer(),
+                                         req_.token_start(), req_.num_tokens(), req_.k(), req_.v());
+    if (!s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    resp_->set_messages(resp_->messages() + 1);
+    resp_->set_bytes_written(resp_->bytes_written() + req_.k().size() + req_.v().size());
+    StartRead(&req_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  const ServiceContext ctx_;
+  v1::WriteKVResponse* const resp_;
+  TenantId tenant_ = kNoTenant;
+  v1::WriteKVRequest req_;
+};
+
+class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> {
+ public:
+  ReadKvReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call,
+                const v1::ReadKVRequest& req)
+      : ctx_(ctx), req_(req) {
+    if (absl::Status s = Plan(*call); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Plan(const grpc::CallbackServerContext& call) {
+    absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, call);
+    if (!caller.ok()) return caller.status();
+    caller_ = *caller;
+    absl::StatusOr<SequenceSnapshot> snap =
+        ctx_.table->Describe(req_.sequence_id(), caller_, false, false);
+    if (!snap.ok()) return snap.status();
+    const KvLayout& l = snap->layout;
+    if (req_.layer_count() == 0) return absl::InvalidArgumentError("layer_count: must be >= 1");
+    if (uint64_t{req_.layer_start()} + req_.layer_count() > l.num_layers) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "layer_start/layer_count: layers [%u, %d) exceed the layout's %u layers",
+          req_.layer_start(), uint64_t{req_.layer_start()} + req_.layer_count(), l.num_layers));
+    }
+    // A read sees one epoch: the one named, else the one current now.
+    epoch_ = req_.has_epoch() ? req_.epoch() : snap->epoch;
+    if (epoch_ != snap->epoch) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("epoch: sequence %d is at epoch %d, the read names epoch %d",
+                          req_.sequence_id(), snap->epoch, epoch_));
+    }
+    token_end_ = req_.token_end() == 0 ? snap->num_tokens : req_.token_end();
+    if (req_.token_start() >= token_end_ || token_end_ > snap->num_tokens) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "token range [%u, %u) is empty or past the %u reserved tokens", req_.token_start(),
+          token_end_, snap->num_tokens));
+    }
+    const size_t per_token = 2 * size_t{l.num_kv_heads} * l.token_bytes();
+    chunk_tokens_ = static_cast<uint32_t>(std::max<size_t>(1, kMaxKvMessageBytes / per_token));
+    layer_ = req_.layer_start();
+    next_token_ = req_.token_start();
+    return absl::OkStatus();
+  }
+
+  void WriteNext() {
+    if (layer_ == req_.layer_start() + req_.layer_count()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const uint32_t end = std::min<uint64_t>(token_end_, uint64_t{next_token_} + chunk_tokens_);
+    absl::StatusOr<KvSlice> slice =
+        ctx_.table->ReadKv(req_.sequence_id(), caller_, layer_, next_token_, end, epoch_);
+    if (!slice.ok()) {
+      Finish(ToGrpcStatus(slice.status()));
+      return;
+    }
+    resp_.Clear();
+    resp_.set_epoch(slice->epoch);
+    resp_.set_layer(layer_);
+    resp_.set_token_start(next_token_);
+    resp_.set_token_end(end);
+    resp_.mutable_head_live_counts()->Add(slice->head_live_counts.begin(),
+                                          slice->head_live_counts.end());
+    resp_.mutable_positions()->Add(slice->positions.begin(), slice->positions.end());
+    *resp_.mutable_k() = std::move(slice->k);
+    *resp_.mutable_v() = std::move(slice->v);
+    next_token_ = end;
+    if (next_token_ == token_end_) {
+      ++layer_;
+      next_token_ = req_.token_start();
+    }
+    StartWrite(&resp_);
+  }
+
+  const ServiceContext ctx_;
+  const v1::ReadKVRequest req_;
+  Caller caller_;
+  uint64_t epoch_ = 0;
+  uint32_t token_end_ = 0;
+  uint32_t chunk_tokens_ = 1;
+  uint32_t layer_ = 0;
+  uint32_t next_token_ = 0;
+  v1::ReadKVResponse resp_;
+};
+
+}  // namespace
+
+grpc::ServerReadReactor<v1::WriteKVRequest>* NewWriteKvReactor(const ServiceContext& ctx,
+                                                               grpc::CallbackServerContext* call,
+                                                               v1::WriteKVResponse* resp) {
+  return new WriteKvReactor(ctx, call, resp);
+}
+
+grpc::ServerWriteReactor<v1::ReadKVResponse>* NewReadKvReactor(const ServiceContext& ctx,
+                                                               grpc::CallbackServerContext* call,
+                                                               const v1::ReadKVRequest* req) {
+  return new ReadKvReactor(ctx, call, *req);
+}
+
+}  // namespace kvwarden

@@ -1,0 +1,23 @@
+#pragma once
+
+#include "cache_service/service_context.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+
+namespace kvwarden {
+
+// Largest K+V payload the daemon puts in one ReadKV message (well under gRPC's
+// default 4 MiB receive limit).
+inline constexpr size_t kMaxKvMessageBytes = 1 << 20;
+
+// Client-streaming WriteKV: applies each message in order; the first bad message ends
+// the stream with its status (messages before it stay written; writes are idempotent).
+grpc::ServerReadReactor<v1::WriteKVRequest>* NewWriteKvReactor(const ServiceContext& ctx,
+                                                               grpc::CallbackServerContext* call,
+                                                               v1::WriteKVResponse* resp);
+
+// Server-streaming ReadKV: one message per layer and token chunk, all at one epoch.
+grpc::ServerWriteReactor<v1::ReadKVResponse>* NewReadKvReactor(const ServiceContext& ctx,
+                                                               grpc::CallbackServerContext* call,
+                                                               const v1::ReadKVRequest* req);
+
+}  // namespace kvwarden

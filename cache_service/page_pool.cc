@@ -1,0 +1,287 @@
+#include "cache_service/page_pool.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace kvwarden {
+
+absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(PagePoolOptions options) {
+  if (options.chunk_pages == 0 || options.num_chunks == 0) {
+    return absl::InvalidArgumentError("pool needs at least one chunk of at least one page");
+  }
+  if (!options.chunk_factory) {
+    const std::string pool_name = options.name;
+    options.chunk_factory = [pool_name](size_t bytes, size_t index) {
+      return CreateMemfdChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
+    };
+  }
+  std::unique_ptr<PagePool> pool(new PagePool(std::move(options)));
+  const size_t chunk_bytes = size_t{pool->options_.chunk_pages} * pool->page_bytes_;
+  absl::MutexLock lock(&pool->mu_);
+  pool->chunks_.resize(pool->options_.num_chunks);
+  pool->pages_.resize(pool->capacity_pages());
+  for (uint32_t c = 0; c < pool->options_.num_chunks; ++c) {
+    auto memory = pool->options_.chunk_factory(chunk_bytes, c);
+    if (!memory.ok()) {
+      return absl::Status(memory.status().code(),
+                          absl::StrCat("pool '", pool->name(), "' chunk ", c, ": ",
+                                       memory.status().message()));
+    }
+    Chunk& chunk = pool->chunks_[c];
+    chunk.memory = *std::move(memory);
+    chunk.free_slots.reserve(pool->options_.chunk_pages);
+    // Hand out low indices first: easier to read in dumps.
+    for (uint32_t i = pool->options_.chunk_pages; i > 0; --i) chunk.free_slots.push_back(i - 1);
+  }
+  for (uint32_t c = pool->options_.num_chunks; c > 0; --c) pool->unowned_chunks_.push_back(c - 1);
+  return pool;
+}
+
+PagePool::PagePool(PagePoolOptions options)
+    : options_(std::move(options)), page_bytes_(options_.layout.page_bytes()) {}
+
+void PagePool::RemoveOpen(TenantChunks& t, std::vector<Chunk>& chunks, uint32_t c) {
+  const int32_t at = chunks[c].open_index;
+  const uint32_t last = t.open_chunks.back();
+  t.open_chunks[at] = last;
+  chunks[last].open_index = at;
+  t.open_chunks.pop_back();
+  chunks[c].open_index = -1;
+}
+
+uint64_t PagePool::FreePagesLocked() const {
+  uint64_t free = 0;
+  for (const Chunk& c : chunks_) free += c.free_slots.size();
+  return free;
+}
+
+absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
+  if (unowned_chunks_.empty()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "pool '%s' is full: no free chunk for another %u pages (%u chunks of %u pages, %d "
+        "pages free inside other tenants' chunks)",
+        name(), options_.chunk_pages, options_.num_chunks, options_.chunk_pages,
+        FreePagesLocked()));
+  }
+  const uint32_t c = unowned_chunks_.back();
+  Chunk& chunk = chunks_[c];
+  if (chunk.last_owner != kNoTenant && chunk.last_owner != tenant) {
+    // Never hand one tenant's bytes to another.
+    if (absl::Status s = chunk.memory->Scrub(); !s.ok()) return s;
+  }
+  unowned_chunks_.pop_back();
+  chunk.owner = tenant;
+  chunk.last_owner = tenant;
+  TenantChunks& t = tenants_[tenant];
+  chunk.open_index = static_cast<int32_t>(t.open_chunks.size());
+  t.open_chunks.push_back(c);
+  ++t.chunks;
+  return c;
+}
+
+absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>* out) {
+  if (n == 0) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  // Check first so a refusal changes nothing.
+  uint64_t available = uint64_t{unowned_chunks_.size()} * options_.chunk_pages;
+  if (auto it = tenants_.find(tenant); it != tenants_.end()) {
+    for (uint32_t c : it->second.open_chunks) available += chunks_[c].free_slots.size();
+  }
+  if (available < n) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "pool '%s' is full: %u pages asked, %d available to this tenant (capacity %d pages, "
+        "%d free in total)",
+        name(), n, available, capacity_pages(), FreePagesLocked()));
+  }
+  const size_t first = out->size();
+  out->reserve(first + n);
+  for (uint32_t i = 0; i < n; ++i) {
+    TenantChunks* t = &tenants_[tenant];
+    uint32_t c;
+    if (t->open_chunks.empty()) {
+      absl::StatusOr<uint32_t> claimed = ClaimChunkLocked(tenant);
+      if (!claimed.ok()) {  // only on a scrub failure: undo this call's pages
+        absl::flat_hash_map<TenantId, uint64_t> undone;
+        for (size_t j = first; j < out->size(); ++j) {
+          pages_[(*out)[j]].refs = 0;
+          FreePageLocked((*out)[j], &undone);
+        }
+        out->resize(first);
+        return claimed.status();
+      }
+      c = *claimed;
+      t = &tenants_[tenant];
+    } else {
+      c = t->open_chunks.back();
+    }
+    Chunk& chunk = chunks_[c];
+    const uint32_t slot = chunk.free_slots.back();
+    chunk.free_slots.pop_back();
+    if (chunk.free_slots.empty()) RemoveOpen(*t, chunks_, c);
+    const PageId page = c * options_.chunk_pages + slot;
+    pages_[page].refs = 1;
+    ++t->pages;
+    out->push_back(page);
+  }
+  return absl::OkStatus();
+}
+
+void PagePool::FreePageLocked(PageId page, absl::flat_hash_map<TenantId, uint64_t>* freed) {
+  const uint32_t c = page / options_.chunk_pages;
+  Chunk& chunk = chunks_[c];
+  const TenantId owner = chunk.owner;
+  TenantChunks& t = tenants_[owner];
+  chunk.free_slots.push_back(page % options_.chunk_pages);
+  --t.pages;
+  ++(*freed)[owner];
+  if (chunk.free_slots.size() == options_.chunk_pages) {
+    // Empty chunk: back to the pool, scrubbed lazily when another tenant claims it.
+    if (chunk.open_index >= 0) RemoveOpen(t, chunks_, c);
+    chunk.owner = kNoTenant;
+    --t.chunks;
+    unowned_chunks_.push_back(c);
+    if (t.chunks == 0) tenants_.erase(owner);
+  } else if (chunk.open_index < 0) {
+    chunk.open_index = static_cast<int32_t>(t.open_chunks.size());
+    t.open_chunks.push_back(c);
+  }
+}
+
+void PagePool::ReportFreed(const absl::flat_hash_map<TenantId, uint64_t>& freed) const {
+  if (!options_.on_pages_freed) return;
+  for (const auto& [tenant, n] : freed) options_.on_pages_freed(tenant, n, page_bytes_);
+}
+
+void PagePool::Ref(absl::Span<const PageId> pages) {
+  absl::MutexLock lock(&mu_);
+  for (PageId p : pages) ++pages_[p].refs;
+}
+
+uint64_t PagePool::Unref(absl::Span<const PageId> pages) {
+  absl::flat_hash_map<TenantId, uint64_t> freed;
+  uint64_t n = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (PageId p : pages) {
+      PageMeta& m = pages_[p];
+      if (--m.refs == 0 && m.pins == 0) {
+        FreePageLocked(p, &freed);
+        ++n;
+      }
+    }
+  }
+  ReportFreed(freed);
+  return n;
+}
+
+void PagePool::Pin(absl::Span<const PageId> pages) {
+  absl::MutexLock lock(&mu_);
+  for (PageId p : pages) ++pages_[p].pins;
+}
+
+void PagePool::Unpin(absl::Span<const PageId> pages) {
+  absl::flat_hash_map<TenantId, uint64_t> freed;
+  {
+    absl::MutexLock lock(&mu_);
+    for (PageId p : pages) {
+      PageMeta& m = pages_[p];
+      if (--m.pins == 0 && m.refs == 0) FreePageLocked(p, &freed);
+    }
+  }
+  ReportFreed(freed);
+}
+
+uint32_t PagePool::RefCount(PageId page) const {
+  absl::MutexLock lock(&mu_);
+  return pages_[page].refs;
+}
+
+uint32_t PagePool::PinCount(PageId page) const {
+  absl::MutexLock lock(&mu_);
+  return pages_[page].pins;
+}
+
+TenantId PagePool::OwnerOf(PageId page) const {
+  absl::MutexLock lock(&mu_);
+  return chunks_[page / options_.chunk_pages].owner;
+}
+
+PagePoolStats PagePool::Stats() const {
+  absl::MutexLock lock(&mu_);
+  PagePoolStats s;
+  s.capacity_pages = capacity_pages();
+  s.used_pages = capacity_pages() - FreePagesLocked();
+  for (const PageMeta& m : pages_) {
+    if (m.refs > 1) ++s.shared_pages;
+    if (m.pins > 0) ++s.pinned_pages;
+    if (m.pins > 0 && m.refs == 0) ++s.orphan_pinned_pages;
+  }
+  s.chunks_total = options_.num_chunks;
+  s.chunks_unowned = static_cast<uint32_t>(unowned_chunks_.size());
+  for (const auto& [tenant, t] : tenants_) s.tenants.push_back({tenant, t.chunks, t.pages});
+  std::sort(s.tenants.begin(), s.tenants.end(),
+            [](const PoolTenantStats& a, const PoolTenantStats& b) { return a.tenant < b.tenant; });
+  return s;
+}
+
+absl::Status PagePool::CheckInvariants() const {
+  absl::MutexLock lock(&mu_);
+  const uint32_t cp = options_.chunk_pages;
+  std::vector<bool> is_free(pages_.size(), false);
+  absl::flat_hash_map<TenantId, TenantChunks> recount;
+  uint32_t unowned = 0;
+  for (uint32_t c = 0; c < chunks_.size(); ++c) {
+    const Chunk& chunk = chunks_[c];
+    for (uint32_t slot : chunk.free_slots) {
+      if (slot >= cp) return absl::InternalError(absl::StrCat("chunk ", c, ": bad free slot"));
+      const PageId p = c * cp + slot;
+      if (is_free[p]) return absl::InternalError(absl::StrCat("page ", p, " freed twice"));
+      is_free[p] = true;
+    }
+    if (chunk.owner == kNoTenant) {
+      ++unowned;
+      if (chunk.free_slots.size() != cp) {
+        return absl::InternalError(absl::StrCat("unowned chunk ", c, " has pages in use"));
+      }
+      continue;
+    }
+    TenantChunks& t = recount[chunk.owner];
+    ++t.chunks;
+    t.pages += cp - chunk.free_slots.size();
+    const bool open = !chunk.free_slots.empty();
+    if (open != (chunk.open_index >= 0)) {
+      return absl::InternalError(absl::StrCat("chunk ", c, " open-list membership wrong"));
+    }
+  }
+  if (unowned != unowned_chunks_.size()) {
+    return absl::InternalError("unowned chunk list out of step");
+  }
+  for (PageId p = 0; p < pages_.size(); ++p) {
+    const bool in_use = pages_[p].refs > 0 || pages_[p].pins > 0;
+    if (in_use == is_free[p]) {
+      return absl::InternalError(absl::StrFormat("page %u: refs=%u pins=%u but %s", p,
+                                                 pages_[p].refs, pages_[p].pins,
+                                                 is_free[p] ? "on a free list" : "not free"));
+    }
+  }
+  if (recount.size() != tenants_.size()) {
+    return absl::InternalError("tenant chunk table out of step");
+  }
+  for (const auto& [tenant, t] : tenants_) {
+    auto it = recount.find(tenant);
+    if (it == recount.end() || it->second.chunks != t.chunks || it->second.pages != t.pages) {
+      return absl::InternalError(absl::StrCat("tenant ", tenant, " page count out of step"));
+    }
+    for (uint32_t c : t.open_chunks) {
+      if (chunks_[c].owner != tenant) {
+        return absl::InternalError(absl::StrCat("open chunk ", c, " not owned by ", tenant));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvwarden

@@ -1,0 +1,139 @@
+#pragma once
+
+// PagePool: fixed-size KV pages of one layout on one device.
+//
+// Memory comes in chunks; a chunk belongs to at most one tenant at a time and a tenant's
+// pages come only from its own chunks. An empty chunk goes back to the pool and is
+// scrubbed before another tenant gets it. Allocation and free are O(1) per page.
+//
+// Each page carries a refcount (sequences sharing it after a fork) and a pin count
+// (transfers or mapped reads in flight). A page is returned to its chunk only when
+// both reach zero; the tenant stays charged until then (on_pages_freed reports it).
+//
+// Thread-safe: all methods may be called concurrently. Page bytes are not guarded
+// here; callers order byte access with their own (per-sequence) locks.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "cache_service/chunk_memory.h"
+#include "cache_service/ids.h"
+#include "cache_service/kv_layout.h"
+
+namespace kvwarden {
+
+struct PagePoolOptions {
+  std::string name;
+  std::string device = "cpu";
+  KvLayout layout;
+  uint32_t chunk_pages = 0;  // pages per chunk, >= 1
+  uint32_t num_chunks = 0;   // >= 1
+  // Default: memfd chunks named "kvwarden:<pool>:<index>".
+  ChunkFactory chunk_factory;
+  // Called (outside the pool's lock) when pages of `tenant` return to the pool.
+  std::function<void(TenantId tenant, uint64_t pages, uint64_t page_bytes)> on_pages_freed;
+};
+
+struct PoolTenantStats {
+  TenantId tenant = kNoTenant;
+  uint32_t chunks = 0;
+  uint64_t pages = 0;
+};
+
+struct PagePoolStats {
+  uint64_t capacity_pages = 0;
+  uint64_t used_pages = 0;    // not in any free list (owned or pinned after release)
+  uint64_t shared_pages = 0;  // refcount > 1
+  uint64_t pinned_pages = 0;
+  uint64_t orphan_pinned_pages = 0;  // released by every owner, waiting for an unpin
+  uint32_t chunks_total = 0;
+  uint32_t chunks_unowned = 0;
+  std::vector<PoolTenantStats> tenants;  // tenants owning at least one chunk
+};
+
+class PagePool {
+ public:
+  static absl::StatusOr<std::unique_ptr<PagePool>> Create(PagePoolOptions options);
+  PagePool(const PagePool&) = delete;
+  PagePool& operator=(const PagePool&) = delete;
+
+  const std::string& name() const { return options_.name; }
+  const std::string& device() const { return options_.device; }
+  const KvLayout& layout() const { return options_.layout; }
+  size_t page_bytes() const { return page_bytes_; }
+  uint32_t chunk_pages() const { return options_.chunk_pages; }
+  uint64_t capacity_pages() const {
+    return uint64_t{options_.chunk_pages} * options_.num_chunks;
+  }
+
+  // Appends `n` fresh pages (refcount 1) of `tenant` to `out`, or changes nothing and
+  // returns RESOURCE_EXHAUSTED when the pool cannot supply them.
+  absl::Status Allocate(TenantId tenant, uint32_t n, std::vector<PageId>* out);
+  // One more owner of each page (a fork sharing it).
+  void Ref(absl::Span<const PageId> pages);
+  // One owner fewer; pages left with no owner and no pin are freed. Returns how many
+  // pages went back to the pool now.
+  uint64_t Unref(absl::Span<const PageId> pages);
+  void Pin(absl::Span<const PageId> pages);
+  void Unpin(absl::Span<const PageId> pages);
+
+  uint32_t RefCount(PageId page) const;
+  uint32_t PinCount(PageId page) const;
+  TenantId OwnerOf(PageId page) const;
+  // Stable for the pool's lifetime.
+  uint8_t* PageData(PageId page) const {
+    return chunks_[page / options_.chunk_pages].memory->data() +
+           size_t{page % options_.chunk_pages} * page_bytes_;
+  }
+
+  PagePoolStats Stats() const;
+  // Free lists, refcounts and chunk ownership agree; per-tenant page counts match.
+  absl::Status CheckInvariants() const;
+
+ private:
+  struct PageMeta {
+    uint32_t refs = 0;
+    uint32_t pins = 0;
+  };
+  struct Chunk {
+    std::unique_ptr<ChunkMemory> memory;  // immutable after Create
+    TenantId owner = kNoTenant;
+    TenantId last_owner = kNoTenant;  // scrub before handing to someone else
+    std::vector<uint32_t> free_slots;  // in-chunk page indices
+    int32_t open_index = -1;           // position in the owner's open_chunks, or -1
+  };
+  struct TenantChunks {
+    std::vector<uint32_t> open_chunks;  // owned chunks with a free page
+    uint32_t chunks = 0;
+    uint64_t pages = 0;
+  };
+
+  explicit PagePool(PagePoolOptions options);
+  absl::StatusOr<uint32_t> ClaimChunkLocked(TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreePageLocked(PageId page, absl::flat_hash_map<TenantId, uint64_t>* freed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportFreed(const absl::flat_hash_map<TenantId, uint64_t>& freed) const;
+  static void RemoveOpen(TenantChunks& t, std::vector<Chunk>& chunks, uint32_t c);
+  uint64_t FreePagesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const PagePoolOptions options_;
+  const size_t page_bytes_;
+  mutable absl::Mutex mu_;
+  // The vector itself is sized once in Create; chunk fields other than `memory` are
+  // guarded by mu_.
+  std::vector<Chunk> chunks_;
+  std::vector<PageMeta> pages_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> unowned_chunks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TenantId, TenantChunks> tenants_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvwarden

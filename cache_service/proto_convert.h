@@ -1,0 +1,15 @@
+#pragma once
+
+#include "cache_service/page_pool.h"
+#include "cache_service/sequence_table.h"
+#include "cache_service/tenant_ledger.h"
+#include "kvwarden/v1/admin.pb.h"
+#include "kvwarden/v1/control.pb.h"
+
+namespace kvwarden {
+
+void ToProto(const KvLayout& in, v1::KvLayout* out);
+void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::SequenceInfo* out);
+void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* out);
+
+}  // namespace kvwarden

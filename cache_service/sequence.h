@@ -1,0 +1,44 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "cache_service/ids.h"
+#include "cache_service/page_pool.h"
+#include "cache_service/slot_map.h"
+
+namespace kvwarden {
+
+// One request's KV: per layer a page table, per (layer, head) the positions of its live
+// slots. Owned by SequenceTable; fields above `mu` are immutable after insertion.
+struct Sequence {
+  SequenceId id = 0;
+  TenantId tenant = kNoTenant;
+  LeaseId lease = 0;
+  PagePool* pool = nullptr;
+  uint32_t max_tokens = 0;
+  SequenceId parent = 0;
+
+  mutable absl::Mutex mu;
+  bool released ABSL_GUARDED_BY(mu) = false;
+  // Grows whenever retention changes which slots are live.
+  uint64_t epoch ABSL_GUARDED_BY(mu) = 0;
+  // Token positions handed out so far.
+  uint32_t num_tokens ABSL_GUARDED_BY(mu) = 0;
+  std::vector<std::vector<PageId>> pages ABSL_GUARDED_BY(mu);  // [layer]
+  std::vector<SlotMap> slots ABSL_GUARDED_BY(mu);              // [layer * heads + head]
+  std::vector<uint32_t> evicted ABSL_GUARDED_BY(mu);           // [layer * heads + head]
+
+  const KvLayout& layout() const { return pool->layout(); }
+  // Slots the layer's page table must cover: the fullest head's count.
+  uint32_t LayerSlots(uint32_t layer) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    uint32_t n = 0;
+    const uint32_t h = layout().num_kv_heads;
+    for (uint32_t i = 0; i < h; ++i) n = std::max(n, slots[layer * h + i].size());
+    return n;
+  }
+};
+
+}  // namespace kvwarden

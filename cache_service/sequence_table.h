@@ -1,0 +1,145 @@
+#pragma once
+
+// SequenceTable: every live sequence's page tables, slot positions and epoch.
+//
+// It charges the TenantLedger and allocates from the sequence's PagePool; a refused
+// call changes nothing. Sequences are created and forked under a worker lease that is
+// checked under the table lock, so a lease lapsing concurrently can never leave an
+// orphan behind (the reaper's ReleaseByLease sees every sequence inserted before it).
+//
+// A caller only sees its own tenant's sequences: any other id answers NOT_FOUND with
+// the same message as an id that never existed.
+//
+// Thread-safe. Lock order: table lock, then a sequence's lock, then ledger/pool/lease
+// locks (those never call back into the table). Byte copies run under the sequence's
+// shared lock only, so different sequences copy in parallel.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "cache_service/ids.h"
+#include "cache_service/page_pool.h"
+#include "cache_service/tenant_ledger.h"
+#include "cache_service/worker_leases.h"
+
+namespace kvwarden {
+
+struct Sequence;
+
+struct CreateSequenceArgs {
+  TenantId tenant = kNoTenant;
+  LeaseId lease = 0;
+  PagePool* pool = nullptr;
+  uint32_t max_tokens = 0;
+};
+
+struct ReserveResult {
+  uint32_t first_position = 0;
+  uint32_t num_tokens = 0;
+  uint32_t first_slot = 0;
+  uint32_t first_page_offset = 0;
+  std::vector<std::vector<PageId>> layer_pages;  // pages covering the new slots
+  uint64_t epoch = 0;
+};
+
+struct ForkResult {
+  SequenceId id = 0;
+  uint32_t shared_pages = 0;
+  uint32_t copied_pages = 0;
+};
+
+// Bytes of one layer over a token range, packed head after head.
+struct KvSlice {
+  uint64_t epoch = 0;
+  std::vector<uint32_t> head_live_counts;
+  std::vector<uint32_t> positions;  // empty when every head holds the whole range
+  std::string k;
+  std::string v;
+};
+
+struct HeadSnapshot {
+  uint32_t live_slots = 0;
+  uint32_t budget = 0;
+  uint32_t evicted = 0;
+};
+
+struct SequenceSnapshot {
+  SequenceId id = 0;
+  TenantId tenant = kNoTenant;
+  std::string pool;
+  LeaseId lease = 0;
+  KvLayout layout;
+  uint64_t epoch = 0;
+  uint32_t num_tokens = 0;
+  uint32_t max_tokens = 0;
+  std::string policy;
+  uint32_t pages_held = 0;
+  uint32_t shared_pages = 0;
+  SequenceId parent = 0;
+  std::vector<uint32_t> layer_num_pages;
+  std::vector<std::vector<PageId>> layer_pages;  // only when asked for
+  std::vector<HeadSnapshot> heads;                // [layer * num_kv_heads + head]; when asked
+};
+
+class SequenceTable {
+ public:
+  struct Options {
+    TenantLedger* ledger = nullptr;  // required
+    WorkerLeases* leases = nullptr;  // required
+  };
+
+  explicit SequenceTable(Options options);
+  ~SequenceTable();
+  SequenceTable(const SequenceTable&) = delete;
+  SequenceTable& operator=(const SequenceTable&) = delete;
+
+  absl::StatusOr<SequenceId> Create(const CreateSequenceArgs& args);
+  absl::StatusOr<ForkResult> Fork(SequenceId parent, TenantId tenant, LeaseId lease);
+  // Returns the number of pages that went back to the pool.
+  absl::StatusOr<uint64_t> Release(SequenceId id, TenantId tenant);
+  absl::StatusOr<ReserveResult> Reserve(SequenceId id, TenantId tenant, uint32_t num_tokens);
+
+  // k and v: [head][token][head_dim] for positions [token_start, token_start + n).
+  absl::Status WriteKv(SequenceId id, TenantId tenant, uint32_t layer, uint32_t token_start,
+                       uint32_t num_tokens, absl::string_view k, absl::string_view v);
+  // Live slots of `layer` with positions in [token_start, token_end). Fails with
+  // FAILED_PRECONDITION when `expected_epoch` is set and differs.
+  absl::StatusOr<KvSlice> ReadKv(SequenceId id, const Caller& caller, uint32_t layer,
+                                 uint32_t token_start, uint32_t token_end,
+                                 std::optional<uint64_t> expected_epoch) const;
+
+  absl::StatusOr<SequenceSnapshot> Describe(SequenceId id, const Caller& caller,
+                                            bool include_pages, bool include_heads) const;
+  // Summaries (no per-layer detail), ordered by id.
+  std::vector<SequenceSnapshot> List(std::optional<TenantId> tenant,
+                                     const std::string& pool) const;
+
+  // Releases every sequence held by `lease`; returns how many.
+  size_t ReleaseByLease(LeaseId lease);
+
+  // Pool refcounts equal references from sequences, page owners match, ledger usage
+  // equals pool usage. Call when no other thread mutates (tests, debug endpoints).
+  absl::Status CheckInvariants(absl::Span<PagePool* const> pools) const;
+
+ private:
+  absl::StatusOr<std::shared_ptr<Sequence>> Find(SequenceId id, const Caller& caller) const;
+  absl::Status Insert(std::shared_ptr<Sequence> seq);
+  uint64_t ReleaseLocked(Sequence& seq);
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  SequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<SequenceId, std::shared_ptr<Sequence>> sequences_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvwarden

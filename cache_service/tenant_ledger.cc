@@ -1,0 +1,73 @@
+#include "cache_service/tenant_ledger.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+
+namespace kvwarden {
+
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  if (u == 0) return absl::StrFormat("%d B", bytes);
+  return absl::StrFormat("%.1f %s", v, kUnits[u]);
+}
+
+TenantLedger::TenantLedger(std::vector<TenantSpec> tenants)
+    : specs_(std::move(tenants)), usage_(specs_.size()) {
+  for (TenantId i = 0; i < usage_.size(); ++i) usage_[i].id = i;
+}
+
+std::optional<TenantId> TenantLedger::Find(const std::string& name) const {
+  for (TenantId i = 0; i < specs_.size(); ++i) {
+    if (specs_[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+absl::Status TenantLedger::Charge(TenantId id, uint64_t pages, uint64_t page_bytes) {
+  const TenantSpec& spec = specs_[id];
+  const uint64_t bytes = pages * page_bytes;
+  absl::MutexLock lock(&mu_);
+  TenantUsage& u = usage_[id];
+  const bool over_pages = spec.quota_pages > 0 && u.pages + pages > spec.quota_pages;
+  const bool over_bytes = spec.quota_bytes > 0 && u.bytes + bytes > spec.quota_bytes;
+  if (over_pages || over_bytes) {
+    ++u.quota_refusals;
+    std::string quota =
+        over_pages ? absl::StrFormat("%d pages", spec.quota_pages) : HumanBytes(spec.quota_bytes);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "tenant '%s' quota exceeded: asked %d more pages (%s), holds %d pages (%s) of its "
+        "quota of %s",
+        spec.name, pages, HumanBytes(bytes), u.pages, HumanBytes(u.bytes), quota));
+  }
+  u.pages += pages;
+  u.bytes += bytes;
+  u.peak_pages = std::max(u.peak_pages, u.pages);
+  return absl::OkStatus();
+}
+
+void TenantLedger::Refund(TenantId id, uint64_t pages, uint64_t page_bytes) {
+  absl::MutexLock lock(&mu_);
+  TenantUsage& u = usage_[id];
+  u.pages -= pages;
+  u.bytes -= pages * page_bytes;
+}
+
+TenantUsage TenantLedger::Usage(TenantId id) const {
+  absl::MutexLock lock(&mu_);
+  return usage_[id];
+}
+
+std::vector<TenantUsage> TenantLedger::AllUsage() const {
+  absl::MutexLock lock(&mu_);
+  return usage_;
+}
+
+}  // namespace kvwarden
