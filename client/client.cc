@@ -1,0 +1,312 @@
+#include "kvwarden/client.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "grpcpp/grpcpp.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+
+namespace kvwarden {
+namespace client {
+namespace {
+
+// Payload cap per WriteKV message, well under gRPC's default 4 MiB limit.
+constexpr size_t kMaxMessageBytes = 1 << 20;
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+Layout FromProto(const v1::KvLayout& l) {
+  Layout out;
+  out.num_layers = l.num_layers();
+  out.num_kv_heads = l.num_kv_heads();
+  out.head_dim = l.head_dim();
+  out.page_tokens = l.page_tokens();
+  switch (l.dtype()) {
+    case v1::DTYPE_FP32: out.dtype = "fp32"; out.elem_bytes = 4; break;
+    case v1::DTYPE_BF16: out.dtype = "bf16"; out.elem_bytes = 2; break;
+    default: out.dtype = "fp16"; out.elem_bytes = 2; break;
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Client::Impl {
+  Options options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::ControlService::Stub> stub;
+
+  // A context with the token and the per-call deadline.
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+    return ctx;
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("target: is required");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  impl->channel =
+      grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  impl->stub = v1::ControlService::NewStub(impl->channel);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+absl::StatusOr<std::string> Client::Ping() {
+  auto ctx = impl_->Context();
+  v1::PingResponse resp;
+  grpc::Status s = impl_->stub->Ping(ctx.get(), v1::PingRequest(), &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.version();
+}
+
+absl::StatusOr<Lease> Client::RegisterWorker(const std::string& name, Role role, uint32_t ttl_ms) {
+  auto ctx = impl_->Context();
+  v1::RegisterWorkerRequest req;
+  req.set_name(name);
+  req.set_role(static_cast<v1::WorkerRole>(role));
+  req.set_ttl_ms(ttl_ms);
+  v1::RegisterWorkerResponse resp;
+  grpc::Status s = impl_->stub->RegisterWorker(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return Lease{resp.lease_id(), resp.ttl_ms()};
+}
+
+absl::Status Client::KeepAlive(uint64_t lease_id) {
+  auto ctx = impl_->Context();
+  v1::KeepAliveRequest req;
+  req.set_lease_id(lease_id);
+  v1::KeepAliveResponse resp;
+  return FromGrpc(impl_->stub->KeepAlive(ctx.get(), req, &resp));
+}
+
+absl::StatusOr<Sequence> Client::CreateSequence(uint64_t lease_id, const std::string& pool,
+                                                uint32_t max_tokens) {
+  auto ctx = impl_->Context();
+  v1::CreateSequenceRequest req;
+  req.set_lease_id(lease_id);
+  req.set_pool(pool);
+  req.set_max_tokens(max_tokens);
+  v1::CreateSequenceResponse resp;
+  grpc::Status s = impl_->stub->CreateSequence(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return Sequence{resp.sequence_id(), FromProto(resp.layout()), resp.epoch()};
+}
+
+absl::StatusOr<Fork> Client::ForkSequence(uint64_t sequence_id, uint64_t lease_id) {
+  auto ctx = impl_->Context();
+  v1::ForkSequenceRequest req;
+  req.set_sequence_id(sequence_id);
+  req.set_lease_id(lease_id);
+  v1::ForkSequenceResponse resp;
+  grpc::Status s = impl_->stub->ForkSequence(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return Fork{resp.sequence_id(), resp.shared_pages(), resp.copied_pages()};
+}
+
+absl::StatusOr<uint32_t> Client::ReleaseSequence(uint64_t sequence_id) {
+  auto ctx = impl_->Context();
+  v1::ReleaseSequenceRequest req;
+  req.set_sequence_id(sequence_id);
+  v1::ReleaseSequenceResponse resp;
+  grpc::Status s = impl_->stub->ReleaseSequence(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.freed_pages();
+}
+
+absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
+  auto ctx = impl_->Context();
+  v1::DescribeSequenceRequest req;
+  req.set_sequence_id(sequence_id);
+  v1::SequenceInfo resp;
+  grpc::Status s = impl_->stub->DescribeSequence(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  SequenceInfo out;
+  out.id = resp.sequence_id();
+  out.tenant = resp.tenant();
+  out.pool = resp.pool();
+  out.lease = resp.lease_id();
+  out.layout = FromProto(resp.layout());
+  out.epoch = resp.epoch();
+  out.num_tokens = resp.num_tokens();
+  out.max_tokens = resp.max_tokens();
+  out.policy = resp.policy();
+  out.pages_held = resp.pages_held();
+  out.shared_pages = resp.shared_pages();
+  out.parent = resp.parent_sequence_id();
+  for (const v1::LayerInfo& layer : resp.layers()) {
+    auto& heads = out.heads.emplace_back();
+    for (const v1::HeadInfo& h : layer.heads()) {
+      heads.push_back(HeadState{h.live_slots(), h.budget(), h.evicted()});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Reservation> Client::ReserveSlots(uint64_t sequence_id, uint32_t num_tokens) {
+  auto ctx = impl_->Context();
+  v1::ReserveSlotsRequest req;
+  req.set_sequence_id(sequence_id);
+  req.set_num_tokens(num_tokens);
+  v1::ReserveSlotsResponse resp;
+  grpc::Status s = impl_->stub->ReserveSlots(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  Reservation r;
+  r.first_position = resp.first_position();
+  r.num_tokens = resp.num_tokens();
+  r.first_slot = resp.first_slot();
+  r.first_page_offset = resp.first_page_offset();
+  r.epoch = resp.epoch();
+  for (const v1::LayerPages& l : resp.layers()) {
+    r.layer_pages.emplace_back(l.page_ids().begin(), l.page_ids().end());
+  }
+  return r;
+}
+
+absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_t layer_start,
+                             uint32_t layer_count, uint32_t token_start, uint32_t num_tokens,
+                             absl::Span<const uint8_t> k, absl::Span<const uint8_t> v) {
+  const size_t tb = layout.token_bytes();
+  const size_t layer_bytes = layout.layer_bytes(num_tokens);
+  if (tb == 0 || num_tokens == 0 || layer_count == 0) {
+    return absl::InvalidArgumentError("layout, num_tokens and layer_count must be non-zero");
+  }
+  if (k.size() != layer_bytes * layer_count || v.size() != k.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "k/v: %d and %d bytes given, %d expected ([layer][head][token][dim])", k.size(),
+        v.size(), layer_bytes * layer_count));
+  }
+  const uint32_t chunk = static_cast<uint32_t>(
+      std::max<size_t>(1, kMaxMessageBytes / (2 * size_t{layout.num_kv_heads} * tb)));
+  auto ctx = impl_->Context();
+  v1::WriteKVResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::WriteKVRequest>> writer =
+      impl_->stub->WriteKV(ctx.get(), &resp);
+  v1::WriteKVRequest req;
+  req.set_sequence_id(sequence_id);
+  bool stream_ok = true;
+  for (uint32_t l = 0; l < layer_count && stream_ok; ++l) {
+    for (uint32_t t = 0; t < num_tokens && stream_ok; t += chunk) {
+      const uint32_t n = std::min(chunk, num_tokens - t);
+      req.set_layer(layer_start + l);
+      req.set_token_start(token_start + t);
+      req.set_num_tokens(n);
+      std::string* kb = req.mutable_k();
+      std::string* vb = req.mutable_v();
+      kb->resize(layout.layer_bytes(n));
+      vb->resize(layout.layer_bytes(n));
+      // Gather [head][t..t+n) of this layer into the message.
+      for (uint32_t h = 0; h < layout.num_kv_heads; ++h) {
+        const size_t src = l * layer_bytes + (size_t{h} * num_tokens + t) * tb;
+        std::memcpy(kb->data() + size_t{h} * n * tb, k.data() + src, n * tb);
+        std::memcpy(vb->data() + size_t{h} * n * tb, v.data() + src, n * tb);
+      }
+      stream_ok = writer->Write(req);
+    }
+  }
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
+absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32_t layer_start,
+                                                    uint32_t layer_count, uint32_t token_start,
+                                                    uint32_t token_end,
+                                                    std::optional<uint64_t> epoch) {
+  auto ctx = impl_->Context();
+  v1::ReadKVRequest req;
+  req.set_sequence_id(sequence_id);
+  req.set_layer_start(layer_start);
+  req.set_layer_count(layer_count);
+  req.set_token_start(token_start);
+  req.set_token_end(token_end);
+  if (epoch.has_value()) req.set_epoch(*epoch);
+  std::unique_ptr<grpc::ClientReader<v1::ReadKVResponse>> reader =
+      impl_->stub->ReadKV(ctx.get(), req);
+  // Chunks arrive per layer in token order; each packs its slots head after head, so a
+  // layer is reassembled head by head across its chunks.
+  std::vector<std::vector<v1::ReadKVResponse>> by_layer(layer_count);
+  v1::ReadKVResponse msg;
+  while (reader->Read(&msg)) {
+    if (msg.layer() < layer_start || msg.layer() >= layer_start + layer_count) {
+      return absl::InternalError(absl::StrCat("daemon sent layer ", msg.layer(), " not asked for"));
+    }
+    by_layer[msg.layer() - layer_start].push_back(std::move(msg));
+  }
+  if (absl::Status s = FromGrpc(reader->Finish()); !s.ok()) return s;
+  std::vector<LayerKv> out;
+  for (uint32_t l = 0; l < layer_count; ++l) {
+    const auto& chunks = by_layer[l];
+    LayerKv kv;
+    kv.layer = layer_start + l;
+    if (chunks.empty()) return absl::InternalError("daemon sent no data for a layer");
+    kv.epoch = chunks.front().epoch();
+    const size_t heads = chunks.front().head_live_counts_size();
+    kv.head_live_counts.assign(heads, 0);
+    const bool dense = std::all_of(chunks.begin(), chunks.end(),
+                                   [](const v1::ReadKVResponse& c) { return c.positions_size() == 0; });
+    for (size_t h = 0; h < heads; ++h) {
+      for (const v1::ReadKVResponse& c : chunks) {
+        size_t before = 0, total = 0;  // slots of heads < h, and of all heads, in this chunk
+        for (int i = 0; i < c.head_live_counts_size(); ++i) {
+          if (static_cast<size_t>(i) < h) before += c.head_live_counts(i);
+          total += c.head_live_counts(i);
+        }
+        const uint32_t n = c.head_live_counts(h);
+        const size_t tb = total == 0 ? 0 : c.k().size() / total;
+        kv.k.append(c.k(), before * tb, n * tb);
+        kv.v.append(c.v(), before * tb, n * tb);
+        kv.head_live_counts[h] += n;
+        if (dense) continue;
+        if (c.positions_size() == 0) {
+          for (uint32_t p = c.token_start(); p < c.token_end(); ++p) kv.positions.push_back(p);
+        } else {
+          kv.positions.insert(kv.positions.end(), c.positions().begin() + before,
+                              c.positions().begin() + before + n);
+        }
+      }
+    }
+    out.push_back(std::move(kv));
+  }
+  return out;
+}
+
+LeaseKeeper::LeaseKeeper(Client* client, Lease lease) : client_(client), lease_(lease) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "kvw-keepalive");
+    const absl::Duration period = absl::Milliseconds(std::max<uint32_t>(1, lease_.ttl_ms / 3));
+    while (!stop_.WaitForNotificationWithTimeout(period)) {
+      absl::Status s = client_->KeepAlive(lease_.id);
+      absl::MutexLock lock(&mu_);
+      if (!s.ok()) last_error_ = s;
+    }
+  });
+}
+
+LeaseKeeper::~LeaseKeeper() {
+  stop_.Notify();
+  thread_.join();
+}
+
+absl::Status LeaseKeeper::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
+}
+
+}  // namespace client
+}  // namespace kvwarden

@@ -1,0 +1,173 @@
+#pragma once
+
+// kvwarden::Client: the C++ library model workers link to talk to kvwardend.
+//
+// No gRPC or protobuf types appear here. Every call returns absl::Status(Or) with the
+// daemon's gRPC status code and message unchanged (UNAVAILABLE when it cannot be
+// reached). A Client is thread-safe: calls from many threads share one channel.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace kvwarden {
+namespace client {
+
+struct Options {
+  std::string target = "127.0.0.1:50051";  // host:port of kvwardend
+  std::string token;                       // tenant (or admin) bearer token
+  absl::Duration timeout = absl::Seconds(10);  // per call
+};
+
+enum class Role { kPrefill = 1, kDecode = 2, kBoth = 3 };
+
+struct Layout {
+  uint32_t num_layers = 0;
+  uint32_t num_kv_heads = 0;
+  uint32_t head_dim = 0;
+  uint32_t elem_bytes = 0;  // 2 for fp16/bf16, 4 for fp32
+  std::string dtype;        // "fp16", "bf16", "fp32"
+  uint32_t page_tokens = 0;
+
+  // K (or V) bytes of one token of one head.
+  size_t token_bytes() const { return size_t{head_dim} * elem_bytes; }
+  // K (or V) bytes of `tokens` tokens of one layer, all heads.
+  size_t layer_bytes(uint32_t tokens) const { return size_t{num_kv_heads} * tokens * token_bytes(); }
+};
+
+struct Lease {
+  uint64_t id = 0;
+  uint32_t ttl_ms = 0;
+};
+
+struct Sequence {
+  uint64_t id = 0;
+  Layout layout;
+  uint64_t epoch = 0;
+};
+
+struct Reservation {
+  uint32_t first_position = 0;
+  uint32_t num_tokens = 0;
+  uint32_t first_slot = 0;
+  uint32_t first_page_offset = 0;
+  std::vector<std::vector<uint32_t>> layer_pages;  // [layer] pages holding the new slots
+  uint64_t epoch = 0;
+};
+
+struct Fork {
+  uint64_t id = 0;
+  uint32_t shared_pages = 0;
+  uint32_t copied_pages = 0;
+};
+
+struct HeadState {
+  uint32_t live_slots = 0;
+  uint32_t budget = 0;
+  uint32_t evicted = 0;
+};
+
+struct SequenceInfo {
+  uint64_t id = 0;
+  std::string tenant;
+  std::string pool;
+  uint64_t lease = 0;
+  Layout layout;
+  uint64_t epoch = 0;
+  uint32_t num_tokens = 0;
+  uint32_t max_tokens = 0;
+  std::string policy;
+  uint32_t pages_held = 0;
+  uint32_t shared_pages = 0;
+  uint64_t parent = 0;
+  std::vector<std::vector<HeadState>> heads;  // [layer][head]
+};
+
+// K/V of one layer over a token range, packed head after head: head h holds
+// head_live_counts[h] slots of token_bytes() each.
+struct LayerKv {
+  uint32_t layer = 0;
+  uint64_t epoch = 0;
+  std::vector<uint32_t> head_live_counts;
+  std::vector<uint32_t> positions;  // per head, concatenated; empty when nothing evicted
+  std::string k;
+  std::string v;
+};
+
+class Client {
+ public:
+  // Does not block: the connection is made on the first call.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const Options& options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Round trip with no work; returns the daemon's version.
+  absl::StatusOr<std::string> Ping();
+
+  absl::StatusOr<Lease> RegisterWorker(const std::string& name, Role role, uint32_t ttl_ms = 0);
+  absl::Status KeepAlive(uint64_t lease_id);
+
+  absl::StatusOr<Sequence> CreateSequence(uint64_t lease_id, const std::string& pool,
+                                          uint32_t max_tokens);
+  absl::StatusOr<Fork> ForkSequence(uint64_t sequence_id, uint64_t lease_id);
+  // Returns the pages that went back to the pool.
+  absl::StatusOr<uint32_t> ReleaseSequence(uint64_t sequence_id);
+  absl::StatusOr<SequenceInfo> DescribeSequence(uint64_t sequence_id);
+  absl::StatusOr<Reservation> ReserveSlots(uint64_t sequence_id, uint32_t num_tokens);
+
+  // Writes tokens [token_start, token_start + num_tokens) of layers
+  // [layer_start, layer_start + layer_count). k and v are [layer][head][token][head_dim]
+  // in the layout's dtype. Split into messages of at most 1 MiB on one stream.
+  absl::Status WriteKV(uint64_t sequence_id, const Layout& layout, uint32_t layer_start,
+                       uint32_t layer_count, uint32_t token_start, uint32_t num_tokens,
+                       absl::Span<const uint8_t> k, absl::Span<const uint8_t> v);
+  // Reads tokens [token_start, token_end) (token_end 0 = all reserved) of the layers,
+  // at `epoch` if given (FAILED_PRECONDITION if the sequence has moved on).
+  absl::StatusOr<std::vector<LayerKv>> ReadKV(uint64_t sequence_id, uint32_t layer_start,
+                                              uint32_t layer_count, uint32_t token_start,
+                                              uint32_t token_end,
+                                              std::optional<uint64_t> epoch = std::nullopt);
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Keeps a worker lease alive from a background thread ("kvw-keepalive") at a third of
+// its TTL until destroyed. The client must outlive the keeper.
+class LeaseKeeper {
+ public:
+  LeaseKeeper(Client* client, Lease lease);
+  ~LeaseKeeper();
+  LeaseKeeper(const LeaseKeeper&) = delete;
+  LeaseKeeper& operator=(const LeaseKeeper&) = delete;
+
+  // The last KeepAlive failure, if any (e.g. FAILED_PRECONDITION after a lapse).
+  absl::Status last_error() const;
+
+ private:
+  Client* const client_;
+  const Lease lease_;
+  absl::Notification stop_;
+  mutable absl::Mutex mu_;
+  absl::Status last_error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace client
+
+using Client = client::Client;
+
+}  // namespace kvwarden
