@@ -1,0 +1,57 @@
+#pragma once
+
+// The daemon's core parts wired as main wires them, on small memfd pools, for unit and
+// model tests. Tenants: 0 "alpha" and 1 "beta" with the quotas given.
+
+#include <memory>
+#include <vector>
+
+#include "cache_service/page_pool.h"
+#include "cache_service/sequence_table.h"
+#include "cache_service/tenant_ledger.h"
+#include "cache_service/worker_leases.h"
+#include "tests/support/fake_clock.h"
+
+namespace kvwarden::testing {
+
+struct CoreConfig {
+  KvLayout layout{2, 2, 4, DType::kFp16, 4};  // 2 layers, 2 heads, dim 4, 4 tokens/page
+  uint32_t chunk_pages = 8;
+  uint32_t num_chunks = 8;
+  uint64_t alpha_quota_pages = 1000;
+  uint64_t beta_quota_pages = 16;
+};
+
+class Core {
+ public:
+  explicit Core(const CoreConfig& cfg = CoreConfig())
+      : ledger({TenantSpec{"alpha", 0, cfg.alpha_quota_pages, 2},
+                TenantSpec{"beta", 0, cfg.beta_quota_pages, 1}}),
+        leases(LeaseOptions{absl::Seconds(10), absl::Milliseconds(100), absl::Minutes(5)}, &clock) {
+    PagePoolOptions opts;
+    opts.name = "main";
+    opts.layout = cfg.layout;
+    opts.chunk_pages = cfg.chunk_pages;
+    opts.num_chunks = cfg.num_chunks;
+    opts.on_pages_freed = [this](TenantId t, uint64_t pages, uint64_t page_bytes) {
+      ledger.Refund(t, pages, page_bytes);
+    };
+    pool = *PagePool::Create(std::move(opts));
+    table = std::make_unique<SequenceTable>(SequenceTable::Options{&ledger, &leases});
+  }
+  ~Core() { table.reset(); }
+
+  LeaseId Lease(TenantId t) { return leases.Register(t, "w", WorkerRole::kBoth, absl::ZeroDuration())->id; }
+  absl::Status Check() const {
+    std::vector<PagePool*> pools = {pool.get()};
+    return table->CheckInvariants(pools);
+  }
+
+  FakeClock clock;
+  TenantLedger ledger;
+  WorkerLeases leases;
+  std::unique_ptr<PagePool> pool;
+  std::unique_ptr<SequenceTable> table;
+};
+
+}  // namespace kvwarden::testing

@@ -1,0 +1,102 @@
+#include "cache_service/daemon_config.h"
+
+#include <cstdlib>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr const char* kValid = R"pb(
+  admin_token: "adm"
+  pools {
+    name: "p"
+    layout { num_layers: 2 num_kv_heads: 2 head_dim: 4 dtype: DTYPE_FP16 page_tokens: 4 }
+    capacity_pages: 64
+    chunk_bytes: 1024
+  }
+  tenants { name: "a" token: "ta" quota_pages: 10 }
+)pb";
+
+TEST(DaemonConfigTest, ShippedExampleIsValid) {
+  const char* src = std::getenv("KVW_SOURCE_DIR");
+  ASSERT_NE(src, nullptr);
+  auto s = LoadDaemonConfig(std::string(src) + "/deploy/config/example.textproto");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->pools.size(), 1u);
+  EXPECT_EQ(s->pools[0].layout.page_bytes(), 16384u);
+  EXPECT_EQ(s->pools[0].chunk_pages, 256u);
+  EXPECT_EQ(s->pools[0].num_chunks, 64u);
+  EXPECT_EQ(s->tenants.size(), 2u);
+}
+
+TEST(DaemonConfigTest, DefaultsAreFilledIn) {
+  auto s = ParseDaemonConfig(kValid, "c.textproto");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->listen, "127.0.0.1:50051");
+  EXPECT_EQ(s->pools[0].device, "cpu");
+  EXPECT_EQ(s->pools[0].chunk_pages, 8u);  // 1024 bytes / 128-byte pages
+  EXPECT_EQ(s->pools[0].num_chunks, 8u);
+  EXPECT_EQ(s->tenants[0].weight, 1u);
+  EXPECT_EQ(s->leases.default_ttl, absl::Seconds(10));
+}
+
+struct BadCase {
+  std::string edit;  // appended to kValid (later scalar fields win in text format)
+  std::string message;
+};
+
+class BadConfigTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadConfigTest, NamesFileFieldAndReason) {
+  auto s = ParseDaemonConfig(std::string(kValid) + GetParam().edit, "c.textproto");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr(GetParam().message));
+  EXPECT_EQ(std::string(s.status().message()).find('\n'), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, BadConfigTest,
+    ::testing::Values(
+        BadCase{"bogus: 1", "c.textproto:10:6: Message type \"kvwarden.v1.DaemonConfig\" has no field named \"bogus\""},
+        BadCase{"pools { name: \"q\" }", "pools[1].layout: is required"},
+        BadCase{"pools { name: \"p\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 8 chunk_bytes: 8 }",
+                "pools[1].name: duplicate pool name 'p'"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 0 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 8 }",
+                "pools[1].layout.num_kv_heads: must be in [1, 1024], got 0"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 page_tokens: 1 } capacity_pages: 8 }",
+                "pools[1].layout.dtype: must be DTYPE_FP16, DTYPE_BF16 or DTYPE_FP32"},
+        BadCase{"pools { name: \"q\" device: \"cuda:0\" }", "pools[1].device: 'cuda:0' is not available"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } }",
+                "pools[1].capacity_bytes: set exactly one of capacity_bytes and capacity_pages"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 8 chunk_bytes: 4 }",
+                "pools[1].chunk_bytes: 4 is smaller than one page (8 bytes)"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 2 chunk_bytes: 800 }",
+                "pools[1].capacity_pages: 2 pages is less than one chunk (100 pages of 8 bytes)"},
+        BadCase{"tenants { name: \"a\" token: \"x\" quota_pages: 1 }", "tenants[1].name: duplicate tenant name 'a'"},
+        BadCase{"tenants { name: \"b\" token: \"adm\" quota_pages: 1 }", "tenants[1].token: must differ"},
+        BadCase{"tenants { name: \"b\" token: \"tb\" }", "tenants[1].quota_bytes: set quota_bytes or quota_pages"},
+        BadCase{"tenants { name: \"b c\" token: \"tb\" quota_pages: 1 }", "tenants[1].name: must be 1-64 characters"},
+        BadCase{"leases { min_ttl_ms: 5000 max_ttl_ms: 1000 }", "leases.min_ttl_ms: must not exceed max_ttl_ms"},
+        BadCase{"leases { default_ttl_ms: 50 }", "leases.default_ttl_ms: 50 is outside [min_ttl_ms 100"},
+        BadCase{"listen: \"nohostport\"", "listen: 'nohostport' is not HOST:PORT"}));
+
+TEST(DaemonConfigTest, AdminTokenIsRequired) {
+  std::string text = kValid;
+  text.replace(text.find("admin_token: \"adm\""), 18, "");
+  auto s = ParseDaemonConfig(text, "c.textproto");
+  EXPECT_EQ(s.status().message(), "c.textproto: admin_token: is required");
+}
+
+TEST(DaemonConfigTest, MissingFile) {
+  auto s = LoadDaemonConfig("/nonexistent/kvw.textproto");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(s.status().message(), HasSubstr("/nonexistent/kvw.textproto: cannot open"));
+}
+
+}  // namespace
+}  // namespace kvwarden

@@ -1,0 +1,133 @@
+#include "cache_service/page_pool.h"
+
+#include <cstring>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Freed {
+  TenantId tenant;
+  uint64_t pages;
+};
+
+class PagePoolTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<PagePool> MakePool(uint32_t chunk_pages, uint32_t num_chunks) {
+    PagePoolOptions opts;
+    opts.name = "t";
+    opts.layout = KvLayout{1, 2, 8, DType::kFp32, 4};
+    opts.chunk_pages = chunk_pages;
+    opts.num_chunks = num_chunks;
+    opts.on_pages_freed = [this](TenantId t, uint64_t n, uint64_t) { freed_.push_back({t, n}); };
+    auto pool = PagePool::Create(std::move(opts));
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return *std::move(pool);
+  }
+  std::vector<Freed> freed_;
+};
+
+TEST_F(PagePoolTest, AllocatesFromTheTenantsOwnChunksOnly) {
+  auto pool = MakePool(4, 4);
+  std::vector<PageId> a, b;
+  ASSERT_TRUE(pool->Allocate(0, 5, &a).ok());
+  ASSERT_TRUE(pool->Allocate(1, 3, &b).ok());
+  for (PageId p : a) EXPECT_EQ(pool->OwnerOf(p), 0u);
+  for (PageId p : b) EXPECT_EQ(pool->OwnerOf(p), 1u);
+  // Tenant 0 holds 2 chunks (5 pages), tenant 1 one chunk: pages never share a chunk.
+  for (PageId pa : a) {
+    for (PageId pb : b) EXPECT_NE(pa / 4, pb / 4);
+  }
+  PagePoolStats s = pool->Stats();
+  EXPECT_EQ(s.used_pages, 8u);
+  EXPECT_EQ(s.chunks_unowned, 1u);
+  ASSERT_EQ(s.tenants.size(), 2u);
+  EXPECT_EQ(s.tenants[0].chunks, 2u);
+  EXPECT_EQ(s.tenants[0].pages, 5u);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+}
+
+TEST_F(PagePoolTest, RefusalChangesNothing) {
+  auto pool = MakePool(4, 2);
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool->Allocate(0, 5, &a).ok());
+  std::vector<PageId> b;
+  absl::Status s = pool->Allocate(1, 4, &b);  // no unowned chunk left
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(s.message(), HasSubstr("pool 't' is full"));
+  EXPECT_TRUE(b.empty());
+  s = pool->Allocate(0, 4, &a);  // tenant 0 has only 3 free in its own chunk
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(a.size(), 5u);
+  EXPECT_EQ(pool->Stats().used_pages, 5u);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+}
+
+TEST_F(PagePoolTest, EmptyChunkReturnsAndIsScrubbedForAnotherTenant) {
+  auto pool = MakePool(2, 1);
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool->Allocate(0, 2, &a).ok());
+  std::memset(pool->PageData(a[0]), 0xAB, pool->page_bytes());
+  pool->Unref(a);
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(freed_[0].tenant, 0u);
+  EXPECT_EQ(freed_[0].pages, 2u);
+  EXPECT_EQ(pool->Stats().chunks_unowned, 1u);
+  std::vector<PageId> b;
+  ASSERT_TRUE(pool->Allocate(1, 2, &b).ok());
+  for (PageId p : b) {
+    const uint8_t* d = pool->PageData(p);
+    for (size_t i = 0; i < pool->page_bytes(); ++i) ASSERT_EQ(d[i], 0) << "tenant 0's byte leaked";
+  }
+}
+
+TEST_F(PagePoolTest, PinnedPageIsFreedOnlyAfterUnpin) {
+  auto pool = MakePool(4, 1);
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool->Allocate(0, 1, &a).ok());
+  pool->Pin(a);
+  EXPECT_EQ(pool->Unref(a), 0u);
+  EXPECT_TRUE(freed_.empty());
+  PagePoolStats s = pool->Stats();
+  EXPECT_EQ(s.used_pages, 1u);
+  EXPECT_EQ(s.orphan_pinned_pages, 1u);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+  pool->Unpin(a);
+  ASSERT_EQ(freed_.size(), 1u);
+  EXPECT_EQ(pool->Stats().used_pages, 0u);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+}
+
+TEST_F(PagePoolTest, SharedPageLivesUntilLastOwnerLetsGo) {
+  auto pool = MakePool(4, 1);
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool->Allocate(0, 1, &a).ok());
+  pool->Ref(a);
+  EXPECT_EQ(pool->RefCount(a[0]), 2u);
+  EXPECT_EQ(pool->Stats().shared_pages, 1u);
+  EXPECT_EQ(pool->Unref(a), 0u);
+  EXPECT_EQ(pool->Unref(a), 1u);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+}
+
+TEST_F(PagePoolTest, ChunkFactoryFailureIsReported) {
+  PagePoolOptions opts;
+  opts.name = "bad";
+  opts.layout = KvLayout{1, 1, 1, DType::kFp16, 1};
+  opts.chunk_pages = 1;
+  opts.num_chunks = 2;
+  opts.chunk_factory = [](size_t, size_t index) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+    if (index == 1) return absl::ResourceExhaustedError("no memory");
+    return CreateMemfdChunk("ok", 4096);
+  };
+  auto pool = PagePool::Create(std::move(opts));
+  ASSERT_FALSE(pool.ok());
+  EXPECT_THAT(pool.status().message(), HasSubstr("pool 'bad' chunk 1: no memory"));
+}
+
+}  // namespace
+}  // namespace kvwarden
