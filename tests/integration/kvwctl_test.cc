@@ -1,0 +1,143 @@
+// The real kvwctl against the real daemon: tables, --json, and the documented exit
+// codes with one readable line for each failure.
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvwarden/client.h"
+#include "tests/support/process.h"
+#include "tests/support/test_config.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::BinPath;
+using testing::CommandResult;
+using testing::DaemonProcess;
+using testing::RunCommand;
+
+class KvwctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto d = DaemonProcess::Start(testing::kTestConfig);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = d->release();
+    auto c = Client::Connect({daemon_->target(), testing::kBetaToken, absl::Seconds(10)});
+    client_ = c->release();
+    auto lease = client_->RegisterWorker("decoder-7", client::Role::kDecode, 60000);
+    ASSERT_TRUE(lease.ok());
+    auto seq = client_->CreateSequence(lease->id, "main", 100);
+    ASSERT_TRUE(seq.ok());
+    seq_id_ = seq->id;
+    ASSERT_TRUE(client_->ReserveSlots(seq_id_, 10).ok());
+  }
+  static void TearDownTestSuite() {
+    delete client_;
+    delete daemon_;
+  }
+  CommandResult Ctl(std::vector<std::string> args, bool with_token = true) {
+    std::vector<std::string> argv = {BinPath("kvwctl"), "--target=" + daemon_->target()};
+    if (with_token) argv.push_back("--token=" + std::string(testing::kAdminToken));
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+  static void ExpectOneLine(const std::string& err) {
+    ASSERT_FALSE(err.empty());
+    EXPECT_EQ(err.find('\n'), err.size() - 1) << err;
+  }
+
+  static DaemonProcess* daemon_;
+  static Client* client_;
+  static uint64_t seq_id_;
+};
+
+DaemonProcess* KvwctlTest::daemon_ = nullptr;
+Client* KvwctlTest::client_ = nullptr;
+uint64_t KvwctlTest::seq_id_ = 0;
+
+TEST_F(KvwctlTest, Health) {
+  CommandResult r = Ctl({"health"}, /*with_token=*/false);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SERVING"));
+  EXPECT_THAT(r.out, HasSubstr("kvwardend 0.1.0"));
+  r = Ctl({"--json", "health"});
+  EXPECT_THAT(r.out, HasSubstr("\"status\": \"SERVING\""));
+}
+
+TEST_F(KvwctlTest, PoolsAndTenantsTables) {
+  CommandResult r = Ctl({"pools"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("main  cpu"));
+  EXPECT_THAT(r.out, HasSubstr("4x2x16 fp16 /4"));
+  EXPECT_THAT(r.out, HasSubstr("main  beta"));  // per-tenant chunk usage
+  r = Ctl({"tenants"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("beta    1       64 pages"));
+  r = Ctl({"--json", "tenants"});
+  EXPECT_THAT(r.out, HasSubstr("\"name\": \"alpha\""));
+  EXPECT_THAT(r.out, HasSubstr("\"used_pages\": \"12\""));  // beta: 3 pages x 4 layers
+  r = Ctl({"workers"});
+  EXPECT_THAT(r.out, HasSubstr("decoder-7"));
+  EXPECT_THAT(r.out, HasSubstr("WORKER_ROLE_DECODE"));
+}
+
+TEST_F(KvwctlTest, SequencesAndShow) {
+  CommandResult r = Ctl({"seqs", "--tenant", "beta"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(std::to_string(seq_id_) + "   beta"));
+  r = Ctl({"seqs", "--tenant", "alpha"});
+  EXPECT_EQ(r.out.find("beta"), std::string::npos);
+  r = Ctl({"seq", "show", std::to_string(seq_id_)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("tokens     10 of max 100   epoch 0   pages 12"));
+  EXPECT_THAT(r.out, HasSubstr("H0 live/budget"));
+  EXPECT_THAT(r.out, HasSubstr("3      3      10/100"));  // layer 3: 3 pages, head 0: 10 of 100
+  r = Ctl({"--json", "seq", "show", std::to_string(seq_id_)});
+  EXPECT_THAT(r.out, HasSubstr("\"live_slots\": 10"));
+  EXPECT_THAT(r.out, HasSubstr("\"budget\": 100"));
+}
+
+TEST_F(KvwctlTest, ExitCodesAndOneLineErrors) {
+  CommandResult r = Ctl({"seq", "show", "99999"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "kvwctl: NOT_FOUND: sequence 99999 not found\n");
+  r = Ctl({"pools"}, /*with_token=*/false);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  ExpectOneLine(r.err);
+  r = RunCommand({BinPath("kvwctl"), "--target=" + daemon_->target(), "--token=beta-token", "pools"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "kvwctl: PERMISSION_DENIED: admin calls need the admin token\n");
+  r = Ctl({"seqs", "--tenant", "nobody"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "kvwctl: NOT_FOUND: tenant 'nobody' not found\n");
+  r = RunCommand({BinPath("kvwctl"), "--target=127.0.0.1:1", "--timeout-ms=2000", "health"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_THAT(r.err, HasSubstr("kvwctl: cannot reach daemon: UNAVAILABLE"));
+  ExpectOneLine(r.err);
+  EXPECT_EQ(Ctl({"seq", "show", "notanumber"}).exit_code, 2);
+  EXPECT_EQ(Ctl({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Ctl({}).exit_code, 2);
+  EXPECT_EQ(Ctl({"--help"}).exit_code, 0);
+}
+
+TEST(KvwardendCliTest, BadConfigExitsTwoWithFileFieldReason) {
+  testing::TempDir dir;
+  const std::string bad = dir.Write("bad.textproto",
+                                    "admin_token: \"a\"\npools { name: \"p\" layout { num_layers: 0 } }\n");
+  CommandResult r = RunCommand({BinPath("kvwardend"), "--config=" + bad});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "kvwardend: bad config: " + bad + ": pools[0].layout.num_layers: must be in [1, 1024], got 0\n");
+  r = RunCommand({BinPath("kvwardend"), "--config=" + dir.path() + "/missing.textproto"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = RunCommand({BinPath("kvwardend")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--config is required"));
+  r = RunCommand({BinPath("kvwardend"), "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("--ready-file"));
+  EXPECT_THAT(r.out, HasSubstr("Exit codes"));
+}
+
+}  // namespace
+}  // namespace kvwarden

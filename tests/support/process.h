@@ -1,0 +1,68 @@
+#pragma once
+
+// Real processes for integration tests: the kvwardend binary on an ephemeral loopback
+// port (stopped by pid), and command runs (kvwctl) with their exit code and output.
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kvwarden::testing {
+
+// $KVW_BIN_DIR/<name> (set by ctest for every test).
+std::string BinPath(const std::string& name);
+
+// A fresh directory under $TMPDIR, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& contents) const;
+
+ private:
+  std::string path_;
+};
+
+class DaemonProcess {
+ public:
+  // Writes `config_text` to a file and starts kvwardend with --listen=127.0.0.1:0,
+  // returning once it has written its ready file (or failing if it exits first).
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& config_text);
+  // SIGTERM, then SIGKILL after 5 s; waits for the pid.
+  ~DaemonProcess();
+
+  const std::string& target() const { return target_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const;  // the daemon's stderr so far
+
+ private:
+  DaemonProcess() = default;
+  TempDir dir_;
+  pid_t pid_ = -1;
+  std::string target_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs argv[0] (a path) with the given arguments and waits for it.
+CommandResult RunCommand(const std::vector<std::string>& argv);
+
+// Starts argv[0] with stdout to a pipe; returns the pid and the pipe's read end.
+struct Child {
+  pid_t pid = -1;
+  int stdout_fd = -1;
+};
+Child SpawnWithStdoutPipe(const std::vector<std::string>& argv);
+// Reads one '\n'-terminated line from `fd` (blocking; empty at EOF).
+std::string ReadLine(int fd);
+
+}  // namespace kvwarden::testing
