@@ -50,8 +50,7 @@ int WaitFor(pid_t pid, absl::Duration timeout) {
 }  // namespace
 
 std::string BinPath(const std::string& name) {
-  const char* dir = std::getenv("KVW_BIN_DIR");
-  return absl::StrCat(dir ? dir : ".", "/", name);
+  return absl::StrCat(KVW_BIN_DIR, "/", name);
 }
 
 TempDir::TempDir() {

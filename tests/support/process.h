@@ -13,7 +13,7 @@
 
 namespace kvwarden::testing {
 
-// $KVW_BIN_DIR/<name> (set by ctest for every test).
+// <build>/bin/<name> (KVW_BIN_DIR is compiled into every test).
 std::string BinPath(const std::string& name);
 
 // A fresh directory under $TMPDIR, removed with its contents on destruction.

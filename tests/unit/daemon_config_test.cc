@@ -22,9 +22,7 @@ constexpr const char* kValid = R"pb(
 )pb";
 
 TEST(DaemonConfigTest, ShippedExampleIsValid) {
-  const char* src = std::getenv("KVW_SOURCE_DIR");
-  ASSERT_NE(src, nullptr);
-  auto s = LoadDaemonConfig(std::string(src) + "/deploy/config/example.textproto");
+  auto s = LoadDaemonConfig(std::string(KVW_SOURCE_DIR) + "/deploy/config/example.textproto");
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->pools.size(), 1u);
   EXPECT_EQ(s->pools[0].layout.page_bytes(), 16384u);
@@ -83,7 +81,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"tenants { name: \"b c\" token: \"tb\" quota_pages: 1 }", "tenants[1].name: must be 1-64 characters"},
         BadCase{"leases { min_ttl_ms: 5000 max_ttl_ms: 1000 }", "leases.min_ttl_ms: must not exceed max_ttl_ms"},
         BadCase{"leases { default_ttl_ms: 50 }", "leases.default_ttl_ms: 50 is outside [min_ttl_ms 100"},
-        BadCase{"listen: \"nohostport\"", "listen: 'nohostport' is not HOST:PORT"}));
+        BadCase{"listen: \"nohostport\"", "listen: 'nohostport' is not HOST:PORT"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
 
 TEST(DaemonConfigTest, AdminTokenIsRequired) {
   std::string text = kValid;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The main job: build, start kvwardend on a free loopback port with a CPU pool, run a
+# workload of two tenants from several worker processes, print a summary and the admin
+# CLI's view, and stop the daemon by pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${KVW_BUILD_DIR:-build}
+bash scripts/build.sh "$BUILD" >/dev/null
+BIN=$BUILD/bin
+CONFIG=deploy/config/example.textproto
+ADMIN_TOKEN=admin-dev-token   # from $CONFIG
+
+work=$(mktemp -d)
+daemon_pid=""
+cleanup() {
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BIN/kvwardend" --config="$CONFIG" --listen=127.0.0.1:0 --ready-file="$work/ready" 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 1 500); do
+  [ -f "$work/ready" ] && break
+  kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log"; exit 1; }
+  sleep 0.02
+done
+TARGET=$(cat "$work/ready")
+ctl() { "$BIN/kvwctl" --target="$TARGET" --token="$ADMIN_TOKEN" "$@"; }
+echo "== kvwardend pid $daemon_pid serving on $TARGET ($CONFIG)"
+ctl health
+
+# Two tenants, two worker processes each. alpha (128 MiB quota) grows 6 sequences of
+# 512 tokens per worker; beta (512 pages = 8 MiB) asks for far more than its quota and
+# is refused with RESOURCE_EXHAUSTED, without disturbing alpha.
+declare -A token=([alpha]=alpha-dev-token [beta]=beta-dev-token)
+declare -A nseq=([alpha]=6 [beta]=3)
+pids=()
+for tenant in alpha beta; do
+  for i in 0 1; do
+    "$BIN/kvw_demo_worker" --target="$TARGET" --token="${token[$tenant]}" --name="$tenant-$i" \
+      --sequences="${nseq[$tenant]}" --tokens=512 --chunk=64 --hold-file="$work/release" \
+      >"$work/$tenant-$i.out" 2>"$work/$tenant-$i.err" &
+    pids+=($!)
+  done
+done
+# Wait until every worker has done its work (summary line) and holds its sequences.
+for f in alpha-0 alpha-1 beta-0 beta-1; do
+  until grep -q '^summary' "$work/$f.out" 2>/dev/null; do
+    if ! kill -0 "${pids[0]}" 2>/dev/null && [ -s "$work/$f.err" ]; then cat "$work/$f.err"; exit 1; fi
+    sleep 0.05
+  done
+done
+
+echo
+echo "== quota refusals (one tenant hits its quota; the daemon names tenant, quota and usage)"
+grep -h 'refused' "$work"/*.out | head -2
+echo
+echo "== workload summary"
+awk '/^summary/ {
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  printf "%-8s ops=%-5d %8.0f ops/s  written %7.1f MiB  read %7.1f MiB  verified %6d tokens x layers  mismatches %d  refusals %d  held %d seqs\n",
+    v["worker"], v["ops"], v["ops"] / v["seconds"], v["bytes_written"] / 1048576, v["bytes_read"] / 1048576,
+    v["verified_tokens"], v["mismatches"], v["refusals"], v["sequences_held"]
+  ops += v["ops"]; w += v["bytes_written"]; r += v["bytes_read"]; bad += v["mismatches"]
+  if (v["seconds"] > secs) secs = v["seconds"]
+} END {
+  printf "TOTAL    ops=%d in %.2fs = %.0f ops/s, %.1f MiB written, %.1f MiB read, byte mismatches: %d\n",
+    ops, secs, ops / secs, w / 1048576, r / 1048576, bad
+  if (bad > 0) exit 3
+}' "$work"/alpha-0.out "$work"/alpha-1.out "$work"/beta-0.out "$work"/beta-1.out
+
+echo
+echo "== kvwctl tenants (pages used per tenant while the workers hold their sequences)"
+ctl tenants
+echo
+echo "== kvwctl pools"
+ctl pools
+echo
+echo "== kvwctl seqs --tenant beta"
+ctl seqs --tenant beta
+ctl --json seqs --tenant alpha >"$work/alpha-seqs.json"
+first=$(awk -F'"' '/"sequence_id"/ {print $4; exit}' "$work/alpha-seqs.json")
+echo
+echo "== kvwctl seq show $first (first 4 layers)"
+ctl seq show "$first" >"$work/show.txt"
+head -9 "$work/show.txt"
+
+touch "$work/release"
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+echo
+echo "== after the workers released everything"
+ctl tenants
+echo
+echo "== stopping kvwardend (pid $daemon_pid)"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" || true
+daemon_pid=""
+exit $status

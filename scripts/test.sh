@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds and runs every test: the Release build (CUDA kernels compiled when nvcc is
+# present; gpu-labelled tests skip without a device), then an ASan+UBSan build of the
+# unit and integration tests. .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+echo "== Release build + all tests"
+bash scripts/build.sh build
+(cd build && ctest --output-on-failure --timeout 300 -j2)
+
+echo "== ASan+UBSan build + unit and integration tests"
+bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DKVW_SANITIZE=ON -DKVW_BUILD_BENCH=OFF
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --output-on-failure --timeout 600 -j2 -L 'unit|integration')
+
+echo "== all tests passed in $(( $(date +%s) - start ))s"
