@@ -79,6 +79,7 @@ absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   chunk.open_index = static_cast<int32_t>(t.open_chunks.size());
   t.open_chunks.push_back(c);
   ++t.chunks;
+  t.free_pages += options_.chunk_pages;
   return c;
 }
 
@@ -87,9 +88,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
   absl::MutexLock lock(&mu_);
   // Check first so a refusal changes nothing.
   uint64_t available = uint64_t{unowned_chunks_.size()} * options_.chunk_pages;
-  if (auto it = tenants_.find(tenant); it != tenants_.end()) {
-    for (uint32_t c : it->second.open_chunks) available += chunks_[c].free_slots.size();
-  }
+  if (auto it = tenants_.find(tenant); it != tenants_.end()) available += it->second.free_pages;
   if (available < n) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "pool '%s' is full: %u pages asked, %d available to this tenant (capacity %d pages, "
@@ -104,7 +103,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
     if (t->open_chunks.empty()) {
       absl::StatusOr<uint32_t> claimed = ClaimChunkLocked(tenant);
       if (!claimed.ok()) {  // only on a scrub failure: undo this call's pages
-        absl::flat_hash_map<TenantId, uint64_t> undone;
+        FreedPages undone;
         for (size_t j = first; j < out->size(); ++j) {
           pages_[(*out)[j]].refs = 0;
           FreePageLocked((*out)[j], &undone);
@@ -124,33 +123,38 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
     const PageId page = c * options_.chunk_pages + slot;
     pages_[page].refs = 1;
     ++t->pages;
+    --t->free_pages;
     out->push_back(page);
   }
   return absl::OkStatus();
 }
 
-void PagePool::FreePageLocked(PageId page, absl::flat_hash_map<TenantId, uint64_t>* freed) {
+void PagePool::FreePageLocked(PageId page, FreedPages* freed) {
   const uint32_t c = page / options_.chunk_pages;
   Chunk& chunk = chunks_[c];
   const TenantId owner = chunk.owner;
   TenantChunks& t = tenants_[owner];
   chunk.free_slots.push_back(page % options_.chunk_pages);
   --t.pages;
-  ++(*freed)[owner];
+  ++t.free_pages;
+  if (freed->empty() || freed->back().first != owner) freed->emplace_back(owner, 0);
+  ++freed->back().second;
   if (chunk.free_slots.size() == options_.chunk_pages) {
     // Empty chunk: back to the pool, scrubbed lazily when another tenant claims it.
     if (chunk.open_index >= 0) RemoveOpen(t, chunks_, c);
     chunk.owner = kNoTenant;
     --t.chunks;
+    t.free_pages -= options_.chunk_pages;
     unowned_chunks_.push_back(c);
-    if (t.chunks == 0) tenants_.erase(owner);
+    // The tenant's (now empty) entry stays: erasing and re-inserting it would put a hash
+    // map update on every alloc/free cycle of a tenant with one chunk.
   } else if (chunk.open_index < 0) {
     chunk.open_index = static_cast<int32_t>(t.open_chunks.size());
     t.open_chunks.push_back(c);
   }
 }
 
-void PagePool::ReportFreed(const absl::flat_hash_map<TenantId, uint64_t>& freed) const {
+void PagePool::ReportFreed(const FreedPages& freed) const {
   if (!options_.on_pages_freed) return;
   for (const auto& [tenant, n] : freed) options_.on_pages_freed(tenant, n, page_bytes_);
 }
@@ -161,7 +165,7 @@ void PagePool::Ref(absl::Span<const PageId> pages) {
 }
 
 uint64_t PagePool::Unref(absl::Span<const PageId> pages) {
-  absl::flat_hash_map<TenantId, uint64_t> freed;
+  FreedPages freed;
   uint64_t n = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -183,7 +187,7 @@ void PagePool::Pin(absl::Span<const PageId> pages) {
 }
 
 void PagePool::Unpin(absl::Span<const PageId> pages) {
-  absl::flat_hash_map<TenantId, uint64_t> freed;
+  FreedPages freed;
   {
     absl::MutexLock lock(&mu_);
     for (PageId p : pages) {
@@ -221,7 +225,9 @@ PagePoolStats PagePool::Stats() const {
   }
   s.chunks_total = options_.num_chunks;
   s.chunks_unowned = static_cast<uint32_t>(unowned_chunks_.size());
-  for (const auto& [tenant, t] : tenants_) s.tenants.push_back({tenant, t.chunks, t.pages});
+  for (const auto& [tenant, t] : tenants_) {
+    if (t.chunks > 0) s.tenants.push_back({tenant, t.chunks, t.pages});
+  }
   std::sort(s.tenants.begin(), s.tenants.end(),
             [](const PoolTenantStats& a, const PoolTenantStats& b) { return a.tenant < b.tenant; });
   return s;
@@ -251,6 +257,7 @@ absl::Status PagePool::CheckInvariants() const {
     TenantChunks& t = recount[chunk.owner];
     ++t.chunks;
     t.pages += cp - chunk.free_slots.size();
+    t.free_pages += chunk.free_slots.size();
     const bool open = !chunk.free_slots.empty();
     if (open != (chunk.open_index >= 0)) {
       return absl::InternalError(absl::StrCat("chunk ", c, " open-list membership wrong"));
@@ -267,12 +274,15 @@ absl::Status PagePool::CheckInvariants() const {
                                                  is_free[p] ? "on a free list" : "not free"));
     }
   }
-  if (recount.size() != tenants_.size()) {
-    return absl::InternalError("tenant chunk table out of step");
+  for (const auto& [tenant, t] : recount) {
+    auto it = tenants_.find(tenant);
+    if (it == tenants_.end()) return absl::InternalError("tenant chunk table out of step");
   }
   for (const auto& [tenant, t] : tenants_) {
+    if (t.chunks == 0 && t.pages == 0 && t.open_chunks.empty()) continue;
     auto it = recount.find(tenant);
-    if (it == recount.end() || it->second.chunks != t.chunks || it->second.pages != t.pages) {
+    if (it == recount.end() || it->second.chunks != t.chunks || it->second.pages != t.pages ||
+        it->second.free_pages != t.free_pages) {
       return absl::InternalError(absl::StrCat("tenant ", tenant, " page count out of step"));
     }
     for (uint32_t c : t.open_chunks) {

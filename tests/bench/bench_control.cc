@@ -1,0 +1,214 @@
+// bench_control: control-plane and gRPC byte-path costs, each next to a reference
+// measured in the same run (this machine is shared and noisy; ratios travel, absolute
+// numbers do not).
+//   - page alloc+free in a PagePool (ns per page)
+//   - ReserveSlots round trip p50 vs an empty unary RPC (Ping) on the same real daemon
+//   - WriteKV + ReadKV MB/s for 1 MiB and 64 MiB vs a local memcpy of the same bytes
+// The daemon is the real kvwardend binary on loopback. A summary with the ratios is
+// printed after the benchmark table.
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "benchmark/benchmark.h"
+#include "cache_service/page_pool.h"
+#include "kvwarden/client.h"
+#include "tests/support/process.h"
+
+namespace kvwarden {
+namespace {
+
+// A 32-layer x 8-head x 128-dim fp16 model, 16 tokens/page (64 KiB pages).
+constexpr const char* kBenchConfig = R"pb(
+  admin_token: "bench-admin"
+  pools {
+    name: "main"
+    layout { num_layers: 32 num_kv_heads: 8 head_dim: 128 dtype: DTYPE_FP16 page_tokens: 16 }
+    capacity_bytes: 8589934592
+    chunk_bytes: 67108864
+  }
+  tenants { name: "bench" token: "bench-token" quota_bytes: 8589934592 }
+)pb";
+
+std::map<std::string, double> g_results;  // name -> p50 us or MB/s, for the summary
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(p * (v.size() - 1))];
+}
+
+struct Fixture {
+  std::unique_ptr<testing::DaemonProcess> daemon;
+  std::unique_ptr<Client> client;
+  client::Lease lease;
+
+  static Fixture& Get() {
+    static Fixture* f = [] {
+      auto* fx = new Fixture();
+      auto d = testing::DaemonProcess::Start(kBenchConfig);
+      if (!d.ok()) {
+        std::fprintf(stderr, "bench_control: %s\n", d.status().ToString().c_str());
+        std::exit(1);
+      }
+      fx->daemon = *std::move(d);
+      fx->client = *Client::Connect({fx->daemon->target(), "bench-token", absl::Seconds(30)});
+      fx->lease = *fx->client->RegisterWorker("bench", client::Role::kBoth, 300000);
+      return fx;
+    }();
+    return *f;
+  }
+};
+
+void BM_PageAllocFree(benchmark::State& state) {
+  PagePoolOptions opts;
+  opts.name = "bench";
+  opts.layout = KvLayout{32, 8, 128, DType::kFp16, 16};
+  opts.chunk_pages = 1024;
+  opts.num_chunks = 4;
+  auto pool = *PagePool::Create(std::move(opts));
+  const uint32_t batch = static_cast<uint32_t>(state.range(0));
+  std::vector<PageId> pages;
+  pages.reserve(batch);
+  for (auto _ : state) {
+    pages.clear();
+    if (!pool->Allocate(0, batch, &pages).ok()) state.SkipWithError("allocate failed");
+    pool->Unref(pages);
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+  state.counters["ns_per_page"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_PageAllocFree)->Arg(1)->Arg(64);
+
+void BM_PingRoundTrip(benchmark::State& state) {
+  Fixture& f = Fixture::Get();
+  std::vector<double> us;
+  for (auto _ : state) {
+    const absl::Time t0 = absl::Now();
+    if (!f.client->Ping().ok()) state.SkipWithError("ping failed");
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  state.counters["p50_us"] = g_results["ping_p50_us"] = Percentile(us, 0.5);
+  state.counters["p99_us"] = Percentile(us, 0.99);
+}
+BENCHMARK(BM_PingRoundTrip)->MinTime(2.0)->UseRealTime();
+
+void BM_ReserveSlotsRoundTrip(benchmark::State& state) {
+  Fixture& f = Fixture::Get();
+  constexpr uint32_t kMaxTokens = 4096;
+  auto seq = f.client->CreateSequence(f.lease.id, "main", kMaxTokens);
+  uint32_t used = 0;
+  std::vector<double> us;
+  for (auto _ : state) {
+    if (used == kMaxTokens) {  // start a fresh sequence, off the clock
+      state.PauseTiming();
+      (void)f.client->ReleaseSequence(seq->id);
+      seq = f.client->CreateSequence(f.lease.id, "main", kMaxTokens);
+      used = 0;
+      state.ResumeTiming();
+    }
+    const absl::Time t0 = absl::Now();
+    if (!f.client->ReserveSlots(seq->id, 1).ok()) state.SkipWithError("reserve failed");
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+    ++used;
+  }
+  (void)f.client->ReleaseSequence(seq->id);
+  state.counters["p50_us"] = g_results["reserve_p50_us"] = Percentile(us, 0.5);
+  state.counters["p99_us"] = Percentile(us, 0.99);
+}
+BENCHMARK(BM_ReserveSlotsRoundTrip)->MinTime(2.0)->UseRealTime();
+
+// Writes then reads `bytes` of K+V (one layer range of one sequence) over gRPC.
+void BM_WriteReadKV(benchmark::State& state) {
+  Fixture& f = Fixture::Get();
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  auto seq = f.client->CreateSequence(f.lease.id, "main", 32768);
+  const client::Layout& l = seq->layout;
+  const size_t per_token_all_layers = 2 * l.layer_bytes(1) * l.num_layers;  // K+V
+  const uint32_t tokens = static_cast<uint32_t>(std::max<size_t>(1, bytes / per_token_all_layers));
+  if (!f.client->ReserveSlots(seq->id, tokens).ok()) state.SkipWithError("reserve failed");
+  std::string k(l.layer_bytes(tokens) * l.num_layers, 'k'), v(k.size(), 'v');
+  double write_s = 0, read_s = 0;
+  for (auto _ : state) {
+    absl::Time t0 = absl::Now();
+    if (!f.client->WriteKV(seq->id, l, 0, l.num_layers, 0, tokens,
+                           {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                           {reinterpret_cast<const uint8_t*>(v.data()), v.size()}).ok()) {
+      state.SkipWithError("write failed");
+    }
+    absl::Time t1 = absl::Now();
+    auto r = f.client->ReadKV(seq->id, 0, l.num_layers, 0, tokens);
+    if (!r.ok()) state.SkipWithError("read failed");
+    write_s += absl::ToDoubleSeconds(t1 - t0);
+    read_s += absl::ToDoubleSeconds(absl::Now() - t1);
+  }
+  (void)f.client->ReleaseSequence(seq->id);
+  const double moved = static_cast<double>(k.size() + v.size()) * state.iterations();
+  const std::string tag = bytes >= (64u << 20) ? "64MiB" : "1MiB";
+  state.counters["write_MBps"] = g_results["write_MBps_" + tag] = moved / write_s / 1e6;
+  state.counters["read_MBps"] = g_results["read_MBps_" + tag] = moved / read_s / 1e6;
+  state.SetBytesProcessed(static_cast<int64_t>(moved * 2));
+}
+BENCHMARK(BM_WriteReadKV)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_Memcpy(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  std::vector<char> src(bytes, 's'), dst(bytes, 'd');
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), bytes);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  const double mbps = static_cast<double>(bytes) * state.iterations() / 1e6;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+  state.counters["MBps"] = benchmark::Counter(mbps, benchmark::Counter::kIsRate);
+  g_results[bytes >= (64u << 20) ? "memcpy_64MiB" : "memcpy_1MiB"] = 0;  // filled below
+}
+BENCHMARK(BM_Memcpy)->Arg(1 << 20)->Arg(64 << 20)->UseRealTime();
+
+// Captures memcpy MB/s from the reporter (its counter is a rate computed by the library).
+class SummaryReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      const std::string name = r.benchmark_name();
+      if (name.rfind("BM_Memcpy/", 0) == 0 && r.counters.count("MBps")) {
+        g_results[name == "BM_Memcpy/1048576/real_time" ? "memcpy_1MiB" : "memcpy_64MiB"] =
+            r.counters.at("MBps").value;
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+}  // namespace
+}  // namespace kvwarden
+
+int main(int argc, char** argv) {
+  using kvwarden::g_results;
+  benchmark::Initialize(&argc, argv);
+  kvwarden::SummaryReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  auto get = [](const char* k) { return g_results.count(k) ? g_results[k] : 0.0; };
+  std::printf("\n== bench_control summary (same run, same daemon)\n");
+  if (get("ping_p50_us") > 0 && get("reserve_p50_us") > 0) {
+    std::printf("ReserveSlots p50 %.1f us vs empty RPC p50 %.1f us: ratio %.2fx (goal <= 1.3x)\n",
+                get("reserve_p50_us"), get("ping_p50_us"), get("reserve_p50_us") / get("ping_p50_us"));
+  }
+  for (const char* tag : {"1MiB", "64MiB"}) {
+    const double mc = get((std::string("memcpy_") + tag).c_str());
+    const double w = get((std::string("write_MBps_") + tag).c_str());
+    const double r = get((std::string("read_MBps_") + tag).c_str());
+    if (mc > 0 && w > 0) {
+      std::printf("%-5s WriteKV %.0f MB/s (%.3fx memcpy), ReadKV %.0f MB/s (%.3fx memcpy), memcpy %.0f MB/s\n",
+                  tag, w, w / mc, r, r / mc, mc);
+    }
+  }
+  return 0;
+}
