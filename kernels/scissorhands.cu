@@ -1,0 +1,107 @@
+// CUDA versions of scissorhands_ref.cc. Selection equals the reference exactly: instead
+// of sorting, each head finds the low count T of the last evicted slot with a histogram,
+// evicts every candidate above T, and the oldest candidates at T in slot order.
+#include <cuda_runtime.h>
+
+#include "kernels/scissorhands.h"
+
+namespace kvwarden::kernels {
+namespace {
+
+constexpr uint32_t kThreads = 256;
+constexpr uint32_t kMaxWindow = 4096;  // histogram bins in shared memory
+
+__global__ void RecordStepKernel(Segments slots, uint32_t words, uint32_t word, uint32_t mask,
+                                 const uint32_t* attended, const uint32_t* listed_offsets,
+                                 const uint32_t* listed_ids, uint32_t* history) {
+  const uint32_t h = blockIdx.x;
+  const uint32_t base = slots.begin(h), n = slots.size(h), att = attended[h];
+  for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
+    uint32_t& w = history[size_t{base + j} * words + word];
+    w = j < att ? (w | mask) : (w & ~mask);
+  }
+  __syncthreads();
+  for (uint32_t i = listed_offsets[h] + threadIdx.x; i < listed_offsets[h + 1]; i += blockDim.x) {
+    const uint32_t j = listed_ids[i];
+    if (j < att) history[size_t{base + j} * words + word] &= ~mask;
+  }
+}
+
+__global__ void SelectKernel(Segments slots, const uint32_t* history, ScissorhandsParams p,
+                             uint32_t words, uint8_t* keep, uint32_t* low) {
+  __shared__ uint32_t hist[kMaxWindow + 1];
+  __shared__ uint32_t warp_counts[kThreads / 32];
+  __shared__ uint32_t threshold, take_at_threshold, carried;
+  const uint32_t h = blockIdx.x;
+  const uint32_t base = slots.begin(h), n = slots.size(h);
+  for (uint32_t i = threadIdx.x; i <= p.window; i += blockDim.x) hist[i] = 0;
+  __syncthreads();
+  const uint32_t evict = ScissorhandsEvictCount(n, p);
+  const uint32_t lo = p.sinks, hi = n > p.recent ? n - p.recent : 0;
+  for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
+    uint32_t c = 0;
+    for (uint32_t w = 0; w < words; ++w) c += PopCount32(history[size_t{base + j} * words + w]);
+    low[base + j] = c;
+    keep[base + j] = 1;
+    if (evict > 0 && j >= lo && j < hi) atomicAdd(&hist[c], 1u);
+  }
+  __syncthreads();
+  if (evict == 0) return;
+  if (threadIdx.x == 0) {
+    // Largest T such that the candidates with I >= T number at least `evict`.
+    uint32_t above = 0, t = p.window;
+    while (above + hist[t] < evict) above += hist[t--];
+    threshold = t;
+    take_at_threshold = evict - above;
+    carried = 0;
+  }
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // Tiles in slot order; an exclusive prefix of "I == T" flags ranks the ties by age.
+  for (uint32_t tile = lo; tile < hi; tile += blockDim.x) {
+    const uint32_t j = tile + threadIdx.x;
+    const uint32_t c = j < hi ? low[base + j] : 0;
+    const bool at_t = j < hi && c == threshold;
+    const uint32_t ballot = __ballot_sync(0xffffffffu, at_t);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    uint32_t rank = carried + __popc(ballot & ((1u << lane) - 1));
+    for (uint32_t w = 0; w < warp; ++w) rank += warp_counts[w];
+    if (j < hi && (c > threshold || (at_t && rank < take_at_threshold))) keep[base + j] = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (uint32_t w = 0; w < blockDim.x / 32; ++w) carried += warp_counts[w];
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace
+
+KernelStatus ScissorhandsRecordStepCuda(Segments slots, uint32_t window, uint64_t step,
+                                        const uint32_t* attended, const uint32_t* listed_offsets,
+                                        const uint32_t* listed_ids, uint32_t* history, void* stream) {
+  if (window == 0 || slots.offsets == nullptr || attended == nullptr || history == nullptr) {
+    return KernelStatus::kInvalidArgument;
+  }
+  if (slots.num_heads == 0) return KernelStatus::kOk;
+  const uint32_t bit = static_cast<uint32_t>(step % window);
+  RecordStepKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      slots, ScissorhandsWords(window), bit / 32, 1u << (bit % 32), attended, listed_offsets,
+      listed_ids, history);
+  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+}
+
+KernelStatus ScissorhandsSelectCuda(Segments slots, const uint32_t* history, ScissorhandsParams p,
+                                    uint8_t* keep, uint32_t* low_counts, void* stream) {
+  if (p.window == 0 || p.window > kMaxWindow || p.recent + p.sinks >= p.budget ||
+      keep == nullptr || history == nullptr || low_counts == nullptr) {
+    return KernelStatus::kInvalidArgument;
+  }
+  if (slots.num_heads == 0) return KernelStatus::kOk;
+  SelectKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      slots, history, p, ScissorhandsWords(p.window), keep, low_counts);
+  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+}
+
+}  // namespace kvwarden::kernels

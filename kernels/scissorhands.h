@@ -1,0 +1,68 @@
+#pragma once
+
+// Scissorhands (Liu et al., NeurIPS 2023): budgeted eviction by persistence of
+// importance. See shared/POLICIES.md.
+//
+// State per live slot: a ring of `window` bits, one per recent decode step, set when the
+// slot's attention was low at that step (below threshold_scale / n_t). The low count I[j]
+// is the popcount. Slots that did not exist at a step have 0 for it. The ring is
+// [slot][ceil(window / 32)] uint32 words over the layer's segmented slots; compaction
+// moves a slot's words with it.
+
+#include <cstdint>
+
+#include "kernels/kernel_status.h"
+#include "kernels/segments.h"
+
+namespace kvwarden::kernels {
+
+struct ScissorhandsParams {
+  uint32_t budget = 0;  // B: slots kept per (layer, head)
+  uint32_t window = 400;  // w: decode steps counted
+  uint32_t recent = 10;   // r: newest slots never evicted
+  uint32_t drop = 0;      // m: slots evicted per compression (B / 2 when 0)
+  uint32_t sinks = 0;     // oldest slots never evicted; recent + sinks < budget
+};
+
+KVW_HOST_DEVICE inline uint32_t ScissorhandsWords(uint32_t window) { return (window + 31) / 32; }
+
+// How many slots a head with n live slots evicts now (0 when n <= budget).
+KVW_HOST_DEVICE inline uint32_t ScissorhandsEvictCount(uint32_t n, ScissorhandsParams p) {
+  if (n <= p.budget) return 0;
+  const uint32_t m = p.drop == 0 ? p.budget / 2 : p.drop;
+  const uint32_t evictable = n - p.recent - p.sinks;
+  const uint32_t by_m = m < evictable ? m : evictable;
+  return n - p.budget > by_m ? n - p.budget : by_m;
+}
+
+KVW_HOST_DEVICE inline uint32_t PopCount32(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return static_cast<uint32_t>(__builtin_popcount(x));
+#endif
+}
+
+// Records one decode step at ring position `step % window`: for head h the first
+// attended[h] slots existed; the ones listed in listed_ids[listed_offsets[h] ..
+// listed_offsets[h+1]) had attention at or above the threshold, the others were low.
+// Listed ids must be < attended[h] (validated by the caller).
+KernelStatus ScissorhandsRecordStepCpu(Segments slots, uint32_t window, uint64_t step,
+                                       const uint32_t* attended, const uint32_t* listed_offsets,
+                                       const uint32_t* listed_ids, uint32_t* history);
+KernelStatus ScissorhandsRecordStepCuda(Segments slots, uint32_t window, uint64_t step,
+                                        const uint32_t* attended, const uint32_t* listed_offsets,
+                                        const uint32_t* listed_ids, uint32_t* history, void* stream);
+
+// Marks survivors: keep[i] = 1 or 0 over slots.total(); low_counts (optional, may be
+// null) receives I[j] before protection. Heads at or under budget keep everything.
+// Eviction: the ScissorhandsEvictCount slots with the largest I among [sinks, n - recent),
+// ties to the older slot.
+KernelStatus ScissorhandsSelectCpu(Segments slots, const uint32_t* history,
+                                   ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts);
+// `low_counts` is required here (device scratch of slots.total() entries).
+KernelStatus ScissorhandsSelectCuda(Segments slots, const uint32_t* history,
+                                    ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts,
+                                    void* stream);
+
+}  // namespace kvwarden::kernels

@@ -1,0 +1,64 @@
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "kernels/windowkv.h"
+
+namespace kvwarden::kernels {
+namespace {
+
+bool Valid(uint32_t n, const WindowKvParams& p) {
+  return p.omega > 0 && p.omega <= kWindowKvMaxOmega && p.top_p > 0 && p.top_p <= p.omega &&
+         p.budget > p.alpha && n > p.alpha;
+}
+
+}  // namespace
+
+KernelStatus WindowKvScoreCpu(const float* t, uint32_t num_heads, uint32_t n, WindowKvParams p,
+                              double* scores) {
+  if (!Valid(n, p) || num_heads == 0 || t == nullptr || scores == nullptr) {
+    return KernelStatus::kInvalidArgument;
+  }
+  const uint32_t candidates = n - p.alpha;
+  for (uint32_t k = 0; k < WindowKvNumWindows(candidates, p.omega); ++k) {
+    scores[k] = WindowKvScore(t, num_heads, candidates, k, p.omega, p.top_p);
+  }
+  return KernelStatus::kOk;
+}
+
+KernelStatus WindowKvSelectCpu(const double* scores, uint32_t n, WindowKvParams p, uint8_t* keep) {
+  if (!Valid(n, p) || scores == nullptr || keep == nullptr) return KernelStatus::kInvalidArgument;
+  const uint32_t candidates = n - p.alpha;
+  std::fill(keep, keep + n, 1);
+  const uint32_t b = p.budget - p.alpha;
+  if (candidates <= b) return KernelStatus::kOk;
+  const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
+  std::vector<uint32_t> order(windows);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t c) { return scores[a] < scores[c]; });
+  uint32_t kept = candidates;
+  for (uint32_t k : order) {
+    if (kept <= b) break;
+    const uint32_t first = k * p.omega;
+    const uint32_t len = std::min(p.omega, candidates - first);
+    std::fill(keep + first, keep + first + len, 0);
+    kept -= len;
+  }
+  return KernelStatus::kOk;
+}
+
+void WindowKvGroupBudgets(uint32_t mean_budget, uint32_t gamma, uint32_t lambda,
+                          uint32_t num_groups, uint32_t* budgets) {
+  if (num_groups == 1) {
+    budgets[0] = mean_budget;
+    return;
+  }
+  const uint64_t last = uint64_t{mean_budget} * gamma / lambda;
+  const uint64_t first = 2 * uint64_t{mean_budget} - last;
+  for (uint32_t g = 0; g < num_groups; ++g) {
+    budgets[g] = static_cast<uint32_t>(first - (g * (first - last)) / (num_groups - 1));
+  }
+}
+
+}  // namespace kvwarden::kernels

@@ -1,0 +1,167 @@
+// CUDA retention kernels: the hand-worked examples bit-exact, and exact index equality
+// with the CPU references on random inputs (printed gtest seed) over odd sizes.
+// Label gpu: skips without a device.
+
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/compaction.h"
+#include "kernels/copy_kv.h"
+#include "kernels/scissorhands.h"
+#include "kernels/streaming.h"
+#include "kernels/windowkv.h"
+#include "tests/gpu/device_buffer.h"
+#include "tests/support/policy_examples.h"
+
+namespace kvwarden::kernels {
+namespace {
+
+using testing::DeviceBuffer;
+
+class PolicyCudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  }
+  std::mt19937 rng_{::testing::UnitTest::GetInstance()->random_seed()};
+};
+
+TEST_F(PolicyCudaTest, ScissorhandsExample) {
+  auto ex = testing::MakeScissorhandsExample();
+  const std::vector<uint32_t> offsets = {0, ex.n};
+  DeviceBuffer<uint32_t> d_offsets(offsets), history(ex.n * ScissorhandsWords(ex.params.window));
+  for (const auto& step : ex.steps) {
+    DeviceBuffer<uint32_t> att(std::vector<uint32_t>{step.attended});
+    DeviceBuffer<uint32_t> lo(std::vector<uint32_t>{0, static_cast<uint32_t>(step.listed.size())});
+    DeviceBuffer<uint32_t> ids(step.listed);
+    ASSERT_EQ(ScissorhandsRecordStepCuda({1, d_offsets.get()}, ex.params.window, step.step, att.get(),
+                                         lo.get(), ids.get(), history.get(), nullptr),
+              KernelStatus::kOk);
+  }
+  DeviceBuffer<uint8_t> keep(ex.n);
+  DeviceBuffer<uint32_t> low(ex.n);
+  ASSERT_EQ(ScissorhandsSelectCuda({1, d_offsets.get()}, history.get(), ex.params, keep.get(), low.get(), nullptr),
+            KernelStatus::kOk);
+  EXPECT_THAT(low.ToHost(), ::testing::ElementsAre(0, 3, 0, 3, 2, 1, 0));
+  EXPECT_THAT(keep.ToHost(), ::testing::ElementsAre(1, 0, 1, 0, 0, 1, 1));
+}
+
+TEST_F(PolicyCudaTest, WindowKvExample) {
+  auto ex = testing::MakeWindowKvExample();
+  DeviceBuffer<float> t(ex.t);
+  for (uint32_t top_p : {4u, 2u}) {
+    WindowKvParams p{ex.alpha, ex.omega, top_p, ex.budget};
+    DeviceBuffer<double> scores(4);
+    DeviceBuffer<uint8_t> keep(ex.n);
+    ASSERT_EQ(WindowKvScoreCuda(t.get(), 1, ex.n, p, scores.get(), nullptr), KernelStatus::kOk);
+    ASSERT_EQ(WindowKvSelectCuda(scores.get(), ex.n, p, keep.get(), nullptr), KernelStatus::kOk);
+    std::vector<double> cpu_scores(4);
+    std::vector<uint8_t> cpu_keep(ex.n);
+    WindowKvScoreCpu(ex.t.data(), 1, ex.n, p, cpu_scores.data());
+    WindowKvSelectCpu(cpu_scores.data(), ex.n, p, cpu_keep.data());
+    EXPECT_EQ(scores.ToHost(), cpu_scores) << "top_p " << top_p;
+    EXPECT_EQ(keep.ToHost(), cpu_keep) << "top_p " << top_p;
+  }
+}
+
+TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
+  for (uint32_t heads : {1u, 7u, 32u}) {
+    for (int delta : {-1, 0, 37}) {
+      SCOPED_TRACE(::testing::Message() << "heads " << heads << " delta " << delta);
+      const uint32_t budget = 64;
+      std::vector<uint32_t> offsets = {0};
+      for (uint32_t h = 0; h < heads; ++h) offsets.push_back(offsets.back() + budget + delta + h % 3);
+      const Segments cpu_seg{heads, offsets.data()};
+      DeviceBuffer<uint32_t> d_offsets(offsets);
+      const Segments gpu_seg{heads, d_offsets.get()};
+      ScissorhandsParams p{budget, 33, 5, 0, 2};
+      const uint32_t words = ScissorhandsWords(p.window);
+      std::vector<uint32_t> history(cpu_seg.total() * words, 0);
+      DeviceBuffer<uint32_t> d_history(history);
+      for (uint64_t step = 0; step < 50; ++step) {
+        std::vector<uint32_t> att(heads), lo = {0}, ids;
+        for (uint32_t h = 0; h < heads; ++h) {
+          att[h] = cpu_seg.size(h) - rng_() % 3;
+          for (uint32_t j = 0; j < att[h]; ++j) {
+            if (rng_() % 5 == 0) ids.push_back(j);
+          }
+          lo.push_back(ids.size());
+        }
+        ScissorhandsRecordStepCpu(cpu_seg, p.window, step, att.data(), lo.data(), ids.data(), history.data());
+        DeviceBuffer<uint32_t> d_att(att), d_lo(lo), d_ids(ids);
+        ASSERT_EQ(ScissorhandsRecordStepCuda(gpu_seg, p.window, step, d_att.get(), d_lo.get(), d_ids.get(),
+                                             d_history.get(), nullptr),
+                  KernelStatus::kOk);
+      }
+      ASSERT_EQ(d_history.ToHost(), history);
+      std::vector<uint8_t> keep(cpu_seg.total());
+      std::vector<uint32_t> low(cpu_seg.total());
+      ScissorhandsSelectCpu(cpu_seg, history.data(), p, keep.data(), low.data());
+      DeviceBuffer<uint8_t> d_keep(cpu_seg.total());
+      DeviceBuffer<uint32_t> d_low(cpu_seg.total());
+      ASSERT_EQ(ScissorhandsSelectCuda(gpu_seg, d_history.get(), p, d_keep.get(), d_low.get(), nullptr),
+                KernelStatus::kOk);
+      EXPECT_EQ(d_low.ToHost(), low);
+      EXPECT_EQ(d_keep.ToHost(), keep);
+
+      std::vector<uint8_t> skeep(cpu_seg.total());
+      StreamingSelectCpu(cpu_seg, {budget, 4}, skeep.data());
+      DeviceBuffer<uint8_t> d_skeep(cpu_seg.total());
+      ASSERT_EQ(StreamingSelectCuda(gpu_seg, {budget, 4}, d_skeep.get(), nullptr), KernelStatus::kOk);
+      EXPECT_EQ(d_skeep.ToHost(), skeep);
+
+      const uint32_t n = budget * 4 + delta + 8;
+      std::vector<float> t(size_t{heads} * (n - 8));
+      for (float& x : t) x = std::uniform_real_distribution<float>(0, 1)(rng_);
+      WindowKvParams wp{8, 7, 4, budget * 2};
+      std::vector<double> scores(WindowKvNumWindows(n - 8, 7));
+      std::vector<uint8_t> wkeep(n);
+      WindowKvScoreCpu(t.data(), heads, n, wp, scores.data());
+      WindowKvSelectCpu(scores.data(), n, wp, wkeep.data());
+      DeviceBuffer<float> d_t(t);
+      DeviceBuffer<double> d_scores(scores.size());
+      DeviceBuffer<uint8_t> d_wkeep(n);
+      ASSERT_EQ(WindowKvScoreCuda(d_t.get(), heads, n, wp, d_scores.get(), nullptr), KernelStatus::kOk);
+      ASSERT_EQ(WindowKvSelectCuda(d_scores.get(), n, wp, d_wkeep.get(), nullptr), KernelStatus::kOk);
+      EXPECT_EQ(d_scores.ToHost(), scores);
+      EXPECT_EQ(d_wkeep.ToHost(), wkeep);
+    }
+  }
+}
+
+TEST_F(PolicyCudaTest, CompactionMatchesCpu) {
+  for (uint32_t pt : {1u, 3u, 16u}) {
+    for (uint32_t heads : {1u, 7u, 32u}) {
+      PageGeometry g{heads, 8, pt, 2};
+      const uint32_t pages = 6;
+      std::vector<uint8_t> host(g.page_bytes() * pages);
+      for (auto& b : host) b = static_cast<uint8_t>(rng_());
+      DeviceBuffer<uint8_t> dev(host);
+      std::vector<uint8_t*> hptrs, dptrs;
+      for (uint32_t i = 0; i < pages; ++i) {
+        hptrs.push_back(host.data() + i * g.page_bytes());
+        dptrs.push_back(dev.get() + i * g.page_bytes());
+      }
+      DeviceBuffer<uint8_t*> d_ptrs(dptrs);
+      std::vector<uint32_t> offsets = {0}, kept;
+      for (uint32_t h = 0; h < heads; ++h) {
+        for (uint32_t j = 0; j < pages * pt; ++j) {
+          if (rng_() % 3) kept.push_back(j);
+        }
+        offsets.push_back(kept.size());
+      }
+      ASSERT_EQ(CompactLayerCpu({g, hptrs.data(), pages}, offsets.data(), kept.data()), KernelStatus::kOk);
+      DeviceBuffer<uint32_t> d_off(offsets), d_kept(kept);
+      DeviceBuffer<uint8_t> scratch(2 * kept.size() * g.token_bytes() + 1);
+      ASSERT_EQ(CompactLayerCuda({g, d_ptrs.get(), pages}, d_off.get(), d_kept.get(),
+                                 static_cast<uint32_t>(kept.size()), scratch.get(), nullptr),
+                KernelStatus::kOk);
+      EXPECT_EQ(dev.ToHost(), host) << "pt " << pt << " heads " << heads;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvwarden::kernels

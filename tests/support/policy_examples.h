@@ -1,0 +1,59 @@
+#pragma once
+
+// The hand-worked examples of shared/POLICIES.md as data, shared by the CPU, CUDA and
+// end-to-end tests so every implementation reproduces the same numbers.
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/scissorhands.h"
+
+namespace kvwarden::testing {
+
+struct ScissorhandsStep {
+  uint64_t step;
+  uint32_t attended;             // slots alive at the step
+  std::vector<double> row;       // attention row
+  std::vector<uint32_t> listed;  // slots at or above 1/attended
+};
+
+struct ScissorhandsExample {
+  kernels::ScissorhandsParams params;
+  uint32_t n;
+  std::vector<ScissorhandsStep> steps;
+};
+
+// B=6, r=2, w=3, m=3; 7 live slots (tokens 1..7) after step 7.
+inline ScissorhandsExample MakeScissorhandsExample() {
+  ScissorhandsExample ex;
+  ex.params = kernels::ScissorhandsParams{6, 3, 2, 3, 0};
+  ex.n = 7;
+  ex.steps = {
+      {5, 5, {.40, .05, .30, .05, .20}, {0, 2, 4}},
+      {6, 6, {.35, .05, .25, .05, .10, .20}, {0, 2, 5}},
+      {7, 7, {.30, .04, .20, .06, .10, .10, .20}, {0, 2, 6}},
+  };
+  return ex;
+}
+
+// Slots whose attention is at or above scale / row length (not strictly below it).
+inline std::vector<uint32_t> AboveThreshold(const std::vector<double>& row, double scale) {
+  std::vector<uint32_t> out;
+  for (uint32_t j = 0; j < row.size(); ++j) {
+    if (!(row[j] < scale / row.size())) out.push_back(j);
+  }
+  return out;
+}
+
+struct WindowKvExample {
+  uint32_t n = 20, alpha = 4, omega = 4, budget = 12;  // b = budget - alpha = 8
+  std::vector<float> t;  // one head, 16 candidates
+};
+
+inline WindowKvExample MakeWindowKvExample() {
+  WindowKvExample ex;
+  ex.t = {.9f, .1f, .1f, .1f, .35f, .3f, .3f, .3f, .05f, .05f, .05f, .05f, .6f, .5f, 0.f, 0.f};
+  return ex;
+}
+
+}  // namespace kvwarden::testing

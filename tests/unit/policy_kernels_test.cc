@@ -1,0 +1,284 @@
+// Retention kernels (CPU references): the hand-worked examples of shared/POLICIES.md,
+// bit-exact, then the invariants on random inputs from the printed gtest seed over odd
+// sizes. tests/gpu/policy_kernels_cuda_test.cc holds the CUDA versions to the same.
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/compaction.h"
+#include "kernels/scissorhands.h"
+#include "kernels/streaming.h"
+#include "kernels/windowkv.h"
+#include "tests/support/policy_examples.h"
+
+namespace kvwarden::kernels {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+
+std::vector<uint32_t> Kept(const std::vector<uint8_t>& keep, uint32_t first_position = 0) {
+  std::vector<uint32_t> out;
+  for (uint32_t j = 0; j < keep.size(); ++j) {
+    if (keep[j]) out.push_back(j + first_position);
+  }
+  return out;
+}
+
+TEST(ScissorhandsExample, EvictsTokens2And4And5) {
+  testing::ScissorhandsExample ex = testing::MakeScissorhandsExample();
+  std::vector<uint32_t> history(ex.n * ScissorhandsWords(ex.params.window), 0);
+  const uint32_t offsets[2] = {0, ex.n};
+  for (size_t s = 0; s < ex.steps.size(); ++s) {
+    const auto& step = ex.steps[s];
+    const uint32_t attended = step.attended;
+    const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(step.listed.size())};
+    ASSERT_EQ(ScissorhandsRecordStepCpu({1, offsets}, ex.params.window, step.step, &attended,
+                                        listed_offsets, step.listed.data(), history.data()),
+              KernelStatus::kOk);
+  }
+  std::vector<uint8_t> keep(ex.n);
+  std::vector<uint32_t> low(ex.n);
+  ASSERT_EQ(ScissorhandsSelectCpu({1, offsets}, history.data(), ex.params, keep.data(), low.data()),
+            KernelStatus::kOk);
+  EXPECT_THAT(low, ElementsAre(0, 3, 0, 3, 2, 1, 0));
+  EXPECT_THAT(Kept(keep, 1), ElementsAre(1, 3, 6, 7));  // tokens are numbered from 1
+}
+
+TEST(ScissorhandsExample, StatsFromThresholdingTheRowsAreTheListedSlots) {
+  // The sparse lists in the example are exactly "attention >= 1/n_t" of the rows.
+  testing::ScissorhandsExample ex = testing::MakeScissorhandsExample();
+  for (const auto& step : ex.steps) {
+    EXPECT_EQ(testing::AboveThreshold(step.row, 1.0), step.listed) << "step " << step.step;
+  }
+}
+
+TEST(WindowKvExample, TopP4KeepsW1AndW0) {
+  testing::WindowKvExample ex = testing::MakeWindowKvExample();
+  WindowKvParams p{ex.alpha, ex.omega, 4, ex.budget};
+  std::vector<double> scores(4);
+  ASSERT_EQ(WindowKvScoreCpu(ex.t.data(), 1, ex.n, p, scores.data()), KernelStatus::kOk);
+  EXPECT_NEAR(scores[0], 0.300, 1e-7);  // inputs are floats: compare within float precision
+  EXPECT_NEAR(scores[1], 0.3125, 1e-7);
+  EXPECT_NEAR(scores[2], 0.050, 1e-7);
+  EXPECT_NEAR(scores[3], 0.275, 1e-7);
+  std::vector<uint8_t> keep(ex.n);
+  ASSERT_EQ(WindowKvSelectCpu(scores.data(), ex.n, p, keep.data()), KernelStatus::kOk);
+  EXPECT_THAT(Kept(keep), ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19));
+}
+
+TEST(WindowKvExample, TopP2KeepsW3AndW0) {
+  testing::WindowKvExample ex = testing::MakeWindowKvExample();
+  WindowKvParams p{ex.alpha, ex.omega, 2, ex.budget};
+  std::vector<double> scores(4);
+  ASSERT_EQ(WindowKvScoreCpu(ex.t.data(), 1, ex.n, p, scores.data()), KernelStatus::kOk);
+  EXPECT_NEAR(scores[0], 0.50, 1e-7);
+  EXPECT_NEAR(scores[1], 0.325, 1e-7);
+  EXPECT_NEAR(scores[3], 0.55, 1e-7);
+  std::vector<uint8_t> keep(ex.n);
+  ASSERT_EQ(WindowKvSelectCpu(scores.data(), ex.n, p, keep.data()), KernelStatus::kOk);
+  EXPECT_THAT(Kept(keep), ElementsAre(0, 1, 2, 3, 12, 13, 14, 15, 16, 17, 18, 19));
+}
+
+TEST(WindowKvExample, Llama3GroupBudgets) {
+  uint32_t b[4];
+  WindowKvGroupBudgets(2048, 8, 14, 4, b);
+  EXPECT_THAT(b, ElementsAre(2926, 2341, 1756, 1170));
+}
+
+TEST(StreamingTest, KeepsSinksAndRecent) {
+  const uint32_t offsets[3] = {0, 10, 13};
+  std::vector<uint8_t> keep(13);
+  ASSERT_EQ(StreamingSelectCpu({2, offsets}, {6, 2}, keep.data()), KernelStatus::kOk);
+  EXPECT_THAT(std::vector<uint8_t>(keep.begin(), keep.begin() + 10), ElementsAre(1, 1, 0, 0, 0, 0, 1, 1, 1, 1));
+  EXPECT_THAT(std::vector<uint8_t>(keep.begin() + 10, keep.end()), ElementsAre(1, 1, 1));  // 3 <= budget
+  EXPECT_EQ(StreamingSelectCpu({2, offsets}, {4, 4}, keep.data()), KernelStatus::kInvalidArgument);
+}
+
+// ---- invariants on random inputs --------------------------------------------------------
+
+struct Sweep {
+  uint32_t heads;
+  uint32_t budget;
+  int n_delta;  // n = budget + delta: just below, at, above
+};
+
+class PolicyInvariants : public ::testing::TestWithParam<Sweep> {
+ protected:
+  std::mt19937 rng_{::testing::UnitTest::GetInstance()->random_seed() + GetParam().heads * 131 +
+                    GetParam().budget + 7 * GetParam().n_delta};
+};
+
+TEST_P(PolicyInvariants, Scissorhands) {
+  const Sweep s = GetParam();
+  ScissorhandsParams p{s.budget, 17, std::min<uint32_t>(3, s.budget / 3), 0, s.budget > 6 ? 1u : 0u};
+  std::vector<uint32_t> offsets = {0};
+  for (uint32_t h = 0; h < s.heads; ++h) {
+    const int n = std::max<int>(1, static_cast<int>(s.budget) + s.n_delta + static_cast<int>(h % 3));
+    offsets.push_back(offsets.back() + n);
+  }
+  const Segments seg{s.heads, offsets.data()};
+  const uint32_t words = ScissorhandsWords(p.window);
+  std::vector<uint32_t> history(seg.total() * words, 0);
+  // 40 steps of random sparse lists, each against the slots that existed then.
+  for (uint64_t step = 0; step < 40; ++step) {
+    std::vector<uint32_t> attended(s.heads), lo = {0}, ids;
+    for (uint32_t h = 0; h < s.heads; ++h) {
+      attended[h] = std::uniform_int_distribution<uint32_t>(seg.size(h) / 2, seg.size(h))(rng_);
+      for (uint32_t j = 0; j < attended[h]; ++j) {
+        if (rng_() % 4 == 0) ids.push_back(j);
+      }
+      lo.push_back(ids.size());
+    }
+    ASSERT_EQ(ScissorhandsRecordStepCpu(seg, p.window, step, attended.data(), lo.data(), ids.data(),
+                                        history.data()),
+              KernelStatus::kOk);
+  }
+  std::vector<uint8_t> keep(seg.total());
+  std::vector<uint32_t> low(seg.total());
+  ASSERT_EQ(ScissorhandsSelectCpu(seg, history.data(), p, keep.data(), low.data()), KernelStatus::kOk);
+  for (uint32_t h = 0; h < s.heads; ++h) {
+    const uint32_t n = seg.size(h);
+    uint32_t kept = 0;
+    for (uint32_t j = 0; j < n; ++j) {
+      kept += keep[seg.begin(h) + j];
+      ASSERT_LE(low[seg.begin(h) + j], p.window);
+      if (j >= n - std::min(n, p.recent) || j < p.sinks) ASSERT_EQ(keep[seg.begin(h) + j], 1) << "protected slot evicted";
+    }
+    if (n <= p.budget) {
+      ASSERT_EQ(kept, n) << "budget >= n must be the identity";
+    } else {
+      ASSERT_LE(kept, p.budget);
+      ASSERT_EQ(n - kept, ScissorhandsEvictCount(n, p));
+      // Every evicted candidate has I >= every kept candidate (ties: older evicted first).
+      for (uint32_t a = p.sinks; a < n - p.recent; ++a) {
+        for (uint32_t b = p.sinks; b < n - p.recent; ++b) {
+          if (!keep[seg.begin(h) + a] && keep[seg.begin(h) + b]) {
+            const uint32_t la = low[seg.begin(h) + a], lb = low[seg.begin(h) + b];
+            ASSERT_TRUE(la > lb || (la == lb && a < b)) << "head " << h << " slots " << a << "," << b;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(PolicyInvariants, ScalingAttentionChangesNothingForWindowKv) {
+  const Sweep s = GetParam();
+  const uint32_t alpha = 3, omega = 5;
+  const uint32_t n = std::max<int>(alpha + 1, static_cast<int>(s.budget) + s.n_delta);
+  std::vector<float> t(size_t{s.heads} * (n - alpha));
+  for (float& x : t) x = std::uniform_real_distribution<float>(0, 1)(rng_);
+  WindowKvParams p{alpha, omega, 3, std::max(s.budget, alpha + 1)};
+  const uint32_t windows = WindowKvNumWindows(n - alpha, omega);
+  std::vector<double> scores(windows), scaled_scores(windows);
+  std::vector<uint8_t> keep(n), scaled_keep(n);
+  ASSERT_EQ(WindowKvScoreCpu(t.data(), s.heads, n, p, scores.data()), KernelStatus::kOk);
+  ASSERT_EQ(WindowKvSelectCpu(scores.data(), n, p, keep.data()), KernelStatus::kOk);
+  for (float& x : t) x *= 4.0f;  // a power of two: exact in floating point
+  ASSERT_EQ(WindowKvScoreCpu(t.data(), s.heads, n, p, scaled_scores.data()), KernelStatus::kOk);
+  ASSERT_EQ(WindowKvSelectCpu(scaled_scores.data(), n, p, scaled_keep.data()), KernelStatus::kOk);
+  EXPECT_EQ(keep, scaled_keep);
+  // Observation window kept; whole windows only; within budget; identity when it fits.
+  uint32_t kept = 0;
+  for (uint32_t j = 0; j < n; ++j) kept += keep[j];
+  for (uint32_t j = n - alpha; j < n; ++j) ASSERT_EQ(keep[j], 1);
+  for (uint32_t k = 0; k < windows; ++k) {
+    for (uint32_t j = k * omega; j < std::min((k + 1) * omega, n - alpha); ++j) {
+      ASSERT_EQ(keep[j], keep[k * omega]) << "window " << k << " split";
+    }
+  }
+  if (n <= p.budget) {
+    EXPECT_EQ(kept, n);
+  } else {
+    EXPECT_LE(kept, p.budget);
+  }
+}
+
+TEST_P(PolicyInvariants, StreamingWithinBudgetAndIdentityWhenItFits) {
+  const Sweep s = GetParam();
+  std::vector<uint32_t> offsets = {0};
+  for (uint32_t h = 0; h < s.heads; ++h) {
+    offsets.push_back(offsets.back() + std::max<int>(1, static_cast<int>(s.budget) + s.n_delta));
+  }
+  std::vector<uint8_t> keep(offsets.back());
+  StreamingParams p{s.budget, std::min<uint32_t>(4, s.budget - 1)};
+  ASSERT_EQ(StreamingSelectCpu({s.heads, offsets.data()}, p, keep.data()), KernelStatus::kOk);
+  for (uint32_t h = 0; h < s.heads; ++h) {
+    uint32_t kept = 0;
+    const uint32_t n = offsets[h + 1] - offsets[h];
+    for (uint32_t j = 0; j < n; ++j) kept += keep[offsets[h] + j];
+    EXPECT_EQ(kept, std::min(n, s.budget));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    OddSizes, PolicyInvariants,
+    ::testing::Values(Sweep{1, 8, -1}, Sweep{1, 8, 0}, Sweep{1, 8, 1}, Sweep{7, 16, -1},
+                      Sweep{7, 16, 0}, Sweep{7, 16, 9}, Sweep{32, 64, -1}, Sweep{32, 64, 0},
+                      Sweep{32, 64, 40}),
+    [](const ::testing::TestParamInfo<Sweep>& info) {
+      const int d = info.param.n_delta;
+      return "heads" + std::to_string(info.param.heads) + "_budget" + std::to_string(info.param.budget) +
+             (d < 0 ? "_below" : d == 0 ? "_at" : "_above" + std::to_string(d));
+    });
+
+// Compaction: kept slots land at the front in order with their bytes unchanged; for page
+// sizes 1, 3 and 16 and odd head counts.
+class CompactionTest : public ::testing::TestWithParam<std::tuple<uint32_t, uint32_t>> {};
+
+TEST_P(CompactionTest, KeptBytesMoveToTheFrontUnchanged) {
+  const auto [page_tokens, heads] = GetParam();
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed() + page_tokens * 7 + heads);
+  PageGeometry g{heads, 3, page_tokens, 2};
+  const uint32_t pages = 5, cap = pages * page_tokens;
+  std::vector<uint8_t> arena(g.page_bytes() * pages);
+  for (auto& b : arena) b = static_cast<uint8_t>(rng());
+  const std::vector<uint8_t> before = arena;
+  std::vector<uint8_t*> ptrs;
+  for (uint32_t i = 0; i < pages; ++i) ptrs.push_back(arena.data() + i * g.page_bytes());
+  PagedLayerView view{g, ptrs.data(), pages};
+  std::vector<uint32_t> offsets = {0}, kept;
+  for (uint32_t h = 0; h < heads; ++h) {
+    for (uint32_t j = 0; j < cap; ++j) {
+      if (rng() % 3 != 0) kept.push_back(j);
+    }
+    offsets.push_back(kept.size());
+  }
+  ASSERT_EQ(CompactLayerCpu(view, offsets.data(), kept.data()), KernelStatus::kOk);
+  const size_t tb = g.token_bytes();
+  for (uint32_t h = 0; h < heads; ++h) {
+    for (uint32_t i = offsets[h]; i < offsets[h + 1]; ++i) {
+      const uint32_t to = i - offsets[h], from = kept[i];
+      const size_t src_k = (from / page_tokens) * g.page_bytes() + g.k_offset(h, from % page_tokens);
+      const size_t src_v = (from / page_tokens) * g.page_bytes() + g.v_offset(h, from % page_tokens);
+      ASSERT_TRUE(std::equal(view.k(h, to), view.k(h, to) + tb, before.begin() + src_k));
+      ASSERT_TRUE(std::equal(view.v(h, to), view.v(h, to) + tb, before.begin() + src_v));
+    }
+  }
+  const uint32_t bad[2] = {3, 2};  // not ascending
+  const uint32_t bad_offsets[2] = {0, 2};
+  PagedLayerView one_head{{1, 3, page_tokens, 2}, ptrs.data(), pages};
+  EXPECT_EQ(CompactLayerCpu(one_head, bad_offsets, bad), KernelStatus::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(PageSizes, CompactionTest,
+                         ::testing::Combine(::testing::Values(1u, 3u, 16u), ::testing::Values(1u, 7u, 32u)),
+                         [](const ::testing::TestParamInfo<std::tuple<uint32_t, uint32_t>>& info) {
+                           return "pt" + std::to_string(std::get<0>(info.param)) + "_heads" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(CompactRowsTest, MovesStateWithTheSlots) {
+  // Two heads of 3 and 2 slots, 2 words per slot; keep {0, 2} and {1}.
+  std::vector<uint32_t> rows = {10, 11, 20, 21, 30, 31, 40, 41, 50, 51};
+  const uint32_t heads[3] = {0, 3, 5}, kept_offsets[3] = {0, 2, 3}, kept[3] = {0, 2, 1};
+  ASSERT_EQ(CompactRowsCpu(rows.data(), 2, heads, 2, kept_offsets, kept), KernelStatus::kOk);
+  EXPECT_THAT(std::vector<uint32_t>(rows.begin(), rows.begin() + 6), ElementsAreArray({10, 11, 30, 31, 50, 51}));
+}
+
+}  // namespace
+}  // namespace kvwarden::kernels
