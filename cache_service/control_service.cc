@@ -4,6 +4,8 @@
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
 #include "cache_service/kv_stream_reactors.h"
+#include "cache_service/policy_config.h"
+#include "cache_service/stats_stream_reactor.h"
 #include "cache_service/proto_convert.h"
 
 namespace kvwarden {
@@ -80,8 +82,15 @@ grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
     if (req->pool().empty()) return absl::InvalidArgumentError("pool: is required");
     absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
     if (!pool.ok()) return pool.status();
-    absl::StatusOr<SequenceId> id = ctx_.table->Create(
-        CreateSequenceArgs{*tenant, req->lease_id(), *pool, req->max_tokens()});
+    CreateSequenceArgs args{*tenant, req->lease_id(), *pool, req->max_tokens(), {}};
+    if (req->has_policy()) {
+      absl::StatusOr<RetentionPolicy> policy = PolicyFromProto(req->policy(), (*pool)->layout(), "policy");
+      if (!policy.ok()) return policy.status();
+      args.policy = *std::move(policy);
+    } else if (const RetentionPolicy* def = ctx_.policy_defaults ? ctx_.policy_defaults->Find(*tenant, req->pool()) : nullptr) {
+      args.policy = *def;
+    }
+    absl::StatusOr<SequenceId> id = ctx_.table->Create(args);
     if (!id.ok()) return id.status();
     resp->set_sequence_id(*id);
     ToProto((*pool)->layout(), resp->mutable_layout());
@@ -157,6 +166,11 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
 grpc::ServerReadReactor<v1::WriteKVRequest>* ControlServiceImpl::WriteKV(
     grpc::CallbackServerContext* call, v1::WriteKVResponse* resp) {
   return NewWriteKvReactor(ctx_, call, resp);
+}
+
+grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* ControlServiceImpl::StreamStats(
+    grpc::CallbackServerContext* call) {
+  return NewStatsStreamReactor(ctx_, call);
 }
 
 grpc::ServerWriteReactor<v1::ReadKVResponse>* ControlServiceImpl::ReadKV(

@@ -38,6 +38,8 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
                                                        v1::WriteKVResponse* resp) override;
   grpc::ServerWriteReactor<v1::ReadKVResponse>* ReadKV(grpc::CallbackServerContext* call,
                                                        const v1::ReadKVRequest* req) override;
+  grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* StreamStats(
+      grpc::CallbackServerContext* call) override;
 
  private:
   const ServiceContext ctx_;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "cache_service/policy_config.h"
 #include "kvwarden/v1/config.pb.h"
 
 namespace kvwarden {
@@ -162,6 +163,17 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
     out->tenants.push_back(
         TenantSpec{t.name(), t.quota_bytes(), t.quota_pages(), t.weight() ? t.weight() : 1});
     out->tenant_tokens.push_back(TenantAuth{t.name(), t.token()});
+    TenantDefaults defaults;
+    for (const PoolSpec& pool : out->pools) {
+      absl::StatusOr<RetentionPolicy> policy =
+          PolicyFromProto(t.default_policy(), pool.layout, f + ".default_policy");
+      if (!policy.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(policy.status().message(), " (for pool '", pool.name, "')"));
+      }
+      defaults.policy_by_pool.push_back(*std::move(policy));
+    }
+    out->tenant_defaults.push_back(std::move(defaults));
   }
   return ValidateLeases(in.leases(), out);
 }

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "cache_service/kv_layout.h"
+#include "cache_service/retention_policy.h"
 #include "cache_service/tenant_ledger.h"
 #include "cache_service/worker_leases.h"
 
@@ -31,12 +32,18 @@ struct TenantAuth {
   std::string token;
 };
 
+// A tenant's default retention policy, resolved for each pool's layout.
+struct TenantDefaults {
+  std::vector<RetentionPolicy> policy_by_pool;  // same order as DaemonSettings::pools
+};
+
 struct DaemonSettings {
   std::string listen;
   std::string admin_token;
   std::vector<PoolSpec> pools;
   std::vector<TenantSpec> tenants;    // ledger order = tenant ids
   std::vector<TenantAuth> tenant_tokens;  // same order
+  std::vector<TenantDefaults> tenant_defaults;  // same order
   LeaseOptions leases;
   absl::Duration reap_interval = absl::Milliseconds(100);
 };

@@ -96,7 +96,10 @@ int Run(const Flags& flags) {
   Authenticator auth(settings->admin_token, std::move(tokens));
   LeaseReaper reaper(&leases, &table, settings->reap_interval);
 
-  ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, absl::Now()};
+  PolicyDefaults policy_defaults;
+  for (const PoolSpec& spec : settings->pools) policy_defaults.pools.push_back(spec.name);
+  policy_defaults.tenants = settings->tenant_defaults;
+  ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, &policy_defaults, absl::Now()};
   ControlServiceImpl control(ctx);
   AdminServiceImpl admin(ctx);
 

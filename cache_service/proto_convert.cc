@@ -27,6 +27,8 @@ void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::Sequenc
   out->set_pages_held(in.pages_held);
   out->set_shared_pages(in.shared_pages);
   out->set_parent_sequence_id(in.parent);
+  out->set_policy_summary(in.policy_summary);
+  out->set_decode_steps(in.decode_steps);
   if (in.heads.empty() && in.layer_pages.empty()) return;
   const uint32_t heads = in.layout.num_kv_heads;
   for (uint32_t l = 0; l < in.layer_num_pages.size(); ++l) {
@@ -44,6 +46,8 @@ void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::Sequenc
       head->set_live_slots(hs.live_slots);
       head->set_budget(hs.budget);
       head->set_evicted(hs.evicted);
+      head->set_low_count_max(hs.low_max);
+      head->set_low_count_mean(hs.low_mean);
     }
   }
 }

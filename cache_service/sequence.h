@@ -7,6 +7,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
+#include "cache_service/retention_policy.h"
 #include "cache_service/slot_map.h"
 
 namespace kvwarden {
@@ -20,6 +21,7 @@ struct Sequence {
   PagePool* pool = nullptr;
   uint32_t max_tokens = 0;
   SequenceId parent = 0;
+  RetentionPolicy policy;
 
   mutable absl::Mutex mu;
   bool released ABSL_GUARDED_BY(mu) = false;
@@ -30,6 +32,10 @@ struct Sequence {
   std::vector<std::vector<PageId>> pages ABSL_GUARDED_BY(mu);  // [layer]
   std::vector<SlotMap> slots ABSL_GUARDED_BY(mu);              // [layer * heads + head]
   std::vector<uint32_t> evicted ABSL_GUARDED_BY(mu);           // [layer * heads + head]
+  // Scissorhands: per (layer, head) the low-attention step ring of every slot,
+  // ScissorhandsWords(window) words per slot, in slot order.
+  std::vector<std::vector<uint32_t>> history ABSL_GUARDED_BY(mu);
+  uint64_t decode_steps ABSL_GUARDED_BY(mu) = 0;
 
   const KvLayout& layout() const { return pool->layout(); }
   // Slots the layer's page table must cover: the fullest head's count.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/sequence.h"
 #include "kernels/copy_kv.h"
+#include "kernels/scissorhands.h"
 
 namespace kvwarden {
 namespace {
@@ -88,12 +89,14 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
   seq->lease = args.lease;
   seq->pool = args.pool;
   seq->max_tokens = args.max_tokens;
+  seq->policy = args.policy;
   {
     absl::MutexLock lock(&seq->mu);
     const KvLayout& l = args.pool->layout();
     seq->pages.resize(l.num_layers);
     seq->slots.resize(size_t{l.num_layers} * l.num_kv_heads);
     seq->evicted.assign(seq->slots.size(), 0);
+    if (seq->policy.takes_decode_stats()) seq->history.resize(seq->slots.size());
   }
   Sequence* raw = seq.get();
   if (absl::Status s = Insert(std::move(seq)); !s.ok()) return s;
@@ -115,11 +118,24 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   const KvLayout& l = seq.layout();
   const uint32_t pt = l.page_tokens;
+  const kernels::StreamingParams& sp = seq.policy.streaming;
+  const bool streaming = seq.policy.kind == PolicyKind::kStreaming;
+  if (streaming && num_tokens > sp.budget - sp.sinks) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "num_tokens: %u new tokens do not fit a streaming budget of %u with %u sinks", num_tokens,
+        sp.budget, sp.sinks));
+  }
+  // Slots each head keeps before the new tokens: streaming makes room first.
+  auto kept_before = [&](uint32_t live) {
+    return streaming && live + num_tokens > sp.budget ? sp.budget - num_tokens : live;
+  };
   std::vector<uint32_t> new_pages(l.num_layers);
   uint64_t total = 0;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    const uint32_t need = CeilDiv(uint64_t{seq.LayerSlots(layer)} + num_tokens, pt);
-    new_pages[layer] = need - static_cast<uint32_t>(seq.pages[layer].size());
+    const uint32_t live = kept_before(seq.LayerSlots(layer));
+    const uint32_t need = CeilDiv(uint64_t{live} + num_tokens, pt);
+    const uint32_t have = std::min<uint32_t>(seq.pages[layer].size(), CeilDiv(live, pt));
+    new_pages[layer] = need - have;
     total += new_pages[layer];
   }
   PagePool& pool = *seq.pool;
@@ -132,6 +148,22 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     return s;
   }
   // Nothing can fail from here on.
+  if (streaming) {
+    RetentionResult dropped;
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+      if (seq.LayerSlots(layer) + num_tokens <= sp.budget) continue;
+      std::vector<std::vector<uint32_t>> kept(l.num_kv_heads);
+      for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
+        const uint32_t n = seq.slots[layer * l.num_kv_heads + h].size();
+        const uint32_t keep_recent = kept_before(n) - std::min(sp.sinks, kept_before(n));
+        for (uint32_t j = 0; j < n; ++j) {
+          if (j < sp.sinks || j >= n - keep_recent) kept[h].push_back(j);
+        }
+      }
+      CompactLayerLocked(seq, layer, kept, &dropped);
+    }
+    if (!dropped.changes.empty()) ++seq.epoch;
+  }
   ReserveResult r;
   r.first_position = seq.num_tokens;
   r.num_tokens = num_tokens;
@@ -148,7 +180,12 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     r.layer_pages[layer].assign(table.begin() + first / pt,
                                 table.begin() + CeilDiv(uint64_t{first} + num_tokens, pt));
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
-      seq.slots[layer * l.num_kv_heads + h].Append(seq.num_tokens, num_tokens);
+      const size_t lh = size_t{layer} * l.num_kv_heads + h;
+      seq.slots[lh].Append(seq.num_tokens, num_tokens);
+      if (!seq.history.empty()) {
+        seq.history[lh].resize(size_t{seq.slots[lh].size()} *
+                               kernels::ScissorhandsWords(seq.policy.scissorhands.window), 0);
+      }
     }
   }
   seq.num_tokens += num_tokens;
@@ -281,6 +318,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
   child->pool = parent.pool;
   child->max_tokens = parent.max_tokens;
   child->parent = parent_id;
+  child->policy = parent.policy;
   ForkResult result;
   {
     absl::ReaderMutexLock lock(&parent.mu);
@@ -288,12 +326,19 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     const KvLayout& l = parent.layout();
     PagePool& pool = *parent.pool;
     // Full pages are shared; a partly filled last page is copied so both sides can
-    // keep appending to their own.
-    std::vector<uint32_t> layers_with_partial;
+    // keep appending to their own. Compressing policies rewrite pages in place when they
+    // compact, so their forks copy every page instead of sharing.
+    const bool share = parent.policy.kind == PolicyKind::kFull;
+    std::vector<std::pair<uint32_t, uint32_t>> copy_list;  // (layer, page index)
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      if (parent.LayerSlots(layer) % l.page_tokens != 0) layers_with_partial.push_back(layer);
+      const uint32_t pages = static_cast<uint32_t>(parent.pages[layer].size());
+      if (!share) {
+        for (uint32_t i = 0; i < pages; ++i) copy_list.emplace_back(layer, i);
+      } else if (parent.LayerSlots(layer) % l.page_tokens != 0) {
+        copy_list.emplace_back(layer, pages - 1);
+      }
     }
-    const uint32_t copies = static_cast<uint32_t>(layers_with_partial.size());
+    const uint32_t copies = static_cast<uint32_t>(copy_list.size());
     if (absl::Status s = options_.ledger->Charge(tenant, copies, pool.page_bytes()); !s.ok()) {
       return s;
     }
@@ -307,17 +352,18 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->num_tokens = parent.num_tokens;
     child->slots = parent.slots;
     child->evicted = parent.evicted;
+    child->history = parent.history;
+    child->decode_steps = parent.decode_steps;
     child->pages = parent.pages;
+    for (size_t i = 0; i < copy_list.size(); ++i) {
+      PageId& page = child->pages[copy_list[i].first][copy_list[i].second];
+      std::memcpy(pool.PageData(fresh[i]), pool.PageData(page), pool.page_bytes());
+      page = fresh[i];
+    }
     std::vector<PageId> shared;
-    size_t next = 0;
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      auto& table = child->pages[layer];
-      const bool partial = next < layers_with_partial.size() && layers_with_partial[next] == layer;
-      const size_t n_shared = table.size() - (partial ? 1 : 0);
-      shared.insert(shared.end(), table.begin(), table.begin() + n_shared);
-      if (partial) {
-        std::memcpy(pool.PageData(fresh[next]), pool.PageData(table.back()), pool.page_bytes());
-        table.back() = fresh[next++];
+      for (uint32_t i = 0; i < child->pages[layer].size(); ++i) {
+        if (child->pages[layer][i] == parent.pages[layer][i]) shared.push_back(parent.pages[layer][i]);
       }
     }
     pool.Ref(shared);
@@ -390,7 +436,9 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   s.epoch = seq.epoch;
   s.num_tokens = seq.num_tokens;
   s.max_tokens = seq.max_tokens;
-  s.policy = "full";
+  s.policy = seq.policy.Name();
+  s.policy_summary = seq.policy.Summary();
+  s.decode_steps = seq.decode_steps;
   s.parent = seq.parent;
   for (const auto& table : seq.pages) {
     s.layer_num_pages.push_back(static_cast<uint32_t>(table.size()));
@@ -402,9 +450,22 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   }
   if (include_heads) {
     s.heads.resize(seq.slots.size());
+    const uint32_t heads = seq.layout().num_kv_heads;
+    const uint32_t words = kernels::ScissorhandsWords(seq.policy.scissorhands.window);
     for (size_t i = 0; i < seq.slots.size(); ++i) {
-      // Policy "full": the budget is everything the sequence may ever hold.
-      s.heads[i] = HeadSnapshot{seq.slots[i].size(), seq.max_tokens, seq.evicted[i]};
+      HeadSnapshot& h = s.heads[i];
+      h.live_slots = seq.slots[i].size();
+      h.budget = seq.policy.LayerBudget(static_cast<uint32_t>(i / heads), seq.max_tokens);
+      h.evicted = seq.evicted[i];
+      if (seq.history.empty() || h.live_slots == 0) continue;
+      uint64_t total = 0;
+      for (uint32_t j = 0; j < h.live_slots; ++j) {
+        uint32_t c = 0;
+        for (uint32_t w = 0; w < words; ++w) c += kernels::PopCount32(seq.history[i][size_t{j} * words + w]);
+        h.low_max = std::max(h.low_max, c);
+        total += c;
+      }
+      h.low_mean = static_cast<double>(total) / h.live_slots;
     }
   }
   return s;

@@ -29,6 +29,7 @@
 #include "absl/types/span.h"
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
+#include "cache_service/retention_policy.h"
 #include "cache_service/tenant_ledger.h"
 #include "cache_service/worker_leases.h"
 
@@ -41,6 +42,41 @@ struct CreateSequenceArgs {
   LeaseId lease = 0;
   PagePool* pool = nullptr;
   uint32_t max_tokens = 0;
+  RetentionPolicy policy;
+};
+
+// Attention statistics as the daemon takes them (see StreamStats in control.proto).
+struct HeadStepStats {
+  uint32_t layer = 0;
+  uint32_t head = 0;
+  uint32_t attended = 0;
+  std::vector<uint32_t> listed;  // sparse mode
+  std::vector<float> dense;      // dense mode: `attended` values
+};
+struct DecodeStepStats {
+  std::vector<HeadStepStats> heads;  // every (layer, head) exactly once
+};
+struct WindowScoresIn {
+  uint32_t layer = 0;
+  std::vector<float> sums;  // [head][candidate]
+};
+struct StatsBatch {
+  uint64_t epoch = 0;
+  std::vector<DecodeStepStats> steps;
+  std::vector<WindowScoresIn> window_scores;
+};
+
+struct HeadChange {
+  uint32_t layer = 0;
+  uint32_t head = 0;
+  uint32_t live_slots = 0;
+  std::vector<uint32_t> evicted_positions;
+};
+struct RetentionResult {
+  uint64_t epoch = 0;
+  uint32_t steps_applied = 0;
+  std::vector<HeadChange> changes;
+  uint64_t pages_freed = 0;
 };
 
 struct ReserveResult {
@@ -71,6 +107,8 @@ struct HeadSnapshot {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
+  uint32_t low_max = 0;     // scissorhands: largest low-attention count
+  double low_mean = 0;      // scissorhands: mean low-attention count
 };
 
 struct SequenceSnapshot {
@@ -83,6 +121,8 @@ struct SequenceSnapshot {
   uint32_t num_tokens = 0;
   uint32_t max_tokens = 0;
   std::string policy;
+  std::string policy_summary;
+  uint64_t decode_steps = 0;
   uint32_t pages_held = 0;
   uint32_t shared_pages = 0;
   SequenceId parent = 0;
@@ -107,7 +147,14 @@ class SequenceTable {
   absl::StatusOr<ForkResult> Fork(SequenceId parent, TenantId tenant, LeaseId lease);
   // Returns the number of pages that went back to the pool.
   absl::StatusOr<uint64_t> Release(SequenceId id, TenantId tenant);
+  // Streaming sequences first drop their oldest non-sink slots to make room (epoch + 1).
   absl::StatusOr<ReserveResult> Reserve(SequenceId id, TenantId tenant, uint32_t num_tokens);
+
+  // Applies attention statistics: Scissorhands decode steps (record, then evict and
+  // compact heads over budget, remapping the batch's later steps) or WindowKV window
+  // scores (select and compact each group). The whole batch is validated before any of
+  // it is applied; the epoch grows once per step that changed retention.
+  absl::StatusOr<RetentionResult> ApplyStats(SequenceId id, TenantId tenant, StatsBatch batch);
 
   // k and v: [head][token][head_dim] for positions [token_start, token_start + n).
   absl::Status WriteKv(SequenceId id, TenantId tenant, uint32_t layer, uint32_t token_start,
@@ -135,6 +182,15 @@ class SequenceTable {
   absl::StatusOr<std::shared_ptr<Sequence>> Find(SequenceId id, const Caller& caller) const;
   absl::Status Insert(std::shared_ptr<Sequence> seq);
   uint64_t ReleaseLocked(Sequence& seq);
+  // Keeps kept[h] (ascending) of every head of `layer`: moves bytes, positions and
+  // policy state to the front, frees pages past the new extent, records the change.
+  void CompactLayerLocked(Sequence& seq, uint32_t layer,
+                          const std::vector<std::vector<uint32_t>>& kept, RetentionResult* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps,
+                                RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  absl::Status ApplyWindowScores(Sequence& seq, const std::vector<WindowScoresIn>& scores,
+                                 RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 
   const Options options_;
   mutable absl::Mutex mu_;

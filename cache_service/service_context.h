@@ -1,6 +1,10 @@
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "absl/time/time.h"
+#include "cache_service/daemon_config.h"
 #include "cache_service/authenticator.h"
 #include "cache_service/pool_set.h"
 #include "cache_service/sequence_table.h"
@@ -9,6 +13,21 @@
 
 namespace kvwarden {
 
+// Each tenant's default retention policy per pool (from the config). Immutable.
+struct PolicyDefaults {
+  std::vector<std::string> pools;        // pool names, config order
+  std::vector<TenantDefaults> tenants;   // by tenant id
+
+  // Null when none is configured (then the policy is full).
+  const RetentionPolicy* Find(TenantId tenant, const std::string& pool) const {
+    if (tenant >= tenants.size()) return nullptr;
+    for (size_t i = 0; i < pools.size(); ++i) {
+      if (pools[i] == pool) return &tenants[tenant].policy_by_pool[i];
+    }
+    return nullptr;
+  }
+};
+
 // The parts the gRPC services talk to, wired in main. Not owned; all outlive the server.
 struct ServiceContext {
   const PoolSet* pools = nullptr;
@@ -16,6 +35,7 @@ struct ServiceContext {
   SequenceTable* table = nullptr;
   WorkerLeases* leases = nullptr;
   const Authenticator* auth = nullptr;
+  const PolicyDefaults* policy_defaults = nullptr;
   absl::Time started = absl::Now();
 };
 

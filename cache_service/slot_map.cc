@@ -1,6 +1,7 @@
 #include "cache_service/slot_map.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace kvwarden {
 
@@ -15,6 +16,14 @@ void SlotMap::Append(uint32_t first, uint32_t n) {
     for (uint32_t i = 0; i < n; ++i) positions_.push_back(first + i);
   }
   size_ += n;
+}
+
+void SlotMap::Retain(const std::vector<uint32_t>& kept_slots) {
+  std::vector<uint32_t> kept(kept_slots.size());
+  for (size_t i = 0; i < kept.size(); ++i) kept[i] = position(kept_slots[i]);
+  positions_ = std::move(kept);
+  size_ = static_cast<uint32_t>(positions_.size());
+  identity_ = false;
 }
 
 uint32_t SlotMap::LowerBound(uint32_t pos) const {

@@ -19,6 +19,8 @@ class SlotMap {
   void Append(uint32_t first, uint32_t n);
   // First slot whose position is >= pos (size() when none).
   uint32_t LowerBound(uint32_t pos) const;
+  // Keeps only `kept_slots` (ascending); kept slot i becomes slot i.
+  void Retain(const std::vector<uint32_t>& kept_slots);
 
  private:
   bool identity_ = true;

@@ -1,0 +1,14 @@
+#pragma once
+
+#include "cache_service/service_context.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+
+namespace kvwarden {
+
+// Bidirectional StreamStats: reads one StatsMessage, applies it to its sequence, writes
+// one RetentionUpdate, reads the next. One reactor (and its state) per stream; a bad
+// message ends the stream with its status; a cancelled stream leaves nothing behind.
+grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* NewStatsStreamReactor(
+    const ServiceContext& ctx, grpc::CallbackServerContext* call);
+
+}  // namespace kvwarden
