@@ -161,9 +161,11 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
       }
       const uint32_t offsets[2] = {0, seq.slots[lh].size()};
       const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(hs.listed.size())};
-      kernels::ScissorhandsRecordStepCpu({1, offsets}, policy.scissorhands.window, seq.decode_steps,
-                                         &hs.attended, listed_offsets, hs.listed.data(),
-                                         seq.history[lh].data());
+      if (kernels::ScissorhandsRecordStepCpu({1, offsets}, policy.scissorhands.window, seq.decode_steps,
+                                             &hs.attended, listed_offsets, hs.listed.data(),
+                                             seq.history[lh].data()) != kernels::KernelStatus::kOk) {
+        return absl::InternalError("scissorhands record kernel refused validated statistics");
+      }
     }
     ++seq.decode_steps;
     ++out->steps_applied;
@@ -180,7 +182,10 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
         const size_t lh = size_t{layer} * heads + h;
         const uint32_t offsets[2] = {0, seq.slots[lh].size()};
         std::vector<uint8_t> keep(offsets[1]);
-        kernels::ScissorhandsSelectCpu({1, offsets}, seq.history[lh].data(), p, keep.data(), nullptr);
+        if (kernels::ScissorhandsSelectCpu({1, offsets}, seq.history[lh].data(), p, keep.data(), nullptr) !=
+            kernels::KernelStatus::kOk) {
+          return absl::InternalError("scissorhands select kernel refused a validated policy");
+        }
         kept[h] = KeptSlots(keep);
         for (size_t later = s + 1; later < steps.size(); ++later) {
           for (HeadStepStats& hs : steps[later].heads) {
@@ -237,8 +242,10 @@ absl::Status SequenceTable::ApplyWindowScores(Sequence& seq, const std::vector<W
     kernels::WindowKvParams p{w.alpha, w.omega, w.top_p, w.group_budgets[ws.layer / w.gamma]};
     std::vector<double> window_scores(kernels::WindowKvNumWindows(n - w.alpha, w.omega));
     std::vector<uint8_t> keep(n);
-    kernels::WindowKvScoreCpu(ws.sums.data(), heads, n, p, window_scores.data());
-    kernels::WindowKvSelectCpu(window_scores.data(), n, p, keep.data());
+    if (kernels::WindowKvScoreCpu(ws.sums.data(), heads, n, p, window_scores.data()) != kernels::KernelStatus::kOk ||
+        kernels::WindowKvSelectCpu(window_scores.data(), n, p, keep.data()) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("windowkv kernels refused validated scores");
+    }
     const std::vector<uint32_t> kept = KeptSlots(keep);
     if (kept.size() == n) continue;
     const std::vector<std::vector<uint32_t>> all_heads(heads, kept);

@@ -120,10 +120,12 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   const uint32_t pt = l.page_tokens;
   const kernels::StreamingParams& sp = seq.policy.streaming;
   const bool streaming = seq.policy.kind == PolicyKind::kStreaming;
-  if (streaming && num_tokens > sp.budget - sp.sinks) {
+  uint32_t fullest = 0;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) fullest = std::max(fullest, seq.LayerSlots(layer));
+  if (streaming && uint64_t{fullest} + num_tokens > sp.budget && num_tokens > sp.budget - sp.sinks) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "num_tokens: %u new tokens do not fit a streaming budget of %u with %u sinks", num_tokens,
-        sp.budget, sp.sinks));
+        "num_tokens: %u new tokens do not fit a streaming budget of %u with %u sinks next to %u "
+        "held", num_tokens, sp.budget, sp.sinks, fullest));
   }
   // Slots each head keeps before the new tokens: streaming makes room first.
   auto kept_before = [&](uint32_t live) {

@@ -1,0 +1,249 @@
+// Retention inside SequenceTable: the hand-worked examples through ApplyStats, streaming
+// at ReserveSlots, kept bytes unchanged by compaction, stats validation with exact codes
+// and nothing applied, and the pool/ledger invariants after every change.
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/core_fixture.h"
+#include "tests/support/kv_pattern.h"
+#include "tests/support/policy_examples.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::Core;
+using testing::CoreConfig;
+using testing::PatternKv;
+
+constexpr TenantId kAlpha = 0;
+
+CoreConfig OneHead(uint32_t layers = 1, uint32_t page_tokens = 2) {
+  CoreConfig c;
+  c.layout = KvLayout{layers, 1, 4, DType::kFp16, page_tokens};
+  c.chunk_pages = 16;
+  c.num_chunks = 16;
+  return c;
+}
+
+RetentionPolicy Scissorhands(const kernels::ScissorhandsParams& p, uint32_t layers) {
+  RetentionPolicy r;
+  r.kind = PolicyKind::kScissorhands;
+  r.scissorhands = p;
+  r.layer_budgets.assign(layers, p.budget);
+  return r;
+}
+
+class SequenceRetentionTest : public ::testing::Test {
+ protected:
+  explicit SequenceRetentionTest(CoreConfig cfg = OneHead()) : core_(cfg) {}
+  void TearDown() override { EXPECT_TRUE(core_.Check().ok()) << core_.Check(); }
+
+  SequenceId Create(const RetentionPolicy& policy, uint32_t max_tokens = 4096) {
+    auto id = core_.table->Create({kAlpha, core_.Lease(kAlpha), core_.pool.get(), max_tokens, policy});
+    EXPECT_TRUE(id.ok()) << id.status();
+    return *id;
+  }
+  void ReserveAndWrite(SequenceId id, uint32_t n) {
+    auto r = core_.table->Reserve(id, kAlpha, n);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const KvLayout& l = core_.pool->layout();
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+      ASSERT_TRUE(core_.table->WriteKv(id, kAlpha, layer, r->first_position, n,
+                                       PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), false),
+                                       PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), true))
+                      .ok());
+    }
+  }
+  // Positions live in (layer, head 0) and their K bytes equal what was written there.
+  std::vector<uint32_t> LivePositionsWithBytesChecked(SequenceId id, uint32_t layer) {
+    const KvLayout& l = core_.pool->layout();
+    auto snap = core_.table->Describe(id, Caller::Admin(), false, false);
+    auto slice = core_.table->ReadKv(id, Caller::Admin(), layer, 0, snap->num_tokens, std::nullopt);
+    EXPECT_TRUE(slice.ok()) << slice.status();
+    std::vector<uint32_t> pos = slice->positions;
+    if (pos.empty()) {
+      for (uint32_t p = 0; p < snap->num_tokens; ++p) pos.push_back(p);
+    }
+    const size_t tb = l.token_bytes();
+    for (size_t i = 0; i < pos.size() && l.num_kv_heads == 1; ++i) {
+      EXPECT_EQ(slice->k.substr(i * tb, tb), PatternKv(1, layer, 1, pos[i], 1, tb, false)) << "position " << pos[i];
+    }
+    return pos;
+  }
+
+  Core core_;
+};
+
+TEST_F(SequenceRetentionTest, ScissorhandsHandWorkedExampleEndToEnd) {
+  auto ex = testing::MakeScissorhandsExample();
+  SequenceId id = Create(Scissorhands(ex.params, 1));
+  uint32_t reserved = 0;
+  RetentionResult last;
+  for (const auto& step : ex.steps) {
+    ReserveAndWrite(id, step.attended - reserved);
+    reserved = step.attended;
+    StatsBatch batch;
+    batch.epoch = core_.table->Describe(id, Caller::Admin(), false, false)->epoch;
+    batch.steps.push_back({{HeadStepStats{0, 0, step.attended, step.listed, {}}}});
+    auto r = core_.table->ApplyStats(id, kAlpha, batch);
+    ASSERT_TRUE(r.ok()) << r.status();
+    last = *r;
+  }
+  EXPECT_EQ(last.epoch, 1u);
+  ASSERT_EQ(last.changes.size(), 1u);
+  EXPECT_THAT(last.changes[0].evicted_positions, ElementsAre(1, 3, 4));  // tokens 2, 4, 5
+  EXPECT_EQ(last.pages_freed, 2u);  // 7 slots in 4 pages of 2 -> 4 slots in 2 pages
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 2, 5, 6));
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  EXPECT_EQ(snap->heads[0].live_slots, 4u);
+  EXPECT_EQ(snap->heads[0].evicted, 3u);
+  EXPECT_EQ(snap->heads[0].budget, 6u);
+  EXPECT_EQ(snap->pages_held, 2u);
+}
+
+TEST_F(SequenceRetentionTest, DenseRowsGiveTheSameDecision) {
+  auto ex = testing::MakeScissorhandsExample();
+  SequenceId id = Create(Scissorhands(ex.params, 1));
+  uint32_t reserved = 0;
+  for (const auto& step : ex.steps) {
+    ReserveAndWrite(id, step.attended - reserved);
+    reserved = step.attended;
+    StatsBatch batch;
+    batch.epoch = core_.table->Describe(id, Caller::Admin(), false, false)->epoch;
+    batch.steps.push_back({{HeadStepStats{0, 0, step.attended, {}, {step.row.begin(), step.row.end()}}}});
+    ASSERT_TRUE(core_.table->ApplyStats(id, kAlpha, batch).ok());
+  }
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 2, 5, 6));
+}
+
+TEST_F(SequenceRetentionTest, LaterStepsOfABatchAreRemappedThroughACompaction) {
+  // B=4, r=1, m=2: the first step of the batch evicts; the second names pre-eviction
+  // slot ids, which the daemon maps onto the survivors.
+  SequenceId id = Create(Scissorhands({4, 4, 1, 2, 0}, 1));
+  ReserveAndWrite(id, 5);
+  StatsBatch b;
+  b.steps.push_back({{HeadStepStats{0, 0, 5, {0, 4}, {}}}});  // low: 1, 2, 3 -> evict 1, 2
+  b.steps.push_back({{HeadStepStats{0, 0, 5, {2, 3}, {}}}});  // old ids: 3 survives as slot 1
+  auto r = core_.table->ApplyStats(id, kAlpha, b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps_applied, 2u);
+  EXPECT_EQ(r->epoch, 1u);
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 3, 4));
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  // Step 2 in remapped ids: attended 3 slots (positions 0, 3, 4), listed {1}: positions 0
+  // and 4 were low at step 2, position 3 at step 1 -> one low step each.
+  EXPECT_EQ(snap->heads[0].low_max, 1u);
+  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);
+}
+
+TEST_F(SequenceRetentionTest, StatsValidationRefusesAndAppliesNothing) {
+  kernels::ScissorhandsParams p{4, 3, 1, 2, 0};
+  SequenceId id = Create(Scissorhands(p, 1));
+  ReserveAndWrite(id, 6);
+  auto apply = [&](std::vector<HeadStepStats> heads, uint64_t epoch = 0) {
+    StatsBatch b;
+    b.epoch = epoch;
+    b.steps.push_back({std::move(heads)});
+    return core_.table->ApplyStats(id, kAlpha, b).status();
+  };
+  EXPECT_EQ(apply({{0, 0, 6, {7}, {}}}).code(), absl::StatusCode::kOutOfRange);        // slot past attended
+  EXPECT_EQ(apply({{0, 0, 9, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // attended > live
+  EXPECT_EQ(apply({{1, 0, 6, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // unknown layer
+  EXPECT_EQ(apply({{0, 3, 6, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // unknown head
+  EXPECT_EQ(apply({}).code(), absl::StatusCode::kInvalidArgument);                     // missing heads
+  EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f, NAN}}}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f, -1.f}}}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f}}}).code(), absl::StatusCode::kInvalidArgument);  // wrong length
+  EXPECT_EQ(apply({{0, 0, 6, {1}, {}}}, 3).code(), absl::StatusCode::kFailedPrecondition);  // stale epoch
+  EXPECT_THAT(apply({{0, 0, 6, {1}, {}}}, 3).message(), HasSubstr("epoch 3"));
+  StatsBatch empty;
+  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, empty).status().code(), absl::StatusCode::kInvalidArgument);
+  StatsBatch wrong_kind;
+  wrong_kind.window_scores.push_back({0, {1.f}});
+  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, wrong_kind).status().code(), absl::StatusCode::kFailedPrecondition);
+  // Nothing was applied: no step recorded, nothing evicted.
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  EXPECT_EQ(snap->decode_steps, 0u);
+  EXPECT_EQ(snap->heads[0].live_slots, 6u);
+  EXPECT_EQ(snap->epoch, 0u);
+  // A valid step now evicts (6 > budget 4) and bumps the epoch; reads at the old epoch fail.
+  ASSERT_TRUE(apply({{0, 0, 6, {0}, {}}}).ok());
+  EXPECT_EQ(core_.table->ReadKv(id, Caller::Admin(), 0, 0, 6, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(core_.table->ReadKv(id, Caller::Admin(), 0, 0, 6, 1).ok());
+}
+
+TEST_F(SequenceRetentionTest, FullPolicyTakesNoStatistics) {
+  SequenceId id = Create(RetentionPolicy{});
+  ReserveAndWrite(id, 3);
+  StatsBatch b;
+  b.steps.push_back({{HeadStepStats{0, 0, 3, {}, {}}}});
+  auto r = core_.table->ApplyStats(id, kAlpha, b);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("policy full"));
+}
+
+TEST_F(SequenceRetentionTest, StreamingKeepsSinksAndRecentAtReserve) {
+  RetentionPolicy p;
+  p.kind = PolicyKind::kStreaming;
+  p.streaming = {6, 2};
+  SequenceId id = Create(p);
+  ReserveAndWrite(id, 6);
+  ReserveAndWrite(id, 3);  // 9 > 6: keep 0,1 + the newest 4 (incl. the 3 new ones)
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 5, 6, 7, 8));
+  EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 1u);
+  EXPECT_EQ(core_.table->Reserve(id, kAlpha, 5).status().code(), absl::StatusCode::kInvalidArgument);
+  for (int i = 0; i < 20; ++i) ReserveAndWrite(id, 1);
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 25, 26, 27, 28));
+  EXPECT_EQ(core_.ledger.Usage(kAlpha).pages, 3u);  // 6 slots in pages of 2: bounded
+}
+
+TEST_F(SequenceRetentionTest, ForkOfACompressingSequenceCopiesItsPages) {
+  kernels::ScissorhandsParams p{4, 3, 1, 2, 0};
+  SequenceId id = Create(Scissorhands(p, 1));
+  ReserveAndWrite(id, 4);
+  auto fork = core_.table->Fork(id, kAlpha, core_.Lease(kAlpha));
+  ASSERT_TRUE(fork.ok());
+  EXPECT_EQ(fork->shared_pages, 0u);
+  EXPECT_EQ(fork->copied_pages, 2u);
+  ReserveAndWrite(fork->id, 2);
+  StatsBatch b;
+  b.steps.push_back({{HeadStepStats{0, 0, 6, {0, 5}, {}}}});
+  ASSERT_TRUE(core_.table->ApplyStats(fork->id, kAlpha, b).ok());
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 2, 3));  // parent untouched
+}
+
+class WindowKvRetentionTest : public SequenceRetentionTest {
+ protected:
+  WindowKvRetentionTest() : SequenceRetentionTest(OneHead(2, 3)) {}
+};
+
+TEST_F(WindowKvRetentionTest, HandWorkedExampleSelectsWholeWindowsForTheGroup) {
+  auto ex = testing::MakeWindowKvExample();
+  for (uint32_t top_p : {4u, 2u}) {
+    RetentionPolicy p;
+    p.kind = PolicyKind::kWindowKv;
+    p.windowkv = WindowKvSpec{ex.alpha, ex.omega, top_p, 2, 14, ex.budget, false, {ex.budget}};
+    SequenceId id = Create(p);
+    ReserveAndWrite(id, ex.n);
+    StatsBatch b;
+    b.window_scores.push_back({0, ex.t});
+    auto r = core_.table->ApplyStats(id, kAlpha, b);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->epoch, 1u);
+    const std::vector<uint32_t> want =
+        top_p == 4 ? std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19}
+                   : std::vector<uint32_t>{0, 1, 2, 3, 12, 13, 14, 15, 16, 17, 18, 19};
+    EXPECT_EQ(LivePositionsWithBytesChecked(id, 0), want) << "top_p " << top_p;
+    EXPECT_EQ(LivePositionsWithBytesChecked(id, 1), want) << "layer 1 shares the group's selection";
+    StatsBatch again;
+    again.epoch = 1;
+    again.window_scores.push_back({1, ex.t});
+    EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, again).status().code(), absl::StatusCode::kInvalidArgument);
+    ASSERT_TRUE(core_.table->Release(id, kAlpha).ok());
+  }
+}
+
+}  // namespace
+}  // namespace kvwarden
