@@ -49,9 +49,9 @@ absl::Status WindowKv(const v1::WindowKvPolicy& in, const KvLayout& layout, cons
                       RetentionPolicy* out) {
   WindowKvSpec& w = out->windowkv;
   w.alpha = in.alpha() ? in.alpha() : 8;
-  w.omega = in.omega() ? in.omega() : 8;
-  if (w.omega > kernels::kWindowKvMaxOmega) {
-    return Bad(f + ".omega", absl::StrFormat("%u is above %u", w.omega, kernels::kWindowKvMaxOmega));
+  w.omega = in.has_omega() ? in.omega() : 8;
+  if (w.omega == 0 || w.omega > kernels::kWindowKvMaxOmega) {
+    return Bad(f + ".omega", absl::StrFormat("%u is outside [1, %u]", w.omega, kernels::kWindowKvMaxOmega));
   }
   switch (in.task()) {
     case v1::WindowKvPolicy::TASK_UNSPECIFIED:

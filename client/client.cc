@@ -96,13 +96,49 @@ absl::Status Client::KeepAlive(uint64_t lease_id) {
   return FromGrpc(impl_->stub->KeepAlive(ctx.get(), req, &resp));
 }
 
+static void ToProto(const Policy& p, v1::RetentionPolicy* out) {
+  switch (p.kind) {
+    case Policy::Kind::kDefault: return;
+    case Policy::Kind::kFull: out->mutable_full(); return;
+    case Policy::Kind::kStreaming: {
+      auto* s = out->mutable_streaming();
+      s->set_budget(p.budget);
+      if (p.sinks) s->set_sinks(*p.sinks);
+      return;
+    }
+    case Policy::Kind::kScissorhands: {
+      auto* s = out->mutable_scissorhands();
+      s->set_budget(p.budget);
+      s->set_window(p.window);
+      s->set_recent(p.recent);
+      s->set_drop(p.drop);
+      s->set_sinks(p.sinks.value_or(0));
+      s->set_threshold_scale(p.threshold_scale);
+      s->mutable_layer_budgets()->Add(p.layer_budgets.begin(), p.layer_budgets.end());
+      return;
+    }
+    case Policy::Kind::kWindowKv: {
+      auto* w = out->mutable_windowkv();
+      w->set_alpha(p.alpha);
+      if (p.omega != 0) w->set_omega(p.omega);
+      w->set_task(p.aggregation ? v1::WindowKvPolicy::TASK_AGGREGATION : v1::WindowKvPolicy::TASK_LOCALIZATION);
+      w->set_top_p(p.top_p);
+      w->set_gamma(p.gamma);
+      w->set_lambda(p.lambda);
+      w->set_mean_budget(p.mean_budget);
+      return;
+    }
+  }
+}
+
 absl::StatusOr<Sequence> Client::CreateSequence(uint64_t lease_id, const std::string& pool,
-                                                uint32_t max_tokens) {
+                                                uint32_t max_tokens, const Policy& policy) {
   auto ctx = impl_->Context();
   v1::CreateSequenceRequest req;
   req.set_lease_id(lease_id);
   req.set_pool(pool);
   req.set_max_tokens(max_tokens);
+  if (policy.kind != Policy::Kind::kDefault) ToProto(policy, req.mutable_policy());
   v1::CreateSequenceResponse resp;
   grpc::Status s = impl_->stub->CreateSequence(ctx.get(), req, &resp);
   if (!s.ok()) return FromGrpc(s);
@@ -147,6 +183,8 @@ absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   out.num_tokens = resp.num_tokens();
   out.max_tokens = resp.max_tokens();
   out.policy = resp.policy();
+  out.policy_summary = resp.policy_summary();
+  out.decode_steps = resp.decode_steps();
   out.pages_held = resp.pages_held();
   out.shared_pages = resp.shared_pages();
   out.parent = resp.parent_sequence_id();
@@ -284,6 +322,94 @@ absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32
     out.push_back(std::move(kv));
   }
   return out;
+}
+
+namespace {
+
+class GrpcStatsStream final : public StatsStream {
+ public:
+  GrpcStatsStream(v1::ControlService::Stub* stub, const std::string& token) {
+    ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    stream_ = stub->StreamStats(&ctx_);
+  }
+  ~GrpcStatsStream() override {
+    if (!closed_) {
+      ctx_.TryCancel();
+      (void)stream_->Finish();
+    }
+  }
+
+  absl::StatusOr<RetentionUpdate> SendSteps(uint64_t sequence_id, uint64_t epoch,
+                                            const std::vector<DecodeStep>& steps) override {
+    v1::StatsMessage msg;
+    msg.set_sequence_id(sequence_id);
+    msg.set_epoch(epoch);
+    for (const DecodeStep& step : steps) {
+      v1::DecodeStep* s = msg.add_steps();
+      for (const HeadStats& h : step.heads) {
+        v1::HeadStats* out = s->add_heads();
+        out->set_layer(h.layer);
+        out->set_head(h.head);
+        out->set_attended(h.attended);
+        out->mutable_listed()->Add(h.listed.begin(), h.listed.end());
+        out->mutable_dense()->Add(h.dense.begin(), h.dense.end());
+      }
+    }
+    return RoundTrip(msg);
+  }
+
+  absl::StatusOr<RetentionUpdate> SendWindowScores(uint64_t sequence_id, uint64_t epoch,
+                                                   const std::vector<WindowScores>& scores) override {
+    v1::StatsMessage msg;
+    msg.set_sequence_id(sequence_id);
+    msg.set_epoch(epoch);
+    for (const WindowScores& w : scores) {
+      v1::WindowScores* out = msg.add_window_scores();
+      out->set_layer(w.layer);
+      out->mutable_sums()->Add(w.sums.begin(), w.sums.end());
+    }
+    return RoundTrip(msg);
+  }
+
+  absl::Status Close() override {
+    if (closed_) return final_;
+    closed_ = true;
+    stream_->WritesDone();
+    final_ = FromGrpc(stream_->Finish());
+    return final_;
+  }
+
+ private:
+  absl::StatusOr<RetentionUpdate> RoundTrip(const v1::StatsMessage& msg) {
+    if (closed_) return absl::FailedPreconditionError(absl::StrCat("stats stream closed: ", final_.ToString()));
+    v1::RetentionUpdate resp;
+    if (!stream_->Write(msg) || !stream_->Read(&resp)) {
+      closed_ = true;
+      final_ = FromGrpc(stream_->Finish());
+      if (final_.ok()) final_ = absl::UnavailableError("stats stream ended by the daemon");
+      return final_;
+    }
+    RetentionUpdate out;
+    out.epoch = resp.epoch();
+    out.steps_applied = resp.steps_applied();
+    out.pages_freed = resp.pages_freed();
+    for (const v1::HeadRetention& h : resp.heads()) {
+      out.heads.push_back(HeadRetention{h.layer(), h.head(), h.live_slots(),
+                                        {h.evicted_positions().begin(), h.evicted_positions().end()}});
+    }
+    return out;
+  }
+
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::StatsMessage, v1::RetentionUpdate>> stream_;
+  bool closed_ = false;
+  absl::Status final_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StatsStream>> Client::OpenStatsStream() {
+  return std::unique_ptr<StatsStream>(new GrpcStatsStream(impl_->stub.get(), impl_->options.token));
 }
 
 LeaseKeeper::LeaseKeeper(Client* client, Lease lease) : client_(client), lease_(lease) {

@@ -190,6 +190,17 @@ class Cli {
     return kOk;
   }
 
+  // Redraws `seq show` every interval until the sequence is gone or the user stops it.
+  int WatchSequence(uint64_t id, int interval_ms, int count) {
+    for (int i = 0; count == 0 || i < count; ++i) {
+      if (i > 0) absl::SleepFor(absl::Milliseconds(interval_ms));
+      if (!g_.json) std::cout << "\033[H\033[2J" << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "  every " << interval_ms << " ms\n";
+      if (int rc = ShowSequence(id); rc != kOk) return rc;
+      std::cout.flush();
+    }
+    return kOk;
+  }
+
   int ShowSequence(uint64_t id) {
     grpc::ClientContext ctx;
     Prepare(ctx);
@@ -203,12 +214,15 @@ class Cli {
     std::cout << absl::StrFormat(
         "sequence %d  tenant %s  pool %s  lease %d  policy %s\n"
         "layout     %u layers x %u kv heads x %u dim %s, %u tokens/page\n"
-        "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n\n",
+        "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n"
+        "policy     %s   decode steps %d\n\n",
         q.sequence_id(), q.tenant(), q.pool(), q.lease_id(), q.policy(), l.num_layers(),
         l.num_kv_heads(), l.head_dim(), DTypeName(l.dtype()), l.page_tokens(), q.num_tokens(),
         q.max_tokens(), q.epoch(), q.pages_held(), q.shared_pages(),
-        q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "");
-    // One row per layer; per head "live/budget" (and "-evicted" once retention ran).
+        q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "",
+        q.policy_summary(), q.decode_steps());
+    // One row per layer; per head "live/budget", then "-evicted" once retention ran and
+    // "low max/mean" for scissorhands.
     std::vector<std::string> header = {"LAYER", "PAGES"};
     for (uint32_t h = 0; h < l.num_kv_heads(); ++h) header.push_back(absl::StrCat("H", h, " live/budget"));
     Table t(std::move(header));
@@ -217,6 +231,9 @@ class Cli {
       for (const v1::HeadInfo& h : layer.heads()) {
         std::string cell = absl::StrCat(h.live_slots(), "/", h.budget());
         if (h.evicted() > 0) absl::StrAppend(&cell, " -", h.evicted());
+        if (q.policy() == "scissorhands") {
+          absl::StrAppend(&cell, absl::StrFormat(" low %u/%.1f", h.low_count_max(), h.low_count_mean()));
+        }
         row.push_back(std::move(cell));
       }
       t.Add(std::move(row));
@@ -296,7 +313,12 @@ int Main(int argc, char** argv) {
   uint64_t id = 0;
   auto* show = seq->add_subcommand("show", "Layout, pages, epoch, per-layer/per-head live slots and budget");
   show->add_option("ID", id, "Sequence id")->required();
-  for (auto* sub : {health, pools, tenants, workers, seqs, seq, show}) sub->fallthrough();
+  auto* watch = seq->add_subcommand("watch", "Redraw `seq show` live");
+  int interval_ms = 1000, count = 0;
+  watch->add_option("ID", id, "Sequence id")->required();
+  watch->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
+  watch->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
+  for (auto* sub : {health, pools, tenants, workers, seqs, seq, show, watch}) sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -311,6 +333,7 @@ int Main(int argc, char** argv) {
   if (*workers) return cli.Workers();
   if (*seqs) return cli.Sequences(tenant, pool);
   if (*show) return cli.ShowSequence(id);
+  if (*watch) return cli.WatchSequence(id, interval_ms, count);
   return kUsage;
 }
 

@@ -45,6 +45,79 @@ struct Layout {
   size_t layer_bytes(uint32_t tokens) const { return size_t{num_kv_heads} * tokens * token_bytes(); }
 };
 
+// Retention policy for CreateSequence (see proto/kvwarden/v1/policy.proto). Zero fields
+// take the daemon's defaults; kDefault uses the tenant's configured policy.
+struct Policy {
+  enum class Kind { kDefault, kFull, kStreaming, kScissorhands, kWindowKv };
+  Kind kind = Kind::kDefault;
+  uint32_t budget = 0;                  // streaming and scissorhands B
+  std::optional<uint32_t> sinks;        // streaming (default 4) and scissorhands (default 0)
+  uint32_t window = 0, recent = 0, drop = 0;  // scissorhands w, r, m
+  float threshold_scale = 0;                  // scissorhands
+  std::vector<uint32_t> layer_budgets;        // scissorhands per-layer B
+  uint32_t alpha = 0, omega = 0, top_p = 0, gamma = 0, lambda = 0, mean_budget = 0;  // windowkv
+  bool aggregation = false;                   // windowkv task
+
+  static Policy Full() { return Policy{Kind::kFull}; }
+  static Policy Streaming(uint32_t budget) {
+    Policy p{Kind::kStreaming};
+    p.budget = budget;
+    return p;
+  }
+  static Policy Scissorhands(uint32_t budget) {
+    Policy p{Kind::kScissorhands};
+    p.budget = budget;
+    return p;
+  }
+  static Policy WindowKv(uint32_t mean_budget) {
+    Policy p{Kind::kWindowKv};
+    p.mean_budget = mean_budget;
+    return p;
+  }
+};
+
+// Statistics of one (layer, head) for one decode step (StreamStats).
+struct HeadStats {
+  uint32_t layer = 0;
+  uint32_t head = 0;
+  uint32_t attended = 0;           // the first `attended` slots existed at the step
+  std::vector<uint32_t> listed;    // slots at or above the threshold (sparse mode)
+  std::vector<float> dense;        // or the full row (dense mode)
+};
+struct DecodeStep {
+  std::vector<HeadStats> heads;  // every (layer, head) exactly once
+};
+struct WindowScores {
+  uint32_t layer = 0;        // a WindowKV group leader
+  std::vector<float> sums;   // [head][candidate]
+};
+struct HeadRetention {
+  uint32_t layer = 0;
+  uint32_t head = 0;
+  uint32_t live_slots = 0;
+  std::vector<uint32_t> evicted_positions;
+};
+struct RetentionUpdate {
+  uint64_t epoch = 0;
+  uint32_t steps_applied = 0;
+  std::vector<HeadRetention> heads;  // heads whose slots changed
+  uint32_t pages_freed = 0;
+};
+
+// One StreamStats stream. Each Send* waits for the daemon's RetentionUpdate. After an
+// error the stream is closed (the error is returned); open a new one to continue.
+// Not thread-safe: one stream per worker thread.
+class StatsStream {
+ public:
+  virtual ~StatsStream() = default;
+  virtual absl::StatusOr<RetentionUpdate> SendSteps(uint64_t sequence_id, uint64_t epoch,
+                                                    const std::vector<DecodeStep>& steps) = 0;
+  virtual absl::StatusOr<RetentionUpdate> SendWindowScores(uint64_t sequence_id, uint64_t epoch,
+                                                           const std::vector<WindowScores>& scores) = 0;
+  // Half-closes and returns the stream's final status.
+  virtual absl::Status Close() = 0;
+};
+
 struct Lease {
   uint64_t id = 0;
   uint32_t ttl_ms = 0;
@@ -87,6 +160,8 @@ struct SequenceInfo {
   uint32_t num_tokens = 0;
   uint32_t max_tokens = 0;
   std::string policy;
+  std::string policy_summary;
+  uint64_t decode_steps = 0;
   uint32_t pages_held = 0;
   uint32_t shared_pages = 0;
   uint64_t parent = 0;
@@ -119,7 +194,7 @@ class Client {
   absl::Status KeepAlive(uint64_t lease_id);
 
   absl::StatusOr<Sequence> CreateSequence(uint64_t lease_id, const std::string& pool,
-                                          uint32_t max_tokens);
+                                          uint32_t max_tokens, const Policy& policy = {});
   absl::StatusOr<Fork> ForkSequence(uint64_t sequence_id, uint64_t lease_id);
   // Returns the pages that went back to the pool.
   absl::StatusOr<uint32_t> ReleaseSequence(uint64_t sequence_id);
@@ -138,6 +213,9 @@ class Client {
                                               uint32_t layer_count, uint32_t token_start,
                                               uint32_t token_end,
                                               std::optional<uint64_t> epoch = std::nullopt);
+
+  // A bidirectional statistics stream (no deadline: it lives as long as the worker).
+  absl::StatusOr<std::unique_ptr<StatsStream>> OpenStatsStream();
 
  private:
   struct Impl;

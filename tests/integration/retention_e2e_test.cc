@@ -1,0 +1,260 @@
+// Retention end to end: the real daemon, the client's StreamStats stream, ReadKV after
+// compaction. The hand-worked examples of POLICIES.md on every (layer, head), a 2,000-step
+// decode under Scissorhands B=256 next to a full sequence, and stream error handling.
+
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvwarden/client.h"
+#include "tests/support/kv_pattern.h"
+#include "tests/support/policy_examples.h"
+#include "tests/support/process.h"
+#include "tests/support/test_config.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::PatternKv;
+
+class RetentionE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto d = testing::DaemonProcess::Start(testing::kTestConfig);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = d->release();
+  }
+  static void TearDownTestSuite() { delete daemon_; }
+  void SetUp() override {
+    client_ = *Client::Connect({daemon_->target(), testing::kAlphaToken, absl::Seconds(10)});
+    lease_ = *client_->RegisterWorker("retention", client::Role::kDecode, 60000);
+  }
+
+  void ReserveAndWrite(const client::Sequence& seq, uint32_t first, uint32_t n) {
+    auto r = client_->ReserveSlots(seq.id, n);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->first_position, first);
+    const auto& l = seq.layout;
+    std::string k, v;
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+      k += PatternKv(seq.id, layer, l.num_kv_heads, first, n, l.token_bytes(), false);
+      v += PatternKv(seq.id, layer, l.num_kv_heads, first, n, l.token_bytes(), true);
+    }
+    ASSERT_TRUE(client_->WriteKV(seq.id, l, 0, l.num_layers, first, n,
+                                 {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                                 {reinterpret_cast<const uint8_t*>(v.data()), v.size()}).ok());
+  }
+
+  // Reads every layer at `epoch` and checks each live slot's K and V bytes against what
+  // was written at its position; returns head 0 of layer 0's positions.
+  std::vector<uint32_t> CheckKeptBytes(const client::Sequence& seq, uint64_t epoch) {
+    const auto& l = seq.layout;
+    auto read = client_->ReadKV(seq.id, 0, l.num_layers, 0, 0, epoch);
+    EXPECT_TRUE(read.ok()) << read.status();
+    if (!read.ok()) return {};
+    const size_t tb = l.token_bytes();
+    std::vector<uint32_t> first_head;
+    for (const client::LayerKv& kv : *read) {
+      size_t slot = 0;
+      for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
+        for (uint32_t i = 0; i < kv.head_live_counts[h]; ++i, ++slot) {
+          const uint32_t pos = kv.positions.empty() ? i : kv.positions[slot];
+          if (kv.layer == 0 && h == 0) first_head.push_back(pos);
+          const std::string k = PatternKv(seq.id, kv.layer, l.num_kv_heads, pos, 1, tb, false);
+          const std::string v = PatternKv(seq.id, kv.layer, l.num_kv_heads, pos, 1, tb, true);
+          EXPECT_EQ(kv.k.substr(slot * tb, tb), k.substr(h * tb, tb)) << "layer " << kv.layer << " head " << h << " pos " << pos;
+          EXPECT_EQ(kv.v.substr(slot * tb, tb), v.substr(h * tb, tb));
+        }
+      }
+    }
+    return first_head;
+  }
+
+  static testing::DaemonProcess* daemon_;
+  std::unique_ptr<Client> client_;
+  client::Lease lease_;
+};
+
+testing::DaemonProcess* RetentionE2eTest::daemon_ = nullptr;
+
+TEST_F(RetentionE2eTest, ScissorhandsHandWorkedExampleOnEveryHead) {
+  auto ex = testing::MakeScissorhandsExample();
+  client::Policy policy = client::Policy::Scissorhands(6);
+  policy.recent = 2;
+  policy.window = 3;
+  policy.drop = 3;
+  auto seq = client_->CreateSequence(lease_.id, "main", 100, policy);
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  auto stream = *client_->OpenStatsStream();
+  uint32_t reserved = 0;
+  client::RetentionUpdate update;
+  for (const auto& step : ex.steps) {
+    ReserveAndWrite(*seq, reserved, step.attended - reserved);
+    reserved = step.attended;
+    client::DecodeStep s;
+    for (uint32_t layer = 0; layer < 4; ++layer) {
+      for (uint32_t h = 0; h < 2; ++h) s.heads.push_back({layer, h, step.attended, step.listed, {}});
+    }
+    auto u = stream->SendSteps(seq->id, update.epoch, {s});
+    ASSERT_TRUE(u.ok()) << u.status();
+    update = *u;
+  }
+  EXPECT_EQ(update.epoch, 1u);
+  ASSERT_EQ(update.heads.size(), 8u);
+  for (const auto& h : update.heads) EXPECT_THAT(h.evicted_positions, ElementsAre(1, 3, 4));
+  EXPECT_THAT(CheckKeptBytes(*seq, 1), ElementsAre(0, 2, 5, 6));
+  EXPECT_EQ(client_->ReadKV(seq->id, 0, 1, 0, 0, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto info = client_->DescribeSequence(seq->id);
+  EXPECT_EQ(info->policy, "scissorhands");
+  EXPECT_THAT(info->policy_summary, HasSubstr("B=6 w=3 r=2 m=3"));
+  EXPECT_EQ(info->heads[2][1].evicted, 3u);
+  EXPECT_EQ(info->heads[2][1].live_slots, 4u);
+  EXPECT_TRUE(stream->Close().ok());
+  ASSERT_TRUE(client_->ReleaseSequence(seq->id).ok());
+}
+
+TEST_F(RetentionE2eTest, WindowKvHandWorkedExample) {
+  auto ex = testing::MakeWindowKvExample();
+  for (uint32_t top_p : {4u, 2u}) {
+    client::Policy policy = client::Policy::WindowKv(ex.budget);  // one group of 4 layers
+    policy.alpha = ex.alpha;
+    policy.omega = ex.omega;
+    policy.top_p = top_p;
+    policy.gamma = 4;
+    auto seq = client_->CreateSequence(lease_.id, "main", 64, policy);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    ReserveAndWrite(*seq, 0, ex.n);
+    std::vector<float> sums = ex.t;  // two heads with the same sums: same mean
+    sums.insert(sums.end(), ex.t.begin(), ex.t.end());
+    auto stream = *client_->OpenStatsStream();
+    auto u = stream->SendWindowScores(seq->id, 0, {{0, sums}});
+    ASSERT_TRUE(u.ok()) << u.status();
+    EXPECT_EQ(u->epoch, 1u);
+    EXPECT_EQ(u->heads.size(), 8u);  // every head of every layer in the group
+    const std::vector<uint32_t> want =
+        top_p == 4 ? std::vector<uint32_t>{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19}
+                   : std::vector<uint32_t>{0, 1, 2, 3, 12, 13, 14, 15, 16, 17, 18, 19};
+    EXPECT_EQ(CheckKeptBytes(*seq, 1), want);
+    ASSERT_TRUE(client_->ReleaseSequence(seq->id).ok());
+  }
+}
+
+TEST_F(RetentionE2eTest, BadStatisticsEndTheStreamAndChangeNothing) {
+  auto seq = client_->CreateSequence(lease_.id, "main", 64, client::Policy::Scissorhands(16));
+  ASSERT_TRUE(seq.ok());
+  ReserveAndWrite(*seq, 0, 12);
+  auto all_heads = [](uint32_t attended, std::vector<uint32_t> listed) {
+    client::DecodeStep s;
+    for (uint32_t layer = 0; layer < 4; ++layer) {
+      for (uint32_t h = 0; h < 2; ++h) s.heads.push_back({layer, h, attended, listed, {}});
+    }
+    return s;
+  };
+  struct Case {
+    client::DecodeStep step;
+    uint64_t epoch;
+    absl::StatusCode code;
+  };
+  client::DecodeStep missing = all_heads(12, {});
+  missing.heads.pop_back();
+  client::DecodeStep unknown_layer = all_heads(12, {});
+  unknown_layer.heads[0].layer = 9;
+  client::DecodeStep nan = all_heads(2, {});
+  nan.heads[3].dense = {0.5f, NAN};
+  for (const Case& c : {Case{all_heads(12, {12}), 0, absl::StatusCode::kOutOfRange},
+                        Case{all_heads(13, {}), 0, absl::StatusCode::kInvalidArgument},
+                        Case{missing, 0, absl::StatusCode::kInvalidArgument},
+                        Case{unknown_layer, 0, absl::StatusCode::kInvalidArgument},
+                        Case{nan, 0, absl::StatusCode::kInvalidArgument},
+                        Case{all_heads(12, {1}), 5, absl::StatusCode::kFailedPrecondition}}) {
+    auto stream = *client_->OpenStatsStream();
+    auto u = stream->SendSteps(seq->id, c.epoch, {c.step});
+    EXPECT_EQ(u.status().code(), c.code) << u.status();
+    EXPECT_FALSE(stream->SendSteps(seq->id, 0, {all_heads(12, {})}).ok()) << "stream must be closed";
+  }
+  auto other = *Client::Connect({daemon_->target(), testing::kBetaToken, absl::Seconds(10)});
+  auto theirs = (*other->OpenStatsStream())->SendSteps(seq->id, 0, {all_heads(12, {})});
+  EXPECT_EQ(theirs.status().code(), absl::StatusCode::kNotFound);
+  // A stream dropped mid-way (no Close) harms nothing.
+  { auto dropped = *client_->OpenStatsStream(); }
+  auto info = client_->DescribeSequence(seq->id);
+  EXPECT_EQ(info->decode_steps, 0u);
+  EXPECT_EQ(info->epoch, 0u);
+  EXPECT_EQ(info->heads[0][0].live_slots, 12u);
+  CheckKeptBytes(*seq, 0);
+  ASSERT_TRUE(client_->ReleaseSequence(seq->id).ok());
+}
+
+// A decode loop with a synthetic attention generator: every 7th position is a heavy
+// hitter, the newest few tokens get attention, and 2% of the rest at random.
+TEST_F(RetentionE2eTest, TwoThousandStepDecodeStaysBoundedWhileFullGrows) {
+  constexpr uint32_t kBudget = 256, kPrompt = 64, kSteps = 2000;
+  auto sh = client_->CreateSequence(lease_.id, "main", kPrompt + kSteps, client::Policy::Scissorhands(kBudget));
+  auto full = client_->CreateSequence(lease_.id, "main", kPrompt + kSteps, client::Policy::Full());
+  ASSERT_TRUE(sh.ok() && full.ok());
+  ReserveAndWrite(*sh, 0, kPrompt);
+  ReserveAndWrite(*full, 0, kPrompt);
+  auto stream = *client_->OpenStatsStream();
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  uint64_t epoch = 0;
+  uint32_t max_pages = 0;
+  // live positions per head (the worker's own view, kept in step with the updates)
+  std::vector<std::vector<uint32_t>> live(8);
+  for (auto& l : live) {
+    for (uint32_t p = 0; p < kPrompt; ++p) l.push_back(p);
+  }
+  for (uint32_t step = 0; step < kSteps; ++step) {
+    const uint32_t pos = kPrompt + step;
+    ReserveAndWrite(*sh, pos, 1);
+    ReserveAndWrite(*full, pos, 1);
+    client::DecodeStep s;
+    for (uint32_t lh = 0; lh < 8; ++lh) {
+      live[lh].push_back(pos);
+      client::HeadStats hs{lh / 2, lh % 2, static_cast<uint32_t>(live[lh].size()), {}, {}};
+      for (uint32_t j = 0; j < live[lh].size(); ++j) {
+        const uint32_t p = live[lh][j];
+        if (p % 7 == 0 || p + 4 > pos || rng() % 50 == 0) hs.listed.push_back(j);
+      }
+      s.heads.push_back(std::move(hs));
+    }
+    auto u = stream->SendSteps(sh->id, epoch, {s});
+    ASSERT_TRUE(u.ok()) << "step " << step << ": " << u.status();
+    epoch = u->epoch;
+    for (const auto& h : u->heads) {
+      auto& l = live[h.layer * 2 + h.head];
+      for (uint32_t gone : h.evicted_positions) l.erase(std::find(l.begin(), l.end(), gone));
+      ASSERT_EQ(l.size(), h.live_slots);
+      ASSERT_LE(h.live_slots, kBudget);
+    }
+    if (step % 100 == 99) {
+      max_pages = std::max(max_pages, client_->DescribeSequence(sh->id)->pages_held);
+    }
+  }
+  auto sh_info = *client_->DescribeSequence(sh->id);
+  auto full_info = *client_->DescribeSequence(full->id);
+  EXPECT_EQ(full_info.pages_held, 4u * (kPrompt + kSteps) / 4);  // grows with every token
+  EXPECT_LE(max_pages, 4u * kBudget / 4 + 4);                      // bounded by the budget
+  EXPECT_LT(sh_info.pages_held * 5, full_info.pages_held);
+  std::printf("after %u steps: scissorhands holds %u pages (peak %u), full %u; epoch %llu\n", kSteps,
+              sh_info.pages_held, max_pages, full_info.pages_held, static_cast<unsigned long long>(epoch));
+  // Bytes of every kept token read back unchanged; positions match the worker's view.
+  const std::vector<uint32_t> kept = CheckKeptBytes(*sh, epoch);
+  EXPECT_EQ(kept, live[0]);
+  // Heavy hitters survive: most kept old tokens are multiples of 7.
+  uint32_t old = 0, heavy = 0;
+  for (uint32_t p : kept) {
+    if (p + 50 < kPrompt + kSteps) {
+      ++old;
+      heavy += p % 7 == 0;
+    }
+  }
+  EXPECT_GT(heavy * 10, old * 8) << heavy << " of " << old << " old survivors are heavy hitters";
+  EXPECT_TRUE(stream->Close().ok());
+  ASSERT_TRUE(client_->ReleaseSequence(sh->id).ok());
+  ASSERT_TRUE(client_->ReleaseSequence(full->id).ok());
+}
+
+}  // namespace
+}  // namespace kvwarden
