@@ -126,11 +126,12 @@ void SequenceTable::CompactLayerLocked(Sequence& seq, uint32_t layer,
     map.Retain(kept[h]);
     seq.evicted[lh] += n - k;
     if (!seq.history.empty()) {
-      std::vector<uint32_t>& rows = seq.history[lh];
-      for (uint32_t i = 0; i < k; ++i) {
-        std::copy_n(rows.begin() + size_t{kept[h][i]} * words, words, rows.begin() + size_t{i} * words);
+      const kernels::ScissorhandsHistory hist = seq.History(lh);
+      for (uint32_t w = 0; w < words; ++w) {
+        uint32_t* plane = hist.plane(0, w);
+        for (uint32_t i = 0; i < k; ++i) plane[i] = plane[kept[h][i]];
+        std::fill(plane + k, plane + n, 0u);  // freed slots start clean when reused
       }
-      rows.resize(size_t{k} * words);
     }
     out->changes.push_back(std::move(change));
   }
@@ -161,9 +162,9 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
       }
       const uint32_t offsets[2] = {0, seq.slots[lh].size()};
       const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(hs.listed.size())};
-      if (kernels::ScissorhandsRecordStepCpu({1, offsets}, policy.scissorhands.window, seq.decode_steps,
-                                             &hs.attended, listed_offsets, hs.listed.data(),
-                                             seq.history[lh].data()) != kernels::KernelStatus::kOk) {
+      if (kernels::ScissorhandsRecordStepCpu({1, offsets}, seq.History(lh), seq.decode_steps,
+                                             &hs.attended, listed_offsets, hs.listed.data()) !=
+          kernels::KernelStatus::kOk) {
         return absl::InternalError("scissorhands record kernel refused validated statistics");
       }
     }
@@ -182,7 +183,7 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
         const size_t lh = size_t{layer} * heads + h;
         const uint32_t offsets[2] = {0, seq.slots[lh].size()};
         std::vector<uint8_t> keep(offsets[1]);
-        if (kernels::ScissorhandsSelectCpu({1, offsets}, seq.history[lh].data(), p, keep.data(), nullptr) !=
+        if (kernels::ScissorhandsSelectCpu({1, offsets}, seq.History(lh), p, keep.data(), nullptr) !=
             kernels::KernelStatus::kOk) {
           return absl::InternalError("scissorhands select kernel refused a validated policy");
         }

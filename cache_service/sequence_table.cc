@@ -184,10 +184,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
       const size_t lh = size_t{layer} * l.num_kv_heads + h;
       seq.slots[lh].Append(seq.num_tokens, num_tokens);
-      if (!seq.history.empty()) {
-        seq.history[lh].resize(size_t{seq.slots[lh].size()} *
-                               kernels::ScissorhandsWords(seq.policy.scissorhands.window), 0);
-      }
+      seq.EnsureHistoryStride(seq.slots[lh].size());  // new slots' bits are zero
     }
   }
   seq.num_tokens += num_tokens;
@@ -355,6 +352,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->slots = parent.slots;
     child->evicted = parent.evicted;
     child->history = parent.history;
+    child->history_stride = parent.history_stride;
     child->decode_steps = parent.decode_steps;
     child->pages = parent.pages;
     for (size_t i = 0; i < copy_list.size(); ++i) {
@@ -463,7 +461,9 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
       uint64_t total = 0;
       for (uint32_t j = 0; j < h.live_slots; ++j) {
         uint32_t c = 0;
-        for (uint32_t w = 0; w < words; ++w) c += kernels::PopCount32(seq.history[i][size_t{j} * words + w]);
+        for (uint32_t w = 0; w < words; ++w) {
+          c += kernels::PopCount32(seq.history[i][size_t{w} * seq.history_stride + j]);
+        }
         h.low_max = std::max(h.low_max, c);
         total += c;
       }

@@ -15,11 +15,11 @@ KernelStatus CopyKvCuda(const PagedLayerView&, HeadSlotRanges, CopyDirection, ui
 KernelStatus StreamingSelectCuda(Segments, StreamingParams, uint8_t*, void*) {
   return KernelStatus::kNotCompiled;
 }
-KernelStatus ScissorhandsRecordStepCuda(Segments, uint32_t, uint64_t, const uint32_t*,
-                                        const uint32_t*, const uint32_t*, uint32_t*, void*) {
+KernelStatus ScissorhandsRecordStepCuda(Segments, ScissorhandsHistory, uint64_t, const uint32_t*,
+                                        const uint32_t*, const uint32_t*, void*) {
   return KernelStatus::kNotCompiled;
 }
-KernelStatus ScissorhandsSelectCuda(Segments, const uint32_t*, ScissorhandsParams, uint8_t*,
+KernelStatus ScissorhandsSelectCuda(Segments, ScissorhandsHistory, ScissorhandsParams, uint8_t*,
                                     uint32_t*, void*) {
   return KernelStatus::kNotCompiled;
 }

@@ -11,24 +11,24 @@ namespace {
 constexpr uint32_t kThreads = 256;
 constexpr uint32_t kMaxWindow = 4096;  // histogram bins in shared memory
 
-__global__ void RecordStepKernel(Segments slots, uint32_t words, uint32_t word, uint32_t mask,
-                                 const uint32_t* attended, const uint32_t* listed_offsets,
-                                 const uint32_t* listed_ids, uint32_t* history) {
+__global__ void RecordStepKernel(Segments slots, ScissorhandsHistory history, uint32_t word,
+                                 uint32_t mask, const uint32_t* attended,
+                                 const uint32_t* listed_offsets, const uint32_t* listed_ids) {
   const uint32_t h = blockIdx.x;
-  const uint32_t base = slots.begin(h), n = slots.size(h), att = attended[h];
+  const uint32_t n = slots.size(h), att = attended[h];
+  uint32_t* plane = history.plane(h, word);
   for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
-    uint32_t& w = history[size_t{base + j} * words + word];
-    w = j < att ? (w | mask) : (w & ~mask);
+    plane[j] = j < att ? (plane[j] | mask) : (plane[j] & ~mask);
   }
   __syncthreads();
   for (uint32_t i = listed_offsets[h] + threadIdx.x; i < listed_offsets[h + 1]; i += blockDim.x) {
     const uint32_t j = listed_ids[i];
-    if (j < att) history[size_t{base + j} * words + word] &= ~mask;
+    if (j < att) plane[j] &= ~mask;
   }
 }
 
-__global__ void SelectKernel(Segments slots, const uint32_t* history, ScissorhandsParams p,
-                             uint32_t words, uint8_t* keep, uint32_t* low) {
+__global__ void SelectKernel(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
+                             uint8_t* keep, uint32_t* low) {
   __shared__ uint32_t hist[kMaxWindow + 1];
   __shared__ uint32_t warp_counts[kThreads / 32];
   __shared__ uint32_t threshold, take_at_threshold, carried;
@@ -40,7 +40,7 @@ __global__ void SelectKernel(Segments slots, const uint32_t* history, Scissorhan
   const uint32_t lo = p.sinks, hi = n > p.recent ? n - p.recent : 0;
   for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
     uint32_t c = 0;
-    for (uint32_t w = 0; w < words; ++w) c += PopCount32(history[size_t{base + j} * words + w]);
+    for (uint32_t w = 0; w < history.words(); ++w) c += PopCount32(history.plane(h, w)[j]);
     low[base + j] = c;
     keep[base + j] = 1;
     if (evict > 0 && j >= lo && j < hi) atomicAdd(&hist[c], 1u);
@@ -78,29 +78,29 @@ __global__ void SelectKernel(Segments slots, const uint32_t* history, Scissorhan
 
 }  // namespace
 
-KernelStatus ScissorhandsRecordStepCuda(Segments slots, uint32_t window, uint64_t step,
+KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory history, uint64_t step,
                                         const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids, uint32_t* history, void* stream) {
-  if (window == 0 || slots.offsets == nullptr || attended == nullptr || history == nullptr) {
+                                        const uint32_t* listed_ids, void* stream) {
+  if (history.window == 0 || slots.offsets == nullptr || attended == nullptr || history.planes == nullptr) {
     return KernelStatus::kInvalidArgument;
   }
   if (slots.num_heads == 0) return KernelStatus::kOk;
-  const uint32_t bit = static_cast<uint32_t>(step % window);
+  const uint32_t bit = static_cast<uint32_t>(step % history.window);
   RecordStepKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      slots, ScissorhandsWords(window), bit / 32, 1u << (bit % 32), attended, listed_offsets,
-      listed_ids, history);
+      slots, history, bit / 32, 1u << (bit % 32), attended, listed_offsets, listed_ids);
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 
-KernelStatus ScissorhandsSelectCuda(Segments slots, const uint32_t* history, ScissorhandsParams p,
+KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
                                     uint8_t* keep, uint32_t* low_counts, void* stream) {
-  if (p.window == 0 || p.window > kMaxWindow || p.recent + p.sinks >= p.budget ||
-      keep == nullptr || history == nullptr || low_counts == nullptr) {
+  if (p.window == 0 || p.window > kMaxWindow || p.window != history.window ||
+      p.recent + p.sinks >= p.budget || keep == nullptr || history.planes == nullptr ||
+      low_counts == nullptr) {
     return KernelStatus::kInvalidArgument;
   }
   if (slots.num_heads == 0) return KernelStatus::kOk;
   SelectKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      slots, history, p, ScissorhandsWords(p.window), keep, low_counts);
+      slots, history, p, keep, low_counts);
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 

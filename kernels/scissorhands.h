@@ -5,9 +5,11 @@
 //
 // State per live slot: a ring of `window` bits, one per recent decode step, set when the
 // slot's attention was low at that step (below threshold_scale / n_t). The low count I[j]
-// is the popcount. Slots that did not exist at a step have 0 for it. The ring is
-// [slot][ceil(window / 32)] uint32 words over the layer's segmented slots; compaction
-// moves a slot's words with it.
+// is the popcount. Slots that did not exist at a step have 0 for it.
+//
+// Layout (ScissorhandsHistory): per head, ceil(window / 32) word planes of `stride` slots,
+// [head][word][slot]. A decode step writes one plane per head (contiguous, 4 bytes per
+// slot), not a strided word in every slot's row; appending slots moves nothing.
 
 #include <cstdint>
 
@@ -25,6 +27,17 @@ struct ScissorhandsParams {
 };
 
 KVW_HOST_DEVICE inline uint32_t ScissorhandsWords(uint32_t window) { return (window + 31) / 32; }
+
+struct ScissorhandsHistory {
+  uint32_t* planes = nullptr;  // [head][word][stride]
+  uint32_t window = 0;
+  uint32_t stride = 0;  // slots per plane, >= every head's live count
+
+  KVW_HOST_DEVICE uint32_t words() const { return ScissorhandsWords(window); }
+  KVW_HOST_DEVICE uint32_t* plane(uint32_t head, uint32_t word) const {
+    return planes + (static_cast<size_t>(head) * words() + word) * stride;
+  }
+};
 
 // How many slots a head with n live slots evicts now (0 when n <= budget).
 KVW_HOST_DEVICE inline uint32_t ScissorhandsEvictCount(uint32_t n, ScissorhandsParams p) {
@@ -47,21 +60,21 @@ KVW_HOST_DEVICE inline uint32_t PopCount32(uint32_t x) {
 // attended[h] slots existed; the ones listed in listed_ids[listed_offsets[h] ..
 // listed_offsets[h+1]) had attention at or above the threshold, the others were low.
 // Listed ids must be < attended[h] (validated by the caller).
-KernelStatus ScissorhandsRecordStepCpu(Segments slots, uint32_t window, uint64_t step,
+KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory history, uint64_t step,
                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                       const uint32_t* listed_ids, uint32_t* history);
-KernelStatus ScissorhandsRecordStepCuda(Segments slots, uint32_t window, uint64_t step,
+                                       const uint32_t* listed_ids);
+KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory history, uint64_t step,
                                         const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids, uint32_t* history, void* stream);
+                                        const uint32_t* listed_ids, void* stream);
 
 // Marks survivors: keep[i] = 1 or 0 over slots.total(); low_counts (optional, may be
 // null) receives I[j] before protection. Heads at or under budget keep everything.
 // Eviction: the ScissorhandsEvictCount slots with the largest I among [sinks, n - recent),
 // ties to the older slot.
-KernelStatus ScissorhandsSelectCpu(Segments slots, const uint32_t* history,
+KernelStatus ScissorhandsSelectCpu(Segments slots, ScissorhandsHistory history,
                                    ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts);
 // `low_counts` is required here (device scratch of slots.total() entries).
-KernelStatus ScissorhandsSelectCuda(Segments slots, const uint32_t* history,
+KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history,
                                     ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts,
                                     void* stream);
 

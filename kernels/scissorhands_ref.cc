@@ -6,43 +6,45 @@
 
 namespace kvwarden::kernels {
 
-KernelStatus ScissorhandsRecordStepCpu(Segments slots, uint32_t window, uint64_t step,
+KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory history, uint64_t step,
                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                       const uint32_t* listed_ids, uint32_t* history) {
-  if (window == 0 || slots.offsets == nullptr || attended == nullptr || history == nullptr) {
+                                       const uint32_t* listed_ids) {
+  if (history.window == 0 || history.planes == nullptr || slots.offsets == nullptr || attended == nullptr) {
     return KernelStatus::kInvalidArgument;
   }
-  const uint32_t words = ScissorhandsWords(window);
-  const uint32_t bit = static_cast<uint32_t>(step % window);
-  const uint32_t word = bit / 32, mask = 1u << (bit % 32);
+  const uint32_t bit = static_cast<uint32_t>(step % history.window);
+  const uint32_t mask = 1u << (bit % 32);
   for (uint32_t h = 0; h < slots.num_heads; ++h) {
-    const uint32_t base = slots.begin(h), n = slots.size(h);
-    if (attended[h] > n) return KernelStatus::kInvalidArgument;
+    const uint32_t n = slots.size(h);
+    if (attended[h] > n || n > history.stride) return KernelStatus::kInvalidArgument;
+    uint32_t* plane = history.plane(h, bit / 32);
     // Low unless listed; slots newer than the step have no say in it.
-    for (uint32_t j = 0; j < n; ++j) {
-      uint32_t& w = history[size_t{base + j} * words + word];
-      w = j < attended[h] ? (w | mask) : (w & ~mask);
-    }
+    for (uint32_t j = 0; j < attended[h]; ++j) plane[j] |= mask;
+    for (uint32_t j = attended[h]; j < n; ++j) plane[j] &= ~mask;
     for (uint32_t i = listed_offsets[h]; i < listed_offsets[h + 1]; ++i) {
       if (listed_ids[i] >= attended[h]) return KernelStatus::kInvalidArgument;
-      history[size_t{base + listed_ids[i]} * words + word] &= ~mask;
+      plane[listed_ids[i]] &= ~mask;
     }
   }
   return KernelStatus::kOk;
 }
 
-KernelStatus ScissorhandsSelectCpu(Segments slots, const uint32_t* history,
-                                   ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts) {
-  if (p.window == 0 || p.recent + p.sinks >= p.budget || keep == nullptr || history == nullptr) {
+KernelStatus ScissorhandsSelectCpu(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
+                                   uint8_t* keep, uint32_t* low_counts) {
+  if (p.window == 0 || p.window != history.window || p.recent + p.sinks >= p.budget ||
+      keep == nullptr || history.planes == nullptr) {
     return KernelStatus::kInvalidArgument;
   }
-  const uint32_t words = ScissorhandsWords(p.window);
-  std::vector<uint32_t> order;
+  std::vector<uint32_t> order, low;
   for (uint32_t h = 0; h < slots.num_heads; ++h) {
     const uint32_t base = slots.begin(h), n = slots.size(h);
-    std::vector<uint32_t> low(n, 0);
+    if (n > history.stride) return KernelStatus::kInvalidArgument;
+    low.assign(n, 0);
+    for (uint32_t w = 0; w < history.words(); ++w) {
+      const uint32_t* plane = history.plane(h, w);
+      for (uint32_t j = 0; j < n; ++j) low[j] += PopCount32(plane[j]);
+    }
     for (uint32_t j = 0; j < n; ++j) {
-      for (uint32_t w = 0; w < words; ++w) low[j] += PopCount32(history[size_t{base + j} * words + w]);
       if (low_counts != nullptr) low_counts[base + j] = low[j];
       keep[base + j] = 1;
     }

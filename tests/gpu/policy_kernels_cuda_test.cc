@@ -32,17 +32,18 @@ TEST_F(PolicyCudaTest, ScissorhandsExample) {
   auto ex = testing::MakeScissorhandsExample();
   const std::vector<uint32_t> offsets = {0, ex.n};
   DeviceBuffer<uint32_t> d_offsets(offsets), history(ex.n * ScissorhandsWords(ex.params.window));
+  const ScissorhandsHistory hist{history.get(), ex.params.window, ex.n};
   for (const auto& step : ex.steps) {
     DeviceBuffer<uint32_t> att(std::vector<uint32_t>{step.attended});
     DeviceBuffer<uint32_t> lo(std::vector<uint32_t>{0, static_cast<uint32_t>(step.listed.size())});
     DeviceBuffer<uint32_t> ids(step.listed);
-    ASSERT_EQ(ScissorhandsRecordStepCuda({1, d_offsets.get()}, ex.params.window, step.step, att.get(),
-                                         lo.get(), ids.get(), history.get(), nullptr),
+    ASSERT_EQ(ScissorhandsRecordStepCuda({1, d_offsets.get()}, hist, step.step, att.get(), lo.get(),
+                                         ids.get(), nullptr),
               KernelStatus::kOk);
   }
   DeviceBuffer<uint8_t> keep(ex.n);
   DeviceBuffer<uint32_t> low(ex.n);
-  ASSERT_EQ(ScissorhandsSelectCuda({1, d_offsets.get()}, history.get(), ex.params, keep.get(), low.get(), nullptr),
+  ASSERT_EQ(ScissorhandsSelectCuda({1, d_offsets.get()}, hist, ex.params, keep.get(), low.get(), nullptr),
             KernelStatus::kOk);
   EXPECT_THAT(low.ToHost(), ::testing::ElementsAre(0, 3, 0, 3, 2, 1, 0));
   EXPECT_THAT(keep.ToHost(), ::testing::ElementsAre(1, 0, 1, 0, 0, 1, 1));
@@ -78,8 +79,11 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       const Segments gpu_seg{heads, d_offsets.get()};
       ScissorhandsParams p{budget, 33, 5, 0, 2};
       const uint32_t words = ScissorhandsWords(p.window);
-      std::vector<uint32_t> history(cpu_seg.total() * words, 0);
+      const uint32_t stride = budget + delta + 2;
+      std::vector<uint32_t> history(size_t{heads} * words * stride, 0);
       DeviceBuffer<uint32_t> d_history(history);
+      const ScissorhandsHistory cpu_hist{history.data(), p.window, stride};
+      const ScissorhandsHistory gpu_hist{d_history.get(), p.window, stride};
       for (uint64_t step = 0; step < 50; ++step) {
         std::vector<uint32_t> att(heads), lo = {0}, ids;
         for (uint32_t h = 0; h < heads; ++h) {
@@ -89,19 +93,18 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
           }
           lo.push_back(ids.size());
         }
-        ScissorhandsRecordStepCpu(cpu_seg, p.window, step, att.data(), lo.data(), ids.data(), history.data());
+        ScissorhandsRecordStepCpu(cpu_seg, cpu_hist, step, att.data(), lo.data(), ids.data());
         DeviceBuffer<uint32_t> d_att(att), d_lo(lo), d_ids(ids);
-        ASSERT_EQ(ScissorhandsRecordStepCuda(gpu_seg, p.window, step, d_att.get(), d_lo.get(), d_ids.get(),
-                                             d_history.get(), nullptr),
+        ASSERT_EQ(ScissorhandsRecordStepCuda(gpu_seg, gpu_hist, step, d_att.get(), d_lo.get(), d_ids.get(), nullptr),
                   KernelStatus::kOk);
       }
       ASSERT_EQ(d_history.ToHost(), history);
       std::vector<uint8_t> keep(cpu_seg.total());
       std::vector<uint32_t> low(cpu_seg.total());
-      ScissorhandsSelectCpu(cpu_seg, history.data(), p, keep.data(), low.data());
+      ScissorhandsSelectCpu(cpu_seg, cpu_hist, p, keep.data(), low.data());
       DeviceBuffer<uint8_t> d_keep(cpu_seg.total());
       DeviceBuffer<uint32_t> d_low(cpu_seg.total());
-      ASSERT_EQ(ScissorhandsSelectCuda(gpu_seg, d_history.get(), p, d_keep.get(), d_low.get(), nullptr),
+      ASSERT_EQ(ScissorhandsSelectCuda(gpu_seg, gpu_hist, p, d_keep.get(), d_low.get(), nullptr),
                 KernelStatus::kOk);
       EXPECT_EQ(d_low.ToHost(), low);
       EXPECT_EQ(d_keep.ToHost(), keep);

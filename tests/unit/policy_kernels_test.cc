@@ -31,19 +31,19 @@ std::vector<uint32_t> Kept(const std::vector<uint8_t>& keep, uint32_t first_posi
 TEST(ScissorhandsExample, EvictsTokens2And4And5) {
   testing::ScissorhandsExample ex = testing::MakeScissorhandsExample();
   std::vector<uint32_t> history(ex.n * ScissorhandsWords(ex.params.window), 0);
+  const ScissorhandsHistory hist{history.data(), ex.params.window, ex.n};
   const uint32_t offsets[2] = {0, ex.n};
   for (size_t s = 0; s < ex.steps.size(); ++s) {
     const auto& step = ex.steps[s];
     const uint32_t attended = step.attended;
     const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(step.listed.size())};
-    ASSERT_EQ(ScissorhandsRecordStepCpu({1, offsets}, ex.params.window, step.step, &attended,
-                                        listed_offsets, step.listed.data(), history.data()),
+    ASSERT_EQ(ScissorhandsRecordStepCpu({1, offsets}, hist, step.step, &attended, listed_offsets,
+                                        step.listed.data()),
               KernelStatus::kOk);
   }
   std::vector<uint8_t> keep(ex.n);
   std::vector<uint32_t> low(ex.n);
-  ASSERT_EQ(ScissorhandsSelectCpu({1, offsets}, history.data(), ex.params, keep.data(), low.data()),
-            KernelStatus::kOk);
+  ASSERT_EQ(ScissorhandsSelectCpu({1, offsets}, hist, ex.params, keep.data(), low.data()), KernelStatus::kOk);
   EXPECT_THAT(low, ElementsAre(0, 3, 0, 3, 2, 1, 0));
   EXPECT_THAT(Kept(keep, 1), ElementsAre(1, 3, 6, 7));  // tokens are numbered from 1
 }
@@ -122,7 +122,10 @@ TEST_P(PolicyInvariants, Scissorhands) {
   }
   const Segments seg{s.heads, offsets.data()};
   const uint32_t words = ScissorhandsWords(p.window);
-  std::vector<uint32_t> history(seg.total() * words, 0);
+  uint32_t stride = 0;
+  for (uint32_t h = 0; h < s.heads; ++h) stride = std::max(stride, seg.size(h) + 3);  // slack on purpose
+  std::vector<uint32_t> history(size_t{s.heads} * words * stride, 0);
+  const ScissorhandsHistory hist{history.data(), p.window, stride};
   // 40 steps of random sparse lists, each against the slots that existed then.
   for (uint64_t step = 0; step < 40; ++step) {
     std::vector<uint32_t> attended(s.heads), lo = {0}, ids;
@@ -133,13 +136,12 @@ TEST_P(PolicyInvariants, Scissorhands) {
       }
       lo.push_back(ids.size());
     }
-    ASSERT_EQ(ScissorhandsRecordStepCpu(seg, p.window, step, attended.data(), lo.data(), ids.data(),
-                                        history.data()),
+    ASSERT_EQ(ScissorhandsRecordStepCpu(seg, hist, step, attended.data(), lo.data(), ids.data()),
               KernelStatus::kOk);
   }
   std::vector<uint8_t> keep(seg.total());
   std::vector<uint32_t> low(seg.total());
-  ASSERT_EQ(ScissorhandsSelectCpu(seg, history.data(), p, keep.data(), low.data()), KernelStatus::kOk);
+  ASSERT_EQ(ScissorhandsSelectCpu(seg, hist, p, keep.data(), low.data()), KernelStatus::kOk);
   for (uint32_t h = 0; h < s.heads; ++h) {
     const uint32_t n = seg.size(h);
     uint32_t kept = 0;

@@ -1,0 +1,335 @@
+// bench_kernels: retention kernels next to a memcpy of the same input bytes, same run.
+// Shapes from the issue: 32 layers x 8 heads x 4096 slots for Scissorhands (w = 400),
+// WindowKV selection over a 32k-token prompt (8 heads, gamma 8 -> 4 leader layers),
+// compaction of a 32 x 8 x 4096-slot fp16 (head_dim 128) sequence keeping half.
+// On a CUDA device (device machine), the same kernels run against cudaMemcpy D2D.
+
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kernels/compaction.h"
+#include "kernels/copy_kv.h"
+#include "kernels/scissorhands.h"
+#include "kernels/windowkv.h"
+
+#if defined(KVW_HAVE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+namespace kvwarden::kernels {
+namespace {
+
+constexpr uint32_t kLayers = 32, kHeads = 8, kSlots = 4096, kWindow = 400;
+constexpr uint32_t kPrompt = 32768, kHeadDim = 128;
+
+std::map<std::string, double> g_bps;  // benchmark -> bytes/s, for the ratio summary
+
+void Report(benchmark::State& state, const std::string& name, double bytes_per_iter) {
+  state.SetBytesProcessed(static_cast<int64_t>(bytes_per_iter * state.iterations()));
+  g_bps[name] = 0;  // filled by the reporter from the library's rate
+}
+
+struct ScissorhandsInput {
+  std::vector<uint32_t> offsets, history, attended, listed_offsets, listed;
+  ScissorhandsInput() {
+    std::mt19937 rng(1);
+    const uint32_t heads = kLayers * kHeads, words = ScissorhandsWords(kWindow);
+    for (uint32_t h = 0; h <= heads; ++h) offsets.push_back(h * kSlots);
+    history.resize(size_t{heads} * kSlots * words);
+    for (auto& w : history) w = rng();
+    attended.assign(heads, kSlots);
+    listed_offsets.push_back(0);
+    for (uint32_t h = 0; h < heads; ++h) {
+      for (uint32_t j = 0; j < kSlots; ++j) {
+        if (rng() % 20 == 0) listed.push_back(j);  // ~5% at or above threshold
+      }
+      listed_offsets.push_back(listed.size());
+    }
+  }
+  size_t history_bytes() const { return history.size() * 4; }
+};
+
+ScissorhandsInput& Input() {
+  static ScissorhandsInput* in = new ScissorhandsInput();
+  return *in;
+}
+
+// One decode step's update alone (what stats ingest pays per step), against a copy of the
+// plane it writes (4 bytes per slot per head).
+void BM_ScissorhandsRecordStep_Cpu(benchmark::State& state) {
+  ScissorhandsInput& in = Input();
+  const Segments seg{kLayers * kHeads, in.offsets.data()};
+  const ScissorhandsHistory hist{in.history.data(), kWindow, kSlots};
+  uint64_t step = 0;
+  for (auto _ : state) {
+    ScissorhandsRecordStepCpu(seg, hist, step++, in.attended.data(), in.listed_offsets.data(), in.listed.data());
+    benchmark::ClobberMemory();
+  }
+  Report(state, "record_cpu", 4.0 * kLayers * kHeads * kSlots);
+  state.counters["ids_per_s"] = benchmark::Counter(static_cast<double>(in.listed.size()) * state.iterations(),
+                                                   benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ScissorhandsRecordStep_Cpu)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_ScissorhandsUpdateSelect_Cpu(benchmark::State& state) {
+  ScissorhandsInput& in = Input();
+  const Segments seg{kLayers * kHeads, in.offsets.data()};
+  std::vector<uint8_t> keep(seg.total());
+  ScissorhandsParams p{kSlots - 1, kWindow, 10, 0, 0};  // every head one over budget: selects
+  uint64_t step = 0;
+  for (auto _ : state) {
+    const ScissorhandsHistory hist{in.history.data(), kWindow, kSlots};
+    ScissorhandsRecordStepCpu(seg, hist, step++, in.attended.data(), in.listed_offsets.data(),
+                              in.listed.data());
+    ScissorhandsSelectCpu(seg, hist, p, keep.data(), nullptr);
+    benchmark::DoNotOptimize(keep.data());
+  }
+  Report(state, "scissorhands_cpu", 2.0 * in.history_bytes());
+}
+BENCHMARK(BM_ScissorhandsUpdateSelect_Cpu)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_MemcpyScissorhandsBytes(benchmark::State& state) {
+  ScissorhandsInput& in = Input();
+  std::vector<uint32_t> dst(in.history.size());
+  for (auto _ : state) {
+    // The kernel pair reads the history twice (update, select): copy it twice.
+    std::memcpy(dst.data(), in.history.data(), in.history_bytes());
+    std::memcpy(in.history.data(), dst.data(), in.history_bytes());
+    benchmark::ClobberMemory();
+  }
+  Report(state, "memcpy_scissorhands", 2.0 * in.history_bytes());
+}
+BENCHMARK(BM_MemcpyScissorhandsBytes)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+struct WindowInput {
+  std::vector<float> t;  // 4 leader layers x 8 heads x candidates
+  WindowInput() : t(size_t{4} * kHeads * (kPrompt - 8)) {
+    std::mt19937 rng(2);
+    for (float& x : t) x = std::uniform_real_distribution<float>(0, 1)(rng);
+  }
+};
+
+void BM_WindowKvScoreSelect_Cpu(benchmark::State& state) {
+  static WindowInput in;
+  const uint32_t cand = kPrompt - 8;
+  WindowKvParams p{8, 8, 8, 4096};
+  std::vector<double> scores(WindowKvNumWindows(cand, 8));
+  std::vector<uint8_t> keep(kPrompt);
+  for (auto _ : state) {
+    for (uint32_t g = 0; g < 4; ++g) {
+      WindowKvScoreCpu(in.t.data() + size_t{g} * kHeads * cand, kHeads, kPrompt, p, scores.data());
+      WindowKvSelectCpu(scores.data(), kPrompt, p, keep.data());
+    }
+    benchmark::DoNotOptimize(keep.data());
+  }
+  Report(state, "windowkv_cpu", in.t.size() * 4.0);
+}
+BENCHMARK(BM_WindowKvScoreSelect_Cpu)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_MemcpyWindowKvBytes(benchmark::State& state) {
+  static WindowInput in;
+  std::vector<float> dst(in.t.size());
+  for (auto _ : state) {
+    std::memcpy(dst.data(), in.t.data(), in.t.size() * 4);
+    benchmark::ClobberMemory();
+  }
+  Report(state, "memcpy_windowkv", in.t.size() * 4.0);
+}
+BENCHMARK(BM_MemcpyWindowKvBytes)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One layer (8 heads x 4096 slots x 128 fp16, 16-token pages), keeping every other slot.
+struct LayerInput {
+  PageGeometry g{kHeads, kHeadDim, 16, 2};
+  std::vector<uint8_t> arena;
+  std::vector<uint8_t*> pages;
+  std::vector<uint32_t> offsets{0}, kept;
+  LayerInput() : arena(g.page_bytes() * (kSlots / 16)) {
+    for (uint32_t i = 0; i < kSlots / 16; ++i) pages.push_back(arena.data() + i * g.page_bytes());
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      for (uint32_t j = 0; j < kSlots; j += 2) kept.push_back(j);
+      offsets.push_back(kept.size());
+    }
+  }
+  double moved_bytes() const { return 2.0 * kept.size() * g.token_bytes(); }  // K and V
+};
+
+void BM_CompactLayer_Cpu(benchmark::State& state) {
+  static LayerInput in;
+  PagedLayerView view{in.g, in.pages.data(), static_cast<uint32_t>(in.pages.size())};
+  for (auto _ : state) {
+    CompactLayerCpu(view, in.offsets.data(), in.kept.data());
+    benchmark::ClobberMemory();
+  }
+  Report(state, "compaction_cpu", in.moved_bytes());
+}
+BENCHMARK(BM_CompactLayer_Cpu)->UseRealTime();
+
+void BM_MemcpyCompactionBytes(benchmark::State& state) {
+  static LayerInput in;
+  std::vector<uint8_t> dst(static_cast<size_t>(in.moved_bytes()));
+  for (auto _ : state) {
+    std::memcpy(dst.data(), in.arena.data(), dst.size());
+    benchmark::ClobberMemory();
+  }
+  Report(state, "memcpy_compaction", in.moved_bytes());
+}
+BENCHMARK(BM_MemcpyCompactionBytes)->UseRealTime();
+
+#if defined(KVW_HAVE_CUDA)
+// GPU: kernels and cudaMemcpy D2D of the same bytes, timed with events.
+template <typename Fn>
+void TimeCuda(benchmark::State& state, Fn&& fn) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (auto _ : state) {
+    cudaEventRecord(a);
+    fn();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    state.SetIterationTime(ms / 1e3);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+}
+
+void BM_ScissorhandsUpdateSelect_Cuda(benchmark::State& state) {
+  if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
+  ScissorhandsInput& in = Input();
+  uint32_t *off, *hist, *att, *lo, *ids, *low;
+  uint8_t* keep;
+  cudaMalloc(&off, in.offsets.size() * 4);
+  cudaMalloc(&hist, in.history_bytes());
+  cudaMalloc(&att, in.attended.size() * 4);
+  cudaMalloc(&lo, in.listed_offsets.size() * 4);
+  cudaMalloc(&ids, in.listed.size() * 4);
+  cudaMalloc(&low, in.offsets.back() * 4);
+  cudaMalloc(&keep, in.offsets.back());
+  cudaMemcpy(off, in.offsets.data(), in.offsets.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(hist, in.history.data(), in.history_bytes(), cudaMemcpyHostToDevice);
+  cudaMemcpy(att, in.attended.data(), in.attended.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(lo, in.listed_offsets.data(), in.listed_offsets.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(ids, in.listed.data(), in.listed.size() * 4, cudaMemcpyHostToDevice);
+  const Segments seg{kLayers * kHeads, off};
+  ScissorhandsParams p{kSlots - 1, kWindow, 10, 0, 0};
+  uint64_t step = 0;
+  TimeCuda(state, [&] {
+    const ScissorhandsHistory h{hist, kWindow, kSlots};
+    ScissorhandsRecordStepCuda(seg, h, step++, att, lo, ids, nullptr);
+    ScissorhandsSelectCuda(seg, h, p, keep, low, nullptr);
+  });
+  Report(state, "scissorhands_cuda", 2.0 * in.history_bytes());
+  for (void* ptr : {static_cast<void*>(off), static_cast<void*>(hist), static_cast<void*>(att),
+                    static_cast<void*>(lo), static_cast<void*>(ids), static_cast<void*>(low),
+                    static_cast<void*>(keep)}) {
+    cudaFree(ptr);
+  }
+}
+BENCHMARK(BM_ScissorhandsUpdateSelect_Cuda)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+void BM_D2DCopy(benchmark::State& state) {
+  if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  void *a, *b;
+  cudaMalloc(&a, bytes);
+  cudaMalloc(&b, bytes);
+  TimeCuda(state, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice); });
+  Report(state, "d2d_" + std::to_string(bytes), static_cast<double>(bytes));
+  cudaFree(a);
+  cudaFree(b);
+}
+BENCHMARK(BM_D2DCopy)->Arg(2 * 32 * 8 * 4096 * 52)->Arg(2 * 8 * 2048 * 256)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+void BM_CompactLayer_Cuda(benchmark::State& state) {
+  if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
+  static LayerInput in;
+  uint8_t *arena, *scratch;
+  uint8_t** pages;
+  uint32_t *off, *kept;
+  cudaMalloc(&arena, in.arena.size());
+  cudaMalloc(&scratch, static_cast<size_t>(in.moved_bytes()));
+  std::vector<uint8_t*> dev_pages;
+  for (size_t i = 0; i < in.pages.size(); ++i) dev_pages.push_back(arena + i * in.g.page_bytes());
+  cudaMalloc(&pages, dev_pages.size() * sizeof(uint8_t*));
+  cudaMemcpy(pages, dev_pages.data(), dev_pages.size() * sizeof(uint8_t*), cudaMemcpyHostToDevice);
+  cudaMalloc(&off, in.offsets.size() * 4);
+  cudaMalloc(&kept, in.kept.size() * 4);
+  cudaMemcpy(off, in.offsets.data(), in.offsets.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(kept, in.kept.data(), in.kept.size() * 4, cudaMemcpyHostToDevice);
+  PagedLayerView view{in.g, pages, static_cast<uint32_t>(dev_pages.size())};
+  TimeCuda(state, [&] {
+    CompactLayerCuda(view, off, kept, static_cast<uint32_t>(in.kept.size()), scratch, nullptr);
+  });
+  Report(state, "compaction_cuda", in.moved_bytes());
+  cudaFree(arena);
+  cudaFree(scratch);
+  cudaFree(pages);
+  cudaFree(off);
+  cudaFree(kept);
+}
+BENCHMARK(BM_CompactLayer_Cuda)->UseManualTime()->Unit(benchmark::kMicrosecond);
+#endif
+
+class Reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      const std::string n = r.benchmark_name();
+      const double seconds = r.real_accumulated_time / r.iterations;
+      auto it = r.counters.find("bytes_per_second");
+      const double bps = it != r.counters.end() ? it->second.value : 0;
+      (void)seconds;
+      for (auto& [key, value] : g_bps) {
+        if (Matches(n, key)) value = bps;
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+ private:
+  static bool Matches(const std::string& bench, const std::string& key) {
+    static const std::map<std::string, std::string> kNames = {
+        {"scissorhands_cpu", "BM_ScissorhandsUpdateSelect_Cpu"},
+        {"record_cpu", "BM_ScissorhandsRecordStep_Cpu"},
+        {"memcpy_scissorhands", "BM_MemcpyScissorhandsBytes"},
+        {"windowkv_cpu", "BM_WindowKvScoreSelect_Cpu"},
+        {"memcpy_windowkv", "BM_MemcpyWindowKvBytes"},
+        {"compaction_cpu", "BM_CompactLayer_Cpu"},
+        {"memcpy_compaction", "BM_MemcpyCompactionBytes"},
+        {"scissorhands_cuda", "BM_ScissorhandsUpdateSelect_Cuda"},
+        {"compaction_cuda", "BM_CompactLayer_Cuda"}};
+    auto it = kNames.find(key);
+    if (it != kNames.end()) return bench.rfind(it->second, 0) == 0;
+    return key.rfind("d2d_", 0) == 0 && bench.find("BM_D2DCopy/" + key.substr(4)) == 0;
+  }
+};
+
+}  // namespace
+}  // namespace kvwarden::kernels
+
+int main(int argc, char** argv) {
+  using kvwarden::kernels::g_bps;
+  benchmark::Initialize(&argc, argv);
+  kvwarden::kernels::Reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  auto ratio = [](const char* what, const std::string& a, const std::string& b) {
+    if (g_bps[a] > 0 && g_bps[b] > 0) {
+      std::printf("%-34s %8.2f GB/s vs %8.2f GB/s reference: %.2fx\n", what, g_bps[a] / 1e9, g_bps[b] / 1e9,
+                  g_bps[a] / g_bps[b]);
+    }
+  };
+  std::printf("\n== bench_kernels summary (input bytes processed per second, same run)\n");
+  ratio("scissorhands update+select (CPU)", "scissorhands_cpu", "memcpy_scissorhands");
+  ratio("windowkv score+select (CPU)", "windowkv_cpu", "memcpy_windowkv");
+  ratio("compaction (CPU)", "compaction_cpu", "memcpy_compaction");
+  ratio("scissorhands update+select (CUDA)", "scissorhands_cuda", "d2d_" + std::to_string(2 * 32 * 8 * 4096 * 52));
+  ratio("compaction (CUDA)", "compaction_cuda", "d2d_" + std::to_string(2 * 8 * 2048 * 256));
+  return 0;
+}
