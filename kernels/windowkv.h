@@ -37,6 +37,12 @@ KVW_HOST_DEVICE inline double WindowKvScore(const float* t, uint32_t num_heads, 
   double over_heads = 0;
   for (uint32_t h = 0; h < num_heads; ++h) {
     const float* row = t + static_cast<size_t>(h) * candidates + first;
+    if (p == len) {  // every token scores the window: no need to rank them
+      double sum = 0;
+      for (uint32_t i = 0; i < len; ++i) sum += static_cast<double>(row[i]);
+      over_heads += sum / p;
+      continue;
+    }
     // Insertion sort, descending: windows are short and this order is the same everywhere.
     for (uint32_t i = 0; i < len; ++i) {
       float x = row[i];

@@ -95,6 +95,26 @@ for p in "${pids[@]}"; do wait "$p" || status=1; done
 echo
 echo "== after the workers released everything"
 ctl tenants
+
+# Act two: the same decode workload (256-token prompt, 1024 decode steps) under three
+# retention policies side by side; scissorhands and streaming keep 128 slots per
+# (layer, head). Scissorhands is fed attention statistics over StreamStats.
+echo
+echo "== act two: full vs scissorhands vs streaming (tenant alpha, 256 + 1024 tokens, budget 128)"
+dpids=()
+for policy in full scissorhands streaming; do
+  "$BIN/kvw_demo_worker" --target="$TARGET" --token="${token[alpha]}" --name="decode-$policy" \
+    --policy="$policy" --budget=128 --tokens=256 --decode-steps=1024 \
+    >"$work/decode-$policy.out" 2>"$work/decode-$policy.err" &
+  dpids+=($!)
+done
+for p in "${dpids[@]}"; do wait "$p" || { status=1; cat "$work"/decode-*.err; }; done
+awk '/^decode/ {
+  for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+  printf "%-13s tokens %5d  memory held %8.1f MiB (%4d pages, peak %4d)  evictions %6d (%7.0f/s)  %5.0f steps/s  kept bytes verified %d, mismatches %d\n",
+    v["policy"], v["tokens"], v["bytes_end"] / 1048576, v["pages_end"], v["pages_peak"], v["evicted"],
+    v["evictions_per_s"], v["steps_per_s"], v["checked"], v["mismatches"]
+}' "$work"/decode-full.out "$work"/decode-scissorhands.out "$work"/decode-streaming.out
 echo
 echo "== stopping kvwardend (pid $daemon_pid)"
 kill -TERM "$daemon_pid"
