@@ -104,6 +104,10 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
   if (chunks * chunk_pages > UINT32_MAX) {
     return FieldError(f + cap_field, "more than 2^32 pages");
   }
+  out->high_water_percent = in.high_water_percent() ? in.high_water_percent() : 90;
+  if (out->high_water_percent > 100) {
+    return FieldError(f + ".high_water_percent", absl::StrFormat("%u is above 100", out->high_water_percent));
+  }
   out->chunk_pages = static_cast<uint32_t>(chunk_pages);
   out->num_chunks = static_cast<uint32_t>(chunks);
   return absl::OkStatus();

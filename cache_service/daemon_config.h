@@ -25,6 +25,7 @@ struct PoolSpec {
   KvLayout layout;
   uint32_t chunk_pages = 0;
   uint32_t num_chunks = 0;
+  uint32_t high_water_percent = 90;
 };
 
 struct TenantAuth {

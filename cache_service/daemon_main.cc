@@ -76,6 +76,7 @@ int Run(const Flags& flags) {
     opts.layout = spec.layout;
     opts.chunk_pages = spec.chunk_pages;
     opts.num_chunks = spec.num_chunks;
+    opts.high_water_percent = spec.high_water_percent;
     opts.on_pages_freed = [&ledger](TenantId t, uint64_t pages, uint64_t page_bytes) {
       ledger.Refund(t, pages, page_bytes);
     };

@@ -198,6 +198,11 @@ void PagePool::Unpin(absl::Span<const PageId> pages) {
   ReportFreed(freed);
 }
 
+uint64_t PagePool::used_pages() const {
+  absl::MutexLock lock(&mu_);
+  return capacity_pages() - FreePagesLocked();
+}
+
 uint32_t PagePool::RefCount(PageId page) const {
   absl::MutexLock lock(&mu_);
   return pages_[page].refs;

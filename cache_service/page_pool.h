@@ -38,6 +38,9 @@ struct PagePoolOptions {
   KvLayout layout;
   uint32_t chunk_pages = 0;  // pages per chunk, >= 1
   uint32_t num_chunks = 0;   // >= 1
+  // Above this share of capacity, compressible sequences get tighter budgets before any
+  // reservation is refused. 100 turns that off.
+  uint32_t high_water_percent = 90;
   // Default: memfd chunks named "kvwarden:<pool>:<index>".
   ChunkFactory chunk_factory;
   // Called (outside the pool's lock) when pages of `tenant` return to the pool.
@@ -75,6 +78,10 @@ class PagePool {
   uint64_t capacity_pages() const {
     return uint64_t{options_.chunk_pages} * options_.num_chunks;
   }
+  uint32_t high_water_percent() const { return options_.high_water_percent; }
+  uint64_t high_water_pages() const { return capacity_pages() * options_.high_water_percent / 100; }
+  // Pages not on a free list right now.
+  uint64_t used_pages() const;
 
   // Appends `n` fresh pages (refcount 1) of `tenant` to `out`, or changes nothing and
   // returns RESOURCE_EXHAUSTED when the pool cannot supply them.

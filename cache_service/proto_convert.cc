@@ -29,6 +29,7 @@ void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::Sequenc
   out->set_parent_sequence_id(in.parent);
   out->set_policy_summary(in.policy_summary);
   out->set_decode_steps(in.decode_steps);
+  out->set_budget_note(in.pressure_note);
   if (in.heads.empty() && in.layer_pages.empty()) return;
   const uint32_t heads = in.layout.num_kv_heads;
   for (uint32_t l = 0; l < in.layer_num_pages.size(); ++l) {

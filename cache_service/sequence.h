@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -40,6 +41,15 @@ struct Sequence {
   std::vector<std::vector<uint32_t>> history ABSL_GUARDED_BY(mu);
   uint32_t history_stride ABSL_GUARDED_BY(mu) = 0;
   uint64_t decode_steps ABSL_GUARDED_BY(mu) = 0;
+  // Memory pressure: a cap on every layer's budget (0 = none) and why it was set.
+  uint32_t pressure_budget ABSL_GUARDED_BY(mu) = 0;
+  std::string pressure_note ABSL_GUARDED_BY(mu);
+
+  // The budget in force for `layer`: the policy's, tightened by memory pressure.
+  uint32_t Budget(uint32_t layer) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    const uint32_t b = policy.LayerBudget(layer, max_tokens);
+    return pressure_budget != 0 && pressure_budget < b ? pressure_budget : b;
+  }
 
   const KvLayout& layout() const { return pool->layout(); }
   kernels::ScissorhandsHistory History(size_t layer_head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {

@@ -6,7 +6,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "cache_service/log.h"
 #include "cache_service/sequence.h"
+#include "kernels/streaming.h"
 #include "cache_service/sequence_table.h"
 #include "kernels/compaction.h"
 #include "kernels/scissorhands.h"
@@ -174,7 +177,7 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
     bool changed = false;
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
       kernels::ScissorhandsParams p = policy.scissorhands;
-      p.budget = policy.layer_budgets[layer];
+      p.budget = seq.Budget(layer);
       bool over = false;
       for (uint32_t h = 0; h < heads; ++h) over = over || seq.slots[layer * heads + h].size() > p.budget;
       if (!over) continue;
@@ -257,6 +260,91 @@ absl::Status SequenceTable::ApplyWindowScores(Sequence& seq, const std::vector<W
   }
   if (changed) ++seq.epoch;
   return absl::OkStatus();
+}
+
+bool SequenceTable::EnforceBudgetLocked(Sequence& seq, RetentionResult* out) {
+  const KvLayout& l = seq.layout();
+  const uint32_t heads = l.num_kv_heads;
+  bool changed = false;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    const uint32_t budget = seq.Budget(layer);
+    if (seq.LayerSlots(layer) <= budget) continue;
+    std::vector<std::vector<uint32_t>> kept(heads);
+    for (uint32_t h = 0; h < heads; ++h) {
+      const size_t lh = size_t{layer} * heads + h;
+      const uint32_t n = seq.slots[lh].size();
+      std::vector<uint8_t> keep(n, 1);
+      const uint32_t offsets[2] = {0, n};
+      if (seq.policy.kind == PolicyKind::kScissorhands) {
+        kernels::ScissorhandsParams p = seq.policy.scissorhands;
+        p.budget = budget;
+        // Squeezed exactly to the budget (n - B evictions), not by the drop amount m.
+        p.drop = 1;
+        if (kernels::ScissorhandsSelectCpu({1, offsets}, seq.History(lh), p, keep.data(), nullptr) !=
+            kernels::KernelStatus::kOk) {
+          continue;
+        }
+      } else {
+        kernels::StreamingSelectCpu({1, offsets}, {budget, std::min(seq.policy.streaming.sinks, budget - 1)},
+                                    keep.data());
+      }
+      kept[h] = KeptSlots(keep);
+    }
+    CompactLayerLocked(seq, layer, kept, out);
+    changed = true;
+  }
+  return changed;
+}
+
+uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, SequenceId exclude) {
+  std::vector<std::shared_ptr<Sequence>> candidates;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [id, seq] : sequences_) {
+      if (id != exclude && seq->pool == pool &&
+          (seq->policy.kind == PolicyKind::kScissorhands || seq->policy.kind == PolicyKind::kStreaming)) {
+        candidates.push_back(seq);
+      }
+    }
+  }
+  // Lowest tenant weight first; within a weight, the sequences holding the most slots.
+  auto held = [](const Sequence& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.num_tokens; };
+  std::sort(candidates.begin(), candidates.end(), [&](const auto& a, const auto& b) {
+    const uint32_t wa = options_.ledger->spec(a->tenant).weight, wb = options_.ledger->spec(b->tenant).weight;
+    return wa != wb ? wa < wb : held(*a) > held(*b);
+  });
+  uint64_t freed = 0;
+  const uint64_t used = pool->used_pages();
+  for (const auto& seq : candidates) {
+    if (freed >= pages_wanted) break;
+    if (!seq->mu.TryLock()) continue;  // busy in another call: never wait here
+    if (!seq->released) {
+      const uint32_t floor = seq->policy.kind == PolicyKind::kScissorhands
+                                 ? seq->policy.scissorhands.recent + seq->policy.scissorhands.sinks + 1
+                                 : seq->policy.streaming.sinks + 1;
+      uint32_t widest = 0;
+      for (uint32_t layer = 0; layer < seq->layout().num_layers; ++layer) {
+        widest = std::max(widest, std::min(seq->Budget(layer), seq->LayerSlots(layer)));
+      }
+      const uint32_t tighter = std::max(floor, widest - widest / 4);
+      if (tighter < widest) {
+        const uint32_t before = seq->pressure_budget ? seq->pressure_budget : seq->Budget(0);
+        seq->pressure_budget = tighter;
+        RetentionResult result;
+        if (EnforceBudgetLocked(*seq, &result)) ++seq->epoch;
+        freed += result.pages_freed;
+        seq->pressure_note = absl::StrFormat(
+            "budget %u -> %u at %s: pool '%s' at %d of %d pages (high-water %u%%), tenant weight %u",
+            before, tighter, absl::FormatTime("%H:%M:%S", absl::Now(), absl::UTCTimeZone()), pool->name(),
+            used, pool->capacity_pages(), pool->high_water_percent(),
+            options_.ledger->spec(seq->tenant).weight);
+        LogInfo("memory pressure: sequence %d %s; freed %d pages", seq->id, seq->pressure_note,
+                result.pages_freed);
+      }
+    }
+    seq->mu.Unlock();
+  }
+  return freed;
 }
 
 absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantId tenant, StatsBatch batch) {

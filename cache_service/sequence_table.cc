@@ -109,6 +109,17 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
+  {
+    // Memory pressure is relieved before this sequence is locked (lock order: table,
+    // then one sequence), from a conservative estimate of the pages this call needs.
+    PagePool& pool = *seq.pool;
+    const KvLayout& l = pool.layout();
+    const uint64_t estimate = uint64_t{l.num_layers} * (num_tokens / l.page_tokens + 1);
+    const uint64_t used = pool.used_pages();
+    if (pool.high_water_percent() < 100 && used + estimate > pool.high_water_pages()) {
+      RelievePressure(&pool, used + estimate - pool.high_water_pages(), id);
+    }
+  }
   absl::MutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
@@ -118,8 +129,8 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   const KvLayout& l = seq.layout();
   const uint32_t pt = l.page_tokens;
-  const kernels::StreamingParams& sp = seq.policy.streaming;
   const bool streaming = seq.policy.kind == PolicyKind::kStreaming;
+  const kernels::StreamingParams sp{seq.Budget(0), seq.policy.streaming.sinks};
   uint32_t fullest = 0;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) fullest = std::max(fullest, seq.LayerSlots(layer));
   if (streaming && uint64_t{fullest} + num_tokens > sp.budget && num_tokens > sp.budget - sp.sinks) {
@@ -438,6 +449,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   s.max_tokens = seq.max_tokens;
   s.policy = seq.policy.Name();
   s.policy_summary = seq.policy.Summary();
+  s.pressure_note = seq.pressure_note;
   s.decode_steps = seq.decode_steps;
   s.parent = seq.parent;
   for (const auto& table : seq.pages) {
@@ -455,7 +467,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
     for (size_t i = 0; i < seq.slots.size(); ++i) {
       HeadSnapshot& h = s.heads[i];
       h.live_slots = seq.slots[i].size();
-      h.budget = seq.policy.LayerBudget(static_cast<uint32_t>(i / heads), seq.max_tokens);
+      h.budget = seq.Budget(static_cast<uint32_t>(i / heads));
       h.evicted = seq.evicted[i];
       if (seq.history.empty() || h.live_slots == 0) continue;
       uint64_t total = 0;

@@ -122,6 +122,7 @@ struct SequenceSnapshot {
   uint32_t max_tokens = 0;
   std::string policy;
   std::string policy_summary;
+  std::string pressure_note;  // why budgets are tighter than the policy's, if they are
   uint64_t decode_steps = 0;
   uint32_t pages_held = 0;
   uint32_t shared_pages = 0;
@@ -171,6 +172,12 @@ class SequenceTable {
   std::vector<SequenceSnapshot> List(std::optional<TenantId> tenant,
                                      const std::string& pool) const;
 
+  // Memory pressure on `pool`: tightens the budgets of compressible sequences (tenant
+  // weight ascending, largest first; never `exclude`) by a quarter and compresses them
+  // now, until `pages_wanted` pages came back or none is left to squeeze. Sequences busy
+  // in another call are skipped. Returns the pages freed.
+  uint64_t RelievePressure(PagePool* pool, uint64_t pages_wanted, SequenceId exclude);
+
   // Releases every sequence held by `lease`; returns how many.
   size_t ReleaseByLease(LeaseId lease);
 
@@ -191,6 +198,9 @@ class SequenceTable {
                                 RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   absl::Status ApplyWindowScores(Sequence& seq, const std::vector<WindowScoresIn>& scores,
                                  RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  // Evicts down to Budget() in every layer where a head is over it (Scissorhands by low
+  // count, streaming by age). Returns whether anything changed.
+  bool EnforceBudgetLocked(Sequence& seq, RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 
   const Options options_;
   mutable absl::Mutex mu_;

@@ -215,12 +215,13 @@ class Cli {
         "sequence %d  tenant %s  pool %s  lease %d  policy %s\n"
         "layout     %u layers x %u kv heads x %u dim %s, %u tokens/page\n"
         "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n"
-        "policy     %s   decode steps %d\n\n",
+        "policy     %s   decode steps %d\n%s\n",
         q.sequence_id(), q.tenant(), q.pool(), q.lease_id(), q.policy(), l.num_layers(),
         l.num_kv_heads(), l.head_dim(), DTypeName(l.dtype()), l.page_tokens(), q.num_tokens(),
         q.max_tokens(), q.epoch(), q.pages_held(), q.shared_pages(),
         q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "",
-        q.policy_summary(), q.decode_steps());
+        q.policy_summary(), q.decode_steps(),
+        q.budget_note().empty() ? "" : absl::StrCat("pressure   ", q.budget_note(), "\n"));
     // One row per layer; per head "live/budget", then "-evicted" once retention ran and
     // "low max/mean" for scissorhands.
     std::vector<std::string> header = {"LAYER", "PAGES"};

@@ -29,6 +29,9 @@ TEST(DaemonConfigTest, ShippedExampleIsValid) {
   EXPECT_EQ(s->pools[0].chunk_pages, 256u);
   EXPECT_EQ(s->pools[0].num_chunks, 64u);
   EXPECT_EQ(s->tenants.size(), 2u);
+  EXPECT_EQ(s->pools[0].high_water_percent, 90u);
+  ASSERT_EQ(s->tenant_defaults.size(), 2u);
+  EXPECT_EQ(s->tenant_defaults[1].policy_by_pool[0].Summary(), "streaming B=512 sinks=4");
 }
 
 TEST(DaemonConfigTest, DefaultsAreFilledIn) {
@@ -81,7 +84,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"tenants { name: \"b c\" token: \"tb\" quota_pages: 1 }", "tenants[1].name: must be 1-64 characters"},
         BadCase{"leases { min_ttl_ms: 5000 max_ttl_ms: 1000 }", "leases.min_ttl_ms: must not exceed max_ttl_ms"},
         BadCase{"leases { default_ttl_ms: 50 }", "leases.default_ttl_ms: 50 is outside [min_ttl_ms 100"},
-        BadCase{"listen: \"nohostport\"", "listen: 'nohostport' is not HOST:PORT"}),
+        BadCase{"listen: \"nohostport\"", "listen: 'nohostport' is not HOST:PORT"},
+        BadCase{"tenants { name: \"b\" token: \"tb\" quota_pages: 1 default_policy { windowkv { mean_budget: 64 gamma: 3 } } }",
+                "tenants[1].default_policy.windowkv.gamma: 3 does not divide the layer count 2 (for pool 'p')"},
+        BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 8 chunk_bytes: 8 high_water_percent: 101 }",
+                "pools[1].high_water_percent: 101 is above 100"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
 
 TEST(DaemonConfigTest, AdminTokenIsRequired) {

@@ -214,6 +214,37 @@ TEST_F(SequenceRetentionTest, ForkOfACompressingSequenceCopiesItsPages) {
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 2, 3));  // parent untouched
 }
 
+TEST(MemoryPressureTest, LowestWeightIsSqueezedFirstAndTheReservationFits) {
+  CoreConfig cfg = OneHead(1, 2);  // 64 pages of 2 slots; high-water 90% = 57 pages
+  cfg.chunk_pages = 8;
+  cfg.num_chunks = 8;
+  cfg.beta_quota_pages = 100;
+  Core core(cfg);
+  auto make = [&](TenantId t, const RetentionPolicy& p) {
+    return *core.table->Create({t, core.Lease(t), core.pool.get(), 1000, p});
+  };
+  const SequenceId beta = make(1, Scissorhands({40, 8, 2, 0, 0}, 1));
+  const SequenceId alpha = make(0, Scissorhands({40, 8, 2, 0, 0}, 1));
+  const SequenceId full = make(0, RetentionPolicy{});
+  ASSERT_TRUE(core.table->Reserve(beta, 1, 40).ok());   // 20 pages
+  ASSERT_TRUE(core.table->Reserve(alpha, 0, 40).ok());  // 20 pages
+  ASSERT_TRUE(core.table->Reserve(full, 0, 30).ok());   // 15 pages: 55 used, under 57
+  EXPECT_TRUE(core.table->Describe(beta, Caller::Admin(), false, false)->pressure_note.empty());
+  auto r = core.table->Reserve(full, 0, 10);            // +5 would pass the high-water mark
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto b = *core.table->Describe(beta, Caller::Admin(), false, true);
+  auto a = *core.table->Describe(alpha, Caller::Admin(), false, true);
+  EXPECT_EQ(b.heads[0].budget, 30u);      // a quarter off, weight 1 first
+  EXPECT_EQ(b.heads[0].live_slots, 30u);  // compressed now
+  EXPECT_EQ(b.epoch, 1u);
+  EXPECT_THAT(b.pressure_note, HasSubstr("budget 40 -> 30"));
+  EXPECT_THAT(b.pressure_note, HasSubstr("high-water 90%"));
+  EXPECT_EQ(a.heads[0].budget, 40u);      // the heavier tenant was not needed
+  EXPECT_TRUE(a.pressure_note.empty());
+  EXPECT_LE(core.pool->used_pages(), core.pool->high_water_pages());
+  EXPECT_TRUE(core.Check().ok()) << core.Check();
+}
+
 class WindowKvRetentionTest : public SequenceRetentionTest {
  protected:
   WindowKvRetentionTest() : SequenceRetentionTest(OneHead(2, 3)) {}
