@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -75,9 +76,12 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
   out->name = in.name();
   out->device = in.device().empty() ? "cpu" : in.device();
   if (out->device != "cpu") {
-    return FieldError(f + ".device",
-                      absl::StrCat("'", out->device,
-                                   "' is not available: this version serves 'cpu' pools only"));
+    int ordinal = -1;
+    if (!absl::StartsWith(out->device, "cuda:") ||
+        !absl::SimpleAtoi(absl::string_view(out->device).substr(5), &ordinal) || ordinal < 0) {
+      return FieldError(f + ".device", absl::StrCat("'", out->device, "' is not 'cpu' or 'cuda:N'"));
+    }
+    out->cuda_ordinal = ordinal;
   }
   if (!in.has_layout()) return FieldError(f + ".layout", "is required");
   if (absl::Status s = ValidateLayout(in.layout(), f + ".layout", &out->layout); !s.ok()) return s;

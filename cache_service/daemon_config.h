@@ -21,7 +21,8 @@ class DaemonConfig;
 
 struct PoolSpec {
   std::string name;
-  std::string device;  // "cpu"
+  std::string device;     // "cpu" or "cuda:N"
+  int cuda_ordinal = -1;  // N for "cuda:N", -1 for cpu
   KvLayout layout;
   uint32_t chunk_pages = 0;
   uint32_t num_chunks = 0;

@@ -72,7 +72,17 @@ int Run(const Flags& flags) {
   for (const PoolSpec& spec : settings->pools) {
     PagePoolOptions opts;
     opts.name = spec.name;
-    opts.device = spec.device;
+    if (spec.cuda_ordinal < 0) {
+      opts.device = CpuPoolDevice();
+    } else {
+      absl::StatusOr<std::shared_ptr<PoolDevice>> device = CudaPoolDevice(spec.cuda_ordinal);
+      if (!device.ok()) {
+        std::fprintf(stderr, "kvwardend: pool '%s': %s\n", spec.name.c_str(),
+                     std::string(device.status().message()).c_str());
+        return 1;
+      }
+      opts.device = *std::move(device);
+    }
     opts.layout = spec.layout;
     opts.chunk_pages = spec.chunk_pages;
     opts.num_chunks = spec.num_chunks;

@@ -12,10 +12,12 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(PagePoolOptions optio
   if (options.chunk_pages == 0 || options.num_chunks == 0) {
     return absl::InvalidArgumentError("pool needs at least one chunk of at least one page");
   }
+  if (options.device == nullptr) options.device = CpuPoolDevice();
   if (!options.chunk_factory) {
     const std::string pool_name = options.name;
-    options.chunk_factory = [pool_name](size_t bytes, size_t index) {
-      return CreateMemfdChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
+    std::shared_ptr<PoolDevice> device = options.device;
+    options.chunk_factory = [pool_name, device](size_t bytes, size_t index) {
+      return device->NewChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
     };
   }
   std::unique_ptr<PagePool> pool(new PagePool(std::move(options)));

@@ -29,19 +29,21 @@
 #include "cache_service/chunk_memory.h"
 #include "cache_service/ids.h"
 #include "cache_service/kv_layout.h"
+#include "cache_service/pool_device.h"
 
 namespace kvwarden {
 
 struct PagePoolOptions {
   std::string name;
-  std::string device = "cpu";
+  // Where the pages live and how bytes move in and out of them (default: cpu).
+  std::shared_ptr<PoolDevice> device;
   KvLayout layout;
   uint32_t chunk_pages = 0;  // pages per chunk, >= 1
   uint32_t num_chunks = 0;   // >= 1
   // Above this share of capacity, compressible sequences get tighter budgets before any
   // reservation is refused. 100 turns that off.
   uint32_t high_water_percent = 90;
-  // Default: memfd chunks named "kvwarden:<pool>:<index>".
+  // Default: the device's chunks (memfd on cpu) named "kvwarden:<pool>:<index>".
   ChunkFactory chunk_factory;
   // Called (outside the pool's lock) when pages of `tenant` return to the pool.
   std::function<void(TenantId tenant, uint64_t pages, uint64_t page_bytes)> on_pages_freed;
@@ -71,7 +73,8 @@ class PagePool {
   PagePool& operator=(const PagePool&) = delete;
 
   const std::string& name() const { return options_.name; }
-  const std::string& device() const { return options_.device; }
+  std::string device() const { return options_.device->name(); }
+  PoolDevice& device_ops() const { return *options_.device; }
   const KvLayout& layout() const { return options_.layout; }
   size_t page_bytes() const { return page_bytes_; }
   uint32_t chunk_pages() const { return options_.chunk_pages; }

@@ -110,8 +110,12 @@ void SequenceTable::CompactLayerLocked(Sequence& seq, uint32_t layer,
     offsets.push_back(static_cast<uint32_t>(flat.size()));
     extent = std::max<uint32_t>(extent, kept[h].size());
   }
-  kernels::CompactLayerCpu({l.geometry(), ptrs.data(), static_cast<uint32_t>(ptrs.size())},
-                           offsets.data(), flat.data());
+  if (absl::Status s = seq.pool->device_ops().Compact(l.geometry(), ptrs, offsets, flat); !s.ok()) {
+    // Only a device failure gets here; the slot maps are left as they were, so reads
+    // stay consistent with the (unmoved) bytes.
+    LogWarning("sequence %d layer %u: compaction failed: %s", seq.id, layer, s.ToString());
+    return;
+  }
   const uint32_t words = kernels::ScissorhandsWords(seq.policy.scissorhands.window);
   for (uint32_t h = 0; h < heads; ++h) {
     const size_t lh = size_t{layer} * heads + h;

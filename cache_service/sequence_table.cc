@@ -26,7 +26,6 @@ struct LayerCopyPlan {
   std::vector<uint8_t*> page_ptrs;
   std::vector<uint32_t> begin;
   std::vector<uint32_t> count;
-  kernels::PagedLayerView view;
 };
 
 LayerCopyPlan PlanCopy(const Sequence& seq, uint32_t layer, absl::Span<const uint32_t> begin,
@@ -45,8 +44,6 @@ LayerCopyPlan PlanCopy(const Sequence& seq, uint32_t layer, absl::Span<const uin
     plan.begin.push_back(count[h] == 0 ? 0 : begin[h] - lo * pt);
     plan.count.push_back(count[h]);
   }
-  plan.view = kernels::PagedLayerView{seq.layout().geometry(), plan.page_ptrs.data(),
-                                      static_cast<uint32_t>(plan.page_ptrs.size())};
   return plan;
 }
 
@@ -254,11 +251,8 @@ absl::Status SequenceTable::WriteKv(SequenceId id, TenantId tenant, uint32_t lay
   // The copy only reads from k and v in this direction.
   auto* kd = reinterpret_cast<uint8_t*>(const_cast<char*>(k.data()));
   auto* vd = reinterpret_cast<uint8_t*>(const_cast<char*>(v.data()));
-  if (kernels::CopyKvCpu(plan.view, {plan.begin.data(), plan.count.data()},
-                         kernels::CopyDirection::kDenseToPages, kd, vd) != kernels::KernelStatus::kOk) {
-    return absl::InternalError("copy kernel refused a validated range");
-  }
-  return absl::OkStatus();
+  return seq.pool->device_ops().CopyKv(l.geometry(), plan.page_ptrs, plan.begin, plan.count,
+                                       kernels::CopyDirection::kDenseToPages, kd, vd);
 }
 
 absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& caller,
@@ -307,11 +301,11 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& calle
   out.v.resize(total * l.token_bytes());
   if (total == 0) return out;
   LayerCopyPlan plan = PlanCopy(seq, layer, begin, out.head_live_counts);
-  if (kernels::CopyKvCpu(plan.view, {plan.begin.data(), plan.count.data()},
-                         kernels::CopyDirection::kPagesToDense,
-                         reinterpret_cast<uint8_t*>(out.k.data()),
-                         reinterpret_cast<uint8_t*>(out.v.data())) != kernels::KernelStatus::kOk) {
-    return absl::InternalError("copy kernel refused a validated range");
+  if (absl::Status s = seq.pool->device_ops().CopyKv(
+          l.geometry(), plan.page_ptrs, plan.begin, plan.count, kernels::CopyDirection::kPagesToDense,
+          reinterpret_cast<uint8_t*>(out.k.data()), reinterpret_cast<uint8_t*>(out.v.data()));
+      !s.ok()) {
+    return s;
   }
   return out;
 }
@@ -368,7 +362,13 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->pages = parent.pages;
     for (size_t i = 0; i < copy_list.size(); ++i) {
       PageId& page = child->pages[copy_list[i].first][copy_list[i].second];
-      std::memcpy(pool.PageData(fresh[i]), pool.PageData(page), pool.page_bytes());
+      if (absl::Status s = pool.device_ops().CopyPage(pool.PageData(fresh[i]), pool.PageData(page),
+                                                       pool.page_bytes());
+          !s.ok()) {
+        // Device failure mid-fork: give the fresh pages back; the parent is untouched.
+        pool.Unref(fresh);
+        return s;
+      }
       page = fresh[i];
     }
     std::vector<PageId> shared;

@@ -3,6 +3,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/copy_kv.h"
 #include "kvwarden/client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_config.h"
@@ -15,6 +16,11 @@ using testing::BinPath;
 using testing::CommandResult;
 using testing::DaemonProcess;
 using testing::RunCommand;
+
+void ExpectOneLineStatic(const std::string& err) {
+  ASSERT_FALSE(err.empty());
+  EXPECT_EQ(err.find('\n'), err.size() - 1) << err;
+}
 
 class KvwctlTest : public ::testing::Test {
  protected:
@@ -119,6 +125,26 @@ TEST_F(KvwctlTest, ExitCodesAndOneLineErrors) {
   EXPECT_EQ(Ctl({"frobnicate"}).exit_code, 2);
   EXPECT_EQ(Ctl({}).exit_code, 2);
   EXPECT_EQ(Ctl({"--help"}).exit_code, 0);
+}
+
+TEST(KvwardendCliTest, CudaPoolWithoutADeviceRefusesToStart) {
+  if (kernels::CudaDeviceAvailable()) GTEST_SKIP() << "a CUDA device is visible";
+  testing::TempDir dir;
+  const std::string cfg = dir.Write("gpu.textproto", R"pb(
+    admin_token: "a"
+    pools {
+      name: "gpu"
+      device: "cuda:0"
+      layout { num_layers: 1 num_kv_heads: 1 head_dim: 8 dtype: DTYPE_FP16 page_tokens: 16 }
+      capacity_pages: 256
+      chunk_bytes: 65536
+    }
+    tenants { name: "t" token: "t" quota_pages: 8 }
+  )pb");
+  CommandResult r = RunCommand({BinPath("kvwardend"), "--config=" + cfg, "--listen=127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("kvwardend: pool 'gpu': cuda:0"));
+  ExpectOneLineStatic(r.err);
 }
 
 TEST(KvwardendCliTest, BadConfigExitsTwoWithFileFieldReason) {

@@ -20,6 +20,7 @@ struct CoreConfig {
   uint32_t num_chunks = 8;
   uint64_t alpha_quota_pages = 1000;
   uint64_t beta_quota_pages = 16;
+  std::shared_ptr<PoolDevice> device;  // default cpu
 };
 
 class Core {
@@ -33,6 +34,7 @@ class Core {
     opts.layout = cfg.layout;
     opts.chunk_pages = cfg.chunk_pages;
     opts.num_chunks = cfg.num_chunks;
+    opts.device = cfg.device;
     opts.on_pages_freed = [this](TenantId t, uint64_t pages, uint64_t page_bytes) {
       ledger.Refund(t, pages, page_bytes);
     };

@@ -1,0 +1,165 @@
+// The cuda:N pool device: cudaMalloc'd chunks, CUDA copy and compaction kernels, host
+// bytes staged through device buffers. Compiled only when the build has CUDA
+// (KVW_HAVE_CUDA); otherwise CudaPoolDevice says the build has none.
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "cache_service/pool_device.h"
+#include "kernels/compaction.h"
+
+#if defined(KVW_HAVE_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+namespace kvwarden {
+
+#if defined(KVW_HAVE_CUDA)
+namespace {
+
+absl::Status CudaError(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
+}
+
+// Device memory with RAII; moves only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  absl::Status Allocate(size_t bytes) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    return CudaError(cudaMalloc(&ptr_, bytes ? bytes : 1), "cudaMalloc");
+  }
+  absl::Status Upload(const void* src, size_t bytes) {
+    if (absl::Status s = Allocate(bytes); !s.ok()) return s;
+    return CudaError(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+class CudaChunk final : public ChunkMemory {
+ public:
+  CudaChunk(int ordinal, uint8_t* data, size_t size) : ordinal_(ordinal), data_(data), size_(size) {}
+  ~CudaChunk() override {
+    cudaSetDevice(ordinal_);
+    cudaFree(data_);
+  }
+  uint8_t* data() const override { return data_; }
+  size_t size() const override { return size_; }
+  absl::Status Scrub() override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemset(data_, 0, size_), "cudaMemset");
+  }
+
+ private:
+  const int ordinal_;
+  uint8_t* const data_;
+  const size_t size_;
+};
+
+class CudaDevice final : public PoolDevice {
+ public:
+  explicit CudaDevice(int ordinal) : ordinal_(ordinal) {}
+  std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
+
+  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string&, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    void* p = nullptr;
+    if (absl::Status s = CudaError(cudaMalloc(&p, bytes), "cudaMalloc chunk"); !s.ok()) return s;
+    if (absl::Status s = CudaError(cudaMemset(p, 0, bytes), "cudaMemset chunk"); !s.ok()) {
+      cudaFree(p);
+      return s;
+    }
+    return std::unique_ptr<ChunkMemory>(new CudaChunk(ordinal_, static_cast<uint8_t*>(p), bytes));
+  }
+
+  absl::Status CopyKv(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
+                      const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
+                      kernels::CopyDirection direction, uint8_t* k_host, uint8_t* v_host) override {
+    size_t slots = 0;
+    for (uint32_t c : count) slots += c;
+    const size_t bytes = slots * geometry.token_bytes();
+    absl::MutexLock lock(&mu_);  // one staging sequence at a time on this device
+    cudaSetDevice(ordinal_);
+    DeviceBuffer d_pages, d_begin, d_count, d_k, d_v;
+    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
+    if (s.ok()) s = d_begin.Upload(begin.data(), begin.size() * 4);
+    if (s.ok()) s = d_count.Upload(count.data(), count.size() * 4);
+    const bool to_pages = direction == kernels::CopyDirection::kDenseToPages;
+    if (s.ok()) s = to_pages ? d_k.Upload(k_host, bytes) : d_k.Allocate(bytes);
+    if (s.ok()) s = to_pages ? d_v.Upload(v_host, bytes) : d_v.Allocate(bytes);
+    if (!s.ok()) return s;
+    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
+    if (kernels::CopyKvCuda(view, {d_begin.as<uint32_t>(), d_count.as<uint32_t>()}, direction,
+                            d_k.as<uint8_t>(), d_v.as<uint8_t>(), nullptr) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("CUDA copy kernel refused its arguments");
+    }
+    if (s = CudaError(cudaDeviceSynchronize(), "copy kernel"); !s.ok()) return s;
+    if (!to_pages) {
+      s = CudaError(cudaMemcpy(k_host, d_k.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+      if (s.ok()) s = CudaError(cudaMemcpy(v_host, d_v.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    }
+    return s;
+  }
+
+  absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
+                       const std::vector<uint32_t>& kept_offsets, const std::vector<uint32_t>& kept_slots) override {
+    absl::MutexLock lock(&mu_);
+    cudaSetDevice(ordinal_);
+    DeviceBuffer d_pages, d_offsets, d_kept, scratch;
+    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
+    if (s.ok()) s = d_offsets.Upload(kept_offsets.data(), kept_offsets.size() * 4);
+    if (s.ok()) s = d_kept.Upload(kept_slots.data(), kept_slots.size() * 4);
+    if (s.ok()) s = scratch.Allocate(2 * kept_slots.size() * geometry.token_bytes());
+    if (!s.ok()) return s;
+    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
+    if (kernels::CompactLayerCuda(view, d_offsets.as<uint32_t>(), d_kept.as<uint32_t>(),
+                                  static_cast<uint32_t>(kept_slots.size()), scratch.as<uint8_t>(),
+                                  nullptr) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("CUDA compaction kernel refused its arguments");
+    }
+    return CudaError(cudaDeviceSynchronize(), "compaction kernel");
+  }
+
+  absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
+  }
+
+ private:
+  const int ordinal_;
+  absl::Mutex mu_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<PoolDevice>> CudaPoolDevice(int ordinal) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    n = 0;  // no driver: no devices
+  }
+  if (ordinal < 0 || ordinal >= n) {
+    return absl::UnavailableError(absl::StrCat("cuda:", ordinal, " is not visible (", n, " CUDA devices)"));
+  }
+  return std::shared_ptr<PoolDevice>(std::make_shared<CudaDevice>(ordinal));
+}
+
+#else
+
+absl::StatusOr<std::shared_ptr<PoolDevice>> CudaPoolDevice(int ordinal) {
+  return absl::UnavailableError(absl::StrCat("cuda:", ordinal, ": this build has no CUDA support"));
+}
+
+#endif
+
+}  // namespace kvwarden
