@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(PagePoolOptions optio
     for (uint32_t i = pool->options_.chunk_pages; i > 0; --i) chunk.free_slots.push_back(i - 1);
   }
   for (uint32_t c = pool->options_.num_chunks; c > 0; --c) pool->unowned_chunks_.push_back(c - 1);
+  pool->free_pages_ = pool->capacity_pages();
   return pool;
 }
 
@@ -54,11 +55,7 @@ void PagePool::RemoveOpen(TenantChunks& t, std::vector<Chunk>& chunks, uint32_t 
   chunks[c].open_index = -1;
 }
 
-uint64_t PagePool::FreePagesLocked() const {
-  uint64_t free = 0;
-  for (const Chunk& c : chunks_) free += c.free_slots.size();
-  return free;
-}
+uint64_t PagePool::FreePagesLocked() const { return free_pages_; }
 
 absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   if (unowned_chunks_.empty()) {
@@ -124,6 +121,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
     if (chunk.free_slots.empty()) RemoveOpen(*t, chunks_, c);
     const PageId page = c * options_.chunk_pages + slot;
     pages_[page].refs = 1;
+    --free_pages_;
     ++t->pages;
     --t->free_pages;
     out->push_back(page);
@@ -137,6 +135,7 @@ void PagePool::FreePageLocked(PageId page, FreedPages* freed) {
   const TenantId owner = chunk.owner;
   TenantChunks& t = tenants_[owner];
   chunk.free_slots.push_back(page % options_.chunk_pages);
+  ++free_pages_;
   --t.pages;
   ++t.free_pages;
   if (freed->empty() || freed->back().first != owner) freed->emplace_back(owner, 0);
@@ -272,6 +271,11 @@ absl::Status PagePool::CheckInvariants() const {
   }
   if (unowned != unowned_chunks_.size()) {
     return absl::InternalError("unowned chunk list out of step");
+  }
+  uint64_t free_recount = 0;
+  for (const Chunk& c : chunks_) free_recount += c.free_slots.size();
+  if (free_recount != free_pages_) {
+    return absl::InternalError(absl::StrFormat("free page count %d, free lists hold %d", free_pages_, free_recount));
   }
   for (PageId p = 0; p < pages_.size(); ++p) {
     const bool in_use = pages_[p].refs > 0 || pages_[p].pins > 0;

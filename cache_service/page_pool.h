@@ -146,6 +146,7 @@ class PagePool {
   std::vector<Chunk> chunks_;
   std::vector<PageMeta> pages_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unowned_chunks_ ABSL_GUARDED_BY(mu_);
+  uint64_t free_pages_ ABSL_GUARDED_BY(mu_) = 0;  // on any free list
   absl::flat_hash_map<TenantId, TenantChunks> tenants_ ABSL_GUARDED_BY(mu_);
 };
 
