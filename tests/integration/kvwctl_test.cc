@@ -1,6 +1,8 @@
 // The real kvwctl against the real daemon: tables, --json, and the documented exit
 // codes with one readable line for each failure.
 
+#include <algorithm>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/copy_kv.h"
@@ -98,6 +100,12 @@ TEST_F(KvwctlTest, SequencesAndShow) {
   EXPECT_THAT(r.out, HasSubstr("tokens     10 of max 100   epoch 0   pages 12"));
   EXPECT_THAT(r.out, HasSubstr("H0 live/budget"));
   EXPECT_THAT(r.out, HasSubstr("3      3      10/100"));  // layer 3: 3 pages, head 0: 10 of 100
+  r = Ctl({"seq", "watch", std::to_string(seq_id_), "--count=2", "--interval-ms=10"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  size_t shows = 0;
+  for (size_t at = 0; (at = r.out.find("policy     full", at)) != std::string::npos; ++at) ++shows;
+  EXPECT_EQ(shows, 2u) << r.out;
+  EXPECT_EQ(Ctl({"seq", "watch", "99999", "--count=1"}).exit_code, 1);
   r = Ctl({"--json", "seq", "show", std::to_string(seq_id_)});
   EXPECT_THAT(r.out, HasSubstr("\"live_slots\": 10"));
   EXPECT_THAT(r.out, HasSubstr("\"budget\": 100"));
