@@ -159,6 +159,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
     for (const auto& pages : r->layer_pages) {
       resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
     }
+    resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
     return absl::OkStatus();
   });
 }

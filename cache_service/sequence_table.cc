@@ -181,6 +181,8 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   r.first_page_offset = r.first_slot % pt;
   r.epoch = seq.epoch;
   r.layer_pages.resize(l.num_layers);
+  std::vector<uint32_t> first_slots;
+  bool uneven = false;
   size_t next = 0;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     auto& table = seq.pages[layer];
@@ -191,11 +193,14 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
                                 table.begin() + CeilDiv(uint64_t{first} + num_tokens, pt));
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
       const size_t lh = size_t{layer} * l.num_kv_heads + h;
+      first_slots.push_back(seq.slots[lh].size());
+      uneven = uneven || first_slots.back() != r.first_slot;
       seq.slots[lh].Append(seq.num_tokens, num_tokens);
       seq.EnsureHistoryStride(seq.slots[lh].size());  // new slots' bits are zero
     }
   }
   seq.num_tokens += num_tokens;
+  if (uneven) r.first_slots = std::move(first_slots);
   return r;
 }
 

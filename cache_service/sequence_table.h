@@ -84,8 +84,9 @@ struct ReserveResult {
   uint32_t num_tokens = 0;
   uint32_t first_slot = 0;
   uint32_t first_page_offset = 0;
-  std::vector<std::vector<PageId>> layer_pages;  // pages covering the new slots
+  std::vector<std::vector<PageId>> layer_pages;  // pages covering head 0's new slots
   uint64_t epoch = 0;
+  std::vector<uint32_t> first_slots;  // per (layer, head), only when heads differ
 };
 
 struct ForkResult {

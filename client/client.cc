@@ -214,6 +214,7 @@ absl::StatusOr<Reservation> Client::ReserveSlots(uint64_t sequence_id, uint32_t 
   for (const v1::LayerPages& l : resp.layers()) {
     r.layer_pages.emplace_back(l.page_ids().begin(), l.page_ids().end());
   }
+  r.first_slots.assign(resp.first_slots().begin(), resp.first_slots().end());
   return r;
 }
 

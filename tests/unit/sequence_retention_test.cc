@@ -138,6 +138,30 @@ TEST_F(SequenceRetentionTest, LaterStepsOfABatchAreRemappedThroughACompaction) {
   EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);
 }
 
+TEST(UnevenHeadsTest, ReserveReportsEveryHeadsFirstSlotOnceLayersDiffer) {
+  CoreConfig cfg = OneHead(2, 2);
+  cfg.layout.num_kv_heads = 2;
+  Core core(cfg);
+  RetentionPolicy policy = Scissorhands({4, 4, 1, 1, 0}, 2);
+  policy.layer_budgets = {4, 3};  // layer 1 keeps fewer
+  const SequenceId id = *core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 100, policy});
+  auto first = core.table->Reserve(id, kAlpha, 5);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(first->first_slots.empty());
+  StatsBatch b;
+  DecodeStepStats step;
+  for (uint32_t layer = 0; layer < 2; ++layer) {
+    for (uint32_t h = 0; h < 2; ++h) step.heads.push_back({layer, h, 5, {0}, {}});
+  }
+  b.steps.push_back(step);
+  ASSERT_TRUE(core.table->ApplyStats(id, kAlpha, b).ok());
+  auto next = core.table->Reserve(id, kAlpha, 1);
+  ASSERT_TRUE(next.ok());
+  EXPECT_THAT(next->first_slots, ElementsAre(4, 4, 3, 3));
+  EXPECT_EQ(next->first_slot, 4u);
+  EXPECT_TRUE(core.Check().ok()) << core.Check();
+}
+
 TEST_F(SequenceRetentionTest, StatsValidationRefusesAndAppliesNothing) {
   kernels::ScissorhandsParams p{4, 3, 1, 2, 0};
   SequenceId id = Create(Scissorhands(p, 1));

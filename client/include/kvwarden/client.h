@@ -134,8 +134,11 @@ struct Reservation {
   uint32_t num_tokens = 0;
   uint32_t first_slot = 0;
   uint32_t first_page_offset = 0;
-  std::vector<std::vector<uint32_t>> layer_pages;  // [layer] pages holding the new slots
+  std::vector<std::vector<uint32_t>> layer_pages;  // [layer] pages holding head 0's new slots
   uint64_t epoch = 0;
+  // After per-head eviction: the first new slot of every (layer, head); else empty and
+  // first_slot holds for every head.
+  std::vector<uint32_t> first_slots;
 };
 
 struct Fork {
