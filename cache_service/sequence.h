@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,16 @@ struct Sequence {
   std::vector<std::vector<uint32_t>> history ABSL_GUARDED_BY(mu);
   uint32_t history_stride ABSL_GUARDED_BY(mu) = 0;
   uint64_t decode_steps ABSL_GUARDED_BY(mu) = 0;
+  // The last retention change as a slot map, so statistics computed one epoch back can be
+  // remapped: for each (layer, head) it changed, the live count before and the kept
+  // slots. Valid for the step from epoch map_epoch - 1 to map_epoch.
+  struct SlotRemap {
+    uint32_t old_size = 0;
+    std::vector<uint32_t> kept;
+  };
+  std::vector<std::optional<SlotRemap>> last_remap ABSL_GUARDED_BY(mu);  // [layer * heads + head]
+  uint64_t remap_epoch ABSL_GUARDED_BY(mu) = 0;  // 0: none
+
   // Memory pressure: a cap on every layer's budget (0 = none) and why it was set.
   uint32_t pressure_budget ABSL_GUARDED_BY(mu) = 0;
   std::string pressure_note ABSL_GUARDED_BY(mu);

@@ -30,7 +30,9 @@ std::vector<uint32_t> KeptSlots(const std::vector<uint8_t>& keep) {
 }
 
 // Checks one decode step against the sequence as it is now; nothing is changed.
-absl::Status ValidateStep(const Sequence& seq, const DecodeStepStats& step, size_t index)
+// `live(lh)` is the live count of (layer, head) in the epoch the step refers to.
+template <typename LiveCount>
+absl::Status ValidateStep(const Sequence& seq, const DecodeStepStats& step, size_t index, LiveCount live_count)
     ABSL_SHARED_LOCKS_REQUIRED(seq.mu) {
   const KvLayout& l = seq.layout();
   std::vector<bool> seen(size_t{l.num_layers} * l.num_kv_heads, false);
@@ -43,7 +45,7 @@ absl::Status ValidateStep(const Sequence& seq, const DecodeStepStats& step, size
     const size_t lh = size_t{hs.layer} * l.num_kv_heads + hs.head;
     if (seen[lh]) return Invalid(absl::StrFormat("%s: layer %u head %u appears twice", at, hs.layer, hs.head));
     seen[lh] = true;
-    const uint32_t live = seq.slots[lh].size();
+    const uint32_t live = live_count(lh);
     if (hs.attended > live) {
       return Invalid(absl::StrFormat("%s: layer %u head %u attended %u slots, it has %u live", at,
                                      hs.layer, hs.head, hs.attended, live));
@@ -122,6 +124,11 @@ void SequenceTable::CompactLayerLocked(Sequence& seq, uint32_t layer,
     SlotMap& map = seq.slots[lh];
     const uint32_t n = map.size(), k = static_cast<uint32_t>(kept[h].size());
     if (k == n) continue;
+    if (seq.remap_epoch != seq.epoch + 1) {  // first change towards the next epoch
+      seq.last_remap.assign(seq.slots.size(), std::nullopt);
+      seq.remap_epoch = seq.epoch + 1;
+    }
+    seq.last_remap[lh] = Sequence::SlotRemap{n, kept[h]};
     HeadChange change{layer, h, k, {}};
     for (uint32_t j = 0, i = 0; j < n; ++j) {
       if (i < k && kept[h][i] == j) {
@@ -360,7 +367,9 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
   if (batch.steps.empty() && batch.window_scores.empty()) {
     return Invalid("the message carries no steps and no window scores");
   }
-  if (batch.epoch != seq.epoch) {
+  // One epoch back is remapped through the last change's slot map; older is refused.
+  const bool one_back = batch.epoch + 1 == seq.epoch && seq.remap_epoch == seq.epoch;
+  if (batch.epoch != seq.epoch && !one_back) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "epoch: statistics for epoch %d, sequence %d is at epoch %d; recompute against the new slots",
         batch.epoch, id, seq.epoch));
@@ -373,8 +382,35 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
     return absl::FailedPreconditionError(absl::StrFormat(
         "window_scores: sequence %d has policy %s, not windowkv", id, seq.policy.Name()));
   }
+  if (one_back && !batch.window_scores.empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "epoch: window scores for epoch %d, sequence %d is at epoch %d", batch.epoch, id, seq.epoch));
+  }
+  auto live_now = [&](size_t lh) ABSL_NO_THREAD_SAFETY_ANALYSIS { return seq.slots[lh].size(); };
+  auto live_before = [&](size_t lh) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return seq.last_remap[lh] ? seq.last_remap[lh]->old_size : seq.slots[lh].size();
+  };
   for (size_t s = 0; s < batch.steps.size(); ++s) {
-    if (absl::Status st = ValidateStep(seq, batch.steps[s], s); !st.ok()) return st;
+    absl::Status st = one_back ? ValidateStep(seq, batch.steps[s], s, live_before)
+                               : ValidateStep(seq, batch.steps[s], s, live_now);
+    if (!st.ok()) return st;
+  }
+  if (one_back) {
+    const uint32_t heads = seq.layout().num_kv_heads;
+    for (DecodeStepStats& step : batch.steps) {
+      for (HeadStepStats& hs : step.heads) {
+        const auto& remap = seq.last_remap[size_t{hs.layer} * heads + hs.head];
+        if (!remap) continue;
+        if (!hs.dense.empty()) {  // threshold against the row as the worker saw it
+          const float threshold = seq.policy.threshold_scale / static_cast<float>(hs.attended);
+          for (uint32_t j = 0; j < hs.dense.size(); ++j) {
+            if (!(hs.dense[j] < threshold)) hs.listed.push_back(j);
+          }
+          hs.dense.clear();
+        }
+        RemapThroughCompaction(hs, remap->kept);
+      }
+    }
   }
   RetentionResult result;
   absl::Status applied = batch.steps.empty() ? ApplyWindowScores(seq, batch.window_scores, &result)

@@ -138,6 +138,36 @@ TEST_F(SequenceRetentionTest, LaterStepsOfABatchAreRemappedThroughACompaction) {
   EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);
 }
 
+TEST_F(SequenceRetentionTest, StatsOneEpochBackAreRemappedOlderAreRefused) {
+  SequenceId id = Create(Scissorhands({4, 4, 1, 2, 0}, 1));
+  ReserveAndWrite(id, 5);
+  auto send = [&](uint64_t epoch, std::vector<uint32_t> listed, uint32_t attended = 5) {
+    StatsBatch b;
+    b.epoch = epoch;
+    b.steps.push_back({{HeadStepStats{0, 0, attended, std::move(listed), {}}}});
+    return core_.table->ApplyStats(id, kAlpha, b);
+  };
+  auto first = send(0, {0, 4});  // evicts slots 1, 2 -> epoch 1, live positions 0, 3, 4
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->epoch, 1u);
+  // Validated against epoch 0's five slots, not today's three.
+  EXPECT_EQ(send(0, {5}).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(send(0, {}, 6).status().code(), absl::StatusCode::kInvalidArgument);
+  // Old slot 3 is today's slot 1: the step lands on the right slots.
+  auto late = send(0, {3});
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_EQ(late->steps_applied, 1u);
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  EXPECT_EQ(snap->decode_steps, 2u);
+  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);  // positions 0 and 4 low once more, 3 not
+  EXPECT_EQ(snap->heads[0].low_max, 1u);
+  // Move on two epochs: epoch 0 is now too old.
+  ReserveAndWrite(id, 2);  // 5 live > 4
+  ASSERT_TRUE(send(1, {0}, 5).ok());
+  ASSERT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 2u);
+  EXPECT_EQ(send(0, {0}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(UnevenHeadsTest, ReserveReportsEveryHeadsFirstSlotOnceLayersDiffer) {
   CoreConfig cfg = OneHead(2, 2);
   cfg.layout.num_kv_heads = 2;
