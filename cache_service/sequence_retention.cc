@@ -77,6 +77,30 @@ absl::Status ValidateStep(const Sequence& seq, const DecodeStepStats& step, size
   return absl::OkStatus();
 }
 
+// Dense mode: turns each full row into the sparse list (attention >= scale / attended), with
+// `attended` the slots the worker's step saw, exactly as a worker would before sending.
+void ListDenseRows(std::vector<DecodeStepStats>& steps, float threshold_scale) {
+  for (DecodeStepStats& step : steps) {
+    for (HeadStepStats& hs : step.heads) {
+      if (hs.dense.empty()) continue;
+      const float threshold = threshold_scale / static_cast<float>(hs.attended);
+      for (uint32_t j = 0; j < hs.dense.size(); ++j) {
+        if (!(hs.dense[j] < threshold)) hs.listed.push_back(j);
+      }
+      hs.dense.clear();
+    }
+  }
+}
+
+// Slots a streaming head of `n` live slots keeps: the same rule as the kernels'.
+std::vector<uint32_t> StreamingKept(uint32_t n, kernels::StreamingParams p) {
+  std::vector<uint32_t> kept;
+  for (uint32_t j = 0; j < n; ++j) {
+    if (kernels::StreamingKeeps(j, n, p)) kept.push_back(j);
+  }
+  return kept;
+}
+
 // Rewrites a later step's slot ids of (layer, head) after that head kept `kept`.
 void RemapThroughCompaction(HeadStepStats& hs, const std::vector<uint32_t>& kept) {
   auto new_index = [&](uint32_t old) -> int64_t {
@@ -87,13 +111,8 @@ void RemapThroughCompaction(HeadStepStats& hs, const std::vector<uint32_t>& kept
   for (uint32_t id : hs.listed) {
     if (int64_t n = new_index(id); n >= 0) listed.push_back(static_cast<uint32_t>(n));
   }
-  std::vector<float> dense;
-  for (uint32_t j = 0; j < hs.dense.size(); ++j) {
-    if (new_index(j) >= 0) dense.push_back(hs.dense[j]);
-  }
   hs.attended = static_cast<uint32_t>(std::lower_bound(kept.begin(), kept.end(), hs.attended) - kept.begin());
   hs.listed = std::move(listed);
-  hs.dense = std::move(dense);
 }
 
 }  // namespace
@@ -168,12 +187,6 @@ absl::Status SequenceTable::ApplyDecodeSteps(Sequence& seq, std::vector<DecodeSt
     // Record the step in every head's ring.
     for (HeadStepStats& hs : steps[s].heads) {
       const size_t lh = size_t{hs.layer} * heads + hs.head;
-      if (!hs.dense.empty()) {  // dense mode: threshold here, exactly like a worker would
-        const float threshold = policy.threshold_scale / static_cast<float>(hs.attended);
-        for (uint32_t j = 0; j < hs.dense.size(); ++j) {
-          if (!(hs.dense[j] < threshold)) hs.listed.push_back(j);
-        }
-      }
       const uint32_t offsets[2] = {0, seq.slots[lh].size()};
       const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(hs.listed.size())};
       if (kernels::ScissorhandsRecordStepCpu({1, offsets}, seq.History(lh), seq.decode_steps,
@@ -284,9 +297,9 @@ bool SequenceTable::EnforceBudgetLocked(Sequence& seq, RetentionResult* out) {
     for (uint32_t h = 0; h < heads; ++h) {
       const size_t lh = size_t{layer} * heads + h;
       const uint32_t n = seq.slots[lh].size();
-      std::vector<uint8_t> keep(n, 1);
-      const uint32_t offsets[2] = {0, n};
       if (seq.policy.kind == PolicyKind::kScissorhands) {
+        std::vector<uint8_t> keep(n, 1);
+        const uint32_t offsets[2] = {0, n};
         kernels::ScissorhandsParams p = seq.policy.scissorhands;
         p.budget = budget;
         // Squeezed exactly to the budget (n - B evictions), not by the drop amount m.
@@ -295,16 +308,31 @@ bool SequenceTable::EnforceBudgetLocked(Sequence& seq, RetentionResult* out) {
             kernels::KernelStatus::kOk) {
           continue;
         }
+        kept[h] = KeptSlots(keep);
       } else {
-        kernels::StreamingSelectCpu({1, offsets}, {budget, std::min(seq.policy.streaming.sinks, budget - 1)},
-                                    keep.data());
+        kept[h] = StreamingKept(n, {budget, std::min(seq.policy.streaming.sinks, budget - 1)});
       }
-      kept[h] = KeptSlots(keep);
     }
     CompactLayerLocked(seq, layer, kept, out);
     changed = true;
   }
   return changed;
+}
+
+void SequenceTable::MakeStreamingRoomLocked(Sequence& seq, uint32_t num_tokens) {
+  const KvLayout& l = seq.layout();
+  // Keep the sinks and the newest slots so that the new tokens fit the budget.
+  const kernels::StreamingParams room{seq.Budget(0) - num_tokens, seq.policy.streaming.sinks};
+  RetentionResult dropped;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    if (seq.LayerSlots(layer) <= room.budget) continue;
+    std::vector<std::vector<uint32_t>> kept(l.num_kv_heads);
+    for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
+      kept[h] = StreamingKept(seq.slots[size_t{layer} * l.num_kv_heads + h].size(), room);
+    }
+    CompactLayerLocked(seq, layer, kept, &dropped);
+  }
+  if (!dropped.changes.empty()) ++seq.epoch;
 }
 
 uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, SequenceId exclude) {
@@ -395,20 +423,13 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
                                : ValidateStep(seq, batch.steps[s], s, live_now);
     if (!st.ok()) return st;
   }
+  ListDenseRows(batch.steps, seq.policy.threshold_scale);
   if (one_back) {
     const uint32_t heads = seq.layout().num_kv_heads;
     for (DecodeStepStats& step : batch.steps) {
       for (HeadStepStats& hs : step.heads) {
         const auto& remap = seq.last_remap[size_t{hs.layer} * heads + hs.head];
-        if (!remap) continue;
-        if (!hs.dense.empty()) {  // threshold against the row as the worker saw it
-          const float threshold = seq.policy.threshold_scale / static_cast<float>(hs.attended);
-          for (uint32_t j = 0; j < hs.dense.size(); ++j) {
-            if (!(hs.dense[j] < threshold)) hs.listed.push_back(j);
-          }
-          hs.dense.clear();
-        }
-        RemapThroughCompaction(hs, remap->kept);
+        if (remap) RemapThroughCompaction(hs, remap->kept);
       }
     }
   }

@@ -158,22 +158,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     return s;
   }
   // Nothing can fail from here on.
-  if (streaming) {
-    RetentionResult dropped;
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      if (seq.LayerSlots(layer) + num_tokens <= sp.budget) continue;
-      std::vector<std::vector<uint32_t>> kept(l.num_kv_heads);
-      for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
-        const uint32_t n = seq.slots[layer * l.num_kv_heads + h].size();
-        const uint32_t keep_recent = kept_before(n) - std::min(sp.sinks, kept_before(n));
-        for (uint32_t j = 0; j < n; ++j) {
-          if (j < sp.sinks || j >= n - keep_recent) kept[h].push_back(j);
-        }
-      }
-      CompactLayerLocked(seq, layer, kept, &dropped);
-    }
-    if (!dropped.changes.empty()) ++seq.epoch;
-  }
+  if (streaming) MakeStreamingRoomLocked(seq, num_tokens);
   ReserveResult r;
   r.first_position = seq.num_tokens;
   r.num_tokens = num_tokens;

@@ -199,6 +199,8 @@ class SequenceTable {
                                 RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   absl::Status ApplyWindowScores(Sequence& seq, const std::vector<WindowScoresIn>& scores,
                                  RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  // Streaming: drops the oldest non-sink slots so `num_tokens` more fit the budget.
+  void MakeStreamingRoomLocked(Sequence& seq, uint32_t num_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   // Evicts down to Budget() in every layer where a head is over it (Scissorhands by low
   // count, streaming by age). Returns whether anything changed.
   bool EnforceBudgetLocked(Sequence& seq, RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);

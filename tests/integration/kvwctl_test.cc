@@ -49,10 +49,7 @@ class KvwctlTest : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     return RunCommand(argv);
   }
-  static void ExpectOneLine(const std::string& err) {
-    ASSERT_FALSE(err.empty());
-    EXPECT_EQ(err.find('\n'), err.size() - 1) << err;
-  }
+  static void ExpectOneLine(const std::string& err) { ExpectOneLineStatic(err); }
 
   static DaemonProcess* daemon_;
   static Client* client_;

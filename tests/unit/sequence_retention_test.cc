@@ -138,6 +138,22 @@ TEST_F(SequenceRetentionTest, LaterStepsOfABatchAreRemappedThroughACompaction) {
   EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);
 }
 
+TEST_F(SequenceRetentionTest, DenseRowsAreThresholdedAgainstTheSlotsTheWorkerAttended) {
+  // A later dense step of a batch is thresholded at 1/5 (the five slots the worker saw),
+  // not at 1/3 (the survivors of the first step's compaction).
+  SequenceId id = Create(Scissorhands({4, 4, 1, 2, 0}, 1));
+  ReserveAndWrite(id, 5);
+  StatsBatch b;
+  b.steps.push_back({{HeadStepStats{0, 0, 5, {0, 4}, {}}}});  // evicts slots 1, 2
+  b.steps.push_back({{HeadStepStats{0, 0, 5, {}, {.3f, .05f, .05f, .3f, .3f}}}});
+  ASSERT_TRUE(core_.table->ApplyStats(id, kAlpha, b).ok());
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  // Survivors: positions 0, 3, 4, all at or above 1/5 in step 2: only position 3's
+  // low step 1 remains.
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 3, 4));
+  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0 / 3);
+}
+
 TEST_F(SequenceRetentionTest, StatsOneEpochBackAreRemappedOlderAreRefused) {
   SequenceId id = Create(Scissorhands({4, 4, 1, 2, 0}, 1));
   ReserveAndWrite(id, 5);
