@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "cache_service/attach_server.h"
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
 #include "cache_service/proto_convert.h"
@@ -109,6 +110,52 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListWorkers(grpc::CallbackServerCont
       w->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(l.ttl)));
       w->set_expires_in_ms(absl::ToInt64Milliseconds(l.expires - now));
       w->set_sequences(seqs[l.id]);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListTransfers(grpc::CallbackServerContext* call,
+                                                          const v1::ListTransfersRequest*,
+                                                          v1::ListTransfersResponse* resp) {
+  return AdminCall(ctx_, call, [&] {
+    const absl::Time now = ctx_.leases->clock()->Now();
+    for (const TransferSnapshot& t : ctx_.table->ListTransfers(std::nullopt)) {
+      v1::TransferInfo* out = resp->add_transfers();
+      out->set_transfer_id(t.id);
+      out->set_tenant(ctx_.ledger->spec(t.tenant).name);
+      out->set_lease_id(t.lease);
+      out->set_sequence_id(t.sequence);
+      out->set_pool(t.pool);
+      out->set_mode(t.mode == TransferMode::kWrite ? "write" : "read");
+      out->set_layer_start(t.layer_start);
+      out->set_layer_count(t.layer_count);
+      out->set_first_page(t.first_page);
+      out->set_num_pages(t.num_pages);
+      out->set_pinned_pages(t.pinned_pages);
+      out->set_age_ms(absl::ToInt64Milliseconds(now - t.started));
+      out->set_expires_in_ms(absl::ToInt64Milliseconds(t.expires - now));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListAttachments(grpc::CallbackServerContext* call,
+                                                            const v1::ListAttachmentsRequest*,
+                                                            v1::ListAttachmentsResponse* resp) {
+  return AdminCall(ctx_, call, [&] {
+    if (ctx_.data_plane == nullptr || ctx_.data_plane->attach == nullptr) return absl::OkStatus();
+    const absl::Time now = absl::Now();
+    for (const AttachmentSnapshot& a : ctx_.data_plane->attach->List()) {
+      v1::AttachmentInfo* out = resp->add_attachments();
+      out->set_attachment_id(a.id);
+      out->set_tenant(ctx_.ledger->spec(a.tenant).name);
+      out->set_lease_id(a.lease);
+      out->set_pool(a.pool);
+      out->set_pid(a.pid);
+      out->set_writable(a.writable);
+      out->set_chunks(a.chunks);
+      out->set_age_ms(absl::ToInt64Milliseconds(now - a.since));
     }
     return absl::OkStatus();
   });

@@ -25,6 +25,12 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* call,
                                         const v1::ListWorkersRequest* req,
                                         v1::ListWorkersResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTransfers(grpc::CallbackServerContext* call,
+                                          const v1::ListTransfersRequest* req,
+                                          v1::ListTransfersResponse* resp) override;
+  grpc::ServerUnaryReactor* ListAttachments(grpc::CallbackServerContext* call,
+                                            const v1::ListAttachmentsRequest* req,
+                                            v1::ListAttachmentsResponse* resp) override;
 
  private:
   const ServiceContext ctx_;

@@ -20,8 +20,14 @@ class ChunkMemory {
   virtual size_t size() const = 0;
   // Drops the contents so the next owner reads zeros (and gives memory back).
   virtual absl::Status Scrub() = 0;
-  // A file descriptor mapping the chunk (memfd), or -1.
+  // Before the chunk goes to another tenant: the next owner reads zeros and nothing
+  // handed out for the previous owner (an fd, a mapping) reaches the new bytes. The
+  // address stays the same. Default: Scrub (memory that was never shared by handle).
+  virtual absl::Status Renew() { return Scrub(); }
+  // A file descriptor mapping the chunk (memfd), or -1. Changes on Renew.
   virtual int fd() const { return -1; }
+  // A CUDA IPC handle (cudaIpcMemHandle_t bytes) for a device chunk, or empty.
+  virtual std::string ipc_handle() const { return {}; }
 };
 
 using ChunkFactory =

@@ -183,6 +183,12 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
     }
     out->tenant_defaults.push_back(std::move(defaults));
   }
+  out->ucx = !in.data_plane().disable_ucx();
+  out->ucx_transports = in.data_plane().ucx_transports();
+  out->attach_socket = in.data_plane().attach_socket();
+  if (out->attach_socket.size() > 107) {
+    return FieldError("data_plane.attach_socket", "longer than a Unix socket path may be (107 bytes)");
+  }
   return ValidateLeases(in.leases(), out);
 }
 

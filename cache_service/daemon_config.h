@@ -48,6 +48,9 @@ struct DaemonSettings {
   std::vector<TenantDefaults> tenant_defaults;  // same order
   LeaseOptions leases;
   absl::Duration reap_interval = absl::Milliseconds(100);
+  bool ucx = true;
+  std::string ucx_transports;
+  std::string attach_socket;  // empty: attach off
 };
 
 inline constexpr uint64_t kDefaultChunkBytes = 64ull << 20;

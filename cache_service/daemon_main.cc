@@ -10,15 +10,20 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cache_service/admin_service.h"
+#include "cache_service/attach_server.h"
 #include "cache_service/control_service.h"
 #include "cache_service/daemon_config.h"
 #include "cache_service/lease_reaper.h"
 #include "cache_service/log.h"
+#include "cache_service/transfer_service.h"
+#include "cache_service/ucx_data_plane.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -30,7 +35,15 @@ struct Flags {
   std::string config;
   std::string listen;
   std::string ready_file;
+  std::optional<std::string> attach_socket;
 };
+
+// Random per start: lets clients tell a restarted daemon from a reconnect.
+std::string NewInstanceId() {
+  uint64_t bits[2] = {0, 0};
+  std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(bits), sizeof(bits));
+  return absl::StrFormat("%016x%016x", bits[0], bits[1] ^ static_cast<uint64_t>(getpid()));
+}
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
 bool WriteReadyFile(const std::string& path, const std::string& address) {
@@ -54,6 +67,7 @@ int Run(const Flags& flags) {
     return 2;
   }
   if (!flags.listen.empty()) settings->listen = flags.listen;
+  if (flags.attach_socket) settings->attach_socket = *flags.attach_socket;
   if (settings->listen.rfind(':') == std::string::npos) {
     std::fprintf(stderr, "kvwardend: --listen: '%s' is not HOST:PORT\n", settings->listen.c_str());
     return 2;
@@ -110,9 +124,41 @@ int Run(const Flags& flags) {
   PolicyDefaults policy_defaults;
   for (const PoolSpec& spec : settings->pools) policy_defaults.pools.push_back(spec.name);
   policy_defaults.tenants = settings->tenant_defaults;
-  ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, &policy_defaults, absl::Now()};
+  DataPlaneParts data_plane;
+  data_plane.instance_id = NewInstanceId();
+  std::unique_ptr<UcxDataPlane> ucx;
+  if (settings->ucx) {
+    absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
+        UcxDataPlane::Start({settings->ucx_transports});
+    if (!started.ok()) {
+      std::fprintf(stderr, "kvwardend: UCX data plane: %s\n",
+                   std::string(started.status().message()).c_str());
+      return 1;
+    }
+    ucx = *std::move(started);
+    data_plane.ucx = ucx.get();
+    LogInfo("UCX data plane up (UCX_TLS=%s)",
+            settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
+  }
+  std::unique_ptr<AttachServer> attach;
+  if (!settings->attach_socket.empty()) {
+    absl::StatusOr<std::unique_ptr<AttachServer>> started =
+        AttachServer::Start(settings->attach_socket, &pools, &auth, &leases);
+    if (!started.ok()) {
+      std::fprintf(stderr, "kvwardend: attach socket: %s\n",
+                   std::string(started.status().message()).c_str());
+      return 1;
+    }
+    attach = *std::move(started);
+    data_plane.attach = attach.get();
+    LogInfo("attach socket on %s", settings->attach_socket);
+  }
+
+  ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, &policy_defaults, absl::Now(),
+                     &data_plane};
   ControlServiceImpl control(ctx);
   AdminServiceImpl admin(ctx);
+  TransferServiceImpl transfer(ctx);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -121,6 +167,7 @@ int Run(const Flags& flags) {
   builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&control);
   builder.RegisterService(&admin);
+  builder.RegisterService(&transfer);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "kvwardend: cannot listen on %s\n", settings->listen.c_str());
@@ -158,6 +205,9 @@ int main(int argc, char** argv) {
                  "free port");
   app.add_option("--ready-file", flags.ready_file,
                  "Write the bound HOST:PORT to this file once serving (for scripts and tests)");
+  app.add_option("--attach-socket", flags.attach_socket,
+                 "Unix socket for same-host attach (chunk fds); overrides the config's "
+                 "data_plane.attach_socket. Empty turns attach off");
   app.footer(
       "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
       "2 bad flags or bad config.");

@@ -27,6 +27,9 @@ size_t LeaseReaper::ReapOnce(WorkerLeases& leases, SequenceTable& table) {
     LogInfo("lease %d (worker '%s', tenant %u) lapsed: released %d sequences", lease.id,
             lease.name, lease.tenant, n);
   }
+  if (const size_t ended = table.ExpireTransfers(); ended > 0) {
+    LogInfo("%d transfer leases expired: their pages are unpinned", ended);
+  }
   return released;
 }
 

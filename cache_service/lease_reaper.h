@@ -9,7 +9,8 @@
 
 namespace kvwarden {
 
-// Releases the sequences of lapsed worker leases, every `interval`, on one thread named
+// Releases the sequences of lapsed worker leases and ends expired transfer leases,
+// every `interval`, on one thread named
 // "kvw-lease-reap". Stops (and joins) on destruction.
 class LeaseReaper {
  public:

@@ -1,6 +1,11 @@
 #include "cache_service/page_pool.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -68,8 +73,9 @@ absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   const uint32_t c = unowned_chunks_.back();
   Chunk& chunk = chunks_[c];
   if (chunk.last_owner != kNoTenant && chunk.last_owner != tenant) {
-    // Never hand one tenant's bytes to another.
-    if (absl::Status s = chunk.memory->Scrub(); !s.ok()) return s;
+    // Never hand one tenant's bytes (or a handle to them) to another.
+    if (absl::Status s = chunk.memory->Renew(); !s.ok()) return s;
+    ++chunk.generation;
   }
   unowned_chunks_.pop_back();
   chunk.owner = tenant;
@@ -217,6 +223,36 @@ uint32_t PagePool::PinCount(PageId page) const {
 TenantId PagePool::OwnerOf(PageId page) const {
   absl::MutexLock lock(&mu_);
   return chunks_[page / options_.chunk_pages].owner;
+}
+
+absl::StatusOr<std::vector<PagePool::ChunkShare>> PagePool::ShareTenantChunks(
+    TenantId tenant, bool dup_fds, bool read_only) const {
+  std::vector<ChunkShare> out;
+  // Under the lock: Renew (at a claim) swaps a chunk's fd.
+  absl::MutexLock lock(&mu_);
+  for (uint32_t c = 0; c < chunks_.size(); ++c) {
+    const Chunk& chunk = chunks_[c];
+    if (chunk.owner != tenant) continue;
+    ChunkShare share{c, chunk.generation, -1, chunk.memory->ipc_handle()};
+    if (dup_fds && chunk.memory->fd() >= 0) {
+      // Reopening through /proc gives a new open file with its own access mode; a
+      // plain dup would carry the daemon's read-write mode.
+      const std::string path = absl::StrCat("/proc/self/fd/", chunk.memory->fd());
+      share.fd = open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+      if (share.fd < 0) {
+        const int err = errno;
+        for (ChunkShare& s : out) close(s.fd);
+        return absl::InternalError(absl::StrCat("reopen ", path, ": ", std::strerror(err)));
+      }
+    }
+    out.push_back(std::move(share));
+  }
+  return out;
+}
+
+std::pair<uint64_t, TenantId> PagePool::ChunkState(uint32_t chunk) const {
+  absl::MutexLock lock(&mu_);
+  return {chunks_[chunk].generation, chunks_[chunk].owner};
 }
 
 PagePoolStats PagePool::Stats() const {

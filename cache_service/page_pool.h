@@ -106,6 +106,32 @@ class PagePool {
            size_t{page % options_.chunk_pages} * page_bytes_;
   }
 
+  // Where a page lives: its chunk and byte offset in it.
+  uint32_t ChunkOf(PageId page) const { return page / options_.chunk_pages; }
+  uint64_t OffsetInChunk(PageId page) const {
+    return uint64_t{page % options_.chunk_pages} * page_bytes_;
+  }
+  size_t chunk_bytes() const { return size_t{options_.chunk_pages} * page_bytes_; }
+  uint32_t num_chunks() const { return options_.num_chunks; }
+  // Stable for the pool's lifetime (renewing a chunk keeps its address).
+  uint8_t* ChunkData(uint32_t chunk) const { return chunks_[chunk].memory->data(); }
+
+  // A chunk as it may be shared with `tenant`: its generation grows every time the
+  // chunk's memory is renewed for a new owner, so a worker can tell a stale handle.
+  struct ChunkShare {
+    uint32_t chunk = 0;
+    uint64_t generation = 0;
+    int fd = -1;             // dup'd (caller closes); -1 when the device has none
+    std::string ipc_handle;  // device chunks
+  };
+  // The chunks `tenant` owns now (ascending). With `dup_fds`, each share carries a new
+  // fd for the chunk's memory, opened read-only when `read_only` (so a mapping of it
+  // cannot be made writable).
+  absl::StatusOr<std::vector<ChunkShare>> ShareTenantChunks(TenantId tenant, bool dup_fds,
+                                                            bool read_only) const;
+  // The chunk's generation and owner (kNoTenant when unowned).
+  std::pair<uint64_t, TenantId> ChunkState(uint32_t chunk) const;
+
   PagePoolStats Stats() const;
   // Free lists, refcounts and chunk ownership agree; per-tenant page counts match.
   absl::Status CheckInvariants() const;
@@ -118,7 +144,8 @@ class PagePool {
   struct Chunk {
     std::unique_ptr<ChunkMemory> memory;  // immutable after Create
     TenantId owner = kNoTenant;
-    TenantId last_owner = kNoTenant;  // scrub before handing to someone else
+    TenantId last_owner = kNoTenant;  // renew before handing to someone else
+    uint64_t generation = 1;          // grows at every renewal
     std::vector<uint32_t> free_slots;  // in-chunk page indices
     int32_t open_index = -1;           // position in the owner's open_chunks, or -1
   };

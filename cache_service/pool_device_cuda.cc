@@ -2,6 +2,8 @@
 // bytes staged through device buffers. Compiled only when the build has CUDA
 // (KVW_HAVE_CUDA); otherwise CudaPoolDevice says the build has none.
 
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cache_service/pool_device.h"
@@ -58,6 +60,16 @@ class CudaChunk final : public ChunkMemory {
   absl::Status Scrub() override {
     cudaSetDevice(ordinal_);
     return CudaError(cudaMemset(data_, 0, size_), "cudaMemset");
+  }
+  // Same-host workers open this with cudaIpcOpenMemHandle. The handle names the whole
+  // allocation, which is exactly this chunk (one cudaMalloc per chunk). Renew keeps the
+  // allocation, so a previous owner's handle survives a tenant change: swapping physical
+  // backing under a fixed address needs the VMM API (cuMemCreate/cuMemMap), a follow-up.
+  std::string ipc_handle() const override {
+    cudaSetDevice(ordinal_);
+    cudaIpcMemHandle_t h;
+    if (cudaIpcGetMemHandle(&h, data_) != cudaSuccess) return {};
+    return std::string(reinterpret_cast<const char*>(&h), sizeof(h));
   }
 
  private:

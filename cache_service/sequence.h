@@ -52,6 +52,24 @@ struct Sequence {
   std::vector<std::optional<SlotRemap>> last_remap ABSL_GUARDED_BY(mu);  // [layer * heads + head]
   uint64_t remap_epoch ABSL_GUARDED_BY(mu) = 0;  // 0: none
 
+  // Transfer leases holding this sequence's pages, all and writing ones. Compaction and
+  // forks wait (Mutex::Await) for them to end; they end at the latest at lease expiry.
+  uint32_t transfers ABSL_GUARDED_BY(mu) = 0;
+  uint32_t write_transfers ABSL_GUARDED_BY(mu) = 0;
+  // Blocks (releasing mu) until no transfer holds the sequence; with `writes_only`,
+  // until none writes. Call with mu held; re-check `released` afterwards.
+  void AwaitTransfers(bool writes_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (writes_only) {
+      mu.Await(absl::Condition(+[](Sequence* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return s->write_transfers == 0;
+      }, this));
+    } else {
+      mu.Await(absl::Condition(+[](Sequence* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return s->transfers == 0;
+      }, this));
+    }
+  }
+
   // Memory pressure: a cap on every layer's budget (0 = none) and why it was set.
   uint32_t pressure_budget ABSL_GUARDED_BY(mu) = 0;
   std::string pressure_note ABSL_GUARDED_BY(mu);

@@ -357,7 +357,7 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
   for (const auto& seq : candidates) {
     if (freed >= pages_wanted) break;
     if (!seq->mu.TryLock()) continue;  // busy in another call: never wait here
-    if (!seq->released) {
+    if (!seq->released && seq->transfers == 0) {  // a transfer's pages are not squeezed
       const uint32_t floor = seq->policy.kind == PolicyKind::kScissorhands
                                  ? seq->policy.scissorhands.recent + seq->policy.scissorhands.sinks + 1
                                  : seq->policy.streaming.sinks + 1;
@@ -391,6 +391,9 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
   absl::MutexLock lock(&seq.mu);
+  // Compaction moves bytes in place: it waits until no transfer holds the pages, so a
+  // transfer moves exactly its epoch's bytes. Transfers end at the latest at expiry.
+  seq.AwaitTransfers(/*writes_only=*/false);
   if (seq.released) return absl::NotFoundError(absl::StrCat("sequence ", id, " not found"));
   if (batch.steps.empty() && batch.window_scores.empty()) {
     return Invalid("the message carries no steps and no window scores");

@@ -53,6 +53,7 @@ SequenceTable::SequenceTable(Options options) : options_(options) {}
 
 SequenceTable::~SequenceTable() {
   // Give every page back so the pools' free callbacks leave the ledger balanced.
+  EndTransfersWhere([](const Transfer&) { return true; });
   absl::MutexLock lock(&mu_);
   for (auto& [id, seq] : sequences_) {
     absl::MutexLock seq_lock(&seq->mu);
@@ -118,6 +119,8 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     }
   }
   absl::MutexLock lock(&seq.mu);
+  // Streaming makes room by compacting: never under a transfer's feet.
+  if (seq.policy.kind == PolicyKind::kStreaming) seq.AwaitTransfers(/*writes_only=*/false);
   if (seq.released) return NotFound(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
@@ -316,6 +319,8 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
   ForkResult result;
   {
     absl::ReaderMutexLock lock(&parent.mu);
+    // A fork copies or shares the bytes as they are: not while a transfer writes them.
+    parent.AwaitTransfers(/*writes_only=*/true);
     if (parent.released) return NotFound(parent_id);
     const KvLayout& l = parent.layout();
     PagePool& pool = *parent.pool;
@@ -421,6 +426,7 @@ size_t SequenceTable::ReleaseByLease(LeaseId lease) {
     absl::MutexLock lock(&seq->mu);
     ReleaseLocked(*seq);
   }
+  EndTransfersWhere([lease](const Transfer& t) { return t.info.lease == lease; });
   return doomed.size();
 }
 

@@ -15,6 +15,7 @@
 // shared lock only, so different sequences copy in parallel.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
@@ -133,6 +135,56 @@ struct SequenceSnapshot {
   std::vector<HeadSnapshot> heads;                // [layer * num_kv_heads + head]; when asked
 };
 
+using TransferId = uint64_t;
+enum class TransferMode { kRead, kWrite };
+
+// A transfer lease: pins whole pages of layers [layer_start, layer_start + layer_count)
+// covering slots [slot_start, slot_end) (widened to page boundaries) until it ends.
+struct TransferArgs {
+  TenantId tenant = kNoTenant;
+  LeaseId lease = 0;  // the worker's lease; the transfer ends with it
+  SequenceId sequence = 0;
+  uint32_t layer_start = 0;
+  uint32_t layer_count = 0;
+  uint32_t slot_start = 0;
+  uint32_t slot_end = 0;
+  TransferMode mode = TransferMode::kRead;
+  absl::Duration ttl = absl::ZeroDuration();  // zero: kDefaultTransferTtl
+};
+inline constexpr absl::Duration kDefaultTransferTtl = absl::Seconds(10);
+inline constexpr absl::Duration kMaxTransferTtl = absl::Minutes(1);
+
+// Consecutive pages of one layer that are also consecutive in one chunk: one RMA.
+struct PageRun {
+  uint32_t chunk = 0;
+  uint64_t offset = 0;  // bytes from the chunk's start
+  uint32_t pages = 0;
+};
+
+struct TransferGrant {
+  TransferId id = 0;
+  uint64_t epoch = 0;
+  PagePool* pool = nullptr;
+  uint32_t first_page = 0;  // page index in each layer's table
+  uint32_t num_pages = 0;   // per layer
+  std::vector<std::vector<PageRun>> layers;  // [layer - layer_start]
+  std::vector<std::pair<uint32_t, uint64_t>> chunks;  // (chunk, generation) named, ascending
+  absl::Time expires;
+};
+
+struct TransferSnapshot {
+  TransferId id = 0;
+  TenantId tenant = kNoTenant;
+  LeaseId lease = 0;
+  SequenceId sequence = 0;
+  std::string pool;
+  TransferMode mode = TransferMode::kRead;
+  uint32_t layer_start = 0, layer_count = 0, first_page = 0, num_pages = 0;
+  uint64_t pinned_pages = 0;
+  absl::Time started;
+  absl::Time expires;
+};
+
 class SequenceTable {
  public:
   struct Options {
@@ -179,8 +231,20 @@ class SequenceTable {
   // in another call are skipped. Returns the pages freed.
   uint64_t RelievePressure(PagePool* pool, uint64_t pages_wanted, SequenceId exclude);
 
-  // Releases every sequence held by `lease`; returns how many.
+  // Releases every sequence held by `lease` and ends its transfers; returns how many
+  // sequences.
   size_t ReleaseByLease(LeaseId lease);
+
+  // Transfer leases (see sequence_transfers.cc). While one holds a sequence's pages,
+  // compaction of that sequence (statistics, streaming make-room) waits for it, memory
+  // pressure passes it by, and a release leaves the pinned pages (and their bytes) in
+  // place until it ends. Writing needs pages no fork shares.
+  absl::StatusOr<TransferGrant> BeginTransfer(const TransferArgs& args);
+  // NOT_FOUND for an unknown id or another tenant's transfer (admin may end any).
+  absl::Status EndTransfer(TransferId id, const Caller& caller);
+  // Ends transfers past their expiry; returns how many.
+  size_t ExpireTransfers();
+  std::vector<TransferSnapshot> ListTransfers(std::optional<TenantId> tenant) const;
 
   // Pool refcounts equal references from sequences, page owners match, ledger usage
   // equals pool usage. Call when no other thread mutates (tests, debug endpoints).
@@ -205,8 +269,19 @@ class SequenceTable {
   // count, streaming by age). Returns whether anything changed.
   bool EnforceBudgetLocked(Sequence& seq, RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 
+  struct Transfer {
+    TransferSnapshot info;
+    std::shared_ptr<Sequence> seq;
+    std::vector<PageId> pinned;
+  };
+  // Unpins and lets waiting compactions go; the record is already out of transfers_.
+  static void FinishTransfer(Transfer& t);
+  size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred);
+
   const Options options_;
   mutable absl::Mutex mu_;
+  TransferId next_transfer_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<TransferId, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   SequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<SequenceId, std::shared_ptr<Sequence>> sequences_ ABSL_GUARDED_BY(mu_);
 };

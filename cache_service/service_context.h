@@ -28,6 +28,16 @@ struct PolicyDefaults {
   }
 };
 
+class UcxDataPlane;
+class AttachServer;
+
+// The data plane as the services see it. Both parts are optional (null when off).
+struct DataPlaneParts {
+  std::string instance_id;  // changes on every daemon start
+  UcxDataPlane* ucx = nullptr;
+  AttachServer* attach = nullptr;
+};
+
 // The parts the gRPC services talk to, wired in main. Not owned; all outlive the server.
 struct ServiceContext {
   const PoolSet* pools = nullptr;
@@ -37,6 +47,7 @@ struct ServiceContext {
   const Authenticator* auth = nullptr;
   const PolicyDefaults* policy_defaults = nullptr;
   absl::Time started = absl::Now();
+  const DataPlaneParts* data_plane = nullptr;
 };
 
 }  // namespace kvwarden

@@ -50,6 +50,15 @@ absl::Status WorkerLeases::CheckActive(LeaseId id, TenantId tenant) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<LeaseInfo> WorkerLeases::FindActive(LeaseId id, TenantId tenant) const {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second.tenant != tenant || it->second.expires <= clock_->Now()) {
+    return NotActive(id);
+  }
+  return it->second;
+}
+
 std::vector<LeaseInfo> WorkerLeases::TakeExpired() {
   std::vector<LeaseInfo> expired;
   absl::MutexLock lock(&mu_);

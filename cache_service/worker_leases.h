@@ -46,6 +46,8 @@ class WorkerLeases {
   // FAILED_PRECONDITION when the lease is unknown, another tenant's, or has lapsed.
   absl::StatusOr<absl::Duration> KeepAlive(LeaseId id, TenantId tenant);
   absl::Status CheckActive(LeaseId id, TenantId tenant) const;
+  // The active lease `id` of `tenant`; FAILED_PRECONDITION like CheckActive otherwise.
+  absl::StatusOr<LeaseInfo> FindActive(LeaseId id, TenantId tenant) const;
 
   // Removes and returns every lapsed lease.
   std::vector<LeaseInfo> TakeExpired();

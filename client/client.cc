@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
+#include "client_impl.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 
 namespace kvwarden {
@@ -18,40 +19,11 @@ namespace {
 // Payload cap per WriteKV message, well under gRPC's default 4 MiB limit.
 constexpr size_t kMaxMessageBytes = 1 << 20;
 
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-}
 
-Layout FromProto(const v1::KvLayout& l) {
-  Layout out;
-  out.num_layers = l.num_layers();
-  out.num_kv_heads = l.num_kv_heads();
-  out.head_dim = l.head_dim();
-  out.page_tokens = l.page_tokens();
-  switch (l.dtype()) {
-    case v1::DTYPE_FP32: out.dtype = "fp32"; out.elem_bytes = 4; break;
-    case v1::DTYPE_BF16: out.dtype = "bf16"; out.elem_bytes = 2; break;
-    default: out.dtype = "fp16"; out.elem_bytes = 2; break;
-  }
-  return out;
-}
 
 }  // namespace
 
-struct Client::Impl {
-  Options options;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::ControlService::Stub> stub;
 
-  // A context with the token and the per-call deadline.
-  std::unique_ptr<grpc::ClientContext> Context() const {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
-    ctx->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-    return ctx;
-  }
-};
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
@@ -65,8 +37,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   impl->channel =
       grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
   impl->stub = v1::ControlService::NewStub(impl->channel);
+  impl->transfer = v1::TransferService::NewStub(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
+
+const Options& Client::options() const { return impl_->options; }
 
 absl::StatusOr<std::string> Client::Ping() {
   auto ctx = impl_->Context();

@@ -182,6 +182,56 @@ struct LayerKv {
   std::string v;
 };
 
+// --- Data plane (TransferService); kvwarden/data_plane.h builds on these. ---
+struct DataPlaneInfo {
+  std::string instance_id;         // changes on every daemon start
+  std::string ucx_worker_address;  // empty when the daemon runs without UCX
+  std::string attach_socket;       // empty when attach is off
+  Layout layout;
+  uint64_t page_bytes = 0;
+  uint64_t chunk_bytes = 0;
+  std::string device;  // "cpu" or "cuda:N"
+};
+enum class TransferMode { kRead = 1, kWrite = 2 };
+// Whole pages of layers [layer_start, layer_start + layer_count) covering slots
+// [slot_start, slot_end) of each (the range is widened to page boundaries).
+struct PageRange {
+  uint64_t sequence_id = 0;
+  uint32_t layer_start = 0;
+  uint32_t layer_count = 0;
+  uint32_t slot_start = 0;
+  uint32_t slot_end = 0;
+};
+struct ChunkRef {
+  uint32_t chunk = 0;
+  uint64_t generation = 0;
+};
+struct PageRunInfo {
+  uint32_t chunk = 0;
+  uint64_t offset = 0;  // bytes from the chunk's start
+  uint32_t pages = 0;
+};
+struct ChunkKeyInfo {
+  uint32_t chunk = 0;
+  uint64_t generation = 0;
+  uint64_t remote_address = 0;
+  uint64_t size = 0;
+  std::string rkey;  // packed UCX remote key
+};
+// A transfer lease: the pages stay pinned (and at `epoch`) until EndTransfer or expiry.
+struct TransferGrant {
+  uint64_t id = 0;
+  std::string instance_id;
+  uint64_t epoch = 0;
+  uint32_t first_page = 0;
+  uint32_t num_pages = 0;  // per layer
+  uint64_t page_bytes = 0;
+  std::vector<std::vector<PageRunInfo>> layers;  // [layer - layer_start]
+  std::vector<ChunkRef> chunks;       // every chunk named in layers
+  std::vector<ChunkKeyInfo> keys;     // remote keys not in the request's known chunks
+  absl::Time expires;
+};
+
 class Client {
  public:
   // Does not block: the connection is made on the first call.
@@ -219,6 +269,15 @@ class Client {
 
   // A bidirectional statistics stream (no deadline: it lives as long as the worker).
   absl::StatusOr<std::unique_ptr<StatsStream>> OpenStatsStream();
+
+  // TransferService (see proto/kvwarden/v1/transfer.proto). Most code uses
+  // kvwarden::client::DataPlane or AttachedPool instead of these.
+  absl::StatusOr<DataPlaneInfo> GetDataPlane(const std::string& pool);
+  absl::StatusOr<TransferGrant> BeginTransfer(uint64_t lease_id, const PageRange& range,
+                                              TransferMode mode, uint32_t ttl_ms = 0,
+                                              absl::Span<const ChunkRef> known_chunks = {});
+  absl::Status EndTransfer(uint64_t transfer_id);
+  const Options& options() const;
 
  private:
   struct Impl;

@@ -1,0 +1,72 @@
+#pragma once
+
+// The daemon's UCX side of the data plane: one UCX worker whose address workers connect
+// to, and per-chunk memory registrations whose packed remote keys go (over gRPC) only to
+// the chunk's current tenant. Workers move pages with one-sided RMA; for transports
+// without hardware RMA (TCP) UCX emulates it, which needs this side to progress, so a
+// thread named "kvw-ucx" progresses the worker and sleeps on its event fd.
+//
+// A chunk is registered lazily, on the first key asked for it, and registered again when
+// its generation changed (its memory was renewed for another tenant), so a key handed
+// to the previous owner never names the new owner's physical pages on transports that
+// check keys (RDMA). CPU pools only: Debian's UCX has no CUDA memory support, so keys
+// for cuda pools are FAILED_PRECONDITION (workers use the gRPC byte path there).
+//
+// Thread-safe: Key() may be called from any thread; the worker is touched only by
+// "kvw-ucx" once Start returns.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cache_service/page_pool.h"
+#include "common/ucx/ucx.h"
+
+namespace kvwarden {
+
+struct ChunkRemoteKey {
+  uint32_t chunk = 0;
+  uint64_t generation = 0;
+  uint64_t remote_address = 0;
+  uint64_t size = 0;
+  std::string rkey;
+};
+
+class UcxDataPlane {
+ public:
+  struct Options {
+    std::string transports;  // UCX_TLS; "" = environment / UCX default
+  };
+  static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Start(const Options& options);
+  ~UcxDataPlane();
+  UcxDataPlane(const UcxDataPlane&) = delete;
+  UcxDataPlane& operator=(const UcxDataPlane&) = delete;
+
+  const std::string& worker_address() const { return address_; }
+  // The key for `chunk` of `pool` at `generation` (what the pool says now).
+  absl::StatusOr<ChunkRemoteKey> Key(const PagePool& pool, uint32_t chunk, uint64_t generation);
+
+ private:
+  UcxDataPlane() = default;
+  struct Registration {
+    uint64_t generation = 0;
+    ucx::MemoryRegion region;
+  };
+
+  ucx::Context context_;
+  ucx::Worker worker_;
+  std::string address_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::pair<const PagePool*, uint32_t>, Registration> registered_
+      ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> stop_{false};
+  std::thread progress_;
+};
+
+}  // namespace kvwarden
