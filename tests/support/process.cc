@@ -71,12 +71,26 @@ std::string TempDir::Write(const std::string& name, const std::string& contents)
 }
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::string& config_text) {
+  return Start(config_text, {});
+}
+
+void DaemonProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  WaitFor(pid_, absl::Seconds(5));
+  pid_ = -1;
+}
+
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
+    const std::string& config_text, const std::vector<std::string>& extra_args,
+    const std::string& listen) {
   std::unique_ptr<DaemonProcess> d(new DaemonProcess());
   const std::string config = d->dir_.Write("kvwardend.textproto", config_text);
   const std::string ready = absl::StrCat(d->dir_.path(), "/ready");
   const std::string log = absl::StrCat(d->dir_.path(), "/daemon.log");
   std::vector<std::string> args = {BinPath("kvwardend"), "--config=" + config,
-                                   "--listen=127.0.0.1:0", "--ready-file=" + ready};
+                                   "--listen=" + listen, "--ready-file=" + ready};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   auto argv = Argv(args);
   d->pid_ = fork();
   if (d->pid_ < 0) return absl::InternalError("fork failed");

@@ -33,6 +33,13 @@ class DaemonProcess {
   // Writes `config_text` to a file and starts kvwardend with --listen=127.0.0.1:0,
   // returning once it has written its ready file (or failing if it exits first).
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& config_text);
+  // As above with extra flags (e.g. --attach-socket) and a fixed --listen address (so a
+  // restarted daemon comes back where clients look for it).
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& config_text,
+                                                             const std::vector<std::string>& extra_args,
+                                                             const std::string& listen = "127.0.0.1:0");
+  // SIGKILL now (a crash), waiting for the pid.
+  void Kill();
   // SIGTERM, then SIGKILL after 5 s; waits for the pid.
   ~DaemonProcess();
 

@@ -1,5 +1,9 @@
 #include "cache_service/page_pool.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "gmock/gmock.h"
@@ -127,6 +131,42 @@ TEST_F(PagePoolTest, ChunkFactoryFailureIsReported) {
   auto pool = PagePool::Create(std::move(opts));
   ASSERT_FALSE(pool.ok());
   EXPECT_THAT(pool.status().message(), HasSubstr("pool 'bad' chunk 1: no memory"));
+}
+
+TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
+  auto pool = MakePool(4, 1);  // one chunk: the second tenant must get the same one
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool->Allocate(0, 2, &a).ok());
+  std::memset(pool->PageData(a[0]), 0xAA, pool->page_bytes());
+  auto shares = pool->ShareTenantChunks(0, /*dup_fds=*/true, /*read_only=*/true);
+  ASSERT_TRUE(shares.ok()) << shares.status();
+  ASSERT_EQ(shares->size(), 1u);
+  const PagePool::ChunkShare old = (*shares)[0];
+  ASSERT_GE(old.fd, 0);
+  // Read-only by construction: the fd cannot back a writable shared mapping.
+  EXPECT_EQ(mmap(nullptr, pool->chunk_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, old.fd, 0),
+            MAP_FAILED);
+  EXPECT_EQ(errno, EACCES);
+  auto* seen = static_cast<uint8_t*>(mmap(nullptr, pool->chunk_bytes(), PROT_READ, MAP_SHARED, old.fd, 0));
+  ASSERT_NE(seen, MAP_FAILED);
+  EXPECT_EQ(seen[0], 0xAA);
+  // Beta shares nothing of alpha's.
+  EXPECT_TRUE(pool->ShareTenantChunks(1, true, false)->empty());
+
+  uint8_t* const address = pool->ChunkData(0);
+  pool->Unref(a);
+  std::vector<PageId> b;
+  ASSERT_TRUE(pool->Allocate(1, 1, &b).ok());
+  EXPECT_EQ(pool->ChunkData(0), address);  // same addresses ...
+  EXPECT_EQ(pool->PageData(b[0])[0], 0);   // ... fresh zeroed memory
+  std::memset(pool->PageData(b[0]), 0xBB, pool->page_bytes());
+  EXPECT_EQ(pool->ChunkState(0).first, old.generation + 1);
+  EXPECT_EQ(pool->ChunkState(0).second, 1u);
+  // Alpha's old mapping still shows alpha's bytes, never beta's.
+  EXPECT_EQ(seen[0], 0xAA);
+  munmap(seen, pool->chunk_bytes());
+  close(old.fd);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
 }
 
 }  // namespace
