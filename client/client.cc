@@ -34,6 +34,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   impl->options = options;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  // The daemon is local or one hop away: after it restarts, reconnect within ~2 s
+  // rather than gRPC's default backoff of up to two minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   impl->channel =
       grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
   impl->stub = v1::ControlService::NewStub(impl->channel);
@@ -42,6 +46,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
 }
 
 const Options& Client::options() const { return impl_->options; }
+
+bool Client::AwaitConnected(absl::Duration timeout) {
+  grpc::experimental::ChannelResetConnectionBackoff(impl_->channel.get());
+  return impl_->channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout));
+}
 
 absl::StatusOr<std::string> Client::Ping() {
   auto ctx = impl_->Context();

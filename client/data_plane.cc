@@ -25,14 +25,14 @@ namespace {
 
 // Calls `fn` until it answers something other than UNAVAILABLE or `deadline` passes.
 template <typename Fn>
-auto RetryUnavailable(Fn&& fn, absl::Time deadline) -> decltype(fn()) {
+auto RetryUnavailable(Client& client, Fn&& fn, absl::Time deadline) -> decltype(fn()) {
   absl::Duration backoff = absl::Milliseconds(20);
   for (;;) {
     auto result = fn();
     if (result.ok() || !absl::IsUnavailable(result.status()) || absl::Now() + backoff > deadline) {
       return result;
     }
-    absl::SleepFor(backoff);
+    client.AwaitConnected(backoff);
     backoff = std::min(backoff * 2, absl::Milliseconds(500));
   }
 }
@@ -61,7 +61,7 @@ struct DataPlane::Impl {
   // (Re)resolves the daemon and builds a fresh endpoint; drops every remote key.
   absl::Status ConnectLocked(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::StatusOr<DataPlaneInfo> got =
-        RetryUnavailable([&] { return client->GetDataPlane(options.pool); }, deadline);
+        RetryUnavailable(*client, [&] { return client->GetDataPlane(options.pool); }, deadline);
     if (!got.ok()) return got.status();
     if (got->ucx_worker_address.empty()) {
       return absl::FailedPreconditionError(
@@ -98,6 +98,7 @@ struct DataPlane::Impl {
       }
       const std::vector<ChunkRef> known = KnownLocked();
       absl::StatusOr<TransferGrant> grant = RetryUnavailable(
+          *client,
           [&] {
             return client->BeginTransfer(lease.load(), range, mode, options.transfer_ttl_ms, known);
           },
@@ -133,6 +134,16 @@ struct DataPlane::Impl {
 
   absl::Status InstallKeysLocked(const TransferGrant& grant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (const ChunkKeyInfo& k : grant.keys) {
+      // UCX does not validate packed keys (a corrupted one can crash ucp_ep_rkey_unpack),
+      // so a key is unpacked only if it matches what the grant names.
+      const bool named = std::any_of(grant.chunks.begin(), grant.chunks.end(), [&](const ChunkRef& c) {
+        return c.chunk == k.chunk && c.generation == k.generation;
+      });
+      if (!named || k.size != info.chunk_bytes || k.remote_address == 0 || k.rkey.empty()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "remote key for chunk %u (generation %d, %d bytes at 0x%x) does not match the grant",
+            k.chunk, k.generation, k.size, k.remote_address));
+      }
       absl::StatusOr<ucx::RemoteKey> rkey = ucx::RemoteKey::Unpack(*ep, k.rkey);
       if (!rkey.ok()) {
         return absl::Status(rkey.status().code(),
@@ -358,6 +369,7 @@ struct DataPlane::Transfer::State {
 
 DataPlane::Transfer::Transfer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 DataPlane::Transfer::~Transfer() { (void)End(); }
+uint64_t DataPlane::Transfer::id() const { return state_->grant.id; }
 uint64_t DataPlane::Transfer::epoch() const { return state_->grant.epoch; }
 uint32_t DataPlane::Transfer::num_pages() const { return state_->grant.num_pages; }
 uint32_t DataPlane::Transfer::first_page() const { return state_->grant.first_page; }

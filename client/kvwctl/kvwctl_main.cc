@@ -167,6 +167,43 @@ class Cli {
     return kOk;
   }
 
+  int Transfers() {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    v1::ListTransfersResponse resp;
+    grpc::Status s = admin_->ListTransfers(&ctx, v1::ListTransfersRequest(), &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.json) return PrintJson(resp);
+    Table t({"ID", "TENANT", "LEASE", "SEQ", "POOL", "MODE", "LAYERS", "PAGES", "PINNED", "AGE",
+             "EXPIRES_IN"});
+    for (const v1::TransferInfo& x : resp.transfers()) {
+      t.Add({absl::StrCat(x.transfer_id()), x.tenant(), absl::StrCat(x.lease_id()),
+             absl::StrCat(x.sequence_id()), x.pool(), x.mode(),
+             absl::StrCat(x.layer_start(), "..", x.layer_start() + x.layer_count() - 1),
+             absl::StrCat(x.first_page(), "+", x.num_pages()), absl::StrCat(x.pinned_pages()),
+             absl::StrCat(x.age_ms(), "ms"), absl::StrCat(x.expires_in_ms(), "ms")});
+    }
+    std::cout << t.Render();
+    return kOk;
+  }
+
+  int Attached() {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    v1::ListAttachmentsResponse resp;
+    grpc::Status s = admin_->ListAttachments(&ctx, v1::ListAttachmentsRequest(), &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.json) return PrintJson(resp);
+    Table t({"ID", "TENANT", "LEASE", "PID", "POOL", "ACCESS", "CHUNKS", "AGE"});
+    for (const v1::AttachmentInfo& x : resp.attachments()) {
+      t.Add({absl::StrCat(x.attachment_id()), x.tenant(), absl::StrCat(x.lease_id()),
+             absl::StrCat(x.pid()), x.pool(), x.writable() ? "read-write" : "read-only",
+             absl::StrCat(x.chunks()), absl::StrCat(x.age_ms(), "ms")});
+    }
+    std::cout << t.Render();
+    return kOk;
+  }
+
   int Sequences(const std::string& tenant, const std::string& pool) {
     grpc::ClientContext ctx;
     Prepare(ctx);
@@ -305,6 +342,8 @@ int Main(int argc, char** argv) {
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
   auto* tenants = app.add_subcommand("tenants", "Tenants: quota, usage, sequences, refusals");
   auto* workers = app.add_subcommand("workers", "Registered workers and their leases");
+  auto* transfers = app.add_subcommand("transfers", "Active transfer leases and the pages they pin");
+  auto* attached = app.add_subcommand("attached", "Clients attached over the attach socket");
   std::string tenant, pool;
   auto* seqs = app.add_subcommand("seqs", "List sequences");
   seqs->add_option("--tenant", tenant, "Only this tenant's sequences");
@@ -319,7 +358,9 @@ int Main(int argc, char** argv) {
   watch->add_option("ID", id, "Sequence id")->required();
   watch->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
   watch->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
-  for (auto* sub : {health, pools, tenants, workers, seqs, seq, show, watch}) sub->fallthrough();
+  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch}) {
+    sub->fallthrough();
+  }
 
   try {
     app.parse(argc, argv);
@@ -332,6 +373,8 @@ int Main(int argc, char** argv) {
   if (*pools) return cli.Pools();
   if (*tenants) return cli.Tenants();
   if (*workers) return cli.Workers();
+  if (*transfers) return cli.Transfers();
+  if (*attached) return cli.Attached();
   if (*seqs) return cli.Sequences(tenant, pool);
   if (*show) return cli.ShowSequence(id);
   if (*watch) return cli.WatchSequence(id, interval_ms, count);

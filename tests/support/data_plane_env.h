@@ -12,7 +12,7 @@
 namespace kvwarden::testing {
 
 //  pools "pt1", "pt3", "pt16": 3 layers x 2 heads x 32 dim fp16, 1/3/16 tokens per page
-//  (128 B / 384 B / 2 KiB pages), chunks of 64 KiB (so a sequence spans chunks);
+//  (256 B / 768 B / 4 KiB pages), chunks of 64 KiB (so a sequence spans chunks);
 //  alpha: 8192 pages; beta: 2048 pages; leases reaped every 20 ms.
 inline constexpr const char* kDataPlaneConfig = R"pb(
   admin_token: "test-admin"

@@ -278,6 +278,10 @@ class Client {
                                               absl::Span<const ChunkRef> known_chunks = {});
   absl::Status EndTransfer(uint64_t transfer_id);
   const Options& options() const;
+  // After UNAVAILABLE: reconnects now (not after gRPC's growing backoff) and waits up to
+  // `timeout` for the connection. Fail-fast calls alone do not drive a reconnect (gRPC's
+  // backup poller would, every 5 s), so retry loops wait here. True when connected.
+  bool AwaitConnected(absl::Duration timeout);
 
  private:
   struct Impl;

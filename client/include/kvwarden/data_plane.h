@@ -119,6 +119,7 @@ class DataPlane {
   class Transfer {
    public:
     ~Transfer();  // ends the lease (errors are dropped; call End to see them)
+    uint64_t id() const;  // the daemon's transfer id (kvwctl transfers)
     uint64_t epoch() const;
     uint32_t num_pages() const;  // per layer
     uint32_t first_page() const;
@@ -171,6 +172,7 @@ class AttachedPool {
   class Mapping {
    public:
     ~Mapping();
+    uint64_t id() const;
     uint64_t epoch() const;
     uint32_t num_pages() const;  // per layer
     uint32_t first_page() const;
