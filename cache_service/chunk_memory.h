@@ -21,13 +21,16 @@ class ChunkMemory {
   // Drops the contents so the next owner reads zeros (and gives memory back).
   virtual absl::Status Scrub() = 0;
   // Before the chunk goes to another tenant: the next owner reads zeros and nothing
-  // handed out for the previous owner (an fd, a mapping) reaches the new bytes. The
-  // address stays the same. Default: Scrub (memory that was never shared by handle).
+  // handed out for the previous owner (an fd, a mapping, a remote key) reaches the new
+  // bytes. data() may change (the chunk is empty then). Default: Scrub (memory that is
+  // never shared by handle).
   virtual absl::Status Renew() { return Scrub(); }
   // A file descriptor mapping the chunk (memfd), or -1. Changes on Renew.
   virtual int fd() const { return -1; }
   // A CUDA IPC handle (cudaIpcMemHandle_t bytes) for a device chunk, or empty.
   virtual std::string ipc_handle() const { return {}; }
+  // A UCX remote key packed by the allocator (memory UCX allocated), or null.
+  virtual const std::string* packed_rkey() const { return nullptr; }
 };
 
 using ChunkFactory =

@@ -81,6 +81,20 @@ int Run(const Flags& flags) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  DataPlaneParts data_plane;
+  data_plane.instance_id = NewInstanceId();
+  std::unique_ptr<UcxDataPlane> ucx;
+  if (settings->ucx) {
+    absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
+        UcxDataPlane::Start({settings->ucx_transports});
+    if (!started.ok()) {
+      std::fprintf(stderr, "kvwardend: UCX data plane: %s\n",
+                   std::string(started.status().message()).c_str());
+      return 1;
+    }
+    ucx = *std::move(started);
+    data_plane.ucx = ucx.get();
+  }
   TenantLedger ledger(settings->tenants);
   PoolSet pools;
   for (const PoolSpec& spec : settings->pools) {
@@ -96,6 +110,22 @@ int Run(const Flags& flags) {
         return 1;
       }
       opts.device = *std::move(device);
+    }
+    if (ucx != nullptr && spec.cuda_ordinal < 0) {
+      // Same-host peers then move pages with plain copies (see UcxDataPlane::NewChunk).
+      std::shared_ptr<PoolDevice> device = opts.device;
+      const std::string pool_name = spec.name;
+      UcxDataPlane* dp = ucx.get();
+      opts.chunk_factory = [dp, device, pool_name](size_t bytes, size_t index)
+          -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+        absl::StatusOr<std::unique_ptr<ChunkMemory>> chunk = dp->NewChunk(bytes);
+        if (chunk.ok()) return chunk;
+        if (index == 0) {
+          LogWarning("pool '%s': UCX shared memory unavailable (%s); memfd chunks, RMA emulated",
+                     pool_name, chunk.status().message());
+        }
+        return device->NewChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
+      };
     }
     opts.layout = spec.layout;
     opts.chunk_pages = spec.chunk_pages;
@@ -114,6 +144,10 @@ int Run(const Flags& flags) {
             spec.num_chunks);
     pools.Add(*std::move(pool));
   }
+  if (ucx != nullptr) {
+    LogInfo("UCX data plane up (UCX_TLS=%s)",
+            settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
+  }
   WorkerLeases leases(settings->leases, Clock::Real());
   SequenceTable table(SequenceTable::Options{&ledger, &leases});
   std::vector<std::string> tokens;
@@ -124,22 +158,6 @@ int Run(const Flags& flags) {
   PolicyDefaults policy_defaults;
   for (const PoolSpec& spec : settings->pools) policy_defaults.pools.push_back(spec.name);
   policy_defaults.tenants = settings->tenant_defaults;
-  DataPlaneParts data_plane;
-  data_plane.instance_id = NewInstanceId();
-  std::unique_ptr<UcxDataPlane> ucx;
-  if (settings->ucx) {
-    absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
-        UcxDataPlane::Start({settings->ucx_transports});
-    if (!started.ok()) {
-      std::fprintf(stderr, "kvwardend: UCX data plane: %s\n",
-                   std::string(started.status().message()).c_str());
-      return 1;
-    }
-    ucx = *std::move(started);
-    data_plane.ucx = ucx.get();
-    LogInfo("UCX data plane up (UCX_TLS=%s)",
-            settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
-  }
   std::unique_ptr<AttachServer> attach;
   if (!settings->attach_socket.empty()) {
     absl::StatusOr<std::unique_ptr<AttachServer>> started =

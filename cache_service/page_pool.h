@@ -100,7 +100,7 @@ class PagePool {
   uint32_t RefCount(PageId page) const;
   uint32_t PinCount(PageId page) const;
   TenantId OwnerOf(PageId page) const;
-  // Stable for the pool's lifetime.
+  // Stable while the page's chunk is owned (a renewal for a new tenant may move it).
   uint8_t* PageData(PageId page) const {
     return chunks_[page / options_.chunk_pages].memory->data() +
            size_t{page % options_.chunk_pages} * page_bytes_;
@@ -113,8 +113,9 @@ class PagePool {
   }
   size_t chunk_bytes() const { return size_t{options_.chunk_pages} * page_bytes_; }
   uint32_t num_chunks() const { return options_.num_chunks; }
-  // Stable for the pool's lifetime (renewing a chunk keeps its address).
+  // Stable while the chunk is owned. With `packed_rkey`, the allocator's UCX key (or null).
   uint8_t* ChunkData(uint32_t chunk) const { return chunks_[chunk].memory->data(); }
+  const std::string* ChunkRkey(uint32_t chunk) const { return chunks_[chunk].memory->packed_rkey(); }
 
   // A chunk as it may be shared with `tenant`: its generation grows every time the
   // chunk's memory is renewed for a new owner, so a worker can tell a stale handle.
@@ -142,7 +143,9 @@ class PagePool {
     uint32_t pins = 0;
   };
   struct Chunk {
-    std::unique_ptr<ChunkMemory> memory;  // immutable after Create
+    // The pointer is set once in Create; the memory behind it is renewed (under mu_)
+    // only while the chunk is unowned.
+    std::unique_ptr<ChunkMemory> memory;
     TenantId owner = kNoTenant;
     TenantId last_owner = kNoTenant;  // renew before handing to someone else
     uint64_t generation = 1;          // grows at every renewal

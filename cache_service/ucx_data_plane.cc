@@ -2,16 +2,95 @@
 
 #include <pthread.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace kvwarden {
+namespace {
+
+// The fd UCX keeps open for the shared-memory file mapped at `address` (it hands peers
+// /proc/<pid>/fd links to it), found through /proc/self/maps; -1 if there is none.
+int FindMappingFd(const void* address) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string start = absl::StrFormat("%x-", reinterpret_cast<uintptr_t>(address));
+  std::string line, path;
+  while (std::getline(maps, line)) {
+    if (line.rfind(start, 0) != 0) continue;
+    // address perms offset dev inode path
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 6) return -1;
+    path = line.substr(line.find(fields[5], line.find(fields[4]) + fields[4].size()));
+    break;
+  }
+  if (path.empty()) return -1;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    std::error_code link_ec;
+    const std::string target = std::filesystem::read_symlink(entry.path(), link_ec).string();
+    if (!link_ec && target == path) return std::atoi(entry.path().filename().c_str());
+  }
+  return -1;
+}
+
+// A chunk in memory UCX allocated; renewed by allocating afresh (the old file stays
+// with whoever still maps it, i.e. only the previous owner's workers).
+class UcxChunk final : public ChunkMemory {
+ public:
+  static absl::StatusOr<std::unique_ptr<UcxChunk>> Create(const ucx::Context* context, size_t bytes) {
+    auto chunk = std::unique_ptr<UcxChunk>(new UcxChunk(context, bytes));
+    if (absl::Status s = chunk->Renew(); !s.ok()) return s;
+    return chunk;
+  }
+  uint8_t* data() const override { return static_cast<uint8_t*>(region_.data()); }
+  size_t size() const override { return bytes_; }
+  int fd() const override { return fd_; }
+  const std::string* packed_rkey() const override { return &region_.packed_rkey(); }
+  absl::Status Scrub() override {
+    std::memset(data(), 0, bytes_);
+    return absl::OkStatus();
+  }
+  absl::Status Renew() override {
+    absl::StatusOr<ucx::MemoryRegion> fresh = ucx::MemoryRegion::Allocate(*context_, bytes_);
+    if (!fresh.ok()) return fresh.status();
+    const int fd = FindMappingFd(fresh->data());
+    if (fd < 0) {
+      return absl::FailedPreconditionError(
+          "UCX allocated the chunk without a file to share (set UCX_POSIX_USE_PROC_LINK=y)");
+    }
+    region_ = *std::move(fresh);
+    fd_ = fd;
+    return absl::OkStatus();
+  }
+
+ private:
+  UcxChunk(const ucx::Context* context, size_t bytes) : context_(context), bytes_(bytes) {}
+  const ucx::Context* const context_;
+  const size_t bytes_;
+  ucx::MemoryRegion region_;
+  int fd_ = -1;  // UCX's, not ours
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes) {
+  absl::StatusOr<std::unique_ptr<UcxChunk>> chunk = UcxChunk::Create(&context_, bytes);
+  if (!chunk.ok()) return chunk.status();
+  return std::unique_ptr<ChunkMemory>(*std::move(chunk));
+}
 
 absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options& options) {
   std::unique_ptr<UcxDataPlane> dp(new UcxDataPlane());
-  absl::StatusOr<ucx::Context> context =
-      ucx::Context::Create({options.transports, /*wakeup=*/true, /*shared_by_threads=*/true});
+  // Chunks come from the POSIX domain: it keeps a file per allocation, which attach needs.
+  absl::StatusOr<ucx::Context> context = ucx::Context::Create(
+      {options.transports, "md:posix", /*wakeup=*/true, /*shared_by_threads=*/true});
   if (!context.ok()) return context.status();
   dp->context_ = *std::move(context);
   absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(dp->context_);
@@ -44,6 +123,10 @@ absl::StatusOr<ChunkRemoteKey> UcxDataPlane::Key(const PagePool& pool, uint32_t 
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", pool.name(), "' lives on ", pool.device(),
         ": this daemon's UCX has no memory support for it; use WriteKV/ReadKV"));
+  }
+  if (const std::string* own = pool.ChunkRkey(chunk); own != nullptr) {
+    return ChunkRemoteKey{chunk, generation, reinterpret_cast<uint64_t>(pool.ChunkData(chunk)),
+                          pool.chunk_bytes(), *own};
   }
   absl::MutexLock lock(&mu_);
   Registration& reg = registered_[{&pool, chunk}];

@@ -6,11 +6,12 @@
 // without hardware RMA (TCP) UCX emulates it, which needs this side to progress, so a
 // thread named "kvw-ucx" progresses the worker and sleeps on its event fd.
 //
-// A chunk is registered lazily, on the first key asked for it, and registered again when
-// its generation changed (its memory was renewed for another tenant), so a key handed
-// to the previous owner never names the new owner's physical pages on transports that
-// check keys (RDMA). CPU pools only: Debian's UCX has no CUDA memory support, so keys
-// for cuda pools are FAILED_PRECONDITION (workers use the gRPC byte path there).
+// Chunks from NewChunk carry the key of their allocation. Other chunks (memfd) are
+// registered lazily, on the first key asked for them, and again when their generation
+// changed (memory renewed for another tenant), so a key handed to the previous owner
+// never names the new owner's pages on transports that check keys (RDMA). CPU pools
+// only: Debian's UCX has no CUDA memory support, so keys for cuda pools are
+// FAILED_PRECONDITION (workers use the gRPC byte path there).
 //
 // Thread-safe: Key() may be called from any thread; the worker is touched only by
 // "kvw-ucx" once Start returns.
@@ -25,6 +26,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "cache_service/chunk_memory.h"
 #include "cache_service/page_pool.h"
 #include "common/ucx/ucx.h"
 
@@ -49,6 +51,11 @@ class UcxDataPlane {
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
   const std::string& worker_address() const { return address_; }
+  // Host memory for a CPU pool's chunk, allocated by UCX's POSIX shared-memory domain so
+  // same-host peers move pages with plain copies (ucx_perftest's memory, too). It still
+  // has an fd (UCX keeps one for /proc links), so attach works as with memfd chunks.
+  // Fails (callers fall back to memfd) when /dev/shm cannot hold it.
+  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(size_t bytes);
   // The key for `chunk` of `pool` at `generation` (what the pool says now).
   absl::StatusOr<ChunkRemoteKey> Key(const PagePool& pool, uint32_t chunk, uint64_t generation);
 

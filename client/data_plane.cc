@@ -265,6 +265,11 @@ uint64_t DataPlane::reconnects() const {
   return impl_->reconnects;
 }
 
+std::string DataPlane::DescribeEndpoint() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->ep ? impl_->ep->Describe() : "";
+}
+
 absl::Status DataPlane::Put(const PageRange& range, absl::Span<const uint8_t> src) {
   TransferRequest r;
   r.range = range;

@@ -2,6 +2,9 @@
 
 #include <poll.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -55,6 +58,10 @@ absl::StatusOr<Context> Context::Create(const ContextOptions& options) {
   if (!options.transports.empty()) {
     modified = FromUcs(ucp_config_modify(config, "TLS", options.transports.c_str()),
                        absl::StrCat("UCX_TLS=", options.transports));
+  }
+  if (modified.ok() && !options.alloc_prio.empty()) {
+    modified = FromUcs(ucp_config_modify(config, "ALLOC_PRIO", options.alloc_prio.c_str()),
+                       absl::StrCat("UCX_ALLOC_PRIO=", options.alloc_prio));
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
@@ -160,6 +167,37 @@ absl::StatusOr<MemoryRegion> MemoryRegion::Register(const Context& context, void
   return r;
 }
 
+absl::StatusOr<MemoryRegion> MemoryRegion::Allocate(const Context& context, size_t length) {
+  ucp_mem_map_params_t params{};
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+  params.address = nullptr;
+  params.length = length;
+  params.flags = UCP_MEM_MAP_ALLOCATE;
+  MemoryRegion r;
+  r.context_ = context.get();
+  if (absl::Status s = FromUcs(ucp_mem_map(context.get(), &params, &r.memh_), "ucp_mem_map(ALLOCATE)");
+      !s.ok()) {
+    r.memh_ = nullptr;
+    return s;
+  }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  if (absl::Status s = FromUcs(ucp_mem_query(r.memh_, &attr), "ucp_mem_query"); !s.ok()) return s;
+  r.address_ = attr.address;
+  r.length_ = attr.length;
+  void* packed = nullptr;
+  size_t packed_size = 0;
+  if (absl::Status s = FromUcs(ucp_rkey_pack(context.get(), r.memh_, &packed, &packed_size),
+                               "ucp_rkey_pack");
+      !s.ok()) {
+    return s;
+  }
+  r.packed_rkey_.assign(static_cast<const char*>(packed), packed_size);
+  ucp_rkey_buffer_release(packed);
+  return r;
+}
+
 MemoryRegion::MemoryRegion(MemoryRegion&& o) noexcept { *this = std::move(o); }
 
 MemoryRegion& MemoryRegion::operator=(MemoryRegion&& o) noexcept {
@@ -248,6 +286,19 @@ void Endpoint::Close() {
 absl::Status Endpoint::Flush(absl::Time deadline) {
   ucp_request_param_t param{};
   return Wait(worker_, ucp_ep_flush_nbx(ep_, &param), "ucp_ep_flush_nbx", deadline);
+}
+
+std::string Endpoint::Describe() const {
+  if (ep_ == nullptr) return "";
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&text, &size);
+  if (f == nullptr) return "";
+  ucp_ep_print_info(ep_, f);
+  fclose(f);
+  std::string out(text, size);
+  free(text);
+  return out;
 }
 
 absl::StatusOr<RemoteKey> RemoteKey::Unpack(const Endpoint& ep, absl::string_view packed) {

@@ -30,6 +30,8 @@ struct ContextOptions {
   // UCX_TLS for this context ("" = the UCX_TLS environment variable or UCX's default).
   // "shm" (or "sm") selects shared memory; "tcp" selects TCP.
   std::string transports;
+  // UCX_ALLOC_PRIO for MemoryRegion::Allocate ("" = UCX's default order).
+  std::string alloc_prio;
   bool wakeup = false;            // Worker::Wait (event fd) support
   bool shared_by_threads = false;  // see the header comment
 };
@@ -78,12 +80,18 @@ class MemoryRegion {
  public:
   static absl::StatusOr<MemoryRegion> Register(const Context& context, void* address,
                                                size_t length);
+  // Memory UCX allocates (ucp_mem_map ALLOCATE): shared-memory transports can then move
+  // bytes to and from it with plain copies by the peer, which registered memory of our
+  // own does not allow with Debian's UCX 1.13 (its RMA on such memory is emulated with
+  // active messages the owner must progress).
+  static absl::StatusOr<MemoryRegion> Allocate(const Context& context, size_t length);
   MemoryRegion() = default;
   MemoryRegion(MemoryRegion&&) noexcept;
   MemoryRegion& operator=(MemoryRegion&&) noexcept;
   ~MemoryRegion();
   const std::string& packed_rkey() const { return packed_rkey_; }
   uint64_t address() const { return reinterpret_cast<uint64_t>(address_); }
+  void* data() const { return address_; }
   size_t length() const { return length_; }
 
  private:
@@ -110,6 +118,8 @@ class Endpoint {
   bool failed() const { return state_ != nullptr && state_->failed.load(); }
   // Waits for every operation issued on this endpoint to complete remotely.
   absl::Status Flush(absl::Time deadline);
+  // ucp_ep_print_info(): the lanes and transports UCX chose.
+  std::string Describe() const;
 
  private:
   struct State {

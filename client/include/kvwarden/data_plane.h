@@ -145,6 +145,8 @@ class DataPlane {
   void SetLease(uint64_t lease_id);
   // Endpoints rebuilt because the daemon restarted or the endpoint failed.
   uint64_t reconnects() const;
+  // The transports and lanes UCX chose for the daemon endpoint (for logs and benches).
+  std::string DescribeEndpoint() const;
 
  private:
   struct Impl;
