@@ -3,7 +3,8 @@
 //   put/get bandwidth of a sequence's pages at each --sizes (bytes per operation): one
 //     transfer lease over the whole sequence, operations back to back (each waits for
 //     local completion), remote completion (flush) at the end, as ucx_perftest's
-//     ucp_put_bw does. MiB/s like ucx_perftest's "MB/s".
+//     ucp_put_bw does; "hot" (the same pages each time, as ucx_perftest) and "stream"
+//     (walking 64 MiB). MiB/s like ucx_perftest's "MB/s".
 //   one-page get latency p50 (RMA only, lease held) and with its own lease (Get).
 //   attached read: every page of the sequence copied out of the mapped chunks vs a
 //     memcpy of the same bytes from local memory (goal >= 0.95).
@@ -78,34 +79,40 @@ int Run(const std::string& transports, const std::vector<size_t>& sizes, double 
   if (std::getenv("KVW_BENCH_VERBOSE")) std::fprintf(stderr, "%s", (*dp)->DescribeEndpoint().c_str());
   std::printf("transports=%s page_bytes=%zu sequence_bytes=%zu\n", transports.c_str(), page, buf.size());
 
+  // Two access patterns per size: "hot" moves the same pages every operation (what
+  // ucx_perftest does: its buffers stay in cache), "stream" walks the whole 64 MiB
+  // sequence (DRAM-bound, what a real prefill-to-decode hand-off does).
   for (size_t size : sizes) {
     const uint32_t per_op = static_cast<uint32_t>(std::max<size_t>(1, size / page));
-    for (const bool put : {true, false}) {
-      auto t = (*dp)->Begin(all, put ? client::TransferMode::kWrite : client::TransferMode::kRead);
-      if (!t.ok()) return 1;
-      // Warm up (endpoint lanes, registration caches), then time.
-      for (uint32_t p = 0; p + per_op <= kPages; p += per_op) {
-        absl::Status s = put ? (*t)->WritePages(0, p, per_op, buf.data() + size_t{p} * page)
-                             : (*t)->ReadPages(0, p, per_op, buf.data() + size_t{p} * page);
-        if (!s.ok()) {
-          std::fprintf(stderr, "bench_dataplane: %s\n", s.ToString().c_str());
-          return 1;
+    for (const bool hot : {true, false}) {
+      for (const bool put : {true, false}) {
+        auto t = (*dp)->Begin(all, put ? client::TransferMode::kWrite : client::TransferMode::kRead);
+        if (!t.ok()) return 1;
+        auto op = [&](uint32_t p) {
+          return put ? (*t)->WritePages(0, p, per_op, buf.data() + size_t{p} * page)
+                     : (*t)->ReadPages(0, p, per_op, buf.data() + size_t{p} * page);
+        };
+        // Warm up (endpoint lanes, mappings of the remote chunk), then time.
+        for (uint32_t p = 0; p + per_op <= kPages; p += per_op) {
+          if (absl::Status s = op(p); !s.ok()) {
+            std::fprintf(stderr, "bench_dataplane: %s\n", s.ToString().c_str());
+            return 1;
+          }
         }
-      }
-      size_t bytes = 0, ops = 0;
-      const absl::Time start = absl::Now();
-      while (absl::Now() - start < absl::Seconds(seconds)) {
-        for (uint32_t p = 0; p + per_op <= kPages; p += per_op, ++ops) {
-          (void)(put ? (*t)->WritePages(0, p, per_op, buf.data() + size_t{p} * page)
-                     : (*t)->ReadPages(0, p, per_op, buf.data() + size_t{p} * page));
-          bytes += size_t{per_op} * page;
+        size_t bytes = 0, ops = 0;
+        const absl::Time start = absl::Now();
+        while (absl::Now() - start < absl::Seconds(seconds)) {
+          for (uint32_t p = 0; p + per_op <= kPages; p += per_op, ++ops) {
+            (void)op(hot ? 0 : p);
+            bytes += size_t{per_op} * page;
+          }
         }
+        if (put) (void)(*t)->Flush();
+        const absl::Duration took = absl::Now() - start;
+        (void)(*t)->End();
+        std::printf("%s_bw_MiBps size=%zu pattern=%s value=%.1f ops=%zu\n", put ? "put" : "get",
+                    size_t{per_op} * page, hot ? "hot" : "stream", MiBps(bytes, took), ops);
       }
-      if (put) (void)(*t)->Flush();
-      const absl::Duration took = absl::Now() - start;
-      (void)(*t)->End();
-      std::printf("%s_bw_MiBps size=%zu value=%.1f ops=%zu\n", put ? "put" : "get", size_t{per_op} * page,
-                  MiBps(bytes, took), ops);
     }
   }
 
