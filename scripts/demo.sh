@@ -21,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/kvwardend" --config="$CONFIG" --listen=127.0.0.1:0 --ready-file="$work/ready" 2>"$work/daemon.log" &
+"$BIN/kvwardend" --config="$CONFIG" --listen=127.0.0.1:0 --ready-file="$work/ready" \
+  --attach-socket="$work/attach.sock" 2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 1 500); do
   [ -f "$work/ready" ] && break
@@ -115,6 +116,36 @@ awk '/^decode/ {
     v["policy"], v["tokens"], v["bytes_end"] / 1048576, v["pages_end"], v["pages_peak"], v["evicted"],
     v["evictions_per_s"], v["steps_per_s"], v["checked"], v["mismatches"]
 }' "$work"/decode-full.out "$work"/decode-scissorhands.out "$work"/decode-streaming.out
+
+# Act three: a prefill worker writes a 2048-token sequence (8 layers, 1024 pages, 16 MiB)
+# with UCX RMA puts; a decode worker of the same tenant attaches the pool read-only,
+# checks every page in place, then gets the same pages by RMA. While the decode worker
+# holds its mapping, kvwctl shows the transfer lease and the attached client.
+echo
+echo "== act three: prefill -> decode hand-off over the data plane (UCX shm + same-host attach)"
+"$BIN/kvw_handoff_worker" --target="$TARGET" --token="${token[alpha]}" --role=prefill --tokens=2048 \
+  --hold-file="$work/prefill-done" >"$work/prefill.out" 2>"$work/prefill.err" &
+prefill_pid=$!
+until grep -q '^handoff_seq=' "$work/prefill.out" 2>/dev/null; do
+  kill -0 "$prefill_pid" 2>/dev/null || { cat "$work/prefill.err"; exit 1; }
+  sleep 0.05
+done
+handoff_seq=$(sed -n 's/^handoff_seq=\([0-9]*\).*/\1/p' "$work/prefill.out")
+"$BIN/kvw_handoff_worker" --target="$TARGET" --token="${token[alpha]}" --role=decode --seq="$handoff_seq" \
+  --tokens=2048 --hold-file="$work/decode-done" >"$work/decode.out" 2>"$work/decode.err" &
+decode_pid=$!
+until grep -q '^handoff ' "$work/decode.out" 2>/dev/null; do
+  kill -0 "$decode_pid" 2>/dev/null || { cat "$work/decode.err"; exit 1; }
+  sleep 0.05
+done
+cat "$work/prefill.out" "$work/decode.out"
+echo "-- kvwctl transfers (the decode worker's mapping pins the pages) and kvwctl attached"
+ctl transfers
+ctl attached
+touch "$work/decode-done" "$work/prefill-done"
+wait "$decode_pid" || status=1
+wait "$prefill_pid" || status=1
+
 echo
 echo "== stopping kvwardend (pid $daemon_pid)"
 kill -TERM "$daemon_pid"
