@@ -197,6 +197,7 @@ bool AttachServer::Handle(Connection& conn) {
     c->set_size((*pool)->chunk_bytes());
     c->set_writable(writable);
     c->set_cuda_ipc_handle(s.ipc_handle);
+    c->set_has_fd(fd.valid());
     if (fd.valid()) fds.push_back(fd.get());
     owned.push_back(std::move(fd));
   }

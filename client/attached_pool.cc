@@ -6,6 +6,7 @@
 #include <sys/un.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -16,6 +17,10 @@
 #include "common/fd/unique_fd.h"
 #include "kvwarden/data_plane.h"
 #include "kvwarden/v1/transfer.pb.h"
+
+#if defined(KVW_HAVE_CUDA)
+#include <cuda_runtime.h>
+#endif
 
 namespace kvwarden {
 namespace client {
@@ -34,12 +39,48 @@ struct AttachedPool::Impl {
     uint64_t generation = 0;
     uint8_t* base = nullptr;
     size_t size = 0;
+    bool device = false;  // opened from a CUDA IPC handle
   };
   absl::flat_hash_map<uint32_t, Chunk> chunks ABSL_GUARDED_BY(mu);
 
   ~Impl() {
     absl::MutexLock lock(&mu);
-    for (auto& [id, c] : chunks) munmap(c.base, c.size);
+    for (auto& [id, c] : chunks) Unmap(c);
+  }
+
+  static void Unmap(const Chunk& c) {
+    if (c.base == nullptr) return;
+#if defined(KVW_HAVE_CUDA)
+    if (c.device) {
+      cudaIpcCloseMemHandle(c.base);
+      return;
+    }
+#endif
+    munmap(c.base, c.size);
+  }
+
+  // A GPU pool's chunk from its CUDA IPC handle (the daemon's cudaMalloc'd chunk).
+  absl::StatusOr<Chunk> OpenDeviceChunk(const v1::AttachedChunk& c) const {
+#if defined(KVW_HAVE_CUDA)
+    cudaIpcMemHandle_t handle;
+    if (c.cuda_ipc_handle().size() != sizeof(handle)) {
+      return absl::InternalError(absl::StrCat("chunk ", c.chunk(), ": malformed CUDA IPC handle"));
+    }
+    std::memcpy(&handle, c.cuda_ipc_handle().data(), sizeof(handle));
+    const int ordinal = std::atoi(info.device.substr(info.device.find(':') + 1).c_str());
+    cudaSetDevice(ordinal);
+    void* dev = nullptr;
+    if (cudaError_t e = cudaIpcOpenMemHandle(&dev, handle, cudaIpcMemLazyEnablePeerAccess);
+        e != cudaSuccess) {
+      return absl::FailedPreconditionError(absl::StrCat("cudaIpcOpenMemHandle (chunk ", c.chunk(),
+                                                        "): ", cudaGetErrorString(e)));
+    }
+    return Chunk{c.generation(), static_cast<uint8_t*>(dev), c.size(), true};
+#else
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pool '", options.pool, "' is on ", info.device,
+        ": its chunks come as CUDA IPC handles and this client library was built without CUDA"));
+#endif
   }
 
   // Asks for chunks not yet mapped (or renewed since) and maps them.
@@ -62,21 +103,29 @@ struct AttachedPool::Impl {
     if (resp.code() != 0) {
       return absl::Status(static_cast<absl::StatusCode>(resp.code()), resp.message());
     }
-    if (absl::Status s = RecvFds(sock.get(), resp.chunks_size(), &fds, options.timeout); !s.ok()) {
-      return s;
-    }
+    size_t with_fd = 0;
+    for (const v1::AttachedChunk& c : resp.chunks()) with_fd += c.has_fd();
+    if (absl::Status s = RecvFds(sock.get(), with_fd, &fds, options.timeout); !s.ok()) return s;
     attachment_id = resp.attachment_id();
-    for (int i = 0; i < resp.chunks_size(); ++i) {
-      const v1::AttachedChunk& c = resp.chunks(i);
+    size_t next_fd = 0;
+    for (const v1::AttachedChunk& c : resp.chunks()) {
       writable = c.writable();
-      const int prot = PROT_READ | (c.writable() ? PROT_WRITE : 0);
-      void* p = mmap(nullptr, c.size(), prot, MAP_SHARED, fds[i].get(), 0);
-      if (p == MAP_FAILED) {
-        return absl::InternalError(absl::StrCat("mmap chunk ", c.chunk(), ": ", std::strerror(errno)));
+      Chunk fresh;
+      if (c.has_fd()) {
+        const int prot = PROT_READ | (c.writable() ? PROT_WRITE : 0);
+        void* p = mmap(nullptr, c.size(), prot, MAP_SHARED, fds[next_fd++].get(), 0);
+        if (p == MAP_FAILED) {
+          return absl::InternalError(absl::StrCat("mmap chunk ", c.chunk(), ": ", std::strerror(errno)));
+        }
+        fresh = Chunk{c.generation(), static_cast<uint8_t*>(p), c.size(), false};
+      } else {
+        absl::StatusOr<Chunk> opened = OpenDeviceChunk(c);
+        if (!opened.ok()) return opened.status();
+        fresh = *opened;
       }
       Chunk& slot = chunks[c.chunk()];
-      if (slot.base != nullptr) munmap(slot.base, slot.size);
-      slot = Chunk{c.generation(), static_cast<uint8_t*>(p), c.size()};
+      Unmap(slot);
+      slot = fresh;
     }
     return absl::OkStatus();
   }
@@ -98,12 +147,6 @@ absl::StatusOr<std::unique_ptr<AttachedPool>> AttachedPool::Attach(Client* clien
     return absl::FailedPreconditionError(
         "kvwardend runs without an attach socket (data_plane.attach_socket / --attach-socket)");
   }
-  if (impl->info.device != "cpu") {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", options.pool, "' is on ", impl->info.device,
-        ": its chunks come as CUDA IPC handles (AttachedChunk.cuda_ipc_handle) for "
-        "cudaIpcOpenMemHandle; this library maps CPU pools"));
-  }
   impl->sock.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!impl->sock.valid()) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_un addr{};
@@ -123,6 +166,7 @@ absl::StatusOr<std::unique_ptr<AttachedPool>> AttachedPool::Attach(Client* clien
 }
 
 bool AttachedPool::writable() const { return impl_->writable; }
+bool AttachedPool::on_device() const { return impl_->info.device != "cpu"; }
 const Layout& AttachedPool::layout() const { return impl_->info.layout; }
 uint64_t AttachedPool::attachment_id() const { return impl_->attachment_id; }
 size_t AttachedPool::mapped_chunks() const {

@@ -159,9 +159,11 @@ struct AttachOptions {
   absl::Duration timeout = absl::Seconds(10);
 };
 
-// Same host, CPU pool: the tenant's chunks mapped into this process (read-only for a
-// decode worker, read-write for prefill/both), refreshed as the tenant gains chunks.
-// Thread-safe.
+// Same host: the tenant's chunks mapped into this process (read-only for a decode
+// worker, read-write for prefill/both), refreshed as the tenant gains chunks. CPU pools
+// map the chunks' fds; GPU pools open their CUDA IPC handles (the library must be built
+// with CUDA), and page pointers are then device pointers (read-write: CUDA IPC has no
+// read-only mapping). Must outlive its Mappings. Thread-safe.
 class AttachedPool {
  public:
   static absl::StatusOr<std::unique_ptr<AttachedPool>> Attach(Client* client, uint64_t lease_id,
@@ -194,6 +196,7 @@ class AttachedPool {
                                                TransferMode mode = TransferMode::kRead);
 
   bool writable() const;
+  bool on_device() const;  // page pointers are CUDA device pointers
   const Layout& layout() const;
   uint64_t attachment_id() const;
   size_t mapped_chunks() const;

@@ -1,0 +1,77 @@
+// Same-host attach of a cuda:0 pool: the daemon hands out CUDA IPC handles for the
+// tenant's chunks, the client opens them and reads pages in place on the device; the
+// bytes equal what the gRPC byte path returns. UCX keys for a GPU pool are refused with
+// FAILED_PRECONDITION (Debian's UCX has no CUDA memory support).
+// Label gpu: skips when no CUDA device is visible.
+
+#include <cuda_runtime.h>
+
+#include "gtest/gtest.h"
+#include "kernels/copy_kv.h"
+#include "kvwarden/client.h"
+#include "kvwarden/data_plane.h"
+#include "tests/support/kv_pattern.h"
+#include "tests/support/process.h"
+
+namespace kvwarden {
+namespace {
+
+constexpr const char* kGpuConfig = R"pb(
+  admin_token: "a"
+  pools {
+    name: "gpu"
+    device: "cuda:0"
+    layout { num_layers: 2 num_kv_heads: 4 head_dim: 64 dtype: DTYPE_FP16 page_tokens: 16 }
+    capacity_bytes: 67108864
+    chunk_bytes: 4194304
+  }
+  tenants { name: "t" token: "t" quota_pages: 4096 }
+)pb";
+
+TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  testing::TempDir dir;
+  auto daemon = testing::DaemonProcess::Start(kGpuConfig, {"--attach-socket=" + dir.path() + "/a.sock"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto c = *Client::Connect({(*daemon)->target(), "t", absl::Seconds(10)});
+  auto lease = c->RegisterWorker("w", client::Role::kDecode, 60000);
+  ASSERT_TRUE(lease.ok());
+  auto seq = c->CreateSequence(lease->id, "gpu", 64);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 40).ok());
+  const client::Layout& l = seq->layout;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    std::string k = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), false);
+    std::string v = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), true);
+    ASSERT_TRUE(c->WriteKV(seq->id, l, layer, 1, 0, 40, {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                           {reinterpret_cast<const uint8_t*>(v.data()), v.size()}).ok());
+  }
+  auto pool = client::AttachedPool::Attach(c.get(), lease->id, {"gpu"});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_TRUE((*pool)->on_device());
+  auto m = (*pool)->Map({seq->id, 0, l.num_layers, 0, 40});
+  ASSERT_TRUE(m.ok()) << m.status();
+  const size_t pb = client::PageBytes(l);
+  std::vector<uint8_t> host(pb);
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    const std::string expect_k = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), false);
+    for (uint32_t p = 0; p < (*m)->num_pages(); ++p) {
+      ASSERT_EQ(cudaMemcpy(host.data(), (*m)->page(layer, p), pb, cudaMemcpyDeviceToHost), cudaSuccess);
+      auto view = client::PageView::Contiguous(l, host.data(), p, 1);
+      for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
+        for (uint32_t s = p * 16; s < std::min(40u, (p + 1) * 16); ++s) {
+          EXPECT_EQ(std::string(reinterpret_cast<char*>(view.k(h, s)), l.token_bytes()),
+                    expect_k.substr((size_t{h} * 40 + s) * l.token_bytes(), l.token_bytes()));
+        }
+      }
+    }
+  }
+  // No UCX keys for device memory with this UCX: a clear refusal, nothing pinned.
+  auto dp = client::DataPlane::Connect(c.get(), lease->id, {"gpu", "shm"});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  std::vector<uint8_t> buf(client::RangeBytes({seq->id, 0, 1, 0, 16}, l));
+  EXPECT_EQ((*dp)->Get({seq->id, 0, 1, 0, 16}, absl::MakeSpan(buf)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace kvwarden
