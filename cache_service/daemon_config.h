@@ -51,6 +51,7 @@ struct DaemonSettings {
   bool ucx = true;
   std::string ucx_transports;
   std::string attach_socket;  // empty: attach off
+  bool stage_all_pools = false;
 };
 
 inline constexpr uint64_t kDefaultChunkBytes = 64ull << 20;

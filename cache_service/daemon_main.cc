@@ -86,7 +86,7 @@ int Run(const Flags& flags) {
   std::unique_ptr<UcxDataPlane> ucx;
   if (settings->ucx) {
     absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
-        UcxDataPlane::Start({settings->ucx_transports});
+        UcxDataPlane::Start({settings->ucx_transports, settings->stage_all_pools});
     if (!started.ok()) {
       std::fprintf(stderr, "kvwardend: UCX data plane: %s\n",
                    std::string(started.status().message()).c_str());
@@ -149,7 +149,13 @@ int Run(const Flags& flags) {
             settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
   }
   WorkerLeases leases(settings->leases, Clock::Real());
-  SequenceTable table(SequenceTable::Options{&ledger, &leases});
+  SequenceTable::Options table_options{&ledger, &leases};
+  if (ucx != nullptr) {
+    table_options.on_transfer_ended = [dp = ucx.get()](TransferId id, bool completed) {
+      return dp->Unstage(id, completed);
+    };
+  }
+  SequenceTable table(table_options);
   std::vector<std::string> tokens;
   for (const TenantAuth& t : settings->tenant_tokens) tokens.push_back(t.token);
   Authenticator auth(settings->admin_token, std::move(tokens));

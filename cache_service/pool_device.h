@@ -38,6 +38,10 @@ class PoolDevice {
                                const std::vector<uint32_t>& kept_slots) = 0;
   // Copies one page to another on this device.
   virtual absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) = 0;
+  // Pool bytes to host memory and back: staging for transports that cannot reach this
+  // device's memory (UCX without CUDA support).
+  virtual absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) = 0;
+  virtual absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) = 0;
 };
 
 std::shared_ptr<PoolDevice> CpuPoolDevice();

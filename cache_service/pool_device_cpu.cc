@@ -37,6 +37,14 @@ class CpuDevice final : public PoolDevice {
     std::memcpy(dst, src, bytes);
     return absl::OkStatus();
   }
+  absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {
+    std::memcpy(host_dst, src, bytes);
+    return absl::OkStatus();
+  }
+  absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) override {
+    std::memcpy(dst, host_src, bytes);
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace

@@ -146,6 +146,14 @@ class CudaDevice final : public PoolDevice {
     cudaSetDevice(ordinal_);
     return CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
   }
+  absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  }
+  absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
 
  private:
   const int ordinal_;

@@ -190,6 +190,10 @@ class SequenceTable {
   struct Options {
     TenantLedger* ledger = nullptr;  // required
     WorkerLeases* leases = nullptr;  // required
+    // Called (outside every lock of the table, the pages still pinned) whenever a
+    // transfer lease ends: `completed` by EndTransfer, not by expiry, its worker's lease
+    // lapsing or the table going away. An error is EndTransfer's answer.
+    std::function<absl::Status(TransferId, bool completed)> on_transfer_ended;
   };
 
   explicit SequenceTable(Options options);
@@ -275,7 +279,7 @@ class SequenceTable {
     std::vector<PageId> pinned;
   };
   // Unpins and lets waiting compactions go; the record is already out of transfers_.
-  static void FinishTransfer(Transfer& t);
+  absl::Status FinishTransfer(Transfer& t, bool completed);
   size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred);
 
   const Options options_;

@@ -105,12 +105,16 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   return grant;
 }
 
-void SequenceTable::FinishTransfer(Transfer& t) {
+absl::Status SequenceTable::FinishTransfer(Transfer& t, bool completed) {
+  // Staging (if any) goes first, while the pages are still pinned.
+  absl::Status s;
+  if (options_.on_transfer_ended) s = options_.on_transfer_ended(t.info.id, completed);
   Sequence& seq = *t.seq;
   absl::MutexLock lock(&seq.mu);
   seq.pool->Unpin(t.pinned);
   --seq.transfers;
   if (t.info.mode == TransferMode::kWrite) --seq.write_transfers;
+  return s;
 }
 
 absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
@@ -124,8 +128,7 @@ absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
     t = std::move(it->second);
     transfers_.erase(it);
   }
-  FinishTransfer(t);
-  return absl::OkStatus();
+  return FinishTransfer(t, /*completed=*/true);
 }
 
 size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&)>& pred) {
@@ -141,7 +144,7 @@ size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&
       }
     }
   }
-  for (Transfer& t : ended) FinishTransfer(t);
+  for (Transfer& t : ended) (void)FinishTransfer(t, /*completed=*/false);
   return ended.size();
 }
 

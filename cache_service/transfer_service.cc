@@ -78,13 +78,32 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
     absl::StatusOr<TransferGrant> grant = ctx_.table->BeginTransfer(args);
     if (!grant.ok()) return grant.status();
     const DataPlaneParts& dp = PartsOf(ctx_);
+    const uint64_t page_bytes = grant->pool->page_bytes();
+    if (dp.ucx != nullptr && dp.ucx->NeedsStaging(*grant->pool)) {
+      // UCX cannot reach this pool's memory: the grant names a staging buffer instead.
+      absl::StatusOr<ChunkRemoteKey> key = dp.ucx->Stage(*tenant, args.mode, *grant);
+      if (!key.ok()) {
+        (void)ctx_.table->EndTransfer(grant->id, Caller::Tenant(*tenant));
+        return key.status();
+      }
+      grant->chunks = {{key->chunk, key->generation}};
+      for (size_t i = 0; i < grant->layers.size(); ++i) {
+        grant->layers[i] = {PageRun{key->chunk, i * grant->num_pages * page_bytes, grant->num_pages}};
+      }
+      v1::ChunkKey* k = resp->add_keys();
+      k->set_chunk(key->chunk);
+      k->set_generation(key->generation);
+      k->set_remote_address(key->remote_address);
+      k->set_size(key->size);
+      k->set_rkey(key->rkey);
+    }
     absl::flat_hash_map<uint32_t, uint64_t> known;
     for (const v1::ChunkRef& k : req->known_chunks()) known[k.chunk()] = k.generation();
     for (const auto& [chunk, generation] : grant->chunks) {
       v1::ChunkRef* ref = resp->add_chunks();
       ref->set_chunk(chunk);
       ref->set_generation(generation);
-      if (dp.ucx == nullptr) continue;
+      if (dp.ucx == nullptr || (chunk & UcxDataPlane::kStagingChunkBit) != 0) continue;
       if (auto it = known.find(chunk); it != known.end() && it->second == generation) continue;
       absl::StatusOr<ChunkRemoteKey> key = dp.ucx->Key(*grant->pool, chunk, generation);
       if (!key.ok()) {

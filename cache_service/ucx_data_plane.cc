@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes
 
 absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options& options) {
   std::unique_ptr<UcxDataPlane> dp(new UcxDataPlane());
+  dp->stage_all_ = options.stage_all_pools;
   // Chunks come from the POSIX domain: it keeps a file per allocation, which attach needs.
   absl::StatusOr<ucx::Context> context = ucx::Context::Create(
       {options.transports, "md:posix", /*wakeup=*/true, /*shared_by_threads=*/true});
@@ -114,7 +115,52 @@ UcxDataPlane::~UcxDataPlane() {
   worker_.Signal();
   if (progress_.joinable()) progress_.join();
   absl::MutexLock lock(&mu_);
+  staged_.clear();
   registered_.clear();  // unmapped before the context goes
+}
+
+absl::StatusOr<ChunkRemoteKey> UcxDataPlane::Stage(TenantId tenant, TransferMode mode,
+                                                   const TransferGrant& grant) {
+  PagePool& pool = *grant.pool;
+  const size_t page = pool.page_bytes();
+  const size_t bytes = grant.layers.size() * grant.num_pages * page;
+  absl::StatusOr<ucx::MemoryRegion> buffer = ucx::MemoryRegion::Allocate(context_, bytes);
+  if (!buffer.ok()) return buffer.status();
+  Staged staged{tenant, mode, &pool, {}, *std::move(buffer)};
+  // Pages in (for writes too: a write may cover only some of the granted pages).
+  auto* out = static_cast<uint8_t*>(staged.buffer.data());
+  for (const std::vector<PageRun>& runs : grant.layers) {
+    for (const PageRun& r : runs) {
+      uint8_t* device = pool.ChunkData(r.chunk) + r.offset;
+      const size_t n = size_t{r.pages} * page;
+      if (absl::Status s = pool.device_ops().CopyToHost(out, device, n); !s.ok()) return s;
+      staged.runs.emplace_back(device, n);
+      out += n;
+    }
+  }
+  ChunkRemoteKey key{kStagingChunkBit | static_cast<uint32_t>(grant.id & ~kStagingChunkBit), 1,
+                     staged.buffer.address(), bytes, staged.buffer.packed_rkey()};
+  absl::MutexLock lock(&mu_);
+  staged_.insert_or_assign(grant.id, std::move(staged));
+  return key;
+}
+
+absl::Status UcxDataPlane::Unstage(TransferId id, bool copy_back) {
+  Staged staged;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = staged_.find(id);
+    if (it == staged_.end()) return absl::OkStatus();
+    staged = std::move(it->second);
+    staged_.erase(it);
+  }
+  if (!copy_back || staged.mode != TransferMode::kWrite) return absl::OkStatus();
+  auto* in = static_cast<const uint8_t*>(staged.buffer.data());
+  for (const auto& [device, n] : staged.runs) {
+    if (absl::Status s = staged.pool->device_ops().CopyFromHost(device, in, n); !s.ok()) return s;
+    in += n;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ChunkRemoteKey> UcxDataPlane::Key(const PagePool& pool, uint32_t chunk,

@@ -9,9 +9,8 @@
 // Chunks from NewChunk carry the key of their allocation. Other chunks (memfd) are
 // registered lazily, on the first key asked for them, and again when their generation
 // changed (memory renewed for another tenant), so a key handed to the previous owner
-// never names the new owner's pages on transports that check keys (RDMA). CPU pools
-// only: Debian's UCX has no CUDA memory support, so keys for cuda pools are
-// FAILED_PRECONDITION (workers use the gRPC byte path there).
+// never names the new owner's pages on transports that check keys (RDMA). GPU pools go
+// through staging buffers (Stage/Unstage): Debian's UCX has no CUDA memory support.
 //
 // Thread-safe: Key() may be called from any thread; the worker is touched only by
 // "kvw-ucx" once Start returns.
@@ -19,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/chunk_memory.h"
 #include "cache_service/page_pool.h"
+#include "cache_service/sequence_table.h"
 #include "common/ucx/ucx.h"
 
 namespace kvwarden {
@@ -44,7 +45,11 @@ class UcxDataPlane {
  public:
   struct Options {
     std::string transports;  // UCX_TLS; "" = environment / UCX default
+    // Route every pool through staging buffers, as pools UCX cannot reach are (tests).
+    bool stage_all_pools = false;
   };
+  // Chunk ids with this bit name a staging buffer that exists for one transfer only.
+  static constexpr uint32_t kStagingChunkBit = 1u << 31;
   static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Start(const Options& options);
   ~UcxDataPlane();
   UcxDataPlane(const UcxDataPlane&) = delete;
@@ -59,8 +64,25 @@ class UcxDataPlane {
   // The key for `chunk` of `pool` at `generation` (what the pool says now).
   absl::StatusOr<ChunkRemoteKey> Key(const PagePool& pool, uint32_t chunk, uint64_t generation);
 
+  // Pools whose memory UCX cannot reach (GPU memory with a UCX built without CUDA, as
+  // Debian's) move through a host staging buffer per transfer: Stage copies the granted
+  // pages in ([layer][page], one run per layer) and returns its key; Unstage copies a
+  // write transfer's buffer back (while the pages are still pinned) and frees it.
+  bool NeedsStaging(const PagePool& pool) const { return stage_all_ || pool.device() != "cpu"; }
+  absl::StatusOr<ChunkRemoteKey> Stage(TenantId tenant, TransferMode mode, const TransferGrant& grant);
+  // For SequenceTable::Options::on_transfer_ended. Without copy_back (an abandoned
+  // transfer) the buffer is only freed. OK when `id` was not staged.
+  absl::Status Unstage(TransferId id, bool copy_back);
+
  private:
   UcxDataPlane() = default;
+  struct Staged {
+    TenantId tenant = kNoTenant;
+    TransferMode mode = TransferMode::kRead;
+    PagePool* pool = nullptr;
+    std::vector<std::pair<uint8_t*, size_t>> runs;  // device address, bytes; buffer order
+    ucx::MemoryRegion buffer;
+  };
   struct Registration {
     uint64_t generation = 0;
     ucx::MemoryRegion region;
@@ -72,6 +94,8 @@ class UcxDataPlane {
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<const PagePool*, uint32_t>, Registration> registered_
       ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TransferId, Staged> staged_ ABSL_GUARDED_BY(mu_);
+  bool stage_all_ = false;
   std::atomic<bool> stop_{false};
   std::thread progress_;
 };

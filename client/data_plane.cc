@@ -37,6 +37,9 @@ auto RetryUnavailable(Client& client, Fn&& fn, absl::Time deadline) -> decltype(
   }
 }
 
+// Chunk ids with the top bit name a per-transfer staging buffer (transfer.proto).
+bool IsStaging(uint32_t chunk) { return (chunk & (1u << 31)) != 0; }
+
 }  // namespace
 
 struct DataPlane::Impl {
@@ -139,7 +142,9 @@ struct DataPlane::Impl {
       const bool named = std::any_of(grant.chunks.begin(), grant.chunks.end(), [&](const ChunkRef& c) {
         return c.chunk == k.chunk && c.generation == k.generation;
       });
-      if (!named || k.size != info.chunk_bytes || k.remote_address == 0 || k.rkey.empty()) {
+      const uint64_t expected = IsStaging(k.chunk) ? grant.layers.size() * grant.num_pages * grant.page_bytes
+                                                   : info.chunk_bytes;
+      if (!named || k.size != expected || k.remote_address == 0 || k.rkey.empty()) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "remote key for chunk %u (generation %d, %d bytes at 0x%x) does not match the grant",
             k.chunk, k.generation, k.size, k.remote_address));
@@ -219,6 +224,9 @@ struct DataPlane::Impl {
   }
 
   absl::Status EndLeaseLocked(const TransferGrant& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (const ChunkRef& c : g.chunks) {
+      if (IsStaging(c.chunk)) keys.erase(c.chunk);  // its buffer goes with the lease
+    }
     absl::Status s = client->EndTransfer(g.id);
     if (absl::IsNotFound(s)) {
       return absl::AbortedError(absl::StrFormat(
