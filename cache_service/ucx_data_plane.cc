@@ -1,6 +1,7 @@
 #include "cache_service/ucx_data_plane.h"
 
 #include <pthread.h>
+#include <sys/statvfs.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -81,6 +82,11 @@ class UcxChunk final : public ChunkMemory {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes) {
+  if (shm_promised_.fetch_add(bytes) + bytes > shm_free_at_start_) {
+    shm_promised_.fetch_sub(bytes);
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "/dev/shm had %d bytes free at start; the pools' chunks would need more", shm_free_at_start_));
+  }
   absl::StatusOr<std::unique_ptr<UcxChunk>> chunk = UcxChunk::Create(&context_, bytes);
   if (!chunk.ok()) return chunk.status();
   return std::unique_ptr<ChunkMemory>(*std::move(chunk));
@@ -89,6 +95,12 @@ absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes
 absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options& options) {
   std::unique_ptr<UcxDataPlane> dp(new UcxDataPlane());
   dp->stage_all_ = options.stage_all_pools;
+  const char* dir = std::getenv("UCX_POSIX_DIR");
+  struct statvfs fs;
+  if (statvfs(dir != nullptr ? dir : "/dev/shm", &fs) == 0) {
+    // Leave a quarter for staging buffers and everyone else.
+    dp->shm_free_at_start_ = uint64_t{fs.f_bavail} * fs.f_frsize / 4 * 3;
+  }
   // Chunks come from the POSIX domain: it keeps a file per allocation, which attach needs.
   absl::StatusOr<ucx::Context> context = ucx::Context::Create(
       {options.transports, "md:posix", /*wakeup=*/true, /*shared_by_threads=*/true});

@@ -59,7 +59,9 @@ class UcxDataPlane {
   // Host memory for a CPU pool's chunk, allocated by UCX's POSIX shared-memory domain so
   // same-host peers move pages with plain copies (ucx_perftest's memory, too). It still
   // has an fd (UCX keeps one for /proc links), so attach works as with memfd chunks.
-  // Fails (callers fall back to memfd) when /dev/shm cannot hold it.
+  // Fails (callers fall back to memfd) when /dev/shm cannot hold it: tmpfs pages past its
+  // size would fault with SIGBUS when first touched, so every chunk promised so far must
+  // fit in what /dev/shm had free at start.
   absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(size_t bytes);
   // The key for `chunk` of `pool` at `generation` (what the pool says now).
   absl::StatusOr<ChunkRemoteKey> Key(const PagePool& pool, uint32_t chunk, uint64_t generation);
@@ -96,6 +98,8 @@ class UcxDataPlane {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TransferId, Staged> staged_ ABSL_GUARDED_BY(mu_);
   bool stage_all_ = false;
+  uint64_t shm_free_at_start_ = 0;
+  std::atomic<uint64_t> shm_promised_{0};
   std::atomic<bool> stop_{false};
   std::thread progress_;
 };
