@@ -6,18 +6,11 @@
 #include "cache_service/kv_stream_reactors.h"
 #include "cache_service/policy_config.h"
 #include "cache_service/stats_stream_reactor.h"
+#include "cache_service/unary_call.h"
 #include "cache_service/proto_convert.h"
 
 namespace kvwarden {
 namespace {
-
-// Runs `fn` (returning absl::Status) and finishes the unary call with its status.
-template <typename Fn>
-grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* call, Fn&& fn) {
-  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(fn()));
-  return reactor;
-}
 
 absl::StatusOr<WorkerRole> RoleFromProto(v1::WorkerRole role) {
   switch (role) {

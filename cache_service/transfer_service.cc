@@ -6,17 +6,11 @@
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
 #include "cache_service/proto_convert.h"
+#include "cache_service/unary_call.h"
 #include "cache_service/ucx_data_plane.h"
 
 namespace kvwarden {
 namespace {
-
-template <typename Fn>
-grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* call, Fn&& fn) {
-  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(fn()));
-  return reactor;
-}
 
 absl::StatusOr<TransferMode> ModeFromProto(v1::TransferMode mode) {
   switch (mode) {

@@ -140,21 +140,27 @@ absl::Status Wait(ucp_worker_h worker, ucs_status_ptr_t request, absl::string_vi
   return FromUcs(status, what);
 }
 
-absl::StatusOr<MemoryRegion> MemoryRegion::Register(const Context& context, void* address,
-                                                    size_t length) {
+absl::StatusOr<MemoryRegion> MemoryRegion::Map(const Context& context, void* address,
+                                               size_t length, bool allocate) {
   ucp_mem_map_params_t params{};
-  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
   params.address = address;
   params.length = length;
+  params.flags = allocate ? UCP_MEM_MAP_ALLOCATE : 0;
   MemoryRegion r;
   r.context_ = context.get();
-  r.address_ = address;
-  r.length_ = length;
-  if (absl::Status s = FromUcs(ucp_mem_map(context.get(), &params, &r.memh_), "ucp_mem_map");
+  if (absl::Status s = FromUcs(ucp_mem_map(context.get(), &params, &r.memh_),
+                               allocate ? "ucp_mem_map(ALLOCATE)" : "ucp_mem_map");
       !s.ok()) {
     r.memh_ = nullptr;
     return s;
   }
+  ucp_mem_attr_t attr{};
+  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+  if (absl::Status s = FromUcs(ucp_mem_query(r.memh_, &attr), "ucp_mem_query"); !s.ok()) return s;
+  r.address_ = attr.address;
+  r.length_ = allocate ? attr.length : length;
   void* packed = nullptr;
   size_t packed_size = 0;
   if (absl::Status s = FromUcs(ucp_rkey_pack(context.get(), r.memh_, &packed, &packed_size),
@@ -167,35 +173,13 @@ absl::StatusOr<MemoryRegion> MemoryRegion::Register(const Context& context, void
   return r;
 }
 
+absl::StatusOr<MemoryRegion> MemoryRegion::Register(const Context& context, void* address,
+                                                    size_t length) {
+  return Map(context, address, length, /*allocate=*/false);
+}
+
 absl::StatusOr<MemoryRegion> MemoryRegion::Allocate(const Context& context, size_t length) {
-  ucp_mem_map_params_t params{};
-  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
-                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
-  params.address = nullptr;
-  params.length = length;
-  params.flags = UCP_MEM_MAP_ALLOCATE;
-  MemoryRegion r;
-  r.context_ = context.get();
-  if (absl::Status s = FromUcs(ucp_mem_map(context.get(), &params, &r.memh_), "ucp_mem_map(ALLOCATE)");
-      !s.ok()) {
-    r.memh_ = nullptr;
-    return s;
-  }
-  ucp_mem_attr_t attr{};
-  attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
-  if (absl::Status s = FromUcs(ucp_mem_query(r.memh_, &attr), "ucp_mem_query"); !s.ok()) return s;
-  r.address_ = attr.address;
-  r.length_ = attr.length;
-  void* packed = nullptr;
-  size_t packed_size = 0;
-  if (absl::Status s = FromUcs(ucp_rkey_pack(context.get(), r.memh_, &packed, &packed_size),
-                               "ucp_rkey_pack");
-      !s.ok()) {
-    return s;
-  }
-  r.packed_rkey_.assign(static_cast<const char*>(packed), packed_size);
-  ucp_rkey_buffer_release(packed);
-  return r;
+  return Map(context, nullptr, length, /*allocate=*/true);
 }
 
 MemoryRegion::MemoryRegion(MemoryRegion&& o) noexcept { *this = std::move(o); }

@@ -95,6 +95,8 @@ class MemoryRegion {
   size_t length() const { return length_; }
 
  private:
+  static absl::StatusOr<MemoryRegion> Map(const Context& context, void* address, size_t length,
+                                          bool allocate);
   void Reset();
   ucp_context_h context_ = nullptr;
   ucp_mem_h memh_ = nullptr;

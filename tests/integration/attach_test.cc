@@ -8,11 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
 #include "kvwarden/data_plane.h"
-#include "kvwarden/v1/admin.grpc.pb.h"
+#include "tests/support/admin_probe.h"
 #include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
 
@@ -50,15 +49,7 @@ class AttachTest : public ::testing::Test {
     EXPECT_TRUE(dp.ok() && (*dp)->Put(r, bytes).ok());
     return {r, bytes};
   }
-  v1::ListAttachmentsResponse Attachments() {
-    auto stub = v1::AdminService::NewStub(
-        grpc::CreateChannel(daemon_->target(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer test-admin");
-    v1::ListAttachmentsResponse resp;
-    EXPECT_TRUE(stub->ListAttachments(&ctx, {}, &resp).ok());
-    return resp;
-  }
+  v1::ListAttachmentsResponse Attachments() { return testing::AdminProbe(daemon_->target()).Attachments(); }
 
   testing::TempDir dir_;
   std::string socket_;

@@ -15,11 +15,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
 #include "kvwarden/data_plane.h"
-#include "kvwarden/v1/admin.grpc.pb.h"
+#include "tests/support/admin_probe.h"
 #include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
 
@@ -45,30 +44,7 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
-class Admin {
- public:
-  explicit Admin(const std::string& target)
-      : stub_(v1::AdminService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
-  v1::ListTransfersResponse Transfers() {
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer test-admin");
-    v1::ListTransfersResponse resp;
-    EXPECT_TRUE(stub_->ListTransfers(&ctx, {}, &resp).ok());
-    return resp;
-  }
-  v1::PoolStats Pool(const std::string& pool) {
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer test-admin");
-    v1::GetPoolStatsRequest req;
-    req.set_pool(pool);
-    v1::PoolStats resp;
-    EXPECT_TRUE(stub_->GetPoolStats(&ctx, req, &resp).ok());
-    return resp;
-  }
-
- private:
-  std::unique_ptr<v1::AdminService::Stub> stub_;
-};
+using Admin = testing::AdminProbe;
 
 class DataPlaneRecoveryTest : public ::testing::Test {
  protected:

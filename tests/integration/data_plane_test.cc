@@ -8,8 +8,7 @@
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
 #include "kvwarden/data_plane.h"
-#include "kvwarden/v1/admin.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
+#include "tests/support/admin_probe.h"
 #include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
 
@@ -41,17 +40,7 @@ class DataPlaneTest : public ::testing::Test {
   }
 
   // Pool invariants from the outside: nothing pinned, nothing held once all is released.
-  v1::PoolStats PoolStats(const std::string& pool) {
-    auto channel = grpc::CreateChannel(daemon_->target(), grpc::InsecureChannelCredentials());
-    auto stub = v1::AdminService::NewStub(channel);
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("authorization", "Bearer test-admin");
-    v1::GetPoolStatsRequest req;
-    req.set_pool(pool);
-    v1::PoolStats resp;
-    EXPECT_TRUE(stub->GetPoolStats(&ctx, req, &resp).ok());
-    return resp;
-  }
+  v1::PoolStats PoolStats(const std::string& pool) { return testing::AdminProbe(daemon_->target()).Pool(pool); }
 
   static DaemonProcess* daemon_;
 };
