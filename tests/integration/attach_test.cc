@@ -4,13 +4,19 @@
 // chunk of another tenant. Bad attach requests get their exact codes.
 
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
+#include "common/fd/seqpacket.h"
 #include "kvwarden/data_plane.h"
+#include "kvwarden/v1/transfer.pb.h"
 #include "tests/support/admin_probe.h"
 #include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
@@ -162,6 +168,24 @@ TEST_F(AttachTest, BadAttachRequestsGetExactCodes) {
   EXPECT_EQ(AttachedPool::Attach(alpha_.get(), la, {"nope"}).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(Attachments().attachments_size(), 0);
+  // A record that is not an AttachRequest: INVALID_ARGUMENT, and the daemon hangs up.
+  {
+    UniqueFd sock(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, socket_.data(), socket_.size());
+    ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_TRUE(SendRecord(sock.get(), std::string("\xff\xff\xff garbage", 11)).ok());
+    std::vector<UniqueFd> fds;
+    auto answer = RecvRecord(sock.get(), &fds, absl::Seconds(5));
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    v1::AttachResponse resp;
+    ASSERT_TRUE(resp.ParseFromString(*answer));
+    EXPECT_EQ(resp.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+    EXPECT_EQ(resp.message(), "attach request does not parse");
+    EXPECT_TRUE(fds.empty());
+    EXPECT_EQ(RecvRecord(sock.get(), &fds, absl::Seconds(5)).status().code(), absl::StatusCode::kUnavailable);
+  }
   auto ok = AttachedPool::Attach(alpha_.get(), la, {"pt16"});
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ((*ok)->mapped_chunks(), 0u);  // alpha owns no chunk yet
