@@ -96,6 +96,8 @@ struct TransferRequest {
   uint64_t epoch = 0;
 };
 
+// Thread-safe: operations serialize on the DataPlane's one UCX worker (use one
+// DataPlane per thread for parallel transfers). Must outlive its Transfers.
 class DataPlane {
  public:
   // Resolves the daemon's UCX worker (GetDataPlane) and connects an endpoint. `client`
