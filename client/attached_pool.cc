@@ -186,6 +186,7 @@ struct AttachedPool::Mapping::State {
 AttachedPool::Mapping::Mapping(std::unique_ptr<State> state) : state_(std::move(state)) {}
 AttachedPool::Mapping::~Mapping() { (void)End(); }
 uint64_t AttachedPool::Mapping::id() const { return state_->grant.id; }
+absl::Time AttachedPool::Mapping::expires() const { return state_->grant.expires; }
 uint64_t AttachedPool::Mapping::epoch() const { return state_->grant.epoch; }
 uint32_t AttachedPool::Mapping::num_pages() const { return state_->grant.num_pages; }
 uint32_t AttachedPool::Mapping::first_page() const { return state_->grant.first_page; }

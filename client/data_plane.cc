@@ -210,6 +210,11 @@ struct DataPlane::Impl {
                                uint32_t layer, uint32_t page, uint32_t count, uint8_t* buf,
                                bool ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (ended) return absl::FailedPreconditionError("the transfer has ended");
+    // Past its expiry the pages are no longer pinned: they may be compacted or reused.
+    if (absl::Now() >= g.expires) {
+      return absl::AbortedError(absl::StrFormat(
+          "transfer lease %d expired at %s; begin a new transfer", g.id, absl::FormatTime(g.expires)));
+    }
     if (mode == TransferMode::kWrite && granted != TransferMode::kWrite) {
       return absl::FailedPreconditionError("the transfer was begun for reading");
     }
@@ -383,6 +388,7 @@ struct DataPlane::Transfer::State {
 DataPlane::Transfer::Transfer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 DataPlane::Transfer::~Transfer() { (void)End(); }
 uint64_t DataPlane::Transfer::id() const { return state_->grant.id; }
+absl::Time DataPlane::Transfer::expires() const { return state_->grant.expires; }
 uint64_t DataPlane::Transfer::epoch() const { return state_->grant.epoch; }
 uint32_t DataPlane::Transfer::num_pages() const { return state_->grant.num_pages; }
 uint32_t DataPlane::Transfer::first_page() const { return state_->grant.first_page; }

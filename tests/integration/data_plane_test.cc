@@ -312,6 +312,7 @@ TEST_F(StagedDataPlaneTest, AWriteLandsWhenItsTransferEndsAndNotWhenItExpires) {
   ASSERT_TRUE(abandoned.ok());
   ASSERT_TRUE((*abandoned)->WritePages(0, 1, 1, page.data()).ok());
   absl::SleepFor(absl::Milliseconds(700));  // TTL 300 ms, reaped every 20 ms
+  EXPECT_EQ((*abandoned)->WritePages(0, 2, 1, page.data()).code(), absl::StatusCode::kAborted);
   EXPECT_EQ((*abandoned)->End().code(), absl::StatusCode::kAborted);
   std::vector<uint8_t> back(before.size());
   ASSERT_TRUE((*dp)->Get(all, absl::MakeSpan(back)).ok());

@@ -127,7 +127,9 @@ class DataPlane {
     uint32_t first_page() const;
     // Pages [page, page + count) (counted from the range's first page) of the range's
     // `layer`-th layer, to or from `buf` (count * page_bytes). Returns once `buf` may be
-    // reused; Flush (or End) makes writes visible at the daemon.
+    // reused; Flush (or End) makes writes visible at the daemon. ABORTED once the lease
+    // has expired (the pages are no longer pinned).
+    absl::Time expires() const;
     absl::Status WritePages(uint32_t layer, uint32_t page, uint32_t count, const uint8_t* buf);
     absl::Status ReadPages(uint32_t layer, uint32_t page, uint32_t count, uint8_t* buf);
     absl::Status Flush();
@@ -182,6 +184,8 @@ class AttachedPool {
     uint64_t epoch() const;
     uint32_t num_pages() const;  // per layer
     uint32_t first_page() const;
+    // Valid until expires(): past it the pages are no longer pinned.
+    absl::Time expires() const;
     const uint8_t* page(uint32_t layer, uint32_t page_index) const;
     // Null unless mapped with kWrite on a writable attachment.
     uint8_t* mutable_page(uint32_t layer, uint32_t page_index) const;
