@@ -1,6 +1,6 @@
 // Model-based test of PagePool + TenantLedger + SequenceTable + WorkerLeases: random
-// create / fork / reserve / write / read / release / lease expiry against a plain
-// in-memory model; the real parts are checked against it and against the invariants
+// create / fork / reserve / write / read / release / lease expiry / transfer leases
+// (begin, end, expiry) against a plain in-memory model; the real parts are checked against it and against the invariants
 // after every step. Rerun a failure with --gtest_random_seed=<printed seed>.
 
 #include <map>
@@ -21,6 +21,16 @@ using testing::PatternKv;
 struct ModelPage {
   std::vector<uint64_t> writer;  // [slot], one writer per token (all heads written together)
   int refs = 1;
+  int pins = 0;  // transfer leases holding it; a released page stays charged while pinned
+};
+
+struct ModelTransfer {
+  SequenceId seq;
+  TenantId tenant;
+  LeaseId lease;
+  bool write;
+  absl::Time expires;
+  std::vector<int> pages;
 };
 
 struct ModelSeq {
@@ -37,7 +47,9 @@ class Model {
 
   uint64_t TenantPages(TenantId t) const {
     uint64_t n = 0;
-    for (const ModelPage& p : pages_) n += (p.refs > 0 && owner_.at(&p - pages_.data()) == t);
+    for (const ModelPage& p : pages_) {
+      n += ((p.refs > 0 || p.pins > 0) && owner_.at(&p - pages_.data()) == t);
+    }
     return n;
   }
   int NewPage(TenantId t) {
@@ -52,6 +64,18 @@ class Model {
   std::map<size_t, TenantId> owner_;
   std::map<SequenceId, ModelSeq> seqs;
   std::map<LeaseId, TenantId> leases;
+  std::map<TransferId, ModelTransfer> transfers;
+
+  bool WriteTransferOn(SequenceId id) const {
+    for (const auto& [tid, t] : transfers) {
+      if (t.seq == id && t.write) return true;
+    }
+    return false;
+  }
+  void EndTransfer(std::map<TransferId, ModelTransfer>::iterator it) {
+    for (int p : it->second.pages) --pages_[p].pins;
+    transfers.erase(it);
+  }
 };
 
 TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
@@ -158,8 +182,50 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
               << "layer " << layer << " head " << h << " token " << t;
         }
       }
-    } else if (op < 88) {  // fork
+    } else if (op < 84) {  // begin a transfer lease
       auto it = pick_seq();
+      ModelSeq& s = it->second;
+      if (s.num_tokens == 0) continue;
+      TransferArgs a;
+      a.tenant = s.tenant;
+      a.lease = s.lease;
+      a.sequence = it->first;
+      a.layer_start = uniform(0, l.num_layers - 1);
+      a.layer_count = uniform(1, l.num_layers - a.layer_start);
+      a.slot_start = uniform(0, s.num_tokens - 1);
+      a.slot_end = uniform(a.slot_start + 1, s.num_tokens + 2);  // sometimes past the end
+      a.mode = uniform(0, 1) ? TransferMode::kWrite : TransferMode::kRead;
+      a.ttl = absl::Seconds(uniform(1, 60));
+      auto g = core.table->BeginTransfer(a);
+      if (a.slot_end > s.num_tokens) {
+        ASSERT_EQ(g.status().code(), absl::StatusCode::kOutOfRange) << g.status();
+        continue;
+      }
+      std::vector<int> pages;
+      bool shared = false;
+      for (uint32_t layer = a.layer_start; layer < a.layer_start + a.layer_count; ++layer) {
+        for (uint32_t p = a.slot_start / pt; p < (a.slot_end + pt - 1) / pt; ++p) {
+          pages.push_back(s.pages[layer][p]);
+          shared = shared || model.pages_[s.pages[layer][p]].refs > 1;
+        }
+      }
+      if (shared && a.mode == TransferMode::kWrite) {
+        ASSERT_EQ(g.status().code(), absl::StatusCode::kFailedPrecondition) << g.status();
+        continue;
+      }
+      ASSERT_TRUE(g.ok()) << g.status();
+      for (int p : pages) ++model.pages_[p].pins;
+      model.transfers[g->id] = ModelTransfer{it->first, s.tenant, s.lease, a.mode == TransferMode::kWrite,
+                                             core.clock.Now() + a.ttl, std::move(pages)};
+    } else if (op < 86) {  // end a transfer lease
+      if (model.transfers.empty()) continue;
+      auto it = model.transfers.begin();
+      std::advance(it, uniform(0, model.transfers.size() - 1));
+      ASSERT_TRUE(core.table->EndTransfer(it->first, Caller::Tenant(it->second.tenant)).ok());
+      model.EndTransfer(it);
+    } else if (op < 90) {  // fork (waits while a transfer writes: not from this thread)
+      auto it = pick_seq();
+      if (model.WriteTransferOn(it->first)) continue;
       ModelSeq parent = it->second;
       LeaseId lease = parent.lease;
       auto f = core.table->Fork(it->first, parent.tenant, lease);
@@ -182,7 +248,7 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
         }
       }
       model.seqs[f->id] = child;
-    } else if (op < 96) {  // release
+    } else if (op < 96) {  // release (pinned pages stay until their transfers end)
       auto it = pick_seq();
       ASSERT_TRUE(core.table->Release(it->first, it->second.tenant).ok());
       drop_pages(it->second);
@@ -202,6 +268,23 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
       ASSERT_EQ(expired.size(), 1u);
       ASSERT_EQ(expired[0].id, dead);
       core.table->ReleaseByLease(dead);
+      for (auto it = model.transfers.begin(); it != model.transfers.end();) {
+        auto next = std::next(it);
+        if (it->second.lease == dead) model.EndTransfer(it);
+        it = next;
+      }
+      // The reaper's other job: transfers past their TTL.
+      const size_t expired_transfers = core.table->ExpireTransfers();
+      size_t modelled = 0;
+      for (auto it = model.transfers.begin(); it != model.transfers.end();) {
+        auto next = std::next(it);
+        if (it->second.expires <= core.clock.Now()) {
+          model.EndTransfer(it);
+          ++modelled;
+        }
+        it = next;
+      }
+      ASSERT_EQ(expired_transfers, modelled);
       for (auto it = model.seqs.begin(); it != model.seqs.end();) {
         if (it->second.lease == dead) {
           drop_pages(it->second);
@@ -215,6 +298,10 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
     ASSERT_TRUE(core.Check().ok()) << core.Check();
     for (TenantId t = 0; t < 2; ++t) ASSERT_EQ(core.ledger.Usage(t).pages, model.TenantPages(t));
     ASSERT_EQ(core.table->List(std::nullopt, "").size(), model.seqs.size());
+    ASSERT_EQ(core.table->ListTransfers(std::nullopt).size(), model.transfers.size());
+    uint64_t pinned = 0;
+    for (const ModelPage& p : model.pages_) pinned += p.pins > 0;
+    ASSERT_EQ(core.pool->Stats().pinned_pages, pinned);
   }
 }
 
