@@ -38,9 +38,9 @@ AttachServer::AttachServer(std::string path, const PoolSet* pools, const Authent
     : path_(std::move(path)), pools_(pools), auth_(auth), leases_(leases) {}
 
 absl::StatusOr<std::unique_ptr<AttachServer>> AttachServer::Start(const std::string& path,
-                                                                 const PoolSet* pools,
-                                                                 const Authenticator* auth,
-                                                                 const WorkerLeases* leases) {
+                                                                  const PoolSet* pools,
+                                                                  const Authenticator* auth,
+                                                                  const WorkerLeases* leases) {
   sockaddr_un addr{};
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("attach socket path '", path, "': must be 1..",
@@ -128,7 +128,8 @@ void AttachServer::Serve() {
         auto conn = std::make_unique<Connection>();
         ucred cred{};
         socklen_t len = sizeof(cred);
-        if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) conn->info.pid = cred.pid;
+        if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+          conn->info.pid = cred.pid;
         conn->fd = std::move(fd);
         absl::MutexLock lock(&mu_);
         conns_.push_back(std::move(conn));
@@ -154,8 +155,8 @@ bool AttachServer::Handle(Connection& conn) {
     return false;
   }
   if (caller->admin) {
-    Answer(conn.fd.get(), absl::PermissionDeniedError(
-                              "the admin token cannot attach; use the tenant's token"));
+    Answer(conn.fd.get(),
+           absl::PermissionDeniedError("the admin token cannot attach; use the tenant's token"));
     return false;
   }
   absl::StatusOr<LeaseInfo> lease = leases_->FindActive(req.lease_id(), caller->tenant);

@@ -47,9 +47,9 @@ class AttachServer {
  public:
   // Binds `path` (an existing socket file there is replaced) with mode 0660.
   static absl::StatusOr<std::unique_ptr<AttachServer>> Start(const std::string& path,
-                                                            const PoolSet* pools,
-                                                            const Authenticator* auth,
-                                                            const WorkerLeases* leases);
+                                                             const PoolSet* pools,
+                                                             const Authenticator* auth,
+                                                             const WorkerLeases* leases);
   ~AttachServer();  // closes every connection and removes the socket file
   AttachServer(const AttachServer&) = delete;
   AttachServer& operator=(const AttachServer&) = delete;

@@ -12,13 +12,14 @@
 namespace kvwarden {
 namespace {
 
-absl::Status CheckRange(const Sequence& seq, const TransferArgs& a) ABSL_SHARED_LOCKS_REQUIRED(seq.mu) {
+absl::Status CheckRange(const Sequence& seq, const TransferArgs& a)
+    ABSL_SHARED_LOCKS_REQUIRED(seq.mu) {
   const KvLayout& l = seq.layout();
   if (a.layer_count == 0) return absl::InvalidArgumentError("layer_count: must be > 0");
   if (uint64_t{a.layer_start} + a.layer_count > l.num_layers) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "layers [%u, %d) are outside the layout's %u layers", a.layer_start,
-        uint64_t{a.layer_start} + a.layer_count, l.num_layers));
+    return absl::OutOfRangeError(
+        absl::StrFormat("layers [%u, %d) are outside the layout's %u layers", a.layer_start,
+                        uint64_t{a.layer_start} + a.layer_count, l.num_layers));
   }
   if (a.slot_end <= a.slot_start) {
     return absl::InvalidArgumentError(
@@ -39,8 +40,8 @@ absl::Status CheckRange(const Sequence& seq, const TransferArgs& a) ABSL_SHARED_
 
 absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& args) {
   if (args.ttl < absl::ZeroDuration() || args.ttl > kMaxTransferTtl) {
-    return absl::InvalidArgumentError(absl::StrCat("ttl_ms: must be in [0, ",
-                                                   absl::ToInt64Milliseconds(kMaxTransferTtl), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl_ms: must be in [0, ", absl::ToInt64Milliseconds(kMaxTransferTtl), "]"));
   }
   const absl::Duration ttl = args.ttl == absl::ZeroDuration() ? kDefaultTransferTtl : args.ttl;
   // Table lock first (lease check and the record), then the sequence: the header's order.
@@ -69,7 +70,8 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
       if (args.mode == TransferMode::kWrite && pool.RefCount(page) > 1) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "layer %u page %u (slots %u..%u) is shared read-only with a fork; it cannot be written",
-            layer, grant.first_page + i, (grant.first_page + i) * pt, (grant.first_page + i + 1) * pt - 1));
+            layer, grant.first_page + i, (grant.first_page + i) * pt,
+            (grant.first_page + i + 1) * pt - 1));
       }
       const uint32_t chunk = pool.ChunkOf(page);
       const uint64_t offset = pool.OffsetInChunk(page);
@@ -96,9 +98,10 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   grant.id = next_transfer_id_++;
   grant.expires = now + ttl;
   Transfer t;
-  t.info = TransferSnapshot{grant.id, args.tenant, args.lease, seq->id, pool.name(), args.mode,
-                            args.layer_start, args.layer_count, grant.first_page, grant.num_pages,
-                            pinned.size(), now, grant.expires};
+  t.info = TransferSnapshot{grant.id,         args.tenant,     args.lease,       seq->id,
+                            pool.name(),      args.mode,       args.layer_start, args.layer_count,
+                            grant.first_page, grant.num_pages, pinned.size(),    now,
+                            grant.expires};
   t.seq = std::move(seq);
   t.pinned = std::move(pinned);
   transfers_.emplace(grant.id, std::move(t));

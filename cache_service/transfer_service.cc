@@ -6,16 +6,18 @@
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
 #include "cache_service/proto_convert.h"
-#include "cache_service/unary_call.h"
 #include "cache_service/ucx_data_plane.h"
+#include "cache_service/unary_call.h"
 
 namespace kvwarden {
 namespace {
 
 absl::StatusOr<TransferMode> ModeFromProto(v1::TransferMode mode) {
   switch (mode) {
-    case v1::TRANSFER_MODE_READ: return TransferMode::kRead;
-    case v1::TRANSFER_MODE_WRITE: return TransferMode::kWrite;
+    case v1::TRANSFER_MODE_READ:
+      return TransferMode::kRead;
+    case v1::TRANSFER_MODE_WRITE:
+      return TransferMode::kWrite;
     default:
       return absl::InvalidArgumentError("mode: must be TRANSFER_MODE_READ or TRANSFER_MODE_WRITE");
   }
@@ -38,7 +40,8 @@ grpc::ServerUnaryReactor* TransferServiceImpl::GetDataPlane(grpc::CallbackServer
     if (!pool.ok()) return pool.status();
     const DataPlaneParts& dp = PartsOf(ctx_);
     if (dp.ucx == nullptr && dp.attach == nullptr) {
-      return absl::UnavailableError("this kvwardend runs without a data plane (UCX and attach off)");
+      return absl::UnavailableError(
+          "this kvwardend runs without a data plane (UCX and attach off)");
     }
     resp->set_instance_id(dp.instance_id);
     if (dp.ucx != nullptr) resp->set_ucx_worker_address(dp.ucx->worker_address());
@@ -82,7 +85,8 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
       }
       grant->chunks = {{key->chunk, key->generation}};
       for (size_t i = 0; i < grant->layers.size(); ++i) {
-        grant->layers[i] = {PageRun{key->chunk, i * grant->num_pages * page_bytes, grant->num_pages}};
+        grant->layers[i] = {
+            PageRun{key->chunk, i * grant->num_pages * page_bytes, grant->num_pages}};
       }
       v1::ChunkKey* k = resp->add_keys();
       k->set_chunk(key->chunk);

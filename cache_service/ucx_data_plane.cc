@@ -45,7 +45,8 @@ int FindMappingFd(const void* address) {
 // with whoever still maps it, i.e. only the previous owner's workers).
 class UcxChunk final : public ChunkMemory {
  public:
-  static absl::StatusOr<std::unique_ptr<UcxChunk>> Create(const ucx::Context* context, size_t bytes) {
+  static absl::StatusOr<std::unique_ptr<UcxChunk>> Create(const ucx::Context* context,
+                                                          size_t bytes) {
     auto chunk = std::unique_ptr<UcxChunk>(new UcxChunk(context, bytes));
     if (absl::Status s = chunk->Renew(); !s.ok()) return s;
     return chunk;
@@ -84,8 +85,9 @@ class UcxChunk final : public ChunkMemory {
 absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes) {
   if (shm_promised_.fetch_add(bytes) + bytes > shm_free_at_start_) {
     shm_promised_.fetch_sub(bytes);
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "/dev/shm had %d bytes free at start; the pools' chunks would need more", shm_free_at_start_));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("/dev/shm had %d bytes free at start; the pools' chunks would need more",
+                        shm_free_at_start_));
   }
   absl::StatusOr<std::unique_ptr<UcxChunk>> chunk = UcxChunk::Create(&context_, bytes);
   if (!chunk.ok()) return chunk.status();
@@ -178,9 +180,9 @@ absl::Status UcxDataPlane::Unstage(TransferId id, bool copy_back) {
 absl::StatusOr<ChunkRemoteKey> UcxDataPlane::Key(const PagePool& pool, uint32_t chunk,
                                                  uint64_t generation) {
   if (pool.device() != "cpu") {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pool '", pool.name(), "' lives on ", pool.device(),
-        ": this daemon's UCX has no memory support for it; use WriteKV/ReadKV"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("pool '", pool.name(), "' lives on ", pool.device(),
+                     ": this daemon's UCX has no memory support for it; use WriteKV/ReadKV"));
   }
   if (const std::string* own = pool.ChunkRkey(chunk); own != nullptr) {
     return ChunkRemoteKey{chunk, generation, reinterpret_cast<uint64_t>(pool.ChunkData(chunk)),

@@ -71,7 +71,8 @@ class UcxDataPlane {
   // pages in ([layer][page], one run per layer) and returns its key; Unstage copies a
   // write transfer's buffer back (while the pages are still pinned) and frees it.
   bool NeedsStaging(const PagePool& pool) const { return stage_all_ || pool.device() != "cpu"; }
-  absl::StatusOr<ChunkRemoteKey> Stage(TenantId tenant, TransferMode mode, const TransferGrant& grant);
+  absl::StatusOr<ChunkRemoteKey> Stage(TenantId tenant, TransferMode mode,
+                                       const TransferGrant& grant);
   // For SequenceTable::Options::on_transfer_ended. Without copy_back (an abandoned
   // transfer) the buffer is only freed. OK when `id` was not staged.
   absl::Status Unstage(TransferId id, bool copy_back);

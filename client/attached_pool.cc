@@ -72,8 +72,8 @@ struct AttachedPool::Impl {
     void* dev = nullptr;
     if (cudaError_t e = cudaIpcOpenMemHandle(&dev, handle, cudaIpcMemLazyEnablePeerAccess);
         e != cudaSuccess) {
-      return absl::FailedPreconditionError(absl::StrCat("cudaIpcOpenMemHandle (chunk ", c.chunk(),
-                                                        "): ", cudaGetErrorString(e)));
+      return absl::FailedPreconditionError(
+          absl::StrCat("cudaIpcOpenMemHandle (chunk ", c.chunk(), "): ", cudaGetErrorString(e)));
     }
     return Chunk{c.generation(), static_cast<uint8_t*>(dev), c.size(), true};
 #else
@@ -115,7 +115,8 @@ struct AttachedPool::Impl {
         const int prot = PROT_READ | (c.writable() ? PROT_WRITE : 0);
         void* p = mmap(nullptr, c.size(), prot, MAP_SHARED, fds[next_fd++].get(), 0);
         if (p == MAP_FAILED) {
-          return absl::InternalError(absl::StrCat("mmap chunk ", c.chunk(), ": ", std::strerror(errno)));
+          return absl::InternalError(
+              absl::StrCat("mmap chunk ", c.chunk(), ": ", std::strerror(errno)));
         }
         fresh = Chunk{c.generation(), static_cast<uint8_t*>(p), c.size(), false};
       } else {
@@ -134,7 +135,8 @@ struct AttachedPool::Impl {
 AttachedPool::AttachedPool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 AttachedPool::~AttachedPool() = default;
 
-absl::StatusOr<std::unique_ptr<AttachedPool>> AttachedPool::Attach(Client* client, uint64_t lease_id,
+absl::StatusOr<std::unique_ptr<AttachedPool>> AttachedPool::Attach(Client* client,
+                                                                   uint64_t lease_id,
                                                                    const AttachOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->client = client;
@@ -148,11 +150,13 @@ absl::StatusOr<std::unique_ptr<AttachedPool>> AttachedPool::Attach(Client* clien
         "kvwardend runs without an attach socket (data_plane.attach_socket / --attach-socket)");
   }
   impl->sock.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  if (!impl->sock.valid()) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  if (!impl->sock.valid())
+    return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   const std::string& path = impl->info.attach_socket;
-  if (path.size() >= sizeof(addr.sun_path)) return absl::InvalidArgumentError("attach socket path too long");
+  if (path.size() >= sizeof(addr.sun_path))
+    return absl::InvalidArgumentError("attach socket path too long");
   std::memcpy(addr.sun_path, path.data(), path.size());
   if (connect(impl->sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return absl::UnavailableError(absl::StrCat("connect ", path, ": ", std::strerror(errno),

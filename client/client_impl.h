@@ -27,9 +27,18 @@ inline Layout FromProto(const v1::KvLayout& l) {
   out.head_dim = l.head_dim();
   out.page_tokens = l.page_tokens();
   switch (l.dtype()) {
-    case v1::DTYPE_FP32: out.dtype = "fp32"; out.elem_bytes = 4; break;
-    case v1::DTYPE_BF16: out.dtype = "bf16"; out.elem_bytes = 2; break;
-    default: out.dtype = "fp16"; out.elem_bytes = 2; break;
+    case v1::DTYPE_FP32:
+      out.dtype = "fp32";
+      out.elem_bytes = 4;
+      break;
+    case v1::DTYPE_BF16:
+      out.dtype = "bf16";
+      out.elem_bytes = 2;
+      break;
+    default:
+      out.dtype = "fp16";
+      out.elem_bytes = 2;
+      break;
   }
   return out;
 }

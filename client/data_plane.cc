@@ -7,6 +7,8 @@
 // RMA is issued again. gRPC UNAVAILABLE (daemon down or restarting) is retried with
 // backoff until the operation's deadline.
 
+#include "kvwarden/data_plane.h"
+
 #include <algorithm>
 #include <optional>
 #include <thread>
@@ -17,7 +19,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ucx/ucx.h"
-#include "kvwarden/data_plane.h"
 
 namespace kvwarden {
 namespace client {
@@ -63,8 +64,8 @@ struct DataPlane::Impl {
 
   // (Re)resolves the daemon and builds a fresh endpoint; drops every remote key.
   absl::Status ConnectLocked(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    absl::StatusOr<DataPlaneInfo> got =
-        RetryUnavailable(*client, [&] { return client->GetDataPlane(options.pool); }, deadline);
+    absl::StatusOr<DataPlaneInfo> got = RetryUnavailable(
+        *client, [&] { return client->GetDataPlane(options.pool); }, deadline);
     if (!got.ok()) return got.status();
     if (got->ucx_worker_address.empty()) {
       return absl::FailedPreconditionError(
@@ -139,11 +140,12 @@ struct DataPlane::Impl {
     for (const ChunkKeyInfo& k : grant.keys) {
       // UCX does not validate packed keys (a corrupted one can crash ucp_ep_rkey_unpack),
       // so a key is unpacked only if it matches what the grant names.
-      const bool named = std::any_of(grant.chunks.begin(), grant.chunks.end(), [&](const ChunkRef& c) {
-        return c.chunk == k.chunk && c.generation == k.generation;
-      });
-      const uint64_t expected = IsStaging(k.chunk) ? grant.layers.size() * grant.num_pages * grant.page_bytes
-                                                   : info.chunk_bytes;
+      const bool named = std::any_of(
+          grant.chunks.begin(), grant.chunks.end(),
+          [&](const ChunkRef& c) { return c.chunk == k.chunk && c.generation == k.generation; });
+      const uint64_t expected = IsStaging(k.chunk)
+                                    ? grant.layers.size() * grant.num_pages * grant.page_bytes
+                                    : info.chunk_bytes;
       if (!named || k.size != expected || k.remote_address == 0 || k.rkey.empty()) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "remote key for chunk %u (generation %d, %d bytes at 0x%x) does not match the grant",
@@ -166,9 +168,9 @@ struct DataPlane::Impl {
   }
 
   // Issues RMAs for pages [page, page + count) of the grant's layer `layer` to/from buf.
-  absl::Status IssueLocked(const TransferGrant& g, TransferMode mode, uint32_t layer,
-                           uint32_t page, uint32_t count, uint8_t* buf,
-                           std::vector<ucs_status_ptr_t>* reqs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  absl::Status IssueLocked(const TransferGrant& g, TransferMode mode, uint32_t layer, uint32_t page,
+                           uint32_t count, uint8_t* buf, std::vector<ucs_status_ptr_t>* reqs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (layer >= g.layers.size() || uint64_t{page} + count > g.num_pages || count == 0) {
       return absl::OutOfRangeError(absl::StrFormat(
           "pages [%u, %d) of layer index %u are outside the transfer (%d layers x %u pages)", page,
@@ -187,10 +189,11 @@ struct DataPlane::Impl {
       }
       uint8_t* local = buf + size_t{lo - page} * g.page_bytes;
       ucp_request_param_t param{};
-      ucs_status_ptr_t req =
-          mode == TransferMode::kWrite
-              ? ucp_put_nbx(ep->get(), local, length, key.remote_address + offset, key.rkey.get(), &param)
-              : ucp_get_nbx(ep->get(), local, length, key.remote_address + offset, key.rkey.get(), &param);
+      ucs_status_ptr_t req = mode == TransferMode::kWrite
+                                 ? ucp_put_nbx(ep->get(), local, length,
+                                               key.remote_address + offset, key.rkey.get(), &param)
+                                 : ucp_get_nbx(ep->get(), local, length,
+                                               key.remote_address + offset, key.rkey.get(), &param);
       if (UCS_PTR_IS_ERR(req)) return ucx::FromUcs(UCS_PTR_STATUS(req), "RMA");
       if (req != nullptr) reqs->push_back(req);
     }
@@ -212,14 +215,16 @@ struct DataPlane::Impl {
     if (ended) return absl::FailedPreconditionError("the transfer has ended");
     // Past its expiry the pages are no longer pinned: they may be compacted or reused.
     if (absl::Now() >= g.expires) {
-      return absl::AbortedError(absl::StrFormat(
-          "transfer lease %d expired at %s; begin a new transfer", g.id, absl::FormatTime(g.expires)));
+      return absl::AbortedError(
+          absl::StrFormat("transfer lease %d expired at %s; begin a new transfer", g.id,
+                          absl::FormatTime(g.expires)));
     }
     if (mode == TransferMode::kWrite && granted != TransferMode::kWrite) {
       return absl::FailedPreconditionError("the transfer was begun for reading");
     }
     if (!ep || info.instance_id != g.instance_id) {
-      return absl::UnavailableError("the endpoint was rebuilt since this transfer began; begin again");
+      return absl::UnavailableError(
+          "the endpoint was rebuilt since this transfer began; begin again");
     }
     std::vector<ucs_status_ptr_t> reqs;
     absl::Status s = IssueLocked(g, mode, layer, page, count, buf, &reqs);
@@ -318,13 +323,15 @@ void DataPlane::Submit(absl::Span<TransferRequest> requests) {
   const absl::Time deadline = absl::Now() + d.options.op_timeout;
   std::vector<bool> done(requests.size(), false);
   for (TransferRequest& r : requests) {
-    r.status = r.buffer == nullptr ? absl::InvalidArgumentError("buffer: is null") : absl::OkStatus();
+    r.status =
+        r.buffer == nullptr ? absl::InvalidArgumentError("buffer: is null") : absl::OkStatus();
   }
   for (int attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
     std::vector<std::pair<size_t, TransferGrant>> active;
     for (size_t i = 0; i < requests.size(); ++i) {
       if (done[i] || !requests[i].status.ok() && !absl::IsUnavailable(requests[i].status)) continue;
-      absl::StatusOr<TransferGrant> g = d.BeginLocked(requests[i].range, requests[i].mode, deadline);
+      absl::StatusOr<TransferGrant> g =
+          d.BeginLocked(requests[i].range, requests[i].mode, deadline);
       if (!g.ok()) {
         requests[i].status = g.status();
         done[i] = true;
@@ -406,7 +413,6 @@ absl::StatusOr<std::unique_ptr<DataPlane::Transfer>> DataPlane::Begin(const Page
   return std::unique_ptr<Transfer>(new Transfer(std::move(state)));
 }
 
-
 absl::Status DataPlane::Transfer::WritePages(uint32_t layer, uint32_t page, uint32_t count,
                                              const uint8_t* buf) {
   Impl& d = *state_->dp;
@@ -442,7 +448,6 @@ absl::Status DataPlane::Transfer::End() {
   flushed.Update(d.EndLeaseLocked(state_->grant));
   return flushed;
 }
-
 
 }  // namespace client
 }  // namespace kvwarden

@@ -52,8 +52,8 @@ int Prefill(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint32
     return 1;
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  std::printf("handoff_seq=%llu bytes=%zu put_MiBps=%.0f\n", static_cast<unsigned long long>(seq->id),
-              buf.size(), buf.size() / 1048576.0 / secs);
+  std::printf("handoff_seq=%llu bytes=%zu put_MiBps=%.0f\n",
+              static_cast<unsigned long long>(seq->id), buf.size(), buf.size() / 1048576.0 / secs);
   std::fflush(stdout);
   WaitFor(hold_file);
   (void)c.ReleaseSequence(seq->id);
@@ -132,7 +132,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   auto client = kvwarden::Client::Connect({target, token, absl::Seconds(30)});
-  auto lease = (*client)->RegisterWorker(role, role == "prefill" ? Role::kPrefill : Role::kDecode, 5000);
+  auto lease =
+      (*client)->RegisterWorker(role, role == "prefill" ? Role::kPrefill : Role::kDecode, 5000);
   if (!lease.ok()) {
     std::fprintf(stderr, "%s: %s\n", role.c_str(), lease.status().ToString().c_str());
     return 1;

@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -81,8 +80,8 @@ absl::StatusOr<Worker> Worker::Create(const Context& context) {
   params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   params.thread_mode = UCS_THREAD_MODE_SINGLE;
   ucp_worker_h handle = nullptr;
-  if (absl::Status s = FromUcs(ucp_worker_create(context.get(), &params, &handle),
-                               "ucp_worker_create");
+  if (absl::Status s =
+          FromUcs(ucp_worker_create(context.get(), &params, &handle), "ucp_worker_create");
       !s.ok()) {
     return s;
   }
@@ -94,8 +93,8 @@ absl::StatusOr<Worker> Worker::Create(const Context& context) {
 absl::StatusOr<std::string> Worker::Address() const {
   ucp_address_t* address = nullptr;
   size_t length = 0;
-  if (absl::Status s = FromUcs(ucp_worker_get_address(get(), &address, &length),
-                               "ucp_worker_get_address");
+  if (absl::Status s =
+          FromUcs(ucp_worker_get_address(get(), &address, &length), "ucp_worker_get_address");
       !s.ok()) {
     return s;
   }
@@ -140,8 +139,8 @@ absl::Status Wait(ucp_worker_h worker, ucs_status_ptr_t request, absl::string_vi
   return FromUcs(status, what);
 }
 
-absl::StatusOr<MemoryRegion> MemoryRegion::Map(const Context& context, void* address,
-                                               size_t length, bool allocate) {
+absl::StatusOr<MemoryRegion> MemoryRegion::Map(const Context& context, void* address, size_t length,
+                                               bool allocate) {
   ucp_mem_map_params_t params{};
   params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
                       UCP_MEM_MAP_PARAM_FIELD_FLAGS;
@@ -163,8 +162,8 @@ absl::StatusOr<MemoryRegion> MemoryRegion::Map(const Context& context, void* add
   r.length_ = allocate ? attr.length : length;
   void* packed = nullptr;
   size_t packed_size = 0;
-  if (absl::Status s = FromUcs(ucp_rkey_pack(context.get(), r.memh_, &packed, &packed_size),
-                               "ucp_rkey_pack");
+  if (absl::Status s =
+          FromUcs(ucp_rkey_pack(context.get(), r.memh_, &packed, &packed_size), "ucp_rkey_pack");
       !s.ok()) {
     return s;
   }
@@ -288,8 +287,8 @@ std::string Endpoint::Describe() const {
 absl::StatusOr<RemoteKey> RemoteKey::Unpack(const Endpoint& ep, absl::string_view packed) {
   ucp_rkey_h handle = nullptr;
   if (packed.empty()) return absl::InvalidArgumentError("remote key: empty");
-  if (absl::Status s = FromUcs(ucp_ep_rkey_unpack(ep.get(), packed.data(), &handle),
-                               "ucp_ep_rkey_unpack");
+  if (absl::Status s =
+          FromUcs(ucp_ep_rkey_unpack(ep.get(), packed.data(), &handle), "ucp_ep_rkey_unpack");
       !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("remote key does not unpack: ", s.message()));
   }

@@ -32,7 +32,7 @@ struct ContextOptions {
   std::string transports;
   // UCX_ALLOC_PRIO for MemoryRegion::Allocate ("" = UCX's default order).
   std::string alloc_prio;
-  bool wakeup = false;            // Worker::Wait (event fd) support
+  bool wakeup = false;             // Worker::Wait (event fd) support
   bool shared_by_threads = false;  // see the header comment
 };
 

@@ -54,8 +54,9 @@ double MiBps(size_t bytes, absl::Duration d) {
 int Run(const std::string& transports, const std::vector<size_t>& sizes, double seconds) {
   setenv("UCX_NET_DEVICES", "lo", 0);
   auto daemon = testing::DaemonProcess::Start(
-      kBenchConfig, {"--attach-socket=" + std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
-                     "/kvw-bench-" + std::to_string(getpid()) + ".sock"});
+      kBenchConfig,
+      {"--attach-socket=" + std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
+       "/kvw-bench-" + std::to_string(getpid()) + ".sock"});
   if (!daemon.ok()) {
     std::fprintf(stderr, "bench_dataplane: %s\n", daemon.status().ToString().c_str());
     return 1;
@@ -76,8 +77,10 @@ int Run(const std::string& transports, const std::vector<size_t>& sizes, double 
   const client::PageRange all{seq->id, 0, 1, 0, kPages * pt};
   std::vector<uint8_t> buf(size_t{kPages} * page);
   for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<uint8_t>(i * 131);
-  if (std::getenv("KVW_BENCH_VERBOSE")) std::fprintf(stderr, "%s", (*dp)->DescribeEndpoint().c_str());
-  std::printf("transports=%s page_bytes=%zu sequence_bytes=%zu\n", transports.c_str(), page, buf.size());
+  if (std::getenv("KVW_BENCH_VERBOSE"))
+    std::fprintf(stderr, "%s", (*dp)->DescribeEndpoint().c_str());
+  std::printf("transports=%s page_bytes=%zu sequence_bytes=%zu\n", transports.c_str(), page,
+              buf.size());
 
   // Two access patterns per size: "hot" moves the same pages every operation (what
   // ucx_perftest does: its buffers stay in cache), "stream" walks the whole 64 MiB
@@ -86,7 +89,8 @@ int Run(const std::string& transports, const std::vector<size_t>& sizes, double 
     const uint32_t per_op = static_cast<uint32_t>(std::max<size_t>(1, size / page));
     for (const bool hot : {true, false}) {
       for (const bool put : {true, false}) {
-        auto t = (*dp)->Begin(all, put ? client::TransferMode::kWrite : client::TransferMode::kRead);
+        auto t =
+            (*dp)->Begin(all, put ? client::TransferMode::kWrite : client::TransferMode::kRead);
         if (!t.ok()) return 1;
         auto op = [&](uint32_t p) {
           return put ? (*t)->WritePages(0, p, per_op, buf.data() + size_t{p} * page)
@@ -149,7 +153,8 @@ int Run(const std::string& transports, const std::vector<size_t>& sizes, double 
     double best_attached = 0, best_memcpy = 0;
     for (int round = 0; round < 15; ++round) {
       absl::Time s = absl::Now();
-      for (uint32_t p = 0; p < kPages; ++p) std::memcpy(dst.data() + size_t{p} * page, (*m)->page(0, p), page);
+      for (uint32_t p = 0; p < kPages; ++p)
+        std::memcpy(dst.data() + size_t{p} * page, (*m)->page(0, p), page);
       best_attached = std::max(best_attached, MiBps(dst.size(), absl::Now() - s));
       s = absl::Now();
       std::memcpy(dst.data(), local.data(), local.size());
@@ -183,7 +188,8 @@ int main(int argc, char** argv) {
     } else if (a.rfind("--seconds=", 0) == 0) {
       seconds = std::stod(a.substr(10));
     } else {
-      std::fprintf(stderr, "usage: %s [--transports=shm] [--sizes=65536,1048576] [--seconds=2]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--transports=shm] [--sizes=65536,1048576] [--seconds=2]\n",
+                   argv[0]);
       return 2;
     }
   }

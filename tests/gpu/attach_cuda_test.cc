@@ -31,7 +31,8 @@ constexpr const char* kGpuConfig = R"pb(
 TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
   if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   testing::TempDir dir;
-  auto daemon = testing::DaemonProcess::Start(kGpuConfig, {"--attach-socket=" + dir.path() + "/a.sock"});
+  auto daemon =
+      testing::DaemonProcess::Start(kGpuConfig, {"--attach-socket=" + dir.path() + "/a.sock"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto c = *Client::Connect({(*daemon)->target(), "t", absl::Seconds(10)});
   auto lease = c->RegisterWorker("w", client::Role::kDecode, 60000);
@@ -42,8 +43,10 @@ TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     std::string k = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), false);
     std::string v = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), true);
-    ASSERT_TRUE(c->WriteKV(seq->id, l, layer, 1, 0, 40, {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
-                           {reinterpret_cast<const uint8_t*>(v.data()), v.size()}).ok());
+    ASSERT_TRUE(c->WriteKV(seq->id, l, layer, 1, 0, 40,
+                           {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                           {reinterpret_cast<const uint8_t*>(v.data()), v.size()})
+                    .ok());
   }
   auto pool = client::AttachedPool::Attach(c.get(), lease->id, {"gpu"});
   ASSERT_TRUE(pool.ok()) << pool.status();
@@ -53,9 +56,11 @@ TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
   const size_t pb = client::PageBytes(l);
   std::vector<uint8_t> host(pb);
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    const std::string expect_k = testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), false);
+    const std::string expect_k =
+        testing::PatternKv(1, layer, l.num_kv_heads, 0, 40, l.token_bytes(), false);
     for (uint32_t p = 0; p < (*m)->num_pages(); ++p) {
-      ASSERT_EQ(cudaMemcpy(host.data(), (*m)->page(layer, p), pb, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(host.data(), (*m)->page(layer, p), pb, cudaMemcpyDeviceToHost),
+                cudaSuccess);
       auto view = client::PageView::Contiguous(l, host.data(), p, 1);
       for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
         for (uint32_t s = p * 16; s < std::min(40u, (p + 1) * 16); ++s) {

@@ -11,10 +11,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd/seqpacket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
-#include "common/fd/seqpacket.h"
 #include "kvwarden/data_plane.h"
 #include "kvwarden/v1/transfer.pb.h"
 #include "tests/support/admin_probe.h"
@@ -24,12 +24,12 @@
 namespace kvwarden {
 namespace {
 
-using ::testing::HasSubstr;
 using client::AttachedPool;
 using client::DataPlane;
 using client::PageRange;
 using client::TransferMode;
 using testing::DaemonProcess;
+using ::testing::HasSubstr;
 using testing::RandomBytes;
 
 class AttachTest : public ::testing::Test {
@@ -55,7 +55,9 @@ class AttachTest : public ::testing::Test {
     EXPECT_TRUE(dp.ok() && (*dp)->Put(r, bytes).ok());
     return {r, bytes};
   }
-  v1::ListAttachmentsResponse Attachments() { return testing::AdminProbe(daemon_->target()).Attachments(); }
+  v1::ListAttachmentsResponse Attachments() {
+    return testing::AdminProbe(daemon_->target()).Attachments();
+  }
 
   testing::TempDir dir_;
   std::string socket_;
@@ -77,7 +79,8 @@ TEST_F(AttachTest, ADecodeWorkerReadsPagesInPlaceReadOnly) {
   ASSERT_EQ(pages, 7u);
   for (uint32_t layer = 0; layer < 3; ++layer) {
     for (uint32_t p = 0; p < pages; ++p) {
-      ASSERT_EQ(0, memcmp((*m)->page(layer, p), bytes.data() + (size_t{layer} * pages + p) * pb, pb))
+      ASSERT_EQ(0,
+                memcmp((*m)->page(layer, p), bytes.data() + (size_t{layer} * pages + p) * pb, pb))
           << "layer " << layer << " page " << p;
     }
     EXPECT_EQ((*m)->mutable_page(layer, 0), nullptr);
@@ -88,7 +91,8 @@ TEST_F(AttachTest, ADecodeWorkerReadsPagesInPlaceReadOnly) {
   EXPECT_EQ(0, memcmp((*m)->view(2).v(1, 77), view.v(1, 77), l.token_bytes()));
   // The mapping itself is read-only: making it writable is refused by the kernel.
   const uintptr_t page_size = sysconf(_SC_PAGESIZE);
-  void* base = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>((*m)->page(0, 0)) & ~(page_size - 1));
+  void* base =
+      reinterpret_cast<void*>(reinterpret_cast<uintptr_t>((*m)->page(0, 0)) & ~(page_size - 1));
   EXPECT_NE(mprotect(base, page_size, PROT_READ | PROT_WRITE), 0);
   EXPECT_EQ((*pool)->Map(range, TransferMode::kWrite).status().code(),
             absl::StatusCode::kPermissionDenied);
@@ -145,7 +149,8 @@ TEST_F(AttachTest, NewChunksArriveOnRefreshAndOtherTenantsChunksNever) {
   const size_t pb = client::PageBytes((*pa)->layout());
   for (uint32_t layer = 0; layer < 3; ++layer) {
     for (uint32_t p = 0; p < (*m)->num_pages(); ++p) {
-      ASSERT_EQ(0, memcmp((*m)->page(layer, p), bigbytes.data() + (size_t{layer} * (*m)->num_pages() + p) * pb, pb));
+      ASSERT_EQ(0, memcmp((*m)->page(layer, p),
+                          bigbytes.data() + (size_t{layer} * (*m)->num_pages() + p) * pb, pb));
     }
   }
   // Beta's view of its own pages is intact and it still holds only its own chunks.
@@ -184,7 +189,8 @@ TEST_F(AttachTest, BadAttachRequestsGetExactCodes) {
     EXPECT_EQ(resp.code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
     EXPECT_EQ(resp.message(), "attach request does not parse");
     EXPECT_TRUE(fds.empty());
-    EXPECT_EQ(RecvRecord(sock.get(), &fds, absl::Seconds(5)).status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(RecvRecord(sock.get(), &fds, absl::Seconds(5)).status().code(),
+              absl::StatusCode::kUnavailable);
   }
   auto ok = AttachedPool::Attach(alpha_.get(), la, {"pt16"});
   ASSERT_TRUE(ok.ok()) << ok.status();

@@ -25,11 +25,11 @@
 namespace kvwarden {
 namespace {
 
-using ::testing::HasSubstr;
 using client::DataPlane;
 using client::PageRange;
 using client::TransferMode;
 using testing::DaemonProcess;
+using ::testing::HasSubstr;
 using testing::RandomBytes;
 
 int FreePort() {
@@ -74,8 +74,8 @@ TEST_F(DataPlaneRecoveryTest, AClientKilledMidTransferLeavesNoPinAfterItsLeaseTt
   EXPECT_EQ(listed.transfers(0).pinned_pages(), 3u * 13);  // 200 slots = 13 pages x 3 layers
   EXPECT_EQ(admin.Pool("pt16").pinned_pages(), 39u);
   // kvwctl shows it.
-  auto out = testing::RunCommand({testing::BinPath("kvwctl"), "--target=" + Target(),
-                                  "--token=test-admin", "transfers"});
+  auto out = testing::RunCommand(
+      {testing::BinPath("kvwctl"), "--target=" + Target(), "--token=test-admin", "transfers"});
   EXPECT_EQ(out.exit_code, 0) << out.err;
   EXPECT_THAT(out.out, HasSubstr("alpha"));
   EXPECT_THAT(out.out, HasSubstr("write"));
@@ -96,7 +96,8 @@ TEST_F(DataPlaneRecoveryTest, AClientKilledMidTransferLeavesNoPinAfterItsLeaseTt
   EXPECT_EQ(stats.used_pages(), 0u);  // its sequence went with its lease
 }
 
-class DaemonRestart : public DataPlaneRecoveryTest, public ::testing::WithParamInterface<std::string> {};
+class DaemonRestart : public DataPlaneRecoveryTest,
+                      public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(DaemonRestart, AConnectedClientRecoversWithoutBeingRebuilt) {
   auto c = *Client::Connect({Target(), "alpha-token", absl::Seconds(5)});
@@ -118,7 +119,8 @@ TEST_P(DaemonRestart, AConnectedClientRecoversWithoutBeingRebuilt) {
   // daemon is started from this thread: PR_SET_PDEATHSIG follows the forking thread.)
   daemon_->Kill();
   std::vector<uint8_t> back(bytes.size());
-  auto pending = std::async(std::launch::async, [&] { return (*dp)->Get(r, absl::MakeSpan(back)); });
+  auto pending =
+      std::async(std::launch::async, [&] { return (*dp)->Get(r, absl::MakeSpan(back)); });
   absl::SleepFor(absl::Milliseconds(300));
   auto restarted = DaemonProcess::Start(testing::kDataPlaneConfig, {}, Target());
   ASSERT_TRUE(restarted.ok()) << restarted.status();
@@ -170,11 +172,14 @@ TEST_F(DataPlaneRecoveryTest, EvictionWaitsForTheTransferWhichMovesPreEvictionBy
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) step.heads.push_back({layer, h, 10, {0, 9}, {}});
   }
   auto stream = *c->OpenStatsStream();
-  auto pending = std::async(std::launch::async, [&] { return stream->SendSteps(seq->id, 0, {step, step}); });
+  auto pending = std::async(std::launch::async, [&] {
+    return stream->SendSteps(seq->id, 0, {step, step});
+  });
   EXPECT_EQ(pending.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
   std::vector<uint8_t> during(bytes.size());
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    ASSERT_TRUE((*t)->ReadPages(layer, 0, 10, during.data() + layer * 10 * (*dp)->page_bytes()).ok());
+    ASSERT_TRUE(
+        (*t)->ReadPages(layer, 0, 10, during.data() + layer * 10 * (*dp)->page_bytes()).ok());
   }
   EXPECT_EQ(during, bytes);  // the pre-eviction bytes, all ten slots
   ASSERT_TRUE((*t)->End().ok());
@@ -255,8 +260,9 @@ TEST_F(DataPlaneRecoveryTest, KeysOfAChunkThatChangedHandsAreNeverReused) {
   auto g2 = alpha->BeginTransfer(la->id, r2, TransferMode::kRead);
   ASSERT_TRUE(g2.ok());
   ASSERT_EQ(g2->chunks.size(), 1u);
-  EXPECT_EQ(g2->chunks[0].chunk, alpha_chunk.chunk);               // the same chunk ...
-  EXPECT_EQ(g2->chunks[0].generation, alpha_chunk.generation + 2);  // ... renewed for beta, then alpha
+  EXPECT_EQ(g2->chunks[0].chunk, alpha_chunk.chunk);  // the same chunk ...
+  EXPECT_EQ(g2->chunks[0].generation,
+            alpha_chunk.generation + 2);  // ... renewed for beta, then alpha
   ASSERT_TRUE(alpha->EndTransfer(g2->id).ok());
   EXPECT_EQ(admin.Pool("pt16").pinned_pages(), 0u);
 }

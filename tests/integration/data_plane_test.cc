@@ -2,12 +2,13 @@
 // shared memory and TCP on loopback, page sizes 1/3/16 tokens, two tenants at once;
 // bytes cross-checked against the gRPC byte path; every bad request with its code.
 
+#include "kvwarden/data_plane.h"
+
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kvwarden/client.h"
-#include "kvwarden/data_plane.h"
 #include "tests/support/admin_probe.h"
 #include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
@@ -40,7 +41,9 @@ class DataPlaneTest : public ::testing::Test {
   }
 
   // Pool invariants from the outside: nothing pinned, nothing held once all is released.
-  v1::PoolStats PoolStats(const std::string& pool) { return testing::AdminProbe(daemon_->target()).Pool(pool); }
+  v1::PoolStats PoolStats(const std::string& pool) {
+    return testing::AdminProbe(daemon_->target()).Pool(pool);
+  }
 
   static DaemonProcess* daemon_;
 };
@@ -48,8 +51,8 @@ DaemonProcess* DataPlaneTest::daemon_ = nullptr;
 
 // One worker's round trip: a sequence of `tokens` random bytes put in one go, got back
 // whole and in a second, unaligned sub-range; checked against gRPC ReadKV too.
-void RoundTrip(Client& c, DataPlane& dp, uint64_t lease, const std::string& pool,
-               uint32_t tokens, uint64_t seed) {
+void RoundTrip(Client& c, DataPlane& dp, uint64_t lease, const std::string& pool, uint32_t tokens,
+               uint64_t seed) {
   auto seq = c.CreateSequence(lease, pool, tokens);
   ASSERT_TRUE(seq.ok()) << seq.status();
   ASSERT_TRUE(c.ReserveSlots(seq->id, tokens).ok());
@@ -72,7 +75,8 @@ void RoundTrip(Client& c, DataPlane& dp, uint64_t lease, const std::string& pool
   ASSERT_TRUE(layers.ok()) << layers.status();
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     auto view = client::PageView::Contiguous(
-        l, const_cast<uint8_t*>(src.data()) + size_t{layer} * pages * client::PageBytes(l), 0, pages);
+        l, const_cast<uint8_t*>(src.data()) + size_t{layer} * pages * client::PageBytes(l), 0,
+        pages);
     const client::LayerKv& kv = (*layers)[layer];
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
       for (uint32_t s = 0; s < tokens; ++s) {
@@ -113,19 +117,20 @@ TEST_P(DataPlaneRoundTrip, PutThenGetReturnsTheBytes) {
   auto dp = DataPlane::Connect(c.get(), lease->id, opts);
   ASSERT_TRUE(dp.ok()) << dp.status();
   uint64_t seed = 1;
-  for (uint32_t tokens : {1u, 5u, 47u, 300u}) RoundTrip(*c, **dp, lease->id, GetParam().pool, tokens, seed++);
+  for (uint32_t tokens : {1u, 5u, 47u, 300u})
+    RoundTrip(*c, **dp, lease->id, GetParam().pool, tokens, seed++);
   const v1::PoolStats stats = PoolStats(GetParam().pool);
   EXPECT_EQ(stats.pinned_pages(), 0u);
   EXPECT_EQ((*dp)->reconnects(), 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    TransportsAndPageSizes, DataPlaneRoundTrip,
-    ::testing::Values(Case{"shm", "pt1"}, Case{"shm", "pt3"}, Case{"shm", "pt16"},
-                      Case{"tcp", "pt1"}, Case{"tcp", "pt3"}, Case{"tcp", "pt16"}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return info.param.transports + "_" + info.param.pool;
-    });
+INSTANTIATE_TEST_SUITE_P(TransportsAndPageSizes, DataPlaneRoundTrip,
+                         ::testing::Values(Case{"shm", "pt1"}, Case{"shm", "pt3"},
+                                           Case{"shm", "pt16"}, Case{"tcp", "pt1"},
+                                           Case{"tcp", "pt3"}, Case{"tcp", "pt16"}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.transports + "_" + info.param.pool;
+                         });
 
 TEST_F(DataPlaneTest, TwoTenantsConcurrently) {
   std::vector<std::thread> workers;
@@ -164,7 +169,8 @@ TEST_F(DataPlaneTest, BatchGivesEachRequestItsOwnStatus) {
   ASSERT_TRUE(c->ReserveSlots(b->id, 12).ok());
   const client::Layout& l = a->layout;
   const PageRange ra{a->id, 0, 3, 0, 30}, rb{b->id, 0, 3, 0, 12}, bad{b->id, 0, 3, 0, 30};
-  auto da = RandomBytes(client::RangeBytes(ra, l), 7), db = RandomBytes(client::RangeBytes(rb, l), 8);
+  auto da = RandomBytes(client::RangeBytes(ra, l), 7),
+       db = RandomBytes(client::RangeBytes(rb, l), 8);
   std::vector<uint8_t> dbad(client::RangeBytes(bad, l));
   std::vector<client::TransferRequest> reqs(3);
   reqs[0] = {ra, TransferMode::kWrite, da.data()};
@@ -199,17 +205,22 @@ TEST_F(DataPlaneTest, BadRequestsGetTheirExactErrorsAndLeakNothing) {
   EXPECT_EQ(past.status().message(),
             absl::StrCat("slots [0, 41) of layer 0: sequence ", seq->id,
                          " holds 40 slots there (epoch 0); reserve first"));
-  EXPECT_EQ(alpha->BeginTransfer(la->id, {seq->id, 2, 2, 0, 8}, TransferMode::kRead).status().code(),
-            absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(alpha->BeginTransfer(la->id, {seq->id, 0, 0, 0, 8}, TransferMode::kRead).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(alpha->BeginTransfer(la->id, {seq->id, 0, 1, 8, 8}, TransferMode::kRead).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      alpha->BeginTransfer(la->id, {seq->id, 2, 2, 0, 8}, TransferMode::kRead).status().code(),
+      absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(
+      alpha->BeginTransfer(la->id, {seq->id, 0, 0, 0, 8}, TransferMode::kRead).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      alpha->BeginTransfer(la->id, {seq->id, 0, 1, 8, 8}, TransferMode::kRead).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(alpha->BeginTransfer(la->id, {seq->id, 0, 1, 0, 8}, static_cast<TransferMode>(0))
-                .status().code(),
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(alpha->BeginTransfer(la->id, {seq->id, 0, 1, 0, 8}, TransferMode::kRead, 120000)
-                .status().code(),
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   // Another tenant's sequence looks like no sequence at all, and gets no key.
   auto stolen = beta->BeginTransfer(lb->id, {seq->id, 0, 1, 0, 8}, TransferMode::kRead);

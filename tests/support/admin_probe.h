@@ -16,7 +16,8 @@ class AdminProbe {
  public:
   explicit AdminProbe(const std::string& target, const std::string& token = "test-admin")
       : token_(token),
-        stub_(v1::AdminService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
+        stub_(v1::AdminService::NewStub(
+            grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
 
   v1::PoolStats Pool(const std::string& pool) {
     v1::GetPoolStatsRequest req;

@@ -2,11 +2,12 @@
 // one record's SCM_RIGHTS limit arrive on continuation records, a closed peer and a
 // missing answer are errors, never a hang.
 
+#include "common/fd/seqpacket.h"
+
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include "common/fd/seqpacket.h"
 #include "gtest/gtest.h"
 
 namespace kvwarden {

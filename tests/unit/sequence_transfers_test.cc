@@ -14,8 +14,8 @@
 namespace kvwarden {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Core;
+using ::testing::HasSubstr;
 using testing::PatternKv;
 
 constexpr TenantId kAlpha = 0;
@@ -36,11 +36,13 @@ class SequenceTransfersTest : public ::testing::Test {
     ASSERT_TRUE(r.ok()) << r.status();
     const KvLayout& l = core_.pool->layout();
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      ASSERT_TRUE(core_.table
-                      ->WriteKv(id, kAlpha, layer, r->first_position, n,
-                                PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), false),
-                                PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), true))
-                      .ok());
+      ASSERT_TRUE(
+          core_.table
+              ->WriteKv(
+                  id, kAlpha, layer, r->first_position, n,
+                  PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), false),
+                  PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), true))
+              .ok());
     }
   }
   TransferArgs Args(SequenceId id, uint32_t slot_start, uint32_t slot_end,
@@ -91,7 +93,8 @@ TEST_F(SequenceTransfersTest, PinsWholePagesAsContiguousRunsAndEndUnpins) {
   EXPECT_TRUE(core_.table->ListTransfers(kBeta).empty());
   ASSERT_TRUE(core_.table->EndTransfer(g->id, Caller::Tenant(kAlpha)).ok());
   EXPECT_EQ(Pinned(), 0u);
-  EXPECT_EQ(core_.table->EndTransfer(g->id, Caller::Tenant(kAlpha)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(core_.table->EndTransfer(g->id, Caller::Tenant(kAlpha)).code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(SequenceTransfersTest, BadRequestsAreRefusedAndPinNothing) {
@@ -125,7 +128,8 @@ TEST_F(SequenceTransfersTest, BadRequestsAreRefusedAndPinNothing) {
   auto shared = core_.table->BeginTransfer(Args(id, 0, 4, TransferMode::kWrite));
   EXPECT_EQ(shared.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(shared.status().message(), HasSubstr("shared read-only with a fork"));
-  EXPECT_TRUE(core_.table->BeginTransfer(Args(id, 0, 4, TransferMode::kRead)).ok());  // reading is fine
+  EXPECT_TRUE(
+      core_.table->BeginTransfer(Args(id, 0, 4, TransferMode::kRead)).ok());  // reading is fine
   EXPECT_EQ(core_.table->ExpireTransfers(), 0u);
   core_.clock.Advance(absl::Seconds(11));  // default TTL 10 s
   EXPECT_EQ(core_.table->ExpireTransfers(), 1u);
@@ -213,7 +217,7 @@ TEST_F(SequenceTransfersTest, ForkWaitsForAWriteButNotForARead) {
 
 TEST_F(SequenceTransfersTest, ReleaseKeepsPinnedPagesAndTheirBytesUntilTheTransferEnds) {
   const SequenceId id = Create();
-  ReserveAndWrite(id, 16);  // 4 pages per layer, 8 in all
+  ReserveAndWrite(id, 16);                              // 4 pages per layer, 8 in all
   auto g = core_.table->BeginTransfer(Args(id, 0, 8));  // pages 0, 1 of each layer
   ASSERT_TRUE(g.ok());
   auto snap = core_.table->Describe(id, Caller::Admin(), true, false);

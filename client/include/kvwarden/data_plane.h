@@ -56,7 +56,8 @@ class PageView {
   // `slot` counts from the sequence's first slot (not the view's).
   uint8_t* k(uint32_t head, uint32_t slot) const { return At(0, head, slot); }
   uint8_t* v(uint32_t head, uint32_t slot) const {
-    return At(size_t{layout_.num_kv_heads} * layout_.page_tokens * layout_.token_bytes(), head, slot);
+    return At(size_t{layout_.num_kv_heads} * layout_.page_tokens * layout_.token_bytes(), head,
+              slot);
   }
   size_t num_pages() const { return pages_.size(); }
 
@@ -120,7 +121,7 @@ class DataPlane {
   // A lease held across many RMA operations: the way to stream pages at full speed.
   class Transfer {
    public:
-    ~Transfer();  // ends the lease (errors are dropped; call End to see them)
+    ~Transfer();          // ends the lease (errors are dropped; call End to see them)
     uint64_t id() const;  // the daemon's transfer id (kvwctl transfers)
     uint64_t epoch() const;
     uint32_t num_pages() const;  // per layer
