@@ -146,6 +146,46 @@ TEST_P(DaemonRestart, AConnectedClientRecoversWithoutBeingRebuilt) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, DaemonRestart, ::testing::Values("shm", "tcp"));
 
+TEST_F(DataPlaneRecoveryTest, AnEndpointErrorFailsTheHeldTransferAndTheNextRequestReconnects) {
+  auto c = *Client::Connect({Target(), "alpha-token", absl::Seconds(5)});
+  auto lease = c->RegisterWorker("w", client::Role::kBoth, 60000);
+  ASSERT_TRUE(lease.ok());
+  client::DataPlaneOptions opts{"pt16", "tcp"};
+  opts.op_timeout = absl::Seconds(5);
+  auto dp = DataPlane::Connect(c.get(), lease->id, opts);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  auto seq = c->CreateSequence(lease->id, "pt16", 64);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 64).ok());
+  const PageRange r{seq->id, 0, 3, 0, 64};
+  const auto bytes = RandomBytes(client::RangeBytes(r, seq->layout), 41);
+  ASSERT_TRUE((*dp)->Put(r, bytes).ok());
+  auto t = (*dp)->Begin(r, TransferMode::kRead);
+  ASSERT_TRUE(t.ok());
+
+  daemon_->Kill();  // the TCP endpoint's peer is gone mid-transfer
+  std::vector<uint8_t> page((*dp)->page_bytes());
+  const absl::Time start = absl::Now();
+  const absl::Status broken = (*t)->ReadPages(0, 0, 1, page.data());
+  EXPECT_EQ(broken.code(), absl::StatusCode::kUnavailable) << broken;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+  t->reset();
+
+  auto restarted = DaemonProcess::Start(testing::kDataPlaneConfig, {}, Target());
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  daemon_ = *std::move(restarted);
+  auto lease2 = c->RegisterWorker("w", client::Role::kBoth, 60000);
+  ASSERT_TRUE(lease2.ok()) << lease2.status();
+  (*dp)->SetLease(lease2->id);
+  auto seq2 = c->CreateSequence(lease2->id, "pt16", 64);
+  ASSERT_TRUE(seq2.ok() && c->ReserveSlots(seq2->id, 64).ok());
+  const PageRange r2{seq2->id, 0, 3, 0, 64};
+  ASSERT_TRUE((*dp)->Put(r2, bytes).ok());
+  std::vector<uint8_t> back(bytes.size());
+  ASSERT_TRUE((*dp)->Get(r2, absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, bytes);
+  EXPECT_EQ((*dp)->reconnects(), 1u);
+}
+
 TEST_F(DataPlaneRecoveryTest, EvictionWaitsForTheTransferWhichMovesPreEvictionBytes) {
   auto c = *Client::Connect({Target(), "alpha-token", absl::Seconds(10)});
   auto lease = c->RegisterWorker("decoder", client::Role::kBoth, 60000);
