@@ -46,6 +46,10 @@ bool IsStaging(uint32_t chunk) { return (chunk & (1u << 31)) != 0; }
 struct DataPlane::Impl {
   Client* client = nullptr;
   DataPlaneOptions options;
+  // The pool's shape as of Connect: read without the lock (a restarted daemon serving
+  // another shape would refuse every range anyway).
+  Layout layout;
+  size_t page_bytes = 0;
   std::atomic<uint64_t> lease{0};
 
   mutable absl::Mutex mu;
@@ -271,12 +275,14 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Connect(Client* client, ui
   {
     absl::MutexLock lock(&impl->mu);
     if (absl::Status s = impl->ConnectLocked(absl::Now() + options.op_timeout); !s.ok()) return s;
+    impl->layout = impl->info.layout;
+    impl->page_bytes = impl->info.page_bytes;
   }
   return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
 }
 
-const Layout& DataPlane::layout() const { return impl_->info.layout; }
-size_t DataPlane::page_bytes() const { return impl_->info.page_bytes; }
+const Layout& DataPlane::layout() const { return impl_->layout; }
+size_t DataPlane::page_bytes() const { return impl_->page_bytes; }
 void DataPlane::SetLease(uint64_t lease_id) { impl_->lease = lease_id; }
 uint64_t DataPlane::reconnects() const {
   absl::MutexLock lock(&impl_->mu);
@@ -329,7 +335,9 @@ void DataPlane::Submit(absl::Span<TransferRequest> requests) {
   for (int attempt = 1; attempt <= d.options.max_attempts; ++attempt) {
     std::vector<std::pair<size_t, TransferGrant>> active;
     for (size_t i = 0; i < requests.size(); ++i) {
-      if (done[i] || !requests[i].status.ok() && !absl::IsUnavailable(requests[i].status)) continue;
+      if (done[i] || (!requests[i].status.ok() && !absl::IsUnavailable(requests[i].status))) {
+        continue;
+      }
       absl::StatusOr<TransferGrant> g =
           d.BeginLocked(requests[i].range, requests[i].mode, deadline);
       if (!g.ok()) {
