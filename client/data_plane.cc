@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -44,6 +45,9 @@ bool IsStaging(uint32_t chunk) { return (chunk & (1u << 31)) != 0; }
 }  // namespace
 
 struct DataPlane::Impl {
+  // In-flight RMA requests of one operation: usually one run, so no heap allocation.
+  using Requests = absl::InlinedVector<ucs_status_ptr_t, 4>;
+
   Client* client = nullptr;
   DataPlaneOptions options;
   // The pool's shape as of Connect: read without the lock (a restarted daemon serving
@@ -173,7 +177,7 @@ struct DataPlane::Impl {
 
   // Issues RMAs for pages [page, page + count) of the grant's layer `layer` to/from buf.
   absl::Status IssueLocked(const TransferGrant& g, TransferMode mode, uint32_t layer, uint32_t page,
-                           uint32_t count, uint8_t* buf, std::vector<ucs_status_ptr_t>* reqs)
+                           uint32_t count, uint8_t* buf, Requests* reqs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (layer >= g.layers.size() || uint64_t{page} + count > g.num_pages || count == 0) {
       return absl::OutOfRangeError(absl::StrFormat(
@@ -204,7 +208,7 @@ struct DataPlane::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status WaitLocked(std::vector<ucs_status_ptr_t>& reqs, absl::Time deadline)
+  absl::Status WaitLocked(Requests& reqs, absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::Status first;
     for (ucs_status_ptr_t r : reqs) first.Update(ucx::Wait(worker, r, "RMA", deadline));
@@ -230,7 +234,7 @@ struct DataPlane::Impl {
       return absl::UnavailableError(
           "the endpoint was rebuilt since this transfer began; begin again");
     }
-    std::vector<ucs_status_ptr_t> reqs;
+    Requests reqs;
     absl::Status s = IssueLocked(g, mode, layer, page, count, buf, &reqs);
     s.Update(WaitLocked(reqs, absl::Now() + options.op_timeout));
     if (absl::IsUnavailable(s) || ep->failed()) DropEndpointLocked();
@@ -349,7 +353,7 @@ void DataPlane::Submit(absl::Span<TransferRequest> requests) {
       active.emplace_back(i, *std::move(g));
     }
     // Issue everything, then wait: the RMAs of all requests overlap.
-    std::vector<std::vector<ucs_status_ptr_t>> reqs(active.size());
+    std::vector<Impl::Requests> reqs(active.size());
     std::vector<absl::Status> result(active.size());
     bool any_write = false;
     for (size_t a = 0; a < active.size(); ++a) {
