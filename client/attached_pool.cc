@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -31,8 +32,9 @@ struct AttachedPool::Impl {
   AttachOptions options;
   DataPlaneInfo info;
   UniqueFd sock;
-  bool writable = false;
-  uint64_t attachment_id = 0;
+  // Set under mu by RefreshLocked, read without it by the accessors.
+  std::atomic<bool> writable{false};
+  std::atomic<uint64_t> attachment_id{0};
 
   mutable absl::Mutex mu;
   struct Chunk {
