@@ -187,6 +187,7 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->ucx_transports = in.data_plane().ucx_transports();
   out->attach_socket = in.data_plane().attach_socket();
   out->stage_all_pools = in.data_plane().stage_all_pools();
+  out->memfd_chunks = in.data_plane().memfd_chunks();
   if (out->attach_socket.size() > 107) {
     return FieldError("data_plane.attach_socket", "longer than a Unix socket path may be (107 bytes)");
   }

@@ -52,6 +52,7 @@ struct DaemonSettings {
   std::string ucx_transports;
   std::string attach_socket;  // empty: attach off
   bool stage_all_pools = false;
+  bool memfd_chunks = false;
 };
 
 inline constexpr uint64_t kDefaultChunkBytes = 64ull << 20;

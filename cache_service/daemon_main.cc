@@ -111,7 +111,7 @@ int Run(const Flags& flags) {
       }
       opts.device = *std::move(device);
     }
-    if (ucx != nullptr && spec.cuda_ordinal < 0) {
+    if (ucx != nullptr && spec.cuda_ordinal < 0 && !settings->memfd_chunks) {
       // Same-host peers then move pages with plain copies (see UcxDataPlane::NewChunk).
       std::shared_ptr<PoolDevice> device = opts.device;
       const std::string pool_name = spec.name;

@@ -10,7 +10,7 @@
 //     memcpy of the same bytes from local memory (goal >= 0.95).
 // Prints "key=value" lines (tests/bench/dataplane_vs_ucx_perftest.sh reads them).
 //
-// Usage: bench_dataplane [--transports=shm] [--sizes=65536,1048576] [--seconds=2]
+// Usage: bench_dataplane [--transports=shm] [--sizes=65536,1048576] [--seconds=2] [--memfd]
 
 #include <algorithm>
 #include <cstdio>
@@ -51,10 +51,11 @@ double MiBps(size_t bytes, absl::Duration d) {
   return static_cast<double>(bytes) / (1 << 20) / absl::ToDoubleSeconds(d);
 }
 
-int Run(const std::string& transports, const std::vector<size_t>& sizes, double seconds) {
+int Run(const std::string& transports, const std::vector<size_t>& sizes, double seconds,
+        bool memfd) {
   setenv("UCX_NET_DEVICES", "lo", 0);
   auto daemon = testing::DaemonProcess::Start(
-      kBenchConfig,
+      std::string(kBenchConfig) + (memfd ? "data_plane { memfd_chunks: true }\n" : ""),
       {"--attach-socket=" + std::string(std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") +
        "/kvw-bench-" + std::to_string(getpid()) + ".sock"});
   if (!daemon.ok()) {
@@ -174,6 +175,7 @@ int main(int argc, char** argv) {
   std::string transports = "shm";
   std::vector<size_t> sizes = {65536, 1048576};
   double seconds = 2;
+  bool memfd = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--transports=", 0) == 0) {
@@ -185,13 +187,15 @@ int main(int argc, char** argv) {
         if (!absl::SimpleAtoi(s, &v)) return 2;
         sizes.push_back(v);
       }
+    } else if (a == "--memfd") {
+      memfd = true;  // chunks in memfd: UCX emulates RMA through the daemon's worker
     } else if (a.rfind("--seconds=", 0) == 0) {
       seconds = std::stod(a.substr(10));
     } else {
-      std::fprintf(stderr, "usage: %s [--transports=shm] [--sizes=65536,1048576] [--seconds=2]\n",
+      std::fprintf(stderr, "usage: %s [--transports=shm] [--sizes=65536,1048576] [--seconds=2] [--memfd]\n",
                    argv[0]);
       return 2;
     }
   }
-  return kvwarden::Run(transports, sizes, seconds);
+  return kvwarden::Run(transports, sizes, seconds, memfd);
 }

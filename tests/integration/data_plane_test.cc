@@ -338,5 +338,41 @@ TEST_F(StagedDataPlaneTest, AWriteLandsWhenItsTransferEndsAndNotWhenItExpires) {
   EXPECT_EQ(back, before);  // exactly the written page changed
 }
 
+// memfd chunks with UCX on (data_plane.memfd_chunks, or /dev/shm too small): UCX
+// registers them and emulates RMA through the daemon's worker; attach passes memfds.
+TEST(MemfdChunksTest, RmaIsEmulatedAndAttachPassesMemfds) {
+  testing::UseLoopbackUcx();
+  testing::TempDir dir;
+  auto daemon = DaemonProcess::Start(std::string(testing::kDataPlaneConfig) +
+                                         "data_plane { memfd_chunks: true }\n",
+                                     {"--attach-socket=" + dir.path() + "/a.sock"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto c = *Client::Connect({(*daemon)->target(), "alpha-token", absl::Seconds(10)});
+  auto lease = c->RegisterWorker("memfd", client::Role::kDecode, 60000);
+  ASSERT_TRUE(lease.ok());
+  for (const char* tls : {"shm", "tcp"}) {
+    auto dp = DataPlane::Connect(c.get(), lease->id, {"pt3", tls});
+    ASSERT_TRUE(dp.ok()) << dp.status();
+    RoundTrip(*c, **dp, lease->id, "pt3", 47, 51);
+  }
+  auto dp = DataPlane::Connect(c.get(), lease->id, {"pt16", "shm"});
+  ASSERT_TRUE(dp.ok());
+  auto seq = c->CreateSequence(lease->id, "pt16", 64);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 64).ok());
+  const PageRange r{seq->id, 0, 3, 0, 64};
+  const auto bytes = RandomBytes(client::RangeBytes(r, seq->layout), 52);
+  ASSERT_TRUE((*dp)->Put(r, bytes).ok());
+  auto pool = client::AttachedPool::Attach(c.get(), lease->id, {"pt16"});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto m = (*pool)->Map(r);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const size_t pb = client::PageBytes(seq->layout);
+  for (uint32_t layer = 0; layer < 3; ++layer) {
+    for (uint32_t p = 0; p < 4; ++p) {
+      ASSERT_EQ(0, memcmp((*m)->page(layer, p), bytes.data() + (size_t{layer} * 4 + p) * pb, pb));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvwarden
