@@ -119,7 +119,12 @@ void AttachServer::Serve() {
     if (!closing.empty()) {
       absl::MutexLock lock(&mu_);
       std::erase_if(conns_, [&](const std::unique_ptr<Connection>& c) {
-        return std::find(closing.begin(), closing.end(), c.get()) != closing.end();
+        if (std::find(closing.begin(), closing.end(), c.get()) == closing.end()) return false;
+        if (c->info.id != 0) {
+          LogInfo("attach %d: closed (tenant %u lease %d pid %d)", c->info.id, c->info.tenant,
+                  c->info.lease, c->info.pid);
+        }
+        return true;
       });
     }
     if (fds[0].revents & POLLIN) {
