@@ -183,20 +183,19 @@ bool AttachServer::Handle(Connection& conn) {
   }
   // Decode workers only read; prefill (and both) write KV in place.
   const bool writable = lease->role != WorkerRole::kDecode;
+  absl::flat_hash_map<uint32_t, uint64_t> known;
+  for (const v1::ChunkRef& k : req.known_chunks()) known[k.chunk()] = k.generation();
   absl::StatusOr<std::vector<PagePool::ChunkShare>> shares =
-      (*pool)->ShareTenantChunks(caller->tenant, /*dup_fds=*/true, /*read_only=*/!writable);
+      (*pool)->ShareTenantChunks(caller->tenant, /*read_only=*/!writable, known);
   if (!shares.ok()) {
     Answer(conn.fd.get(), shares.status());
     return true;
   }
-  absl::flat_hash_map<uint32_t, uint64_t> known;
-  for (const v1::ChunkRef& k : req.known_chunks()) known[k.chunk()] = k.generation();
   v1::AttachResponse resp;
   std::vector<UniqueFd> owned;
   std::vector<int> fds;
   for (PagePool::ChunkShare& s : *shares) {
     UniqueFd fd(s.fd);
-    if (auto it = known.find(s.chunk); it != known.end() && it->second == s.generation) continue;
     v1::AttachedChunk* c = resp.add_chunks();
     c->set_chunk(s.chunk);
     c->set_generation(s.generation);

@@ -62,15 +62,6 @@ class MemfdChunk final : public ChunkMemory {
     return absl::OkStatus();
   }
 
-  absl::Status Scrub() override {
-    // Punching a hole frees the memory and makes every later read return zeros, in
-    // this mapping and in any worker's mapping of the same fd.
-    if (fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size_) != 0) {
-      return ErrnoStatus("fallocate(PUNCH_HOLE)");
-    }
-    return absl::OkStatus();
-  }
-
  private:
   const std::string name_;
   int fd_;

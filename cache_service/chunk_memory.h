@@ -12,19 +12,16 @@ namespace kvwarden {
 
 // One chunk of a pool's memory. A chunk belongs to one tenant at a time, so sharing
 // it (memfd, CUDA IPC handle, UCX remote key) exposes only that tenant's bytes.
-// Not thread-safe; the owning PagePool serialises Scrub against page use.
+// Not thread-safe; the owning PagePool serialises Renew against page use.
 class ChunkMemory {
  public:
   virtual ~ChunkMemory() = default;
   virtual uint8_t* data() const = 0;
   virtual size_t size() const = 0;
-  // Drops the contents so the next owner reads zeros (and gives memory back).
-  virtual absl::Status Scrub() = 0;
   // Before the chunk goes to another tenant: the next owner reads zeros and nothing
   // handed out for the previous owner (an fd, a mapping, a remote key) reaches the new
-  // bytes. data() may change (the chunk is empty then). Default: Scrub (memory that is
-  // never shared by handle).
-  virtual absl::Status Renew() { return Scrub(); }
+  // bytes. data() may change (the chunk is empty then).
+  virtual absl::Status Renew() = 0;
   // A file descriptor mapping the chunk (memfd), or -1. Changes on Renew.
   virtual int fd() const { return -1; }
   // A CUDA IPC handle (cudaIpcMemHandle_t bytes) for a device chunk, or empty.

@@ -107,7 +107,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
     uint32_t c;
     if (t->open_chunks.empty()) {
       absl::StatusOr<uint32_t> claimed = ClaimChunkLocked(tenant);
-      if (!claimed.ok()) {  // only on a scrub failure: undo this call's pages
+      if (!claimed.ok()) {  // only on a renewal failure: undo this call's pages
         FreedPages undone;
         for (size_t j = first; j < out->size(); ++j) {
           pages_[(*out)[j]].refs = 0;
@@ -147,7 +147,7 @@ void PagePool::FreePageLocked(PageId page, FreedPages* freed) {
   if (freed->empty() || freed->back().first != owner) freed->emplace_back(owner, 0);
   ++freed->back().second;
   if (chunk.free_slots.size() == options_.chunk_pages) {
-    // Empty chunk: back to the pool, scrubbed lazily when another tenant claims it.
+    // Empty chunk: back to the pool, renewed lazily when another tenant claims it.
     if (chunk.open_index >= 0) RemoveOpen(t, chunks_, c);
     chunk.owner = kNoTenant;
     --t.chunks;
@@ -226,15 +226,16 @@ TenantId PagePool::OwnerOf(PageId page) const {
 }
 
 absl::StatusOr<std::vector<PagePool::ChunkShare>> PagePool::ShareTenantChunks(
-    TenantId tenant, bool dup_fds, bool read_only) const {
+    TenantId tenant, bool read_only, const absl::flat_hash_map<uint32_t, uint64_t>& known) const {
   std::vector<ChunkShare> out;
   // Under the lock: Renew (at a claim) swaps a chunk's fd.
   absl::MutexLock lock(&mu_);
   for (uint32_t c = 0; c < chunks_.size(); ++c) {
     const Chunk& chunk = chunks_[c];
     if (chunk.owner != tenant) continue;
+    if (auto it = known.find(c); it != known.end() && it->second == chunk.generation) continue;
     ChunkShare share{c, chunk.generation, -1, chunk.memory->ipc_handle()};
-    if (dup_fds && chunk.memory->fd() >= 0) {
+    if (chunk.memory->fd() >= 0) {
       // Reopening through /proc gives a new open file with its own access mode; a
       // plain dup would carry the daemon's read-write mode.
       const std::string path = absl::StrCat("/proc/self/fd/", chunk.memory->fd());

@@ -4,7 +4,8 @@
 //
 // Memory comes in chunks; a chunk belongs to at most one tenant at a time and a tenant's
 // pages come only from its own chunks. An empty chunk goes back to the pool and is
-// scrubbed before another tenant gets it. Allocation and free are O(1) per page.
+// renewed (fresh, zeroed memory) before another tenant gets it. Allocation and free are
+// O(1) per page.
 //
 // Each page carries a refcount (sequences sharing it after a fork) and a pin count
 // (transfers or mapped reads in flight). A page is returned to its chunk only when
@@ -125,11 +126,12 @@ class PagePool {
     int fd = -1;             // dup'd (caller closes); -1 when the device has none
     std::string ipc_handle;  // device chunks
   };
-  // The chunks `tenant` owns now (ascending). With `dup_fds`, each share carries a new
-  // fd for the chunk's memory, opened read-only when `read_only` (so a mapping of it
-  // cannot be made writable).
-  absl::StatusOr<std::vector<ChunkShare>> ShareTenantChunks(TenantId tenant, bool dup_fds,
-                                                            bool read_only) const;
+  // The chunks `tenant` owns now (ascending), except those in `known` at the same
+  // generation. Each share carries a new fd for the chunk's memory (when it has one),
+  // opened read-only when `read_only` (so a mapping of it cannot be made writable).
+  absl::StatusOr<std::vector<ChunkShare>> ShareTenantChunks(
+      TenantId tenant, bool read_only,
+      const absl::flat_hash_map<uint32_t, uint64_t>& known = {}) const;
   // The chunk's generation and owner (kNoTenant when unowned).
   std::pair<uint64_t, TenantId> ChunkState(uint32_t chunk) const;
 

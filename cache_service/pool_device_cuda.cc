@@ -57,7 +57,8 @@ class CudaChunk final : public ChunkMemory {
   }
   uint8_t* data() const override { return data_; }
   size_t size() const override { return size_; }
-  absl::Status Scrub() override {
+  // Zeroes in place (see ipc_handle on what that leaves a previous owner).
+  absl::Status Renew() override {
     cudaSetDevice(ordinal_);
     return CudaError(cudaMemset(data_, 0, size_), "cudaMemset");
   }

@@ -55,10 +55,6 @@ class UcxChunk final : public ChunkMemory {
   size_t size() const override { return bytes_; }
   int fd() const override { return fd_; }
   const std::string* packed_rkey() const override { return &region_.packed_rkey(); }
-  absl::Status Scrub() override {
-    std::memset(data(), 0, bytes_);
-    return absl::OkStatus();
-  }
   absl::Status Renew() override {
     absl::StatusOr<ucx::MemoryRegion> fresh = ucx::MemoryRegion::Allocate(*context_, bytes_);
     if (!fresh.ok()) return fresh.status();

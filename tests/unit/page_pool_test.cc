@@ -138,7 +138,7 @@ TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
   std::vector<PageId> a;
   ASSERT_TRUE(pool->Allocate(0, 2, &a).ok());
   std::memset(pool->PageData(a[0]), 0xAA, pool->page_bytes());
-  auto shares = pool->ShareTenantChunks(0, /*dup_fds=*/true, /*read_only=*/true);
+  auto shares = pool->ShareTenantChunks(0, /*read_only=*/true);
   ASSERT_TRUE(shares.ok()) << shares.status();
   ASSERT_EQ(shares->size(), 1u);
   const PagePool::ChunkShare old = (*shares)[0];
@@ -151,7 +151,7 @@ TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
   ASSERT_NE(seen, MAP_FAILED);
   EXPECT_EQ(seen[0], 0xAA);
   // Beta shares nothing of alpha's.
-  EXPECT_TRUE(pool->ShareTenantChunks(1, true, false)->empty());
+  EXPECT_TRUE(pool->ShareTenantChunks(1, /*read_only=*/false)->empty());
 
   uint8_t* const address = pool->ChunkData(0);
   pool->Unref(a);
