@@ -56,18 +56,11 @@ struct Sequence {
   // forks wait (Mutex::Await) for them to end; they end at the latest at lease expiry.
   uint32_t transfers ABSL_GUARDED_BY(mu) = 0;
   uint32_t write_transfers ABSL_GUARDED_BY(mu) = 0;
-  // Blocks (releasing mu) until no transfer holds the sequence; with `writes_only`,
-  // until none writes. Call with mu held; re-check `released` afterwards.
-  void AwaitTransfers(bool writes_only) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (writes_only) {
-      mu.Await(absl::Condition(+[](Sequence* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return s->write_transfers == 0;
-      }, this));
-    } else {
-      mu.Await(absl::Condition(+[](Sequence* s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return s->transfers == 0;
-      }, this));
-    }
+  // Blocks (releasing mu, in whichever mode it is held) until no transfer holds the
+  // sequence; with `writes_only`, until none writes. Re-check `released` afterwards.
+  void AwaitTransfers(bool writes_only) ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    const uint32_t* count = writes_only ? &write_transfers : &transfers;
+    mu.Await(absl::Condition(+[](const uint32_t* n) { return *n == 0; }, count));
   }
 
   // Memory pressure: a cap on every layer's budget (0 = none) and why it was set.
