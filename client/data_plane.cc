@@ -298,26 +298,30 @@ std::string DataPlane::DescribeEndpoint() const {
   return impl_->ep ? impl_->ep->Describe() : "";
 }
 
+namespace {
+
+absl::Status CheckBufferSize(const char* name, size_t given, const PageRange& range,
+                             const Layout& layout) {
+  if (given == RangeBytes(range, layout)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s: %d bytes given, the range needs %d (%u layers x %u pages x %d bytes)", name, given,
+      RangeBytes(range, layout), range.layer_count, RangePages(range, layout), PageBytes(layout)));
+}
+
+}  // namespace
+
 absl::Status DataPlane::Put(const PageRange& range, absl::Span<const uint8_t> src) {
+  if (absl::Status s = CheckBufferSize("src", src.size(), range, layout()); !s.ok()) return s;
   TransferRequest r;
   r.range = range;
   r.mode = TransferMode::kWrite;
   r.buffer = const_cast<uint8_t*>(src.data());  // only read from for writes
-  if (src.size() != RangeBytes(range, layout())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "src: %d bytes given, the range needs %d (%u layers x %u pages x %d bytes)", src.size(),
-        RangeBytes(range, layout()), range.layer_count, RangePages(range, layout()), page_bytes()));
-  }
   Submit(absl::MakeSpan(&r, 1));
   return r.status;
 }
 
 absl::StatusOr<uint64_t> DataPlane::Get(const PageRange& range, absl::Span<uint8_t> dst) {
-  if (dst.size() != RangeBytes(range, layout())) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "dst: %d bytes given, the range needs %d (%u layers x %u pages x %d bytes)", dst.size(),
-        RangeBytes(range, layout()), range.layer_count, RangePages(range, layout()), page_bytes()));
-  }
+  if (absl::Status s = CheckBufferSize("dst", dst.size(), range, layout()); !s.ok()) return s;
   TransferRequest r;
   r.range = range;
   r.mode = TransferMode::kRead;

@@ -11,6 +11,7 @@
 #include "cache_service/tenant_ledger.h"
 #include "cache_service/worker_leases.h"
 #include "tests/support/fake_clock.h"
+#include "tests/support/kv_pattern.h"
 
 namespace kvwarden::testing {
 
@@ -44,6 +45,20 @@ class Core {
   ~Core() { table.reset(); }
 
   LeaseId Lease(TenantId t) { return leases.Register(t, "w", WorkerRole::kBoth, absl::ZeroDuration())->id; }
+  // Reserves `n` tokens and writes PatternKv(1, ...) bytes for them in every layer.
+  absl::Status ReserveAndWrite(SequenceId id, TenantId tenant, uint32_t n) {
+    absl::StatusOr<ReserveResult> r = table->Reserve(id, tenant, n);
+    if (!r.ok()) return r.status();
+    const KvLayout& l = pool->layout();
+    const uint32_t at = r->first_position;
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+      absl::Status s = table->WriteKv(id, tenant, layer, at, n,
+                                      PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), false),
+                                      PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), true));
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   absl::Status Check() const {
     std::vector<PagePool*> pools = {pool.get()};
     return table->CheckInvariants(pools);

@@ -46,15 +46,8 @@ class SequenceRetentionTest : public ::testing::Test {
     return *id;
   }
   void ReserveAndWrite(SequenceId id, uint32_t n) {
-    auto r = core_.table->Reserve(id, kAlpha, n);
-    ASSERT_TRUE(r.ok()) << r.status();
-    const KvLayout& l = core_.pool->layout();
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      ASSERT_TRUE(core_.table->WriteKv(id, kAlpha, layer, r->first_position, n,
-                                       PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), false),
-                                       PatternKv(1, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), true))
-                      .ok());
-    }
+    absl::Status s = core_.ReserveAndWrite(id, kAlpha, n);
+    ASSERT_TRUE(s.ok()) << s;
   }
   // Positions live in (layer, head 0) and their K bytes equal what was written there.
   std::vector<uint32_t> LivePositionsWithBytesChecked(SequenceId id, uint32_t layer) {
