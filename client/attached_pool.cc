@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/fd/seqpacket.h"
 #include "common/fd/unique_fd.h"
+#include "end_lease.h"
 #include "kvwarden/data_plane.h"
 #include "kvwarden/v1/transfer.pb.h"
 
@@ -209,13 +210,7 @@ PageView AttachedPool::Mapping::view(uint32_t layer) const {
 absl::Status AttachedPool::Mapping::End() {
   if (state_ == nullptr || state_->ended) return absl::OkStatus();
   state_->ended = true;
-  absl::Status s = state_->client->EndTransfer(state_->grant.id);
-  if (absl::IsNotFound(s)) {
-    return absl::AbortedError(absl::StrCat("transfer lease ", state_->grant.id,
-                                           " ended before the mapping was released; what was read "
-                                           "after its expiry may be from a later epoch"));
-  }
-  return s;
+  return EndLease(*state_->client, state_->grant.id);
 }
 
 absl::StatusOr<std::unique_ptr<AttachedPool::Mapping>> AttachedPool::Map(const PageRange& range,

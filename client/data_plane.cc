@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/ucx/ucx.h"
+#include "end_lease.h"
 
 namespace kvwarden {
 namespace client {
@@ -245,14 +246,7 @@ struct DataPlane::Impl {
     for (const ChunkRef& c : g.chunks) {
       if (IsStaging(c.chunk)) keys.erase(c.chunk);  // its buffer goes with the lease
     }
-    absl::Status s = client->EndTransfer(g.id);
-    if (absl::IsNotFound(s)) {
-      return absl::AbortedError(absl::StrFormat(
-          "transfer lease %d ended (expired or its worker lease lapsed) before the transfer "
-          "finished; the pages may have changed meanwhile",
-          g.id));
-    }
-    return s;
+    return EndLease(*client, g.id);
   }
 };
 
