@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/statvfs.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -12,7 +13,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 
 namespace kvwarden {
 namespace {
@@ -25,10 +25,11 @@ int FindMappingFd(const void* address) {
   std::string line, path;
   while (std::getline(maps, line)) {
     if (line.rfind(start, 0) != 0) continue;
-    // address perms offset dev inode path
-    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (fields.size() < 6) return -1;
-    path = line.substr(line.find(fields[5], line.find(fields[4]) + fields[4].size()));
+    // "address perms offset dev inode path": the path is the rest after five fields
+    // (it may hold spaces, e.g. " (deleted)").
+    int path_at = 0;
+    if (std::sscanf(line.c_str(), "%*s %*s %*s %*s %*s %n", &path_at) < 0 || path_at == 0) return -1;
+    path = line.substr(path_at);
     break;
   }
   if (path.empty()) return -1;
