@@ -10,7 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <future>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -32,16 +34,26 @@ using testing::DaemonProcess;
 using ::testing::HasSubstr;
 using testing::RandomBytes;
 
+// A free port below the kernel's ephemeral range, so no client socket of a test running
+// alongside is handed it between this probe and the daemon's bind (or its restart).
 int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
+  std::ifstream range_file("/proc/sys/net/ipv4/ip_local_port_range");
+  int ephemeral_low = 32768, ephemeral_high = 60999;
+  range_file >> ephemeral_low >> ephemeral_high;
+  std::mt19937 rng(std::random_device{}());
+  const int low = std::max(1024, ephemeral_low - 12000);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(low, ephemeral_low - 1)(rng);
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    close(fd);
+    if (free) return port;
+  }
+  return 0;
 }
 
 using Admin = testing::AdminProbe;
@@ -51,6 +63,7 @@ class DataPlaneRecoveryTest : public ::testing::Test {
   void SetUp() override {
     testing::UseLoopbackUcx();
     port_ = FreePort();
+    ASSERT_NE(port_, 0) << "no free port below the ephemeral range";
     auto d = DaemonProcess::Start(testing::kDataPlaneConfig, {}, Target());
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = *std::move(d);
