@@ -1,5 +1,7 @@
 #include "cache_service/attach_server.h"
 
+#include "cache_service/random_id.h"
+
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -209,7 +211,7 @@ bool AttachServer::Handle(Connection& conn) {
   {
     absl::MutexLock lock(&mu_);
     if (conn.info.id == 0) {
-      conn.info.id = next_id_++;
+      conn.info.id = RandomId();
       conn.info.tenant = caller->tenant;
       conn.info.lease = req.lease_id();
       conn.info.pool = req.pool();

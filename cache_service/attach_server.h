@@ -77,7 +77,6 @@ class AttachServer {
   std::atomic<bool> stop_{false};
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Connection>> conns_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ = 1;  // Serve thread only
   std::thread thread_;
 };
 

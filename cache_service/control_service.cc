@@ -95,7 +95,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
 grpc::ServerUnaryReactor* ControlServiceImpl::ForkSequence(grpc::CallbackServerContext* call,
                                                            const v1::ForkSequenceRequest* req,
                                                            v1::ForkSequenceResponse* resp) {
-  return FinishWith(call, [&]() -> absl::Status {
+  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) return tenant.status();
     absl::StatusOr<ForkResult> fork =
@@ -138,7 +138,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::DescribeSequence(
 grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerContext* call,
                                                            const v1::ReserveSlotsRequest* req,
                                                            v1::ReserveSlotsResponse* resp) {
-  return FinishWith(call, [&]() -> absl::Status {
+  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) return tenant.status();
     absl::StatusOr<ReserveResult> r =
@@ -157,12 +157,12 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
   });
 }
 
-grpc::ServerReadReactor<v1::WriteKVRequest>* ControlServiceImpl::WriteKV(
-    grpc::CallbackServerContext* call, v1::WriteKVResponse* resp) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* ControlServiceImpl::WriteKV(grpc::CallbackServerContext* call,
+                                                                     grpc::ByteBuffer* resp) {
   return NewWriteKvReactor(ctx_, call, resp);
 }
 
-grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* ControlServiceImpl::StreamStats(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ControlServiceImpl::StreamStats(
     grpc::CallbackServerContext* call) {
   return NewStatsStreamReactor(ctx_, call);
 }

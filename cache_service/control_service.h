@@ -7,7 +7,17 @@ namespace kvwarden {
 
 // kvwarden.v1.ControlService on gRPC's callback API. Stateless beyond the injected
 // parts (thread-safe); each KV stream gets a reactor with its own state.
-class ControlServiceImpl final : public v1::ControlService::CallbackService {
+// ControlService::CallbackService, except that WriteKV and StreamStats take raw bytes
+// (see raw_messages.h). Spelled out: a raw bidi method cannot stack on a typed one.
+using ControlServiceBase = v1::ControlService::WithCallbackMethod_Ping<
+    v1::ControlService::WithCallbackMethod_RegisterWorker<v1::ControlService::WithCallbackMethod_KeepAlive<
+        v1::ControlService::WithCallbackMethod_CreateSequence<v1::ControlService::WithCallbackMethod_ForkSequence<
+            v1::ControlService::WithCallbackMethod_ReleaseSequence<v1::ControlService::WithCallbackMethod_DescribeSequence<
+                v1::ControlService::WithCallbackMethod_ReserveSlots<v1::ControlService::WithRawCallbackMethod_WriteKV<
+                    v1::ControlService::WithCallbackMethod_ReadKV<
+                        v1::ControlService::WithRawCallbackMethod_StreamStats<v1::ControlService::Service>>>>>>>>>>>;
+
+class ControlServiceImpl final : public ControlServiceBase {
  public:
   explicit ControlServiceImpl(ServiceContext ctx) : ctx_(ctx) {}
 
@@ -34,11 +44,11 @@ class ControlServiceImpl final : public v1::ControlService::CallbackService {
   grpc::ServerUnaryReactor* ReserveSlots(grpc::CallbackServerContext* call,
                                          const v1::ReserveSlotsRequest* req,
                                          v1::ReserveSlotsResponse* resp) override;
-  grpc::ServerReadReactor<v1::WriteKVRequest>* WriteKV(grpc::CallbackServerContext* call,
-                                                       v1::WriteKVResponse* resp) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* WriteKV(grpc::CallbackServerContext* call,
+                                                     grpc::ByteBuffer* resp) override;
   grpc::ServerWriteReactor<v1::ReadKVResponse>* ReadKV(grpc::CallbackServerContext* call,
                                                        const v1::ReadKVRequest* req) override;
-  grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* StreamStats(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamStats(
       grpc::CallbackServerContext* call) override;
 
  private:

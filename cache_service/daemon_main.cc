@@ -22,6 +22,7 @@
 #include "cache_service/daemon_config.h"
 #include "cache_service/lease_reaper.h"
 #include "cache_service/log.h"
+#include "cache_service/parse_failure_interceptor.h"
 #include "cache_service/transfer_service.h"
 #include "cache_service/ucx_data_plane.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -149,7 +150,9 @@ int Run(const Flags& flags) {
             settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
   }
   WorkerLeases leases(settings->leases, Clock::Real());
+  ParkedCalls parked;  // outlives the table, which wakes it
   SequenceTable::Options table_options{&ledger, &leases};
+  table_options.on_transfers_changed = [&parked] { parked.Wake(); };
   if (ucx != nullptr) {
     table_options.on_transfer_ended = [dp = ucx.get()](TransferId id, bool completed) {
       return dp->Unstage(id, completed);
@@ -179,7 +182,7 @@ int Run(const Flags& flags) {
   }
 
   ServiceContext ctx{&pools, &ledger, &table, &leases, &auth, &policy_defaults, absl::Now(),
-                     &data_plane};
+                     &data_plane, &parked};
   ControlServiceImpl control(ctx);
   AdminServiceImpl admin(ctx);
   TransferServiceImpl transfer(ctx);
@@ -192,6 +195,9 @@ int Run(const Flags& flags) {
   builder.RegisterService(&control);
   builder.RegisterService(&admin);
   builder.RegisterService(&transfer);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewParseFailureInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "kvwardend: cannot listen on %s\n", settings->listen.c_str());
@@ -209,6 +215,7 @@ int Run(const Flags& flags) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   LogInfo("signal %d: shutting down", sig);
+  parked.Shutdown();  // calls waiting for a transfer lease end now, not at their deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;

@@ -6,14 +6,14 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
+#include "cache_service/raw_messages.h"
 
 namespace kvwarden {
 namespace {
 
-class WriteKvReactor final : public grpc::ServerReadReactor<v1::WriteKVRequest> {
+class WriteKvReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  WriteKvReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call,
-                 v1::WriteKVResponse* resp)
+  WriteKvReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call, grpc::ByteBuffer* resp)
       : ctx_(ctx), resp_(resp) {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) {
@@ -21,32 +21,38 @@ class WriteKvReactor final : public grpc::ServerReadReactor<v1::WriteKVRequest> 
       return;
     }
     tenant_ = *tenant;
-    StartRead(&req_);
+    StartRead(&buf_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed: everything arrived
+      SerializeMessage(done_, resp_);
       Finish(grpc::Status::OK);
       return;
     }
-    absl::Status s = ctx_.table->WriteKv(req_.sequence_id(), tenant_, req_.layer(),
-                                         req_.token_start(), req_.num_tokens(), req_.k(), req_.v());
+    absl::Status s = ParseStreamMessage(&buf_, done_.messages() + 1, &req_);
+    if (s.ok()) {
+      s = ctx_.table->WriteKv(req_.sequence_id(), tenant_, req_.layer(), req_.token_start(),
+                              req_.num_tokens(), req_.k(), req_.v());
+    }
     if (!s.ok()) {
       Finish(ToGrpcStatus(s));
       return;
     }
-    resp_->set_messages(resp_->messages() + 1);
-    resp_->set_bytes_written(resp_->bytes_written() + req_.k().size() + req_.v().size());
-    StartRead(&req_);
+    done_.set_messages(done_.messages() + 1);
+    done_.set_bytes_written(done_.bytes_written() + req_.k().size() + req_.v().size());
+    StartRead(&buf_);
   }
 
   void OnDone() override { delete this; }
 
  private:
   const ServiceContext ctx_;
-  v1::WriteKVResponse* const resp_;
+  grpc::ByteBuffer* const resp_;
   TenantId tenant_ = kNoTenant;
+  grpc::ByteBuffer buf_;
   v1::WriteKVRequest req_;
+  v1::WriteKVResponse done_;
 };
 
 class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> {
@@ -73,9 +79,11 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
 
  private:
   absl::Status Plan(const grpc::CallbackServerContext& call) {
-    absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, call);
-    if (!caller.ok()) return caller.status();
-    caller_ = *caller;
+    // Tenant tokens only: the operator's admin token sees metadata (DescribeSequence,
+    // AdminService), never a tenant's KV bytes.
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, call);
+    if (!tenant.ok()) return tenant.status();
+    caller_ = Caller::Tenant(*tenant);
     absl::StatusOr<SequenceSnapshot> snap =
         ctx_.table->Describe(req_.sequence_id(), caller_, false, false);
     if (!snap.ok()) return snap.status();
@@ -149,9 +157,9 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
 
 }  // namespace
 
-grpc::ServerReadReactor<v1::WriteKVRequest>* NewWriteKvReactor(const ServiceContext& ctx,
-                                                               grpc::CallbackServerContext* call,
-                                                               v1::WriteKVResponse* resp) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewWriteKvReactor(const ServiceContext& ctx,
+                                                             grpc::CallbackServerContext* call,
+                                                             grpc::ByteBuffer* resp) {
   return new WriteKvReactor(ctx, call, resp);
 }
 

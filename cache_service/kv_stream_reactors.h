@@ -9,11 +9,13 @@ namespace kvwarden {
 // default 4 MiB receive limit).
 inline constexpr size_t kMaxKvMessageBytes = 1 << 20;
 
-// Client-streaming WriteKV: applies each message in order; the first bad message ends
-// the stream with its status (messages before it stay written; writes are idempotent).
-grpc::ServerReadReactor<v1::WriteKVRequest>* NewWriteKvReactor(const ServiceContext& ctx,
-                                                               grpc::CallbackServerContext* call,
-                                                               v1::WriteKVResponse* resp);
+// Client-streaming WriteKV over raw bytes: applies each message in order; the first
+// bad message (one that does not parse included) ends the stream with its status
+// (messages before it stay written; writes are idempotent). The response counts the
+// messages applied.
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewWriteKvReactor(const ServiceContext& ctx,
+                                                             grpc::CallbackServerContext* call,
+                                                             grpc::ByteBuffer* resp);
 
 // Server-streaming ReadKV: one message per layer and token chunk, all at one epoch.
 grpc::ServerWriteReactor<v1::ReadKVResponse>* NewReadKvReactor(const ServiceContext& ctx,

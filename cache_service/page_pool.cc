@@ -64,11 +64,9 @@ uint64_t PagePool::FreePagesLocked() const { return free_pages_; }
 
 absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   if (unowned_chunks_.empty()) {
+    // Only the caller's own numbers: pool-wide free pages would show other tenants' usage.
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "pool '%s' is full: no free chunk for another %u pages (%u chunks of %u pages, %d "
-        "pages free inside other tenants' chunks)",
-        name(), options_.chunk_pages, options_.num_chunks, options_.chunk_pages,
-        FreePagesLocked()));
+        "pool '%s' is full: no free chunk of %u pages for this tenant", name(), options_.chunk_pages));
   }
   const uint32_t c = unowned_chunks_.back();
   Chunk& chunk = chunks_[c];
@@ -95,10 +93,11 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
   uint64_t available = uint64_t{unowned_chunks_.size()} * options_.chunk_pages;
   if (auto it = tenants_.find(tenant); it != tenants_.end()) available += it->second.free_pages;
   if (available < n) {
+    // Only the caller's own numbers (see ClaimChunkLocked).
+    const auto own = tenants_.find(tenant);
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "pool '%s' is full: %u pages asked, %d available to this tenant (capacity %d pages, "
-        "%d free in total)",
-        name(), n, available, capacity_pages(), FreePagesLocked()));
+        "pool '%s' is full: %u pages asked, none left for this tenant beyond the %d pages it holds here",
+        name(), n, own == tenants_.end() ? 0 : own->second.pages));
   }
   const size_t first = out->size();
   out->reserve(first + n);

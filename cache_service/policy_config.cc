@@ -1,7 +1,12 @@
 #include "cache_service/policy_config.h"
 
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "kernels/scissorhands.h"
 #include "kernels/windowkv.h"
 #include "kvwarden/v1/policy.pb.h"
 
@@ -12,8 +17,6 @@ absl::Status Bad(const std::string& field, const std::string& reason) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
 }
 
-constexpr uint32_t kMaxWindow = 4096;  // the CUDA selection's histogram bound
-
 absl::Status Scissorhands(const v1::ScissorhandsPolicy& in, const KvLayout& layout,
                           const std::string& f, RetentionPolicy* out) {
   auto& p = out->scissorhands;
@@ -22,8 +25,12 @@ absl::Status Scissorhands(const v1::ScissorhandsPolicy& in, const KvLayout& layo
   p.sinks = in.sinks();
   p.drop = in.drop();
   out->threshold_scale = in.threshold_scale() != 0 ? in.threshold_scale() : 1.0f;
-  if (p.window > kMaxWindow) return Bad(f + ".window", absl::StrFormat("%u is above %u", p.window, kMaxWindow));
-  if (!(out->threshold_scale > 0)) return Bad(f + ".threshold_scale", "must be > 0");
+  if (p.window > kernels::kScissorhandsMaxWindow) {
+    return Bad(f + ".window", absl::StrFormat("%u is above %u", p.window, kernels::kScissorhandsMaxWindow));
+  }
+  if (!(out->threshold_scale > 0) || !std::isfinite(out->threshold_scale)) {
+    return Bad(f + ".threshold_scale", "must be a finite value > 0");
+  }
   if (in.layer_budgets_size() != 0 && in.layer_budgets_size() != static_cast<int>(layout.num_layers)) {
     return Bad(f + ".layer_budgets", absl::StrFormat("has %d entries, the layout has %u layers",
                                                      in.layer_budgets_size(), layout.num_layers));
@@ -35,7 +42,10 @@ absl::Status Scissorhands(const v1::ScissorhandsPolicy& in, const KvLayout& layo
   for (uint32_t l = 0; l < layout.num_layers; ++l) {
     const uint32_t b = out->layer_budgets[l];
     const std::string where = in.layer_budgets_size() ? absl::StrCat(f, ".layer_budgets[", l, "]") : f + ".budget";
-    if (p.recent + p.sinks >= b) {
+    // Each field on its own first, then the sum in 64 bits: a 32-bit sum wraps.
+    if (p.recent >= b) return Bad(f + ".recent", absl::StrFormat("%u must be < the budget %u", p.recent, b));
+    if (p.sinks >= b) return Bad(f + ".sinks", absl::StrFormat("%u must be < the budget %u", p.sinks, b));
+    if (!kernels::ScissorhandsProtectedFit({b, p.window, p.recent, p.drop, p.sinks})) {
       return Bad(where, absl::StrFormat("recent (%u) + sinks (%u) must be < the budget (%u)", p.recent,
                                         p.sinks, b));
     }
@@ -69,16 +79,22 @@ absl::Status WindowKv(const v1::WindowKvPolicy& in, const KvLayout& layout, cons
   if (in.mean_budget() == 0) return Bad(f + ".mean_budget", "is required");
   w.mean_budget = in.mean_budget();
   const uint32_t groups = layout.num_layers / w.gamma;
-  w.group_budgets.resize(groups);
-  if (groups > 1 && uint64_t{w.mean_budget} * w.gamma / w.lambda > 2 * uint64_t{w.mean_budget}) {
-    return Bad(f + ".lambda", "gamma / lambda above 2 leaves the first group a negative budget");
+  // Budgets in 64-bit signed arithmetic (gamma > lambda makes them grow with depth);
+  // each must be a positive 32-bit count above alpha.
+  if (groups > 1 && uint64_t{w.mean_budget} * w.gamma / w.lambda >= 2 * uint64_t{w.mean_budget}) {
+    return Bad(f + ".lambda", absl::StrFormat(
+        "mean_budget (%u) * gamma (%u) / lambda (%u) is at least 2 * mean_budget: the first group's "
+        "budget would be <= 0", w.mean_budget, w.gamma, w.lambda));
   }
-  kernels::WindowKvGroupBudgets(w.mean_budget, w.gamma, w.lambda, groups, w.group_budgets.data());
+  std::vector<int64_t> budgets(groups);
+  kernels::WindowKvGroupBudgets(w.mean_budget, w.gamma, w.lambda, groups, budgets.data());
+  w.group_budgets.resize(groups);
   for (uint32_t g = 0; g < groups; ++g) {
-    if (w.group_budgets[g] <= w.alpha) {
-      return Bad(f + ".mean_budget", absl::StrFormat("group %u gets a budget of %u, not above alpha %u",
-                                                     g, w.group_budgets[g], w.alpha));
+    if (budgets[g] <= int64_t{w.alpha} || budgets[g] > int64_t{UINT32_MAX}) {
+      return Bad(f + ".mean_budget", absl::StrFormat("group %u gets a budget of %d, not in (alpha %u, %u]",
+                                                     g, budgets[g], w.alpha, UINT32_MAX));
     }
+    w.group_budgets[g] = static_cast<uint32_t>(budgets[g]);
   }
   return absl::OkStatus();
 }

@@ -53,14 +53,13 @@ struct Sequence {
   uint64_t remap_epoch ABSL_GUARDED_BY(mu) = 0;  // 0: none
 
   // Transfer leases holding this sequence's pages, all and writing ones. Compaction and
-  // forks wait (Mutex::Await) for them to end; they end at the latest at lease expiry.
+  // forks do not run while they do: the table answers TransferBusyError instead of
+  // waiting on another client (the RPC layer parks the call, see ParkedCalls). They end
+  // at the latest at lease expiry.
   uint32_t transfers ABSL_GUARDED_BY(mu) = 0;
   uint32_t write_transfers ABSL_GUARDED_BY(mu) = 0;
-  // Blocks (releasing mu, in whichever mode it is held) until no transfer holds the
-  // sequence; with `writes_only`, until none writes. Re-check `released` afterwards.
-  void AwaitTransfers(bool writes_only) ABSL_SHARED_LOCKS_REQUIRED(mu) {
-    const uint32_t* count = writes_only ? &write_transfers : &transfers;
-    mu.Await(absl::Condition(+[](const uint32_t* n) { return *n == 0; }, count));
+  bool TransfersBusy(bool writes_only) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    return (writes_only ? write_transfers : transfers) != 0;
   }
 
   // Memory pressure: a cap on every layer's budget (0 = none) and why it was set.

@@ -11,6 +11,7 @@
 #include "cache_service/sequence.h"
 #include "kernels/streaming.h"
 #include "cache_service/sequence_table.h"
+#include "cache_service/transfer_busy.h"
 #include "kernels/compaction.h"
 #include "kernels/scissorhands.h"
 #include "kernels/windowkv.h"
@@ -391,15 +392,17 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
   absl::MutexLock lock(&seq.mu);
-  // Compaction moves bytes in place: it waits until no transfer holds the pages, so a
-  // transfer moves exactly its epoch's bytes. Transfers end at the latest at expiry.
-  seq.AwaitTransfers(/*writes_only=*/false);
   if (seq.released) return absl::NotFoundError(absl::StrCat("sequence ", id, " not found"));
+  // Compaction moves bytes in place: not while a transfer holds the pages, so a transfer
+  // moves exactly its epoch's bytes. Transfers end at the latest at expiry.
+  if (seq.TransfersBusy(/*writes_only=*/false)) return TransferBusyError(id);
   if (batch.steps.empty() && batch.window_scores.empty()) {
     return Invalid("the message carries no steps and no window scores");
   }
   // One epoch back is remapped through the last change's slot map; older is refused.
-  const bool one_back = batch.epoch + 1 == seq.epoch && seq.remap_epoch == seq.epoch;
+  // Compared without `batch.epoch + 1`: an untrusted 2^64 - 1 wraps that to 0.
+  const bool one_back = seq.epoch > 0 && batch.epoch == seq.epoch - 1 &&
+                        seq.remap_epoch == seq.epoch && seq.last_remap.size() == seq.slots.size();
   if (batch.epoch != seq.epoch && !one_back) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "epoch: statistics for epoch %d, sequence %d is at epoch %d; recompute against the new slots",

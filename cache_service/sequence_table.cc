@@ -1,5 +1,8 @@
 #include "cache_service/sequence_table.h"
 
+#include "cache_service/random_id.h"
+#include "cache_service/transfer_busy.h"
+
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -73,7 +76,9 @@ absl::Status SequenceTable::Insert(std::shared_ptr<Sequence> seq) {
   absl::MutexLock lock(&mu_);
   // Checked under the table lock: see the header on lease races.
   if (absl::Status s = options_.leases->CheckActive(seq->lease, seq->tenant); !s.ok()) return s;
-  seq->id = next_id_++;
+  do {
+    seq->id = RandomId();
+  } while (sequences_.contains(seq->id));
   sequences_.emplace(seq->id, std::move(seq));
   return absl::OkStatus();
 }
@@ -119,9 +124,11 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     }
   }
   absl::MutexLock lock(&seq.mu);
-  // Streaming makes room by compacting: never under a transfer's feet.
-  if (seq.policy.kind == PolicyKind::kStreaming) seq.AwaitTransfers(/*writes_only=*/false);
   if (seq.released) return NotFound(id);
+  // Streaming makes room by compacting: never under a transfer's feet.
+  if (seq.policy.kind == PolicyKind::kStreaming && seq.TransfersBusy(/*writes_only=*/false)) {
+    return TransferBusyError(id);
+  }
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
         "num_tokens: sequence %d holds %u of max_tokens %u; %u more would exceed it", id,
@@ -319,9 +326,9 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
   ForkResult result;
   {
     absl::ReaderMutexLock lock(&parent.mu);
-    // A fork copies or shares the bytes as they are: not while a transfer writes them.
-    parent.AwaitTransfers(/*writes_only=*/true);
     if (parent.released) return NotFound(parent_id);
+    // A fork copies or shares the bytes as they are: not while a transfer writes them.
+    if (parent.TransfersBusy(/*writes_only=*/true)) return TransferBusyError(parent_id);
     const KvLayout& l = parent.layout();
     PagePool& pool = *parent.pool;
     // Full pages are shared; a partly filled last page is copied so both sides can

@@ -194,6 +194,9 @@ class SequenceTable {
     // transfer lease ends: `completed` by EndTransfer, not by expiry, its worker's lease
     // lapsing or the table going away. An error is EndTransfer's answer.
     std::function<absl::Status(TransferId, bool completed)> on_transfer_ended;
+    // Called (outside every lock of the table) after a transfer lease's pins are gone:
+    // operations answered TransferBusyError may succeed now.
+    std::function<void()> on_transfers_changed;
   };
 
   explicit SequenceTable(Options options);
@@ -240,8 +243,8 @@ class SequenceTable {
   size_t ReleaseByLease(LeaseId lease);
 
   // Transfer leases (see sequence_transfers.cc). While one holds a sequence's pages,
-  // compaction of that sequence (statistics, streaming make-room) waits for it, memory
-  // pressure passes it by, and a release leaves the pinned pages (and their bytes) in
+  // compaction of that sequence (statistics, streaming make-room) and a fork while one
+  // writes answer TransferBusyError (nothing waits here), memory pressure passes it by, and a release leaves the pinned pages (and their bytes) in
   // place until it ends. Writing needs pages no fork shares.
   absl::StatusOr<TransferGrant> BeginTransfer(const TransferArgs& args);
   // NOT_FOUND for an unknown id or another tenant's transfer (admin may end any).
@@ -278,15 +281,13 @@ class SequenceTable {
     std::shared_ptr<Sequence> seq;
     std::vector<PageId> pinned;
   };
-  // Unpins and lets waiting compactions go; the record is already out of transfers_.
+  // Unpins and tells on_transfers_changed; the record is already out of transfers_.
   absl::Status FinishTransfer(Transfer& t, bool completed);
   size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred);
 
   const Options options_;
   mutable absl::Mutex mu_;
-  TransferId next_transfer_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<TransferId, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
-  SequenceId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<SequenceId, std::shared_ptr<Sequence>> sequences_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -2,6 +2,8 @@
 // them in place. See SequenceTable's header for what waits on them.
 
 #include <algorithm>
+
+#include "cache_service/random_id.h"
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -95,7 +97,9 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   ++seq->transfers;
   if (args.mode == TransferMode::kWrite) ++seq->write_transfers;
   const absl::Time now = options_.leases->clock()->Now();
-  grant.id = next_transfer_id_++;
+  do {
+    grant.id = RandomId();
+  } while (transfers_.contains(grant.id));
   grant.expires = now + ttl;
   Transfer t;
   t.info = TransferSnapshot{grant.id,         args.tenant,     args.lease,       seq->id,
@@ -113,10 +117,14 @@ absl::Status SequenceTable::FinishTransfer(Transfer& t, bool completed) {
   absl::Status s;
   if (options_.on_transfer_ended) s = options_.on_transfer_ended(t.info.id, completed);
   Sequence& seq = *t.seq;
-  absl::MutexLock lock(&seq.mu);
-  seq.pool->Unpin(t.pinned);
-  --seq.transfers;
-  if (t.info.mode == TransferMode::kWrite) --seq.write_transfers;
+  {
+    absl::MutexLock lock(&seq.mu);
+    seq.pool->Unpin(t.pinned);
+    --seq.transfers;
+    if (t.info.mode == TransferMode::kWrite) --seq.write_transfers;
+  }
+  // Outside the sequence's lock: parked calls retry on their own thread.
+  if (options_.on_transfers_changed) options_.on_transfers_changed();
   return s;
 }
 

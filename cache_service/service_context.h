@@ -6,6 +6,7 @@
 #include "absl/time/time.h"
 #include "cache_service/daemon_config.h"
 #include "cache_service/authenticator.h"
+#include "cache_service/parked_calls.h"
 #include "cache_service/pool_set.h"
 #include "cache_service/sequence_table.h"
 #include "cache_service/tenant_ledger.h"
@@ -48,6 +49,7 @@ struct ServiceContext {
   const PolicyDefaults* policy_defaults = nullptr;
   absl::Time started = absl::Now();
   const DataPlaneParts* data_plane = nullptr;
+  ParkedCalls* parked = nullptr;  // required: calls waiting for a transfer lease
 };
 
 }  // namespace kvwarden

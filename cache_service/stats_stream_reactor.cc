@@ -2,6 +2,8 @@
 
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
+#include "cache_service/raw_messages.h"
+#include "cache_service/unary_call.h"
 
 namespace kvwarden {
 namespace {
@@ -24,16 +26,16 @@ StatsBatch FromProto(const v1::StatsMessage& in) {
   return out;
 }
 
-class StatsStreamReactor final : public grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate> {
+class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  StatsStreamReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call) : ctx_(ctx) {
+  StatsStreamReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call) : ctx_(ctx), call_(call) {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) {
       Finish(ToGrpcStatus(tenant.status()));
       return;
     }
     tenant_ = *tenant;
-    StartRead(&req_);
+    StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
@@ -41,11 +43,36 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<v1::StatsMessage
       Finish(grpc::Status::OK);
       return;
     }
-    absl::StatusOr<RetentionResult> r = ctx_.table->ApplyStats(req_.sequence_id(), tenant_, FromProto(req_));
-    if (!r.ok()) {
-      Finish(ToGrpcStatus(r.status()));
+    if (absl::Status s = ParseStreamMessage(&in_, ++messages_, &req_); !s.ok()) {
+      Finish(ToGrpcStatus(s));
       return;
     }
+    // A compaction under a transfer lease waits parked, off this callback thread; the
+    // next read starts only once this message is answered, so at most one is parked.
+    ctx_.parked->Run(ParkedCall(call_, [this] { return Apply(); }, [this](absl::Status s) {
+      if (s.ok()) {
+        SerializeMessage(resp_, &out_);
+        StartWrite(&out_);
+      } else {
+        Finish(ToGrpcStatus(s));
+      }
+    }));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Apply() {
+    absl::StatusOr<RetentionResult> r = ctx_.table->ApplyStats(req_.sequence_id(), tenant_, FromProto(req_));
+    if (!r.ok()) return r.status();
     resp_.Clear();
     resp_.set_sequence_id(req_.sequence_id());
     resp_.set_epoch(r->epoch);
@@ -58,29 +85,21 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<v1::StatsMessage
       h->set_live_slots(c.live_slots);
       h->mutable_evicted_positions()->Add(c.evicted_positions.begin(), c.evicted_positions.end());
     }
-    StartWrite(&resp_);
+    return absl::OkStatus();
   }
 
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-      return;
-    }
-    StartRead(&req_);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
   const ServiceContext ctx_;
+  grpc::CallbackServerContext* const call_;
   TenantId tenant_ = kNoTenant;
+  uint64_t messages_ = 0;  // read so far
+  grpc::ByteBuffer in_, out_;
   v1::StatsMessage req_;
   v1::RetentionUpdate resp_;
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* NewStatsStreamReactor(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewStatsStreamReactor(
     const ServiceContext& ctx, grpc::CallbackServerContext* call) {
   return new StatsStreamReactor(ctx, call);
 }

@@ -8,7 +8,8 @@ namespace kvwarden {
 // Bidirectional StreamStats: reads one StatsMessage, applies it to its sequence, writes
 // one RetentionUpdate, reads the next. One reactor (and its state) per stream; a bad
 // message ends the stream with its status; a cancelled stream leaves nothing behind.
-grpc::ServerBidiReactor<v1::StatsMessage, v1::RetentionUpdate>* NewStatsStreamReactor(
+// Raw bytes both ways: a message that does not parse ends the stream INVALID_ARGUMENT.
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* NewStatsStreamReactor(
     const ServiceContext& ctx, grpc::CallbackServerContext* call);
 
 }  // namespace kvwarden

@@ -1,5 +1,7 @@
 #include "cache_service/worker_leases.h"
 
+#include "cache_service/random_id.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -25,7 +27,9 @@ absl::StatusOr<LeaseInfo> WorkerLeases::Register(TenantId tenant, std::string na
         absl::ToInt64Milliseconds(options_.min_ttl), absl::ToInt64Milliseconds(options_.max_ttl)));
   }
   absl::MutexLock lock(&mu_);
-  LeaseInfo info{next_id_++, tenant, std::move(name), role, ttl, clock_->Now() + ttl};
+  LeaseId id = RandomId();
+  while (leases_.contains(id)) id = RandomId();
+  LeaseInfo info{id, tenant, std::move(name), role, ttl, clock_->Now() + ttl};
   leases_[info.id] = info;
   return info;
 }

@@ -60,7 +60,6 @@ class WorkerLeases {
   const LeaseOptions options_;
   const Clock* const clock_;
   mutable absl::Mutex mu_;
-  LeaseId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<LeaseId, LeaseInfo> leases_ ABSL_GUARDED_BY(mu_);
 };
 

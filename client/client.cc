@@ -224,6 +224,7 @@ absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_
   v1::WriteKVRequest req;
   req.set_sequence_id(sequence_id);
   bool stream_ok = true;
+  uint64_t sent = 0;
   for (uint32_t l = 0; l < layer_count && stream_ok; ++l) {
     for (uint32_t t = 0; t < num_tokens && stream_ok; t += chunk) {
       const uint32_t n = std::min(chunk, num_tokens - t);
@@ -241,10 +242,17 @@ absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_
         std::memcpy(vb->data() + size_t{h} * n * tb, v.data() + src, n * tb);
       }
       stream_ok = writer->Write(req);
+      sent += stream_ok ? 1 : 0;
     }
   }
   writer->WritesDone();
-  return FromGrpc(writer->Finish());
+  if (absl::Status s = FromGrpc(writer->Finish()); !s.ok()) return s;
+  // An OK stream must have applied every message: never take success on trust.
+  if (resp.messages() != sent) {
+    return absl::DataLossError(absl::StrFormat("WriteKV: the daemon applied %d of the %d messages sent",
+                                               resp.messages(), sent));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32_t layer_start,

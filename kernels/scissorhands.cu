@@ -9,7 +9,6 @@ namespace kvwarden::kernels {
 namespace {
 
 constexpr uint32_t kThreads = 256;
-constexpr uint32_t kMaxWindow = 4096;  // histogram bins in shared memory
 
 __global__ void RecordStepKernel(Segments slots, ScissorhandsHistory history, uint32_t word,
                                  uint32_t mask, const uint32_t* attended,
@@ -29,7 +28,7 @@ __global__ void RecordStepKernel(Segments slots, ScissorhandsHistory history, ui
 
 __global__ void SelectKernel(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
                              uint8_t* keep, uint32_t* low) {
-  __shared__ uint32_t hist[kMaxWindow + 1];
+  __shared__ uint32_t hist[kScissorhandsMaxWindow + 1];
   __shared__ uint32_t warp_counts[kThreads / 32];
   __shared__ uint32_t threshold, take_at_threshold, carried;
   const uint32_t h = blockIdx.x;
@@ -93,8 +92,8 @@ KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory hist
 
 KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
                                     uint8_t* keep, uint32_t* low_counts, void* stream) {
-  if (p.window == 0 || p.window > kMaxWindow || p.window != history.window ||
-      p.recent + p.sinks >= p.budget || keep == nullptr || history.planes == nullptr ||
+  if (p.window == 0 || p.window > kScissorhandsMaxWindow || p.window != history.window ||
+      !ScissorhandsProtectedFit(p) || keep == nullptr || history.planes == nullptr ||
       low_counts == nullptr) {
     return KernelStatus::kInvalidArgument;
   }

@@ -28,6 +28,15 @@ struct ScissorhandsParams {
 
 KVW_HOST_DEVICE inline uint32_t ScissorhandsWords(uint32_t window) { return (window + 31) / 32; }
 
+// The selection's histogram bound (shared memory in the CUDA kernel); the CPU takes the same.
+inline constexpr uint32_t kScissorhandsMaxWindow = 4096;
+
+// recent + sinks < budget, summed in 64 bits: in 32 they wrap for untrusted values and
+// the protected range would then cover less than the slots it is meant to.
+KVW_HOST_DEVICE inline bool ScissorhandsProtectedFit(const ScissorhandsParams& p) {
+  return uint64_t{p.recent} + p.sinks < p.budget;
+}
+
 struct ScissorhandsHistory {
   uint32_t* planes = nullptr;  // [head][word][stride]
   uint32_t window = 0;

@@ -31,7 +31,8 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
 
 KernelStatus ScissorhandsSelectCpu(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
                                    uint8_t* keep, uint32_t* low_counts) {
-  if (p.window == 0 || p.window != history.window || p.recent + p.sinks >= p.budget ||
+  if (p.window == 0 || p.window > kScissorhandsMaxWindow || p.window != history.window ||
+      !ScissorhandsProtectedFit(p) ||
       keep == nullptr || history.planes == nullptr) {
     return KernelStatus::kInvalidArgument;
   }

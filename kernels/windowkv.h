@@ -74,8 +74,9 @@ KernelStatus WindowKvSelectCuda(const double* scores, uint32_t n, WindowKvParams
                                 void* stream);
 
 // Per-group budgets: last = floor(B_mean * gamma / lambda), first = 2 * B_mean - last,
-// b_g = first - floor(g * (first - last) / (G - 1)). One group gets B_mean.
+// b_g = first - floor(g * (first - last) / (G - 1)). One group gets B_mean. In 64-bit
+// signed arithmetic: the caller checks that every budget is in range (first can be <= 0).
 void WindowKvGroupBudgets(uint32_t mean_budget, uint32_t gamma, uint32_t lambda,
-                          uint32_t num_groups, uint32_t* budgets);
+                          uint32_t num_groups, int64_t* budgets);
 
 }  // namespace kvwarden::kernels

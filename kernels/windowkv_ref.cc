@@ -49,15 +49,20 @@ KernelStatus WindowKvSelectCpu(const double* scores, uint32_t n, WindowKvParams 
 }
 
 void WindowKvGroupBudgets(uint32_t mean_budget, uint32_t gamma, uint32_t lambda,
-                          uint32_t num_groups, uint32_t* budgets) {
+                          uint32_t num_groups, int64_t* budgets) {
   if (num_groups == 1) {
     budgets[0] = mean_budget;
     return;
   }
-  const uint64_t last = uint64_t{mean_budget} * gamma / lambda;
-  const uint64_t first = 2 * uint64_t{mean_budget} - last;
+  // Signed: with gamma > lambda the budgets grow with depth (first < last), and the
+  // step g * (first - last) / (G - 1) is negative, rounded towards minus infinity.
+  const int64_t last = int64_t{mean_budget} * gamma / lambda;
+  const int64_t first = 2 * int64_t{mean_budget} - last;
+  const int64_t span = first - last, groups = int64_t{num_groups} - 1;
   for (uint32_t g = 0; g < num_groups; ++g) {
-    budgets[g] = static_cast<uint32_t>(first - (g * (first - last)) / (num_groups - 1));
+    const int64_t step = g * span;
+    const int64_t floor_div = step >= 0 ? step / groups : -((-step + groups - 1) / groups);
+    budgets[g] = first - floor_div;
   }
 }
 

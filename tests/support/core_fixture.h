@@ -3,6 +3,7 @@
 // The daemon's core parts wired as main wires them, on small memfd pools, for unit and
 // model tests. Tenants: 0 "alpha" and 1 "beta" with the quotas given.
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -40,7 +41,9 @@ class Core {
       ledger.Refund(t, pages, page_bytes);
     };
     pool = *PagePool::Create(std::move(opts));
-    table = std::make_unique<SequenceTable>(SequenceTable::Options{&ledger, &leases});
+    SequenceTable::Options table_options{&ledger, &leases};
+    table_options.on_transfers_changed = [this] { ++transfers_changed; };
+    table = std::make_unique<SequenceTable>(std::move(table_options));
   }
   ~Core() { table.reset(); }
 
@@ -69,6 +72,7 @@ class Core {
   WorkerLeases leases;
   std::unique_ptr<PagePool> pool;
   std::unique_ptr<SequenceTable> table;
+  std::atomic<int> transfers_changed{0};  // on_transfers_changed calls
 };
 
 }  // namespace kvwarden::testing

@@ -63,9 +63,12 @@ TEST_F(PagePoolTest, RefusalChangesNothing) {
   absl::Status s = pool->Allocate(1, 4, &b);  // no unowned chunk left
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(s.message(), HasSubstr("pool 't' is full"));
+  // Only the caller's own numbers: tenant 1 holds nothing and learns nothing of tenant 0.
+  EXPECT_EQ(s.message(), "pool 't' is full: 4 pages asked, none left for this tenant beyond the 0 pages it holds here");
   EXPECT_TRUE(b.empty());
   s = pool->Allocate(0, 4, &a);  // tenant 0 has only 3 free in its own chunk
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(), "pool 't' is full: 4 pages asked, none left for this tenant beyond the 5 pages it holds here");
   EXPECT_EQ(a.size(), 5u);
   EXPECT_EQ(pool->Stats().used_pages, 5u);
   EXPECT_TRUE(pool->CheckInvariants().ok());

@@ -84,9 +84,36 @@ TEST(WindowKvExample, TopP2KeepsW3AndW0) {
 }
 
 TEST(WindowKvExample, Llama3GroupBudgets) {
-  uint32_t b[4];
+  int64_t b[4];
   WindowKvGroupBudgets(2048, 8, 14, 4, b);
   EXPECT_THAT(b, ElementsAre(2926, 2341, 1756, 1170));
+}
+
+// gamma > lambda: budgets grow with depth; the negative step is floored, not wrapped
+// (it used to be unsigned, giving every group after the first a budget near 2^31).
+TEST(WindowKvExample, GroupBudgetsGrowingWithDepthFloorTheNegativeStep) {
+  int64_t b[4];
+  WindowKvGroupBudgets(100, 8, 6, 4, b);  // last 133, first 67, step -22
+  EXPECT_THAT(b, ElementsAre(67, 89, 111, 133));
+  WindowKvGroupBudgets(100, 8, 7, 4, b);  // last 114, first 86: -28/3 floors to -10, -56/3 to -19
+  EXPECT_THAT(b, ElementsAre(86, 96, 105, 114));
+  WindowKvGroupBudgets(100, 8, 4, 4, b);  // last 200 = 2 * B_mean: first is 0 (callers refuse)
+  EXPECT_EQ(b[0], 0);
+}
+
+// recent + sinks past 2^32 must not pass as a small protected range.
+TEST(ScissorhandsExample, ProtectedRangeIsSummedIn64Bits) {
+  ScissorhandsParams p;
+  p.budget = 100;
+  p.window = 32;
+  p.recent = 20;
+  p.sinks = 0xFFFFFFF6u;  // 2^32 - 10: the 32-bit sum is 10
+  EXPECT_FALSE(ScissorhandsProtectedFit(p));
+  const uint32_t offsets[2] = {0, 120};
+  std::vector<uint32_t> planes(120, 0);
+  std::vector<uint8_t> keep(120);
+  EXPECT_EQ(ScissorhandsSelectCpu({1, offsets}, {planes.data(), 32, 120}, p, keep.data(), nullptr),
+            KernelStatus::kInvalidArgument);
 }
 
 TEST(StreamingTest, KeepsSinksAndRecent) {

@@ -177,6 +177,25 @@ TEST_F(SequenceRetentionTest, StatsOneEpochBackAreRemappedOlderAreRefused) {
   EXPECT_EQ(send(0, {0}).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// epoch = 2^64 - 1 at epoch 0: `epoch + 1` wrapped to 0 and the message was taken for
+// "one epoch back", indexing an empty remap (SIGSEGV). Any epoch other than now or one
+// back is FAILED_PRECONDITION and changes nothing.
+TEST_F(SequenceRetentionTest, EpochsThatWrapAreRefusedNotRemapped) {
+  SequenceId id = Create(Scissorhands({4, 4, 1, 2, 0}, 1));
+  ReserveAndWrite(id, 5);
+  for (uint64_t epoch : {~uint64_t{0}, ~uint64_t{0} - 1, uint64_t{1}, uint64_t{1} << 63}) {
+    StatsBatch b;
+    b.epoch = epoch;
+    b.steps.push_back({{HeadStepStats{0, 0, 5, {0}, {}}}});
+    auto r = core_.table->ApplyStats(id, kAlpha, b);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << epoch;
+  }
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  EXPECT_EQ(snap->decode_steps, 0u);
+  EXPECT_EQ(snap->epoch, 0u);
+  EXPECT_TRUE(core_.Check().ok());
+}
+
 TEST(UnevenHeadsTest, ReserveReportsEveryHeadsFirstSlotOnceLayersDiffer) {
   CoreConfig cfg = OneHead(2, 2);
   cfg.layout.num_kv_heads = 2;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <thread>
 
+#include "cache_service/transfer_busy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/core_fixture.h"
@@ -126,7 +127,10 @@ TEST_F(SequenceTransfersTest, BadRequestsAreRefusedAndPinNothing) {
   EXPECT_EQ(Pinned(), 0u);
 }
 
-TEST_F(SequenceTransfersTest, StreamingRoomWaitsForTheTransferWhichSeesTheOldBytes) {
+// The table never waits for another client: work that would compact (or fork) under a
+// transfer lease answers TransferBusyError, changes nothing, and succeeds once the
+// transfer ended (the RPC layer parks and retries it: parked_calls_test, daemon tests).
+TEST_F(SequenceTransfersTest, StreamingRoomUnderATransferIsBusyAndChangesNothing) {
   RetentionPolicy p;
   p.kind = PolicyKind::kStreaming;
   p.streaming = {8, 2};
@@ -134,25 +138,23 @@ TEST_F(SequenceTransfersTest, StreamingRoomWaitsForTheTransferWhichSeesTheOldByt
   ReserveAndWrite(id, 8);
   auto g = core_.table->BeginTransfer(Args(id, 0, 8));
   ASSERT_TRUE(g.ok());
-  std::atomic<bool> reserved{false};
-  std::thread t([&] {
-    EXPECT_TRUE(core_.table->Reserve(id, kAlpha, 4).ok());  // must drop 4 slots first
-    reserved = true;
-  });
-  absl::SleepFor(absl::Milliseconds(150));
-  EXPECT_FALSE(reserved.load());
+  auto busy = core_.table->Reserve(id, kAlpha, 4);  // must drop 4 slots first
+  ASSERT_TRUE(IsTransferBusy(busy.status())) << busy.status();
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kUnavailable);
   // The pinned pages still hold epoch 0's bytes at their places.
   auto slice = core_.table->ReadKv(id, Caller::Admin(), 1, 0, 8, 0);
   ASSERT_TRUE(slice.ok()) << slice.status();
   const KvLayout& l = core_.pool->layout();
   EXPECT_EQ(slice->k, PatternKv(1, 1, l.num_kv_heads, 0, 8, l.token_bytes(), false));
+  EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->num_tokens, 8u);
+  const int changed = core_.transfers_changed;
   ASSERT_TRUE(core_.table->EndTransfer(g->id, Caller::Tenant(kAlpha)).ok());
-  t.join();
-  EXPECT_TRUE(reserved.load());
+  EXPECT_EQ(core_.transfers_changed, changed + 1);
+  EXPECT_TRUE(core_.table->Reserve(id, kAlpha, 4).ok());
   EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 1u);
 }
 
-TEST_F(SequenceTransfersTest, StatisticsWaitForTheTransfer) {
+TEST_F(SequenceTransfersTest, StatisticsUnderATransferAreBusyAndChangeNothing) {
   RetentionPolicy p;
   p.kind = PolicyKind::kScissorhands;
   p.scissorhands = {/*budget=*/4, /*window=*/2, /*recent=*/1, /*drop=*/2, /*sinks=*/0};
@@ -167,21 +169,17 @@ TEST_F(SequenceTransfersTest, StatisticsWaitForTheTransfer) {
     for (uint32_t h = 0; h < 2; ++h) step.heads.push_back({layer, h, 6, {0, 5}, {}});
   }
   batch.steps = {step, step};
-  std::atomic<bool> applied{false};
-  std::thread t([&] {
-    auto r = core_.table->ApplyStats(id, kAlpha, batch);
-    EXPECT_TRUE(r.ok()) << r.status();
-    applied = true;
-  });
-  absl::SleepFor(absl::Milliseconds(150));
-  EXPECT_FALSE(applied.load());
-  EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 0u);
+  EXPECT_TRUE(IsTransferBusy(core_.table->ApplyStats(id, kAlpha, batch).status()));
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, false);
+  EXPECT_EQ(snap->epoch, 0u);
+  EXPECT_EQ(snap->decode_steps, 0u);
   ASSERT_TRUE(core_.table->EndTransfer(g->id, Caller::Tenant(kAlpha)).ok());
-  t.join();
+  auto r = core_.table->ApplyStats(id, kAlpha, batch);
+  ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 1u);
 }
 
-TEST_F(SequenceTransfersTest, ForkWaitsForAWriteButNotForARead) {
+TEST_F(SequenceTransfersTest, ForkIsBusyUnderAWriteButNotUnderARead) {
   const SequenceId id = Create();
   ReserveAndWrite(id, 8);
   auto read = core_.table->BeginTransfer(Args(id, 0, 8));
@@ -193,16 +191,11 @@ TEST_F(SequenceTransfersTest, ForkWaitsForAWriteButNotForARead) {
   ReserveAndWrite(other, 6);
   auto write = core_.table->BeginTransfer(Args(other, 0, 6, TransferMode::kWrite));
   ASSERT_TRUE(write.ok()) << write.status();
-  std::atomic<bool> forked{false};
-  std::thread t([&] {
-    EXPECT_TRUE(core_.table->Fork(other, kAlpha, lease_).ok());
-    forked = true;
-  });
-  absl::SleepFor(absl::Milliseconds(150));
-  EXPECT_FALSE(forked.load());
+  const uint64_t used = core_.pool->used_pages();
+  EXPECT_TRUE(IsTransferBusy(core_.table->Fork(other, kAlpha, lease_).status()));
+  EXPECT_EQ(core_.pool->used_pages(), used);
   ASSERT_TRUE(core_.table->EndTransfer(write->id, Caller::Tenant(kAlpha)).ok());
-  t.join();
-  EXPECT_TRUE(forked.load());
+  EXPECT_TRUE(core_.table->Fork(other, kAlpha, lease_).ok());
 }
 
 TEST_F(SequenceTransfersTest, ReleaseKeepsPinnedPagesAndTheirBytesUntilTheTransferEnds) {

@@ -1,0 +1,371 @@
+// A hostile or careless tenant against the real kvwardend: single messages that used to
+// crash it, calls that used to freeze every gRPC thread behind another client's
+// transfer lease, and shutdown with such calls pending. Each case checks the exact
+// status, that the daemon still serves the other tenant, and that nothing changed.
+
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/impl/codegen/client_unary_call.h"
+#include "grpcpp/impl/codegen/sync_stream.h"
+#include "gtest/gtest.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+#include "kvwarden/v1/transfer.grpc.pb.h"
+#include "tests/support/process.h"
+#include "tests/support/test_config.h"
+
+namespace kvwarden {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::DaemonProcess;
+
+class HardeningTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = DaemonProcess::Start(testing::kTestConfig);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = *std::move(d);
+    channel_ = grpc::CreateChannel(daemon_->target(), grpc::InsecureChannelCredentials());
+    control_ = v1::ControlService::NewStub(channel_);
+    transfer_ = v1::TransferService::NewStub(channel_);
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token,
+                                                  absl::Duration timeout = absl::Seconds(10)) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+    return ctx;
+  }
+  uint64_t Lease(const std::string& token) {
+    v1::RegisterWorkerRequest req;
+    req.set_name("w");
+    req.set_role(v1::WORKER_ROLE_BOTH);
+    req.set_ttl_ms(60000);
+    v1::RegisterWorkerResponse resp;
+    EXPECT_TRUE(control_->RegisterWorker(Ctx(token).get(), req, &resp).ok());
+    return resp.lease_id();
+  }
+  grpc::Status Create(const std::string& token, uint64_t lease, const std::string& policy_text,
+                      uint64_t* id) {
+    v1::CreateSequenceRequest req;
+    req.set_lease_id(lease);
+    req.set_pool("main");
+    req.set_max_tokens(4096);
+    if (!policy_text.empty()) {
+      EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(policy_text, req.mutable_policy()));
+    }
+    v1::CreateSequenceResponse resp;
+    grpc::Status s = control_->CreateSequence(Ctx(token).get(), req, &resp);
+    *id = resp.sequence_id();
+    return s;
+  }
+  grpc::Status Reserve(const std::string& token, uint64_t id, uint32_t n,
+                       absl::Duration timeout = absl::Seconds(10)) {
+    v1::ReserveSlotsRequest req;
+    req.set_sequence_id(id);
+    req.set_num_tokens(n);
+    v1::ReserveSlotsResponse resp;
+    return control_->ReserveSlots(Ctx(token, timeout).get(), req, &resp);
+  }
+  grpc::Status Fork(const std::string& token, uint64_t id, uint64_t lease, absl::Duration timeout) {
+    v1::ForkSequenceRequest req;
+    req.set_sequence_id(id);
+    req.set_lease_id(lease);
+    v1::ForkSequenceResponse resp;
+    return control_->ForkSequence(Ctx(token, timeout).get(), req, &resp);
+  }
+  // A write transfer lease over the first `slots` slots of layer 0.
+  uint64_t HoldWrite(const std::string& token, uint64_t lease, uint64_t id, uint32_t slots) {
+    v1::BeginTransferRequest req;
+    req.set_lease_id(lease);
+    req.set_sequence_id(id);
+    req.set_layer_count(1);
+    req.set_slot_end(slots);
+    req.set_mode(v1::TRANSFER_MODE_WRITE);
+    req.set_ttl_ms(60000);
+    v1::TransferGrant grant;
+    grpc::Status s = transfer_->BeginTransfer(Ctx(token).get(), req, &grant);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return grant.transfer_id();
+  }
+  grpc::Status EndTransfer(const std::string& token, uint64_t transfer) {
+    v1::EndTransferRequest req;
+    req.set_transfer_id(transfer);
+    v1::EndTransferResponse resp;
+    return transfer_->EndTransfer(Ctx(token).get(), req, &resp);
+  }
+  // Ping round trip of another tenant.
+  absl::Duration PingTime() {
+    const absl::Time start = absl::Now();
+    v1::PingResponse resp;
+    grpc::Status s = control_->Ping(Ctx(testing::kBetaToken, absl::Seconds(5)).get(), {}, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return absl::Now() - start;
+  }
+
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ControlService::Stub> control_;
+  std::unique_ptr<v1::TransferService::Stub> transfer_;
+};
+
+// Finding 1: epoch 2^64 - 1 on a Scissorhands sequence at epoch 0 crashed the daemon.
+TEST_F(HardeningTest, StatsNamingEpochTwoToTheSixtyFourMinusOneIsRefused) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t id = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "scissorhands { budget: 8 recent: 2 window: 32 }", &id).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, id, 10).ok());
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + testing::kAlphaToken);
+  auto stream = control_->StreamStats(&ctx);
+  v1::StatsMessage msg;
+  msg.set_sequence_id(id);
+  msg.set_epoch(~uint64_t{0});
+  v1::DecodeStep* step = msg.add_steps();
+  for (uint32_t layer = 0; layer < 4; ++layer) {
+    for (uint32_t h = 0; h < 2; ++h) {
+      v1::HeadStats* hs = step->add_heads();
+      hs->set_layer(layer);
+      hs->set_head(h);
+      hs->set_attended(10);
+      hs->add_listed(0);
+    }
+  }
+  ASSERT_TRUE(stream->Write(msg));
+  stream->WritesDone();
+  v1::RetentionUpdate update;
+  EXPECT_FALSE(stream->Read(&update));
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("is at epoch 0"));
+  EXPECT_LT(PingTime(), absl::Seconds(2));  // still up
+}
+
+// Finding 2: sinks + recent wrapped in 32 bits and passed validation (heap corruption
+// later); WindowKV budgets with gamma > lambda wrapped or went <= 0.
+TEST_F(HardeningTest, PolicyParametersThatOverflowAreInvalidArgumentNamingTheField) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t id = 0;
+  grpc::Status s = Create(testing::kAlphaToken, lease,
+                          "scissorhands { budget: 100 sinks: 4294967286 recent: 20 }", &id);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "policy.scissorhands.sinks: 4294967286 must be < the budget 100");
+  s = Create(testing::kAlphaToken, lease, "windowkv { mean_budget: 64 gamma: 2 lambda: 1 }", &id);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("policy.windowkv.lambda: mean_budget (64) * gamma (2) / lambda (1)"));
+  EXPECT_LT(PingTime(), absl::Seconds(2));
+}
+
+// Finding 3: calls waiting for another client's transfer lease held gRPC callback
+// threads; 4 of them stalled every other tenant for the transfer's TTL.
+TEST_F(HardeningTest, CallsWaitingForATransferLeaseDoNotStallOtherTenants) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t full = 0, streaming = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "", &full).ok());
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "streaming { budget: 8 sinks: 2 }", &streaming).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, full, 8).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, streaming, 8).ok());
+  const uint64_t t1 = HoldWrite(testing::kAlphaToken, lease, full, 8);
+  const uint64_t t2 = HoldWrite(testing::kAlphaToken, lease, streaming, 8);
+
+  // 32 calls that must wait (forks under a write, streaming room under a transfer),
+  // each with a 3 s deadline.
+  constexpr int kWaiters = 32;
+  std::vector<grpc::Status> results(kWaiters);
+  std::vector<std::thread> waiters;
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kWaiters; ++i) {
+    waiters.emplace_back([&, i] {
+      results[i] = i % 2 == 0 ? Fork(testing::kAlphaToken, full, lease, absl::Seconds(3))
+                              : Reserve(testing::kAlphaToken, streaming, 4, absl::Seconds(3));
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  absl::Duration worst;
+  for (int i = 0; i < 10; ++i) worst = std::max(worst, PingTime());
+  EXPECT_LT(worst, absl::Milliseconds(500)) << "another tenant's Ping waited behind parked calls";
+  for (auto& t : waiters) t.join();
+  const absl::Duration waited = absl::Now() - start;
+  for (const grpc::Status& s : results) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  }
+  EXPECT_LT(waited, absl::Seconds(5));
+
+  // A parked call goes on as soon as the transfer ends.
+  grpc::Status forked;
+  std::thread fork([&] { forked = Fork(testing::kAlphaToken, full, lease, absl::Seconds(20)); });
+  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Time ended = absl::Now();
+  ASSERT_TRUE(EndTransfer(testing::kAlphaToken, t1).ok());
+  fork.join();
+  EXPECT_TRUE(forked.ok()) << forked.error_message();
+  EXPECT_LT(absl::Now() - ended, absl::Seconds(1));
+  ASSERT_TRUE(EndTransfer(testing::kAlphaToken, t2).ok());
+  EXPECT_TRUE(Reserve(testing::kAlphaToken, streaming, 4).ok());
+}
+
+// ... and shutdown ends such calls at once instead of waiting out the transfer's TTL.
+TEST_F(HardeningTest, ShutdownDoesNotWaitForParkedCalls) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t id = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "", &id).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, id, 8).ok());
+  HoldWrite(testing::kAlphaToken, lease, id, 8);
+  std::vector<grpc::Status> results(8);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 8; ++i) {
+    waiters.emplace_back([&, i] { results[i] = Fork(testing::kAlphaToken, id, lease, absl::Seconds(60)); });
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  daemon_.reset();  // SIGTERM, waits for the pid
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  for (auto& t : waiters) t.join();
+  for (const grpc::Status& s : results) EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// Raw bytes on the wire, for messages no typed stub can send.
+grpc::ByteBuffer Bytes(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+template <typename Msg>
+grpc::ByteBuffer Bytes(const Msg& m) {
+  return Bytes(m.SerializeAsString());
+}
+// Field 1 with wire type 7, which does not exist: no proto parses it.
+const std::string kGarbage = "\x0f\x01\x02";
+
+// Finding 10: a request that does not parse was UNIMPLEMENTED with no message.
+TEST_F(HardeningTest, UnaryRequestThatDoesNotParseIsInvalidArgument) {
+  auto ctx = Ctx(testing::kAlphaToken);
+  grpc::ByteBuffer req = Bytes(kGarbage), resp;
+  grpc::internal::RpcMethod method("/kvwarden.v1.ControlService/CreateSequence",
+                                   grpc::internal::RpcMethod::NORMAL_RPC);
+  grpc::Status s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      channel_.get(), method, ctx.get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "the request does not parse as kvwarden.v1.CreateSequenceRequest");
+  // ReadKV's request too (server streaming).
+  auto read_ctx = Ctx(testing::kAlphaToken);
+  grpc::internal::RpcMethod read("/kvwarden.v1.ControlService/ReadKV", grpc::internal::RpcMethod::SERVER_STREAMING);
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel_.get(), read, read_ctx.get(), req));
+  EXPECT_FALSE(reader->Read(&resp));
+  s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "the request does not parse as kvwarden.v1.ReadKVRequest");
+  // A method that does not exist stays UNIMPLEMENTED.
+  auto bogus_ctx = Ctx(testing::kAlphaToken);
+  grpc::internal::RpcMethod bogus("/kvwarden.v1.ControlService/NoSuchMethod", grpc::internal::RpcMethod::NORMAL_RPC);
+  s = grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel_.get(), bogus,
+                                                                          bogus_ctx.get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Finding 10: WriteKV [valid, garbage, valid] ended OK with messages=1.
+TEST_F(HardeningTest, StreamMessageThatDoesNotParseFailsTheStream) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t id = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "scissorhands { budget: 8 recent: 2 window: 32 }", &id).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, id, 4).ok());
+  v1::WriteKVRequest good;
+  good.set_sequence_id(id);
+  good.set_layer(0);
+  good.set_num_tokens(4);
+  good.set_k(std::string(2 * 4 * 16 * 2, 'k'));  // 2 heads x 4 tokens x 16 dim x fp16
+  good.set_v(std::string(2 * 4 * 16 * 2, 'v'));
+  {
+    auto ctx = Ctx(testing::kAlphaToken);
+    grpc::ByteBuffer resp;
+    grpc::internal::RpcMethod method("/kvwarden.v1.ControlService/WriteKV",
+                                     grpc::internal::RpcMethod::CLIENT_STREAMING);
+    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(channel_.get(), method, ctx.get(), &resp));
+    writer->Write(Bytes(good));
+    writer->Write(Bytes(kGarbage));
+    writer->Write(Bytes(good));
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(),
+              "message 2 of the stream does not parse as kvwarden.v1.WriteKVRequest; the stream stops there");
+  }
+  {
+    auto ctx = Ctx(testing::kAlphaToken);
+    grpc::internal::RpcMethod method("/kvwarden.v1.ControlService/StreamStats",
+                                     grpc::internal::RpcMethod::BIDI_STREAMING);
+    std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+            channel_.get(), method, ctx.get()));
+    stream->Write(Bytes(kGarbage));
+    stream->WritesDone();
+    grpc::ByteBuffer update;
+    EXPECT_FALSE(stream->Read(&update));
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(),
+              "message 1 of the stream does not parse as kvwarden.v1.StatsMessage; the stream stops there");
+  }
+  v1::DescribeSequenceRequest req;
+  req.set_sequence_id(id);
+  v1::SequenceInfo info;
+  ASSERT_TRUE(control_->DescribeSequence(Ctx(testing::kAlphaToken).get(), req, &info).ok());
+  EXPECT_EQ(info.decode_steps(), 0u);
+}
+
+// Finding 9: the admin token read tenants' KV bytes. It sees metadata only.
+TEST_F(HardeningTest, AdminTokenReadsMetadataNotTenantBytes) {
+  const uint64_t lease = Lease(testing::kAlphaToken);
+  uint64_t id = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, lease, "", &id).ok());
+  ASSERT_TRUE(Reserve(testing::kAlphaToken, id, 4).ok());
+  v1::DescribeSequenceRequest describe;
+  describe.set_sequence_id(id);
+  v1::SequenceInfo info;
+  EXPECT_TRUE(control_->DescribeSequence(Ctx(testing::kAdminToken).get(), describe, &info).ok());
+  v1::ReadKVRequest read;
+  read.set_sequence_id(id);
+  read.set_layer_count(1);
+  auto ctx = Ctx(testing::kAdminToken);
+  auto reader = control_->ReadKV(ctx.get(), read);
+  v1::ReadKVResponse chunk;
+  EXPECT_FALSE(reader->Read(&chunk));
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  auto own = Ctx(testing::kAlphaToken);
+  auto alpha_reader = control_->ReadKV(own.get(), read);
+  EXPECT_TRUE(alpha_reader->Read(&chunk));
+  while (alpha_reader->Read(&chunk)) {
+  }
+  EXPECT_TRUE(alpha_reader->Finish().ok());
+}
+
+// Finding 8: ids came from one global counter, so a tenant counted others' activity
+// from the gaps between its own.
+TEST_F(HardeningTest, IdsAreRandomNotACounter) {
+  const uint64_t a = Lease(testing::kAlphaToken), b = Lease(testing::kBetaToken);
+  uint64_t s1 = 0, s2 = 0, s3 = 0;
+  ASSERT_TRUE(Create(testing::kAlphaToken, a, "", &s1).ok());
+  ASSERT_TRUE(Create(testing::kBetaToken, b, "", &s2).ok());
+  ASSERT_TRUE(Create(testing::kAlphaToken, a, "", &s3).ok());
+  // Consecutive counters differ by 1 or 2; 53 random bits essentially never do.
+  for (uint64_t x : {s1, s2, s3, a, b}) {
+    EXPECT_GT(x, uint64_t{1} << 20) << "a small id looks like a counter";
+    EXPECT_LT(x, uint64_t{1} << 53) << "ids stay exact as JSON numbers";
+  }
+  EXPECT_GT(std::max(s3, s1) - std::min(s3, s1), 2u);
+  EXPECT_GT(std::max(b, a) - std::min(b, a), 2u);
+}
+
+}  // namespace
+}  // namespace kvwarden

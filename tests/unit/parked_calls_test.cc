@@ -1,0 +1,111 @@
+// ParkedCalls: a call whose work answers transfer-busy is parked off the caller's thread
+// and finished exactly once: when a wake finds it done, at its deadline, on
+// cancellation, at shutdown, or at once when too many are parked.
+
+#include "cache_service/parked_calls.h"
+
+#include <atomic>
+#include <memory>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "cache_service/transfer_busy.h"
+#include "gtest/gtest.h"
+
+namespace kvwarden {
+namespace {
+
+// One call: busy while `busy` is set; records its one finish.
+struct Probe {
+  std::atomic<bool> busy{true};
+  std::atomic<bool> cancelled{false};
+  std::atomic<int> attempts{0};
+  std::atomic<int> finishes{0};
+  absl::Notification done;
+  absl::Status status;
+
+  ParkedCalls::Call Call(absl::Duration timeout = absl::InfiniteDuration()) {
+    ParkedCalls::Call c;
+    c.deadline = absl::Now() + timeout;
+    c.cancelled = [this] { return cancelled.load(); };
+    c.attempt = [this] {
+      ++attempts;
+      return busy ? TransferBusyError(7) : absl::OkStatus();
+    };
+    c.finish = [this](absl::Status s) {
+      status = s;
+      if (++finishes == 1) done.Notify();
+    };
+    return c;
+  }
+};
+
+TEST(ParkedCallsTest, WorkThatIsNotBusyFinishesOnTheCallersThread) {
+  ParkedCalls parked;
+  Probe p;
+  p.busy = false;
+  parked.Run(p.Call());
+  ASSERT_TRUE(p.done.HasBeenNotified());
+  EXPECT_TRUE(p.status.ok());
+  EXPECT_EQ(parked.parked(), 0u);
+}
+
+TEST(ParkedCallsTest, ParkedUntilAWakeFindsItDone) {
+  ParkedCalls parked;
+  Probe p;
+  parked.Run(p.Call());
+  EXPECT_FALSE(p.done.HasBeenNotified());
+  EXPECT_EQ(parked.parked(), 1u);
+  absl::SleepFor(absl::Milliseconds(100));  // polls do not retry without a wake
+  EXPECT_FALSE(p.done.HasBeenNotified());
+  p.busy = false;
+  parked.Wake();
+  ASSERT_TRUE(p.done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_TRUE(p.status.ok());
+  EXPECT_EQ(p.finishes, 1);
+  EXPECT_EQ(parked.parked(), 0u);
+}
+
+TEST(ParkedCallsTest, DeadlineAndCancellationFinishAtOnce) {
+  ParkedCalls parked;
+  Probe late, gone;
+  const absl::Time start = absl::Now();
+  parked.Run(late.Call(absl::Milliseconds(200)));
+  parked.Run(gone.Call());
+  gone.cancelled = true;
+  ASSERT_TRUE(gone.done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_EQ(gone.status.code(), absl::StatusCode::kCancelled);
+  ASSERT_TRUE(late.done.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_EQ(late.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(late.finishes + gone.finishes, 2);
+}
+
+TEST(ParkedCallsTest, ShutdownFailsParkedCallsAndParksNoMore) {
+  auto parked = std::make_unique<ParkedCalls>();
+  Probe a, b;
+  parked->Run(a.Call());
+  parked->Shutdown();
+  ASSERT_TRUE(a.done.HasBeenNotified());
+  EXPECT_EQ(a.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(a.status.message(), "kvwardend is shutting down");
+  parked->Run(b.Call());
+  ASSERT_TRUE(b.done.HasBeenNotified());
+  EXPECT_EQ(b.status.code(), absl::StatusCode::kUnavailable);
+  parked.reset();  // a second Shutdown is harmless
+  EXPECT_EQ(a.finishes + b.finishes, 2);
+}
+
+TEST(ParkedCallsTest, OverTheCapTheBusyAnswerIsFinal) {
+  ParkedCalls parked(/*max_parked=*/2);
+  Probe a, b, c;
+  parked.Run(a.Call());
+  parked.Run(b.Call());
+  parked.Run(c.Call());
+  ASSERT_TRUE(c.done.HasBeenNotified());
+  EXPECT_TRUE(IsTransferBusy(c.status)) << c.status;
+  EXPECT_EQ(parked.parked(), 2u);
+}
+
+}  // namespace
+}  // namespace kvwarden
