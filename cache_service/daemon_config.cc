@@ -185,6 +185,7 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   }
   out->ucx = !in.data_plane().disable_ucx();
   out->ucx_transports = in.data_plane().ucx_transports();
+  out->ucx_net_devices = in.data_plane().ucx_net_devices();
   out->attach_socket = in.data_plane().attach_socket();
   out->stage_all_pools = in.data_plane().stage_all_pools();
   out->memfd_chunks = in.data_plane().memfd_chunks();

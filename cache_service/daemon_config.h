@@ -50,6 +50,7 @@ struct DaemonSettings {
   absl::Duration reap_interval = absl::Milliseconds(100);
   bool ucx = true;
   std::string ucx_transports;
+  std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
   bool stage_all_pools = false;
   bool memfd_chunks = false;

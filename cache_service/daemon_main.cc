@@ -21,6 +21,7 @@
 #include "cache_service/control_service.h"
 #include "cache_service/daemon_config.h"
 #include "cache_service/lease_reaper.h"
+#include "cache_service/listen_interface.h"
 #include "cache_service/log.h"
 #include "cache_service/parse_failure_interceptor.h"
 #include "cache_service/transfer_service.h"
@@ -86,8 +87,19 @@ int Run(const Flags& flags) {
   data_plane.instance_id = NewInstanceId();
   std::unique_ptr<UcxDataPlane> ucx;
   if (settings->ucx) {
+    // The data plane listens where the control plane does unless configured otherwise.
+    std::string net_devices = settings->ucx_net_devices;
+    if (net_devices.empty()) {
+      absl::StatusOr<std::string> found = UcxNetDevicesForListenHost(ListenHost(settings->listen));
+      if (!found.ok()) {
+        std::fprintf(stderr, "kvwardend: UCX data plane: listen %s: %s\n", settings->listen.c_str(),
+                     std::string(found.status().message()).c_str());
+        return 2;
+      }
+      net_devices = *found;
+    }
     absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
-        UcxDataPlane::Start({settings->ucx_transports, settings->stage_all_pools});
+        UcxDataPlane::Start({settings->ucx_transports, net_devices, settings->stage_all_pools});
     if (!started.ok()) {
       std::fprintf(stderr, "kvwardend: UCX data plane: %s\n",
                    std::string(started.status().message()).c_str());
@@ -95,6 +107,7 @@ int Run(const Flags& flags) {
     }
     ucx = *std::move(started);
     data_plane.ucx = ucx.get();
+    LogInfo("UCX worker on network interfaces: %s", net_devices.empty() ? "all" : net_devices);
   }
   TenantLedger ledger(settings->tenants);
   PoolSet pools;

@@ -45,6 +45,7 @@ class UcxDataPlane {
  public:
   struct Options {
     std::string transports;  // UCX_TLS; "" = environment / UCX default
+    std::string net_devices;  // UCX_NET_DEVICES; "" = environment / every interface
     // Route every pool through staging buffers, as pools UCX cannot reach are (tests).
     bool stage_all_pools = false;
   };

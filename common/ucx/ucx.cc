@@ -62,6 +62,10 @@ absl::StatusOr<Context> Context::Create(const ContextOptions& options) {
     modified = FromUcs(ucp_config_modify(config, "ALLOC_PRIO", options.alloc_prio.c_str()),
                        absl::StrCat("UCX_ALLOC_PRIO=", options.alloc_prio));
   }
+  if (modified.ok() && !options.net_devices.empty()) {
+    modified = FromUcs(ucp_config_modify(config, "NET_DEVICES", options.net_devices.c_str()),
+                       absl::StrCat("UCX_NET_DEVICES=", options.net_devices));
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA | (options.wakeup ? UCP_FEATURE_WAKEUP : 0);

@@ -32,6 +32,9 @@ struct ContextOptions {
   std::string transports;
   // UCX_ALLOC_PRIO for MemoryRegion::Allocate ("" = UCX's default order).
   std::string alloc_prio;
+  // UCX_NET_DEVICES ("" = the environment variable or every device): which network
+  // interfaces the worker listens on and advertises.
+  std::string net_devices;
   bool wakeup = false;             // Worker::Wait (event fd) support
   bool shared_by_threads = false;  // see the header comment
 };

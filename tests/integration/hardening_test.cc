@@ -4,10 +4,16 @@
 // status, that the daemon still serves the other tenant, and that nothing changed.
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
@@ -365,6 +371,43 @@ TEST_F(HardeningTest, IdsAreRandomNotACounter) {
   }
   EXPECT_GT(std::max(s3, s1) - std::min(s3, s1), 2u);
   EXPECT_GT(std::max(b, a) - std::min(b, a), 2u);
+}
+
+// Local addresses of the TCP sockets `pid` listens on, as /proc/net/tcp{,6} print them.
+std::vector<std::string> ListeningAddresses(pid_t pid) {
+  std::set<std::string> inodes;
+  const std::string fd_dir = absl::StrCat("/proc/", pid, "/fd");
+  for (const auto& e : std::filesystem::directory_iterator(fd_dir)) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && absl::StartsWith(target, "socket:[")) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<std::string> out;
+  for (const char* table : {"tcp", "tcp6"}) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/net/", table));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() > 9 && f[3] == "0A" && inodes.count(f[9])) out.push_back(f[1]);
+    }
+  }
+  return out;
+}
+
+// Finding 11: the UCX worker listened on every interface while gRPC was bound to
+// 127.0.0.1. Every socket the daemon listens on is on loopback now.
+TEST_F(HardeningTest, EveryListeningSocketIsWhereGrpcListens) {
+  const std::vector<std::string> addresses = ListeningAddresses(daemon_->pid());
+  ASSERT_FALSE(addresses.empty());
+  for (const std::string& a : addresses) {
+    const std::string ip = a.substr(0, a.find(':'));
+    // 127.0.0.1, ::1, or ::ffff:127.0.0.1
+    EXPECT_TRUE(ip == "0100007F" || ip == "00000000000000000000000001000000" ||
+                ip == "0000000000000000FFFF00000100007F")
+        << "listening on " << a;
+  }
+  EXPECT_THAT(daemon_->log(), HasSubstr("UCX worker on network interfaces: lo"));
 }
 
 }  // namespace
