@@ -86,9 +86,9 @@ int Run(const Flags& flags) {
   DataPlaneParts data_plane;
   data_plane.instance_id = NewInstanceId();
   std::unique_ptr<UcxDataPlane> ucx;
+  // The data plane listens where the control plane does unless configured otherwise.
+  std::string net_devices = settings->ucx_net_devices;
   if (settings->ucx) {
-    // The data plane listens where the control plane does unless configured otherwise.
-    std::string net_devices = settings->ucx_net_devices;
     if (net_devices.empty()) {
       absl::StatusOr<std::string> found = UcxNetDevicesForListenHost(ListenHost(settings->listen));
       if (!found.ok()) {
@@ -107,7 +107,6 @@ int Run(const Flags& flags) {
     }
     ucx = *std::move(started);
     data_plane.ucx = ucx.get();
-    LogInfo("UCX worker on network interfaces: %s", net_devices.empty() ? "all" : net_devices);
   }
   TenantLedger ledger(settings->tenants);
   PoolSet pools;
@@ -159,8 +158,9 @@ int Run(const Flags& flags) {
     pools.Add(*std::move(pool));
   }
   if (ucx != nullptr) {
-    LogInfo("UCX data plane up (UCX_TLS=%s)",
-            settings->ucx_transports.empty() ? "default" : settings->ucx_transports);
+    LogInfo("UCX data plane up (UCX_TLS=%s, network interfaces: %s)",
+            settings->ucx_transports.empty() ? "default" : settings->ucx_transports,
+            net_devices.empty() ? "all" : net_devices);
   }
   WorkerLeases leases(settings->leases, Clock::Real());
   ParkedCalls parked;  // outlives the table, which wakes it
