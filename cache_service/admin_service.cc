@@ -1,6 +1,8 @@
+#include "cache_service/process_fds.h"
 #include "cache_service/admin_service.h"
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cache_service/attach_server.h"
 #include "cache_service/call_auth.h"
@@ -8,6 +10,9 @@
 #include "cache_service/proto_convert.h"
 
 namespace kvwarden {
+
+constexpr size_t kDefaultSequencePage = 1000;
+constexpr size_t kMaxSequencePage = 10000;
 namespace {
 
 absl::Status RequireAdmin(const Authenticator& auth, const grpc::CallbackServerContext& call) {
@@ -35,6 +40,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListPools(grpc::CallbackServerContex
                                                       v1::ListPoolsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
     for (const PagePool* pool : ctx_.pools->all()) ToProto(*pool, *ctx_.ledger, resp->add_pools());
+    const ProcessFds fds = CountProcessFds();
+    resp->set_open_fds(fds.open);
+    resp->set_fd_limit(fds.limit);
     return absl::OkStatus();
   });
 }
@@ -70,6 +78,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
       t->set_sequences(seqs[u.id]);
       t->set_workers(workers[u.id]);
       t->set_quota_refusals(u.quota_refusals);
+      t->set_open_streams(u.open_streams);
+      t->set_limit_refusals(u.limit_refusals);
     }
     return absl::OkStatus();
   });
@@ -87,9 +97,20 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListSequences(grpc::CallbackServerCo
     if (!req->pool().empty()) {
       if (absl::StatusOr<PagePool*> p = ctx_.pools->Find(req->pool()); !p.ok()) return p.status();
     }
-    for (const SequenceSnapshot& s : ctx_.table->List(tenant, req->pool())) {
+    // Pages by id, so that any number of sequences lists within gRPC's message limit.
+    if (req->page_size() > kMaxSequencePage) {
+      return absl::InvalidArgumentError(absl::StrCat("page_size: at most ", kMaxSequencePage));
+    }
+    const size_t page = req->page_size() ? req->page_size() : kDefaultSequencePage;
+    SequenceId after = 0;
+    if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &after)) {
+      return absl::InvalidArgumentError("page_token: not a token ListSequences gave");
+    }
+    SequenceId last = 0;
+    for (const SequenceSnapshot& s : ctx_.table->List(tenant, req->pool(), after, page, &last)) {
       ToProto(s, *ctx_.ledger, resp->add_sequences());
     }
+    if (last != 0) resp->set_next_page_token(absl::StrCat(last));
     return absl::OkStatus();
   });
 }

@@ -15,6 +15,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cache_service/log.h"
 #include "common/fd/seqpacket.h"
 #include "kvwarden/v1/transfer.pb.h"
@@ -36,19 +37,20 @@ void Answer(int fd, const absl::Status& status) {
 }  // namespace
 
 AttachServer::AttachServer(std::string path, const PoolSet* pools, const Authenticator* auth,
-                           const WorkerLeases* leases)
-    : path_(std::move(path)), pools_(pools), auth_(auth), leases_(leases) {}
+                           const WorkerLeases* leases, Options options)
+    : path_(std::move(path)), pools_(pools), auth_(auth), leases_(leases), options_(options) {}
 
 absl::StatusOr<std::unique_ptr<AttachServer>> AttachServer::Start(const std::string& path,
                                                                   const PoolSet* pools,
                                                                   const Authenticator* auth,
-                                                                  const WorkerLeases* leases) {
+                                                                  const WorkerLeases* leases,
+                                                                  Options options) {
   sockaddr_un addr{};
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("attach socket path '", path, "': must be 1..",
                                                    sizeof(addr.sun_path) - 1, " bytes"));
   }
-  std::unique_ptr<AttachServer> server(new AttachServer(path, pools, auth, leases));
+  std::unique_ptr<AttachServer> server(new AttachServer(path, pools, auth, leases, options));
   server->listen_fd_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!server->listen_fd_.valid()) return Errno("socket(AF_UNIX)");
   addr.sun_family = AF_UNIX;
@@ -113,9 +115,9 @@ void AttachServer::Serve() {
       last_sweep = absl::Now();
       absl::MutexLock lock(&mu_);
       for (auto& c : conns_) {
-        if (c->info.id != 0 && !leases_->CheckActive(c->info.lease, c->info.tenant).ok()) {
-          closing.push_back(c.get());
-        }
+        const bool lapsed = c->info.id != 0 && !leases_->CheckActive(c->info.lease, c->info.tenant).ok();
+        const bool silent = c->info.id == 0 && last_sweep - c->accepted > kAuthDeadline;
+        if (lapsed || silent) closing.push_back(c.get());
       }
     }
     if (!closing.empty()) {
@@ -130,9 +132,22 @@ void AttachServer::Serve() {
       });
     }
     if (fds[0].revents & POLLIN) {
-      UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      // Non-blocking: a peer that does not read its answers fails the send (and is
+      // closed) instead of blocking this thread for every tenant.
+      UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      bool full = false;
+      {
+        absl::MutexLock lock(&mu_);
+        full = conns_.size() >= options_.max_connections;
+      }
+      if (fd.valid() && full) {
+        Answer(fd.get(), absl::ResourceExhaustedError(absl::StrFormat(
+                             "the attach socket serves at most %d connections", options_.max_connections)));
+        fd.reset();  // accepted and closed at once, so the backlog drains
+      }
       if (fd.valid()) {
         auto conn = std::make_unique<Connection>();
+        conn->accepted = absl::Now();
         ucred cred{};
         socklen_t len = sizeof(cred);
         if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
@@ -208,6 +223,21 @@ bool AttachServer::Handle(Connection& conn) {
     if (fd.valid()) fds.push_back(fd.get());
     owned.push_back(std::move(fd));
   }
+  if (conn.info.id == 0 && options_.ledger != nullptr) {
+    // Only this thread attaches connections: the count cannot grow before ours does.
+    const TenantSpec& spec = options_.ledger->spec(caller->tenant);
+    uint32_t attached = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      attached = TenantConnectionsLocked(caller->tenant);
+    }
+    if (attached >= spec.limits.max_attach_connections) {
+      options_.ledger->CountLimitRefusal(caller->tenant);
+      Answer(conn.fd.get(), TenantLimitReached(spec, "max_attach_connections", spec.limits.max_attach_connections,
+                                               "attach connections"));
+      return false;
+    }
+  }
   {
     absl::MutexLock lock(&mu_);
     if (conn.info.id == 0) {
@@ -224,6 +254,12 @@ bool AttachServer::Handle(Connection& conn) {
     resp.set_attachment_id(conn.info.id);
   }
   return SendRecord(conn.fd.get(), resp.SerializeAsString(), fds).ok();
+}
+
+uint32_t AttachServer::TenantConnectionsLocked(TenantId tenant) const {
+  uint32_t n = 0;
+  for (const auto& c : conns_) n += c->info.id != 0 && c->info.tenant == tenant ? 1 : 0;
+  return n;
 }
 
 }  // namespace kvwarden

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "cache_service/authenticator.h"
 #include "cache_service/pool_set.h"
+#include "cache_service/tenant_ledger.h"
 #include "cache_service/worker_leases.h"
 #include "common/fd/unique_fd.h"
 
@@ -43,13 +44,27 @@ struct AttachmentSnapshot {
   absl::Time since;
 };
 
+// Serves the attach socket on one thread, "kvw-attach", with non-blocking sockets: an
+// answer the peer does not read (its socket buffer full) closes that connection rather
+// than stalling the others. Connections are capped in total and per tenant
+// (TenantLimits.max_attach_connections), and one that has not attached within
+// kAuthDeadline is closed.
+struct AttachServerOptions {
+  size_t max_connections = 1024;  // in total, authenticated or not
+  TenantLedger* ledger = nullptr;  // per-tenant caps (and refusal counts); null = none
+};
+
 class AttachServer {
  public:
+  using Options = AttachServerOptions;
+  static constexpr absl::Duration kAuthDeadline = absl::Seconds(5);
+
   // Binds `path` (an existing socket file there is replaced) with mode 0660.
   static absl::StatusOr<std::unique_ptr<AttachServer>> Start(const std::string& path,
                                                              const PoolSet* pools,
                                                              const Authenticator* auth,
-                                                             const WorkerLeases* leases);
+                                                             const WorkerLeases* leases,
+                                                             Options options = Options());
   ~AttachServer();  // closes every connection and removes the socket file
   AttachServer(const AttachServer&) = delete;
   AttachServer& operator=(const AttachServer&) = delete;
@@ -61,9 +76,12 @@ class AttachServer {
   struct Connection {
     UniqueFd fd;
     AttachmentSnapshot info;  // id 0 until the first request succeeds
+    absl::Time accepted;
   };
   AttachServer(std::string path, const PoolSet* pools, const Authenticator* auth,
-               const WorkerLeases* leases);
+               const WorkerLeases* leases, Options options);
+  // Attached connections of `tenant` (under mu_).
+  uint32_t TenantConnectionsLocked(TenantId tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Serve();
   // Answers one request; false when the connection should close.
   bool Handle(Connection& conn);
@@ -72,6 +90,7 @@ class AttachServer {
   const PoolSet* const pools_;
   const Authenticator* const auth_;
   const WorkerLeases* const leases_;
+  const Options options_;
   UniqueFd listen_fd_;
   UniqueFd wake_fd_;  // eventfd: wakes Serve to stop
   std::atomic<bool> stop_{false};

@@ -17,6 +17,16 @@
 namespace kvwarden {
 namespace {
 
+// Fields set in `in` override `base`.
+TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base) {
+  if (in.max_sequences()) base.max_sequences = in.max_sequences();
+  if (in.max_worker_leases()) base.max_worker_leases = in.max_worker_leases();
+  if (in.max_open_streams()) base.max_open_streams = in.max_open_streams();
+  if (in.max_transfers()) base.max_transfers = in.max_transfers();
+  if (in.max_attach_connections()) base.max_attach_connections = in.max_attach_connections();
+  return base;
+}
+
 // Collects the first syntax error with its position.
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
@@ -169,7 +179,8 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
       return FieldError(f + ".quota_bytes", "set quota_bytes or quota_pages (quotas are hard)");
     }
     out->tenants.push_back(
-        TenantSpec{t.name(), t.quota_bytes(), t.quota_pages(), t.weight() ? t.weight() : 1});
+        TenantSpec{t.name(), t.quota_bytes(), t.quota_pages(), t.weight() ? t.weight() : 1,
+                   LimitsFrom(t.limits(), LimitsFrom(in.tenant_limits(), TenantLimits()))});
     out->tenant_tokens.push_back(TenantAuth{t.name(), t.token()});
     TenantDefaults defaults;
     for (const PoolSpec& pool : out->pools) {
@@ -187,6 +198,9 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->ucx_transports = in.data_plane().ucx_transports();
   out->ucx_net_devices = in.data_plane().ucx_net_devices();
   out->attach_socket = in.data_plane().attach_socket();
+  if (in.data_plane().max_attach_connections()) {
+    out->max_attach_connections = in.data_plane().max_attach_connections();
+  }
   out->stage_all_pools = in.data_plane().stage_all_pools();
   out->memfd_chunks = in.data_plane().memfd_chunks();
   if (out->attach_socket.size() > 107) {

@@ -52,6 +52,7 @@ struct DaemonSettings {
   std::string ucx_transports;
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
+  uint32_t max_attach_connections = 1024;
   bool stage_all_pools = false;
   bool memfd_chunks = false;
 };

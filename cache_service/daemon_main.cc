@@ -24,6 +24,7 @@
 #include "cache_service/listen_interface.h"
 #include "cache_service/log.h"
 #include "cache_service/parse_failure_interceptor.h"
+#include "cache_service/process_fds.h"
 #include "cache_service/transfer_service.h"
 #include "cache_service/ucx_data_plane.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -83,6 +84,7 @@ int Run(const Flags& flags) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  const uint64_t fd_limit = RaiseFdLimit();
   DataPlaneParts data_plane;
   data_plane.instance_id = NewInstanceId();
   std::unique_ptr<UcxDataPlane> ucx;
@@ -162,7 +164,13 @@ int Run(const Flags& flags) {
             settings->ucx_transports.empty() ? "default" : settings->ucx_transports,
             net_devices.empty() ? "all" : net_devices);
   }
-  WorkerLeases leases(settings->leases, Clock::Real());
+  LeaseOptions lease_options = settings->leases;
+  lease_options.max_leases = [&ledger](TenantId t) { return ledger.spec(t).limits.max_worker_leases; };
+  lease_options.limit_refusal = [&ledger](TenantId t, uint32_t limit) {
+    ledger.CountLimitRefusal(t);
+    return TenantLimitReached(ledger.spec(t), "max_worker_leases", limit, "worker leases");
+  };
+  WorkerLeases leases(std::move(lease_options), Clock::Real());
   ParkedCalls parked;  // outlives the table, which wakes it
   SequenceTable::Options table_options{&ledger, &leases};
   table_options.on_transfers_changed = [&parked] { parked.Wake(); };
@@ -183,7 +191,8 @@ int Run(const Flags& flags) {
   std::unique_ptr<AttachServer> attach;
   if (!settings->attach_socket.empty()) {
     absl::StatusOr<std::unique_ptr<AttachServer>> started =
-        AttachServer::Start(settings->attach_socket, &pools, &auth, &leases);
+        AttachServer::Start(settings->attach_socket, &pools, &auth, &leases,
+                            {settings->max_attach_connections, &ledger});
     if (!started.ok()) {
       std::fprintf(stderr, "kvwardend: attach socket: %s\n",
                    std::string(started.status().message()).c_str());
@@ -205,6 +214,9 @@ int Run(const Flags& flags) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
+  // Bounds per connection: streams at once, and time to finish the handshake.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
   builder.RegisterService(&control);
   builder.RegisterService(&admin);
   builder.RegisterService(&transfer);
@@ -217,8 +229,8 @@ int Run(const Flags& flags) {
     return 1;
   }
   const std::string address = BoundAddress(settings->listen, port);
-  LogInfo("kvwardend %s serving on %s (%d tenants, %d pools)", KVWARDEN_VERSION, address,
-          settings->tenants.size(), settings->pools.size());
+  LogInfo("kvwardend %s serving on %s (%d tenants, %d pools, %d fds allowed)", KVWARDEN_VERSION, address,
+          settings->tenants.size(), settings->pools.size(), fd_limit);
   if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, address)) {
     std::fprintf(stderr, "kvwardend: cannot write --ready-file %s\n", flags.ready_file.c_str());
     server->Shutdown();

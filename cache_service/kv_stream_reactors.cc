@@ -20,6 +20,10 @@ class WriteKvReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       Finish(ToGrpcStatus(tenant.status()));
       return;
     }
+    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
     tenant_ = *tenant;
     StartRead(&buf_);
   }
@@ -44,7 +48,10 @@ class WriteKvReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     StartRead(&buf_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (tenant_ != kNoTenant) ctx_.ledger->CloseStream(tenant_);
+    delete this;
+  }
 
  private:
   const ServiceContext ctx_;
@@ -75,7 +82,10 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
     WriteNext();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (caller_.tenant != kNoTenant) ctx_.ledger->CloseStream(caller_.tenant);
+    delete this;
+  }
 
  private:
   absl::Status Plan(const grpc::CallbackServerContext& call) {
@@ -83,6 +93,8 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
     // AdminService), never a tenant's KV bytes.
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, call);
     if (!tenant.ok()) return tenant.status();
+    // Each open stream holds up to one message (kMaxKvMessageBytes) in the daemon.
+    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) return s;
     caller_ = Caller::Tenant(*tenant);
     absl::StatusOr<SequenceSnapshot> snap =
         ctx_.table->Describe(req_.sequence_id(), caller_, false, false);

@@ -6,8 +6,8 @@
 namespace kvwarden {
 
 // Largest K+V payload the daemon puts in one ReadKV message (well under gRPC's
-// default 4 MiB receive limit).
-inline constexpr size_t kMaxKvMessageBytes = 1 << 20;
+// default 4 MiB receive limit). Every open stream may hold one: TenantLimits caps them.
+inline constexpr size_t kMaxKvMessageBytes = 512 << 10;
 
 // Client-streaming WriteKV over raw bytes: applies each message in order; the first
 // bad message (one that does not parse included) ends the stream with its status

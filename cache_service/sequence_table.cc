@@ -76,6 +76,14 @@ absl::Status SequenceTable::Insert(std::shared_ptr<Sequence> seq) {
   absl::MutexLock lock(&mu_);
   // Checked under the table lock: see the header on lease races.
   if (absl::Status s = options_.leases->CheckActive(seq->lease, seq->tenant); !s.ok()) return s;
+  const TenantLimits& limits = options_.ledger->spec(seq->tenant).limits;
+  uint32_t& held = tenant_sequences_[seq->tenant];
+  if (held >= limits.max_sequences) {
+    options_.ledger->CountLimitRefusal(seq->tenant);
+    return TenantLimitReached(options_.ledger->spec(seq->tenant), "max_sequences", limits.max_sequences,
+                              "sequences");
+  }
+  ++held;
   do {
     seq->id = RandomId();
   } while (sequences_.contains(seq->id));
@@ -411,6 +419,7 @@ absl::StatusOr<uint64_t> SequenceTable::Release(SequenceId id, TenantId tenant) 
     if (it == sequences_.end() || it->second->tenant != tenant) return NotFound(id);
     seq = std::move(it->second);
     sequences_.erase(it);
+    --tenant_sequences_[tenant];
   }
   absl::MutexLock lock(&seq->mu);
   return ReleaseLocked(*seq);
@@ -422,6 +431,7 @@ size_t SequenceTable::ReleaseByLease(LeaseId lease) {
     absl::MutexLock lock(&mu_);
     for (auto it = sequences_.begin(); it != sequences_.end();) {
       if (it->second->lease == lease) {
+        --tenant_sequences_[it->second->tenant];
         doomed.push_back(std::move(it->second));
         sequences_.erase(it++);
       } else {
@@ -500,16 +510,26 @@ absl::StatusOr<SequenceSnapshot> SequenceTable::Describe(SequenceId id, const Ca
   return Snapshot(**found, include_pages, include_heads);
 }
 
-std::vector<SequenceSnapshot> SequenceTable::List(std::optional<TenantId> tenant,
-                                                  const std::string& pool) const {
+std::vector<SequenceSnapshot> SequenceTable::List(std::optional<TenantId> tenant, const std::string& pool,
+                                                  SequenceId after, size_t limit,
+                                                  SequenceId* more_after) const {
   std::vector<std::shared_ptr<Sequence>> picked;
   {
     absl::ReaderMutexLock lock(&mu_);
     for (const auto& [id, seq] : sequences_) {
+      if (id <= after) continue;
       if (tenant.has_value() && seq->tenant != *tenant) continue;
       if (!pool.empty() && seq->pool->name() != pool) continue;
       picked.push_back(seq);
     }
+  }
+  // The `limit` smallest ids, without sorting (or snapshotting) the rest.
+  auto by_id = [](const auto& a, const auto& b) { return a->id < b->id; };
+  if (more_after != nullptr) *more_after = 0;
+  if (picked.size() > limit) {
+    std::nth_element(picked.begin(), picked.begin() + limit, picked.end(), by_id);
+    picked.resize(limit);
+    if (more_after != nullptr) *more_after = std::max_element(picked.begin(), picked.end(), by_id)->get()->id;
   }
   std::vector<SequenceSnapshot> out;
   for (const auto& seq : picked) {

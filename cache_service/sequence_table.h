@@ -228,9 +228,12 @@ class SequenceTable {
 
   absl::StatusOr<SequenceSnapshot> Describe(SequenceId id, const Caller& caller,
                                             bool include_pages, bool include_heads) const;
-  // Summaries (no per-layer detail), ordered by id.
-  std::vector<SequenceSnapshot> List(std::optional<TenantId> tenant,
-                                     const std::string& pool) const;
+  // Summaries (no per-layer detail), ordered by id: at most `limit` with ids above
+  // `after`. `*more_after` (when given) is set to the last id looked at when more may
+  // follow, else 0.
+  std::vector<SequenceSnapshot> List(std::optional<TenantId> tenant, const std::string& pool,
+                                     SequenceId after = 0, size_t limit = SIZE_MAX,
+                                     SequenceId* more_after = nullptr) const;
 
   // Memory pressure on `pool`: tightens the budgets of compressible sequences (tenant
   // weight ascending, largest first; never `exclude`) by a quarter and compresses them
@@ -289,6 +292,9 @@ class SequenceTable {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<TransferId, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<SequenceId, std::shared_ptr<Sequence>> sequences_ ABSL_GUARDED_BY(mu_);
+  // Per tenant, for TenantLimits: sequences in sequences_, transfers in transfers_.
+  absl::flat_hash_map<TenantId, uint32_t> tenant_sequences_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TenantId, uint32_t> tenant_transfers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvwarden

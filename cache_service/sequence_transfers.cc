@@ -54,6 +54,12 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
     return absl::NotFoundError(absl::StrCat("sequence ", args.sequence, " not found"));
   }
   std::shared_ptr<Sequence> seq = it->second;
+  const TenantLimits& limits = options_.ledger->spec(args.tenant).limits;
+  if (tenant_transfers_[args.tenant] >= limits.max_transfers) {
+    options_.ledger->CountLimitRefusal(args.tenant);
+    return TenantLimitReached(options_.ledger->spec(args.tenant), "max_transfers", limits.max_transfers,
+                              "transfer leases");
+  }
   absl::MutexLock seq_lock(&seq->mu);
   if (absl::Status s = CheckRange(*seq, args); !s.ok()) return s;
   PagePool& pool = *seq->pool;
@@ -109,6 +115,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   t.seq = std::move(seq);
   t.pinned = std::move(pinned);
   transfers_.emplace(grant.id, std::move(t));
+  ++tenant_transfers_[args.tenant];
   return grant;
 }
 
@@ -138,6 +145,7 @@ absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
     }
     t = std::move(it->second);
     transfers_.erase(it);
+    --tenant_transfers_[t.info.tenant];
   }
   return FinishTransfer(t, /*completed=*/true);
 }
@@ -148,6 +156,7 @@ size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&
     absl::MutexLock lock(&mu_);
     for (auto it = transfers_.begin(); it != transfers_.end();) {
       if (pred(it->second)) {
+        --tenant_transfers_[it->second.info.tenant];
         ended.push_back(std::move(it->second));
         transfers_.erase(it++);
       } else {

@@ -34,6 +34,10 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer
       Finish(ToGrpcStatus(tenant.status()));
       return;
     }
+    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
     tenant_ = *tenant;
     StartRead(&in_);
   }
@@ -67,7 +71,10 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer
     StartRead(&in_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (tenant_ != kNoTenant) ctx_.ledger->CloseStream(tenant_);
+    delete this;
+  }
 
  private:
   absl::Status Apply() {

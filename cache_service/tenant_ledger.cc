@@ -19,6 +19,11 @@ std::string HumanBytes(uint64_t bytes) {
   return absl::StrFormat("%.1f %s", v, kUnits[u]);
 }
 
+absl::Status TenantLimitReached(const TenantSpec& spec, const char* limit, uint32_t value, const char* what) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "tenant '%s' is at its limit %s = %u %s; release some first", spec.name, limit, value, what));
+}
+
 TenantLedger::TenantLedger(std::vector<TenantSpec> tenants)
     : specs_(std::move(tenants)), usage_(specs_.size()) {
   for (TenantId i = 0; i < usage_.size(); ++i) usage_[i].id = i;
@@ -58,6 +63,28 @@ void TenantLedger::Refund(TenantId id, uint64_t pages, uint64_t page_bytes) {
   TenantUsage& u = usage_[id];
   u.pages -= pages;
   u.bytes -= pages * page_bytes;
+}
+
+absl::Status TenantLedger::OpenStream(TenantId id) {
+  const TenantSpec& spec = specs_[id];
+  absl::MutexLock lock(&mu_);
+  TenantUsage& u = usage_[id];
+  if (u.open_streams >= spec.limits.max_open_streams) {
+    ++u.limit_refusals;
+    return TenantLimitReached(spec, "max_open_streams", spec.limits.max_open_streams, "open streams");
+  }
+  ++u.open_streams;
+  return absl::OkStatus();
+}
+
+void TenantLedger::CloseStream(TenantId id) {
+  absl::MutexLock lock(&mu_);
+  --usage_[id].open_streams;
+}
+
+void TenantLedger::CountLimitRefusal(TenantId id) {
+  absl::MutexLock lock(&mu_);
+  ++usage_[id].limit_refusals;
 }
 
 TenantUsage TenantLedger::Usage(TenantId id) const {

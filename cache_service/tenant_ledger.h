@@ -16,12 +16,27 @@
 
 namespace kvwarden {
 
+// Per-tenant caps on things that cost the daemon memory or fds but no quota pages, so
+// no tenant can exhaust them for the others (config.proto: TenantLimitsConfig).
+struct TenantLimits {
+  uint32_t max_sequences = 16384;
+  uint32_t max_worker_leases = 256;
+  uint32_t max_open_streams = 64;  // WriteKV, ReadKV and StreamStats streams at once
+  uint32_t max_transfers = 1024;
+  uint32_t max_attach_connections = 64;
+};
+
 struct TenantSpec {
   std::string name;
   uint64_t quota_bytes = 0;  // 0 = no byte limit
   uint64_t quota_pages = 0;  // 0 = no page limit
   uint32_t weight = 1;
+  TenantLimits limits;
 };
+
+// RESOURCE_EXHAUSTED for a tenant at one of its limits, naming the limit (only the
+// caller's own numbers).
+absl::Status TenantLimitReached(const TenantSpec& spec, const char* limit, uint32_t value, const char* what);
 
 struct TenantUsage {
   TenantId id = kNoTenant;
@@ -29,6 +44,8 @@ struct TenantUsage {
   uint64_t bytes = 0;
   uint64_t peak_pages = 0;
   uint64_t quota_refusals = 0;
+  uint32_t open_streams = 0;
+  uint64_t limit_refusals = 0;  // any TenantLimits cap
 };
 
 class TenantLedger {
@@ -44,6 +61,13 @@ class TenantLedger {
   // tenant, its quota and its usage and charges nothing.
   absl::Status Charge(TenantId id, uint64_t pages, uint64_t page_bytes);
   void Refund(TenantId id, uint64_t pages, uint64_t page_bytes);
+
+  // Streams (WriteKV, ReadKV, StreamStats) a tenant has open: at most
+  // limits.max_open_streams, since each holds a message buffer in the daemon.
+  absl::Status OpenStream(TenantId id);
+  void CloseStream(TenantId id);
+  // Counts a refusal by any limit (for kvwctl tenants).
+  void CountLimitRefusal(TenantId id);
 
   TenantUsage Usage(TenantId id) const;
   std::vector<TenantUsage> AllUsage() const;

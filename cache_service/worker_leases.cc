@@ -27,6 +27,16 @@ absl::StatusOr<LeaseInfo> WorkerLeases::Register(TenantId tenant, std::string na
         absl::ToInt64Milliseconds(options_.min_ttl), absl::ToInt64Milliseconds(options_.max_ttl)));
   }
   absl::MutexLock lock(&mu_);
+  uint32_t& held = tenant_leases_[tenant];
+  if (options_.max_leases) {
+    const uint32_t limit = options_.max_leases(tenant);
+    if (held >= limit) {
+      return options_.limit_refusal
+                 ? options_.limit_refusal(tenant, limit)
+                 : absl::ResourceExhaustedError(absl::StrFormat("at most %u worker leases per tenant", limit));
+    }
+  }
+  ++held;
   LeaseId id = RandomId();
   while (leases_.contains(id)) id = RandomId();
   LeaseInfo info{id, tenant, std::move(name), role, ttl, clock_->Now() + ttl};
@@ -69,6 +79,7 @@ std::vector<LeaseInfo> WorkerLeases::TakeExpired() {
   const absl::Time now = clock_->Now();
   for (auto it = leases_.begin(); it != leases_.end();) {
     if (it->second.expires <= now) {
+      --tenant_leases_[it->second.tenant];
       expired.push_back(std::move(it->second));
       leases_.erase(it++);
     } else {

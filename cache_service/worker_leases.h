@@ -5,6 +5,7 @@
 // Another tenant's lease id is treated as unknown. Thread-safe.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ struct LeaseOptions {
   absl::Duration default_ttl = absl::Seconds(10);
   absl::Duration min_ttl = absl::Milliseconds(100);
   absl::Duration max_ttl = absl::Minutes(5);
+  // Per-tenant cap on live leases and where a refusal is counted (TenantLimits);
+  // empty = no cap.
+  std::function<uint32_t(TenantId)> max_leases;
+  std::function<absl::Status(TenantId, uint32_t limit)> limit_refusal;
 };
 
 struct LeaseInfo {
@@ -61,6 +66,7 @@ class WorkerLeases {
   const Clock* const clock_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<LeaseId, LeaseInfo> leases_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TenantId, uint32_t> tenant_leases_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvwarden

@@ -119,7 +119,8 @@ class Cli {
                        Bytes(u.pages() * p.page_bytes())});
       }
     }
-    std::cout << t.Render() << "\n" << by_tenant.Render();
+    std::cout << t.Render() << "\n" << by_tenant.Render() << "\n"
+              << "kvwardend: " << resp.open_fds() << " fds open of " << resp.fd_limit() << "\n";
     return kOk;
   }
 
@@ -131,7 +132,7 @@ class Cli {
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS",
-             "WORKERS", "REFUSED"});
+             "WORKERS", "STREAMS", "REFUSED", "LIMIT_REFUSED"});
     for (const v1::TenantInfo& x : resp.tenants()) {
       std::string quota, pct;
       if (x.quota_pages() > 0) {
@@ -143,8 +144,8 @@ class Cli {
       }
       t.Add({x.name(), absl::StrCat(x.weight()), quota, Bytes(x.used_bytes()), pct,
              absl::StrCat(x.used_pages()), absl::StrCat(x.peak_pages()),
-             absl::StrCat(x.sequences()), absl::StrCat(x.workers()),
-             absl::StrCat(x.quota_refusals())});
+             absl::StrCat(x.sequences()), absl::StrCat(x.workers()), absl::StrCat(x.open_streams()),
+             absl::StrCat(x.quota_refusals()), absl::StrCat(x.limit_refusals())});
     }
     std::cout << t.Render();
     return kOk;
@@ -205,14 +206,20 @@ class Cli {
   }
 
   int Sequences(const std::string& tenant, const std::string& pool) {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListSequencesRequest req;
     req.set_tenant(tenant);
     req.set_pool(pool);
     v1::ListSequencesResponse resp;
-    grpc::Status s = admin_->ListSequences(&ctx, req, &resp);
-    if (!s.ok()) return Fail(s);
+    // Page by page: one answer would exceed gRPC's message limit past ~50k sequences.
+    for (bool first = true; first || !req.page_token().empty(); first = false) {
+      grpc::ClientContext page_ctx;
+      Prepare(page_ctx);
+      v1::ListSequencesResponse page;
+      grpc::Status s = admin_->ListSequences(&page_ctx, req, &page);
+      if (!s.ok()) return Fail(s);
+      for (v1::SequenceInfo& q : *page.mutable_sequences()) *resp.add_sequences() = std::move(q);
+      req.set_page_token(page.next_page_token());
+    }
     if (g_.json) return PrintJson(resp);
     Table t({"ID", "TENANT", "POOL", "LEASE", "TOKENS", "MAX", "PAGES", "SHARED", "EPOCH",
              "POLICY", "PARENT"});
