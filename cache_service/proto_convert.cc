@@ -75,4 +75,36 @@ void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* ou
   }
 }
 
+StatsBatch FromProto(const v1::StatsMessage& in) {
+  StatsBatch out;
+  out.epoch = in.epoch();
+  for (const v1::DecodeStep& step : in.steps()) {
+    DecodeStepStats& s = out.steps.emplace_back();
+    s.heads.reserve(step.heads_size());
+    for (const v1::HeadStats& h : step.heads()) {
+      s.heads.push_back(HeadStepStats{h.layer(), h.head(), h.attended(),
+                                      {h.listed().begin(), h.listed().end()},
+                                      {h.dense().begin(), h.dense().end()}});
+    }
+  }
+  for (const v1::WindowScores& w : in.window_scores()) {
+    out.window_scores.push_back(WindowScoresIn{w.layer(), {w.sums().begin(), w.sums().end()}});
+  }
+  return out;
+}
+
+void ToProto(const RetentionResult& in, SequenceId id, v1::RetentionUpdate* out) {
+  out->set_sequence_id(id);
+  out->set_epoch(in.epoch);
+  out->set_steps_applied(in.steps_applied);
+  out->set_pages_freed(static_cast<uint32_t>(in.pages_freed));
+  for (const HeadChange& c : in.changes) {
+    v1::HeadRetention* h = out->add_heads();
+    h->set_layer(c.layer);
+    h->set_head(c.head);
+    h->set_live_slots(c.live_slots);
+    h->mutable_evicted_positions()->Add(c.evicted_positions.begin(), c.evicted_positions.end());
+  }
+}
+
 }  // namespace kvwarden

@@ -2,29 +2,12 @@
 
 #include "cache_service/call_auth.h"
 #include "cache_service/grpc_status.h"
+#include "cache_service/proto_convert.h"
 #include "cache_service/raw_messages.h"
 #include "cache_service/unary_call.h"
 
 namespace kvwarden {
 namespace {
-
-StatsBatch FromProto(const v1::StatsMessage& in) {
-  StatsBatch out;
-  out.epoch = in.epoch();
-  for (const v1::DecodeStep& step : in.steps()) {
-    DecodeStepStats& s = out.steps.emplace_back();
-    s.heads.reserve(step.heads_size());
-    for (const v1::HeadStats& h : step.heads()) {
-      s.heads.push_back(HeadStepStats{h.layer(), h.head(), h.attended(),
-                                      {h.listed().begin(), h.listed().end()},
-                                      {h.dense().begin(), h.dense().end()}});
-    }
-  }
-  for (const v1::WindowScores& w : in.window_scores()) {
-    out.window_scores.push_back(WindowScoresIn{w.layer(), {w.sums().begin(), w.sums().end()}});
-  }
-  return out;
-}
 
 class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -81,17 +64,7 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer
     absl::StatusOr<RetentionResult> r = ctx_.table->ApplyStats(req_.sequence_id(), tenant_, FromProto(req_));
     if (!r.ok()) return r.status();
     resp_.Clear();
-    resp_.set_sequence_id(req_.sequence_id());
-    resp_.set_epoch(r->epoch);
-    resp_.set_steps_applied(r->steps_applied);
-    resp_.set_pages_freed(static_cast<uint32_t>(r->pages_freed));
-    for (const HeadChange& c : r->changes) {
-      v1::HeadRetention* h = resp_.add_heads();
-      h->set_layer(c.layer);
-      h->set_head(c.head);
-      h->set_live_slots(c.live_slots);
-      h->mutable_evicted_positions()->Add(c.evicted_positions.begin(), c.evicted_positions.end());
-    }
+    ToProto(*r, req_.sequence_id(), &resp_);
     return absl::OkStatus();
   }
 

@@ -206,7 +206,7 @@ TEST_F(LimitsTest, OpenStreamsAreCappedAndFreedWhenCancelled) {
   EXPECT_TRUE(writer->Finish().ok());
   for (auto& c : ctxs) c->TryCancel();
   for (auto& r : readers) (void)r->Finish();
-  for (int i = 0; i < 100 && Tenant("alpha").open_streams() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  for (int i = 0; i < 250 && Tenant("alpha").open_streams() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_EQ(Tenant("alpha").open_streams(), 0u);
 }
 

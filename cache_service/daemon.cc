@@ -1,0 +1,153 @@
+#include "cache_service/daemon.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cache_service/listen_interface.h"
+#include "cache_service/log.h"
+#include "cache_service/parse_failure_interceptor.h"
+#include "cache_service/pool_device.h"
+
+namespace kvwarden {
+namespace {
+
+// Random per start: lets clients tell a restarted daemon from a reconnect.
+std::string NewInstanceId() {
+  uint64_t bits[2] = {0, 0};
+  std::ifstream("/dev/urandom", std::ios::binary).read(reinterpret_cast<char*>(bits), sizeof(bits));
+  return absl::StrFormat("%016x%016x", bits[0], bits[1] ^ static_cast<uint64_t>(getpid()));
+}
+
+absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
+  return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& settings) {
+  std::unique_ptr<Daemon> d(new Daemon());
+  d->data_plane_.instance_id = NewInstanceId();
+  // The data plane listens where the control plane does unless configured otherwise.
+  std::string net_devices = settings.ucx_net_devices;
+  if (settings.ucx) {
+    if (net_devices.empty()) {
+      absl::StatusOr<std::string> found = UcxNetDevicesForListenHost(ListenHost(settings.listen));
+      if (!found.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("UCX data plane: listen ", settings.listen, ": ", found.status().message()));
+      }
+      net_devices = *found;
+    }
+    absl::StatusOr<std::unique_ptr<UcxDataPlane>> started =
+        UcxDataPlane::Start({settings.ucx_transports, net_devices, settings.stage_all_pools});
+    if (!started.ok()) return Prefixed(started.status(), "UCX data plane: ");
+    d->ucx_ = *std::move(started);
+    d->data_plane_.ucx = d->ucx_.get();
+  }
+  d->ledger_ = std::make_unique<TenantLedger>(settings.tenants);
+  TenantLedger* ledger = d->ledger_.get();
+  for (const PoolSpec& spec : settings.pools) {
+    PagePoolOptions opts;
+    opts.name = spec.name;
+    if (spec.cuda_ordinal < 0) {
+      opts.device = CpuPoolDevice();
+    } else {
+      absl::StatusOr<std::shared_ptr<PoolDevice>> device = CudaPoolDevice(spec.cuda_ordinal);
+      if (!device.ok()) return Prefixed(device.status(), absl::StrCat("pool '", spec.name, "': "));
+      opts.device = *std::move(device);
+    }
+    if (d->ucx_ != nullptr && spec.cuda_ordinal < 0 && !settings.memfd_chunks) {
+      // Same-host peers then move pages with plain copies (see UcxDataPlane::NewChunk).
+      std::shared_ptr<PoolDevice> device = opts.device;
+      const std::string pool_name = spec.name;
+      UcxDataPlane* dp = d->ucx_.get();
+      opts.chunk_factory = [dp, device, pool_name](size_t bytes, size_t index)
+          -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+        absl::StatusOr<std::unique_ptr<ChunkMemory>> chunk = dp->NewChunk(bytes);
+        if (chunk.ok()) return chunk;
+        if (index == 0) {
+          LogWarning("pool '%s': UCX shared memory unavailable (%s); memfd chunks, RMA emulated",
+                     pool_name, chunk.status().message());
+        }
+        return device->NewChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
+      };
+    }
+    opts.layout = spec.layout;
+    opts.chunk_pages = spec.chunk_pages;
+    opts.num_chunks = spec.num_chunks;
+    opts.high_water_percent = spec.high_water_percent;
+    opts.on_pages_freed = [ledger](TenantId t, uint64_t pages, uint64_t page_bytes) {
+      ledger->Refund(t, pages, page_bytes);
+    };
+    absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(std::move(opts));
+    if (!pool.ok()) return pool.status();
+    LogInfo("pool '%s' on %s: %s, %d pages of %d bytes in %u chunks", spec.name, spec.device,
+            spec.layout.ToString(), (*pool)->capacity_pages(), (*pool)->page_bytes(), spec.num_chunks);
+    d->pools_.Add(*std::move(pool));
+  }
+  if (d->ucx_ != nullptr) {
+    LogInfo("UCX data plane up (UCX_TLS=%s, network interfaces: %s)",
+            settings.ucx_transports.empty() ? "default" : settings.ucx_transports,
+            net_devices.empty() ? "all" : net_devices);
+  }
+  LeaseOptions lease_options = settings.leases;
+  lease_options.max_leases = [ledger](TenantId t) { return ledger->spec(t).limits.max_worker_leases; };
+  lease_options.limit_refusal = [ledger](TenantId t, uint32_t limit) {
+    ledger->CountLimitRefusal(t);
+    return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
+  };
+  d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
+  SequenceTable::Options table_options{ledger, d->leases_.get()};
+  ParkedCalls* parked = &d->parked_;
+  table_options.on_transfers_changed = [parked] { parked->Wake(); };
+  if (d->ucx_ != nullptr) {
+    table_options.on_transfer_ended = [dp = d->ucx_.get()](TransferId id, bool completed) {
+      return dp->Unstage(id, completed);
+    };
+  }
+  d->table_ = std::make_unique<SequenceTable>(std::move(table_options));
+  std::vector<std::string> tokens;
+  for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
+  d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
+  d->reaper_ = std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
+
+  for (const PoolSpec& spec : settings.pools) d->policy_defaults_.pools.push_back(spec.name);
+  d->policy_defaults_.tenants = settings.tenant_defaults;
+  if (!settings.attach_socket.empty()) {
+    absl::StatusOr<std::unique_ptr<AttachServer>> started =
+        AttachServer::Start(settings.attach_socket, &d->pools_, d->auth_.get(), d->leases_.get(),
+                            {settings.max_attach_connections, ledger});
+    if (!started.ok()) return Prefixed(started.status(), "attach socket: ");
+    d->attach_ = *std::move(started);
+    d->data_plane_.attach = d->attach_.get();
+    LogInfo("attach socket on %s", settings.attach_socket);
+  }
+  const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
+                           d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
+                           &d->parked_};
+  d->control_.emplace(ctx);
+  d->admin_.emplace(ctx);
+  d->transfer_.emplace(ctx);
+  return d;
+}
+
+Daemon::~Daemon() { parked_.Shutdown(); }
+
+void Daemon::AddTo(grpc::ServerBuilder& builder) {
+  builder.RegisterService(&*control_);
+  builder.RegisterService(&*admin_);
+  builder.RegisterService(&*transfer_);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(NewParseFailureInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // Bounds per connection: streams at once, and time to finish the handshake.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
+}
+
+}  // namespace kvwarden

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cache_service/admin_service.h"
+#include "cache_service/attach_server.h"
+#include "cache_service/authenticator.h"
+#include "cache_service/control_service.h"
+#include "cache_service/daemon_config.h"
+#include "cache_service/lease_reaper.h"
+#include "cache_service/parked_calls.h"
+#include "cache_service/pool_set.h"
+#include "cache_service/sequence_table.h"
+#include "cache_service/service_context.h"
+#include "cache_service/tenant_ledger.h"
+#include "cache_service/transfer_service.h"
+#include "cache_service/ucx_data_plane.h"
+#include "cache_service/worker_leases.h"
+#include "grpcpp/server_builder.h"
+
+namespace kvwarden {
+
+// Every part of a kvwardend, wired from its settings: pools, tenant ledger, worker
+// leases, sequence table, parked calls, lease reaper, UCX data plane and attach socket
+// (when configured), and the gRPC services. No listening port: main adds one, the RPC
+// fuzzer uses the server's in-process channel. Members are declared (and destroyed, in
+// reverse) in dependency order.
+class Daemon {
+ public:
+  // Errors name the part (e.g. "pool 'main': cuda:0 is not visible"); INVALID_ARGUMENT
+  // for a setting that cannot work here, anything else for a start failure.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonSettings& settings);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Registers the services, their interceptors and per-connection bounds.
+  void AddTo(grpc::ServerBuilder& builder);
+  // Ends every parked call now (UNAVAILABLE) and parks none after: call before the
+  // server shuts down, so shutdown never waits on a transfer lease.
+  void StopParkedCalls() { parked_.Shutdown(); }
+
+  SequenceTable& table() { return *table_; }
+  TenantLedger& ledger() { return *ledger_; }
+  const PoolSet& pools() const { return pools_; }
+
+ private:
+  Daemon() = default;
+
+  DataPlaneParts data_plane_;
+  std::unique_ptr<UcxDataPlane> ucx_;
+  std::unique_ptr<TenantLedger> ledger_;
+  PoolSet pools_;
+  std::unique_ptr<WorkerLeases> leases_;
+  ParkedCalls parked_;  // outlives the table, which wakes it
+  std::unique_ptr<SequenceTable> table_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<LeaseReaper> reaper_;
+  PolicyDefaults policy_defaults_;
+  std::unique_ptr<AttachServer> attach_;
+  std::optional<ControlServiceImpl> control_;
+  std::optional<AdminServiceImpl> admin_;
+  std::optional<TransferServiceImpl> transfer_;
+};
+
+}  // namespace kvwarden
