@@ -20,6 +20,7 @@
 #include "cache_service/daemon_config.h"
 #include "cache_service/log.h"
 #include "cache_service/process_fds.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -70,6 +71,9 @@ int Run(const Flags& flags) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // Protobuf logs a line per string field with invalid UTF-8: a tenant could fill the
+  // log with them. Parse failures are answered (INVALID_ARGUMENT) instead.
+  google::protobuf::SetLogHandler(nullptr);
   const uint64_t fd_limit = RaiseFdLimit();
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(*settings);
   if (!daemon.ok()) {

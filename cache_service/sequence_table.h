@@ -32,12 +32,12 @@
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
 #include "cache_service/retention_policy.h"
+#include "cache_service/sequence.h"
 #include "cache_service/tenant_ledger.h"
 #include "cache_service/worker_leases.h"
 
 namespace kvwarden {
 
-struct Sequence;
 
 struct CreateSequenceArgs {
   TenantId tenant = kNoTenant;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages kvwarden builds and tests with, if any are missing.
+# Installs the Debian 12 packages kvwarden builds and tests with, if any are missing,
+# plus any named as arguments (e.g. the fuzzers' clang-14 libfuzzer-14-dev).
 # Idempotent: does nothing (not even `apt-get update`) when all are present.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libucx-dev ucx-utils
+  "$@"
 )
 
 missing=()
