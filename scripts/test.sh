@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds and runs every test: the Release build (CUDA kernels compiled when nvcc is
-# present; gpu-labelled tests skip without a device), then an ASan+UBSan build of the
-# unit and integration tests. .ci/run calls exactly this.
+# present; gpu-labelled tests skip without a device; a short soak), an ASan+UBSan build
+# of the unit and integration tests, then every libFuzzer target for a bounded time
+# (KVW_FUZZ_SECONDS, default 20 each). .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+
+# Every package both stages need, with one `apt-get update` on a fresh machine.
+bash scripts/install_deps.sh clang-14 libfuzzer-14-dev
 
 echo "== Release build + all tests"
 bash scripts/build.sh build
@@ -14,5 +18,8 @@ echo "== ASan+UBSan build + unit and integration tests"
 bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DKVW_SANITIZE=ON -DKVW_BUILD_BENCH=OFF
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --output-on-failure --timeout 600 -j2 -L 'unit|integration')
+
+echo "== fuzzers, ${KVW_FUZZ_SECONDS:-20} s each"
+bash scripts/fuzz.sh "${KVW_FUZZ_SECONDS:-20}"
 
 echo "== all tests passed in $(( $(date +%s) - start ))s"
