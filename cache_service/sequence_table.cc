@@ -120,14 +120,22 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
+  // max_tokens is immutable: a request past it is refused before it can squeeze anyone.
+  if (num_tokens > seq.max_tokens) {
+    return absl::OutOfRangeError(absl::StrFormat("num_tokens: %u is above the sequence's max_tokens %u",
+                                                 num_tokens, seq.max_tokens));
+  }
   {
     // Memory pressure is relieved before this sequence is locked (lock order: table,
-    // then one sequence), from a conservative estimate of the pages this call needs.
+    // then one sequence), from a conservative estimate of the pages this call needs,
+    // and only for a reservation the tenant's quota could take: pressure tightens other
+    // sequences' budgets, which a call bound to be refused must not do.
     PagePool& pool = *seq.pool;
     const KvLayout& l = pool.layout();
     const uint64_t estimate = uint64_t{l.num_layers} * (num_tokens / l.page_tokens + 1);
     const uint64_t used = pool.used_pages();
-    if (pool.high_water_percent() < 100 && used + estimate > pool.high_water_pages()) {
+    if (pool.high_water_percent() < 100 && used + estimate > pool.high_water_pages() &&
+        options_.ledger->CouldCharge(tenant, estimate, pool.page_bytes())) {
       RelievePressure(&pool, used + estimate - pool.high_water_pages(), id);
     }
   }

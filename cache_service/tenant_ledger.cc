@@ -65,6 +65,14 @@ void TenantLedger::Refund(TenantId id, uint64_t pages, uint64_t page_bytes) {
   u.bytes -= pages * page_bytes;
 }
 
+bool TenantLedger::CouldCharge(TenantId id, uint64_t pages, uint64_t page_bytes) const {
+  const TenantSpec& spec = specs_[id];
+  absl::MutexLock lock(&mu_);
+  const TenantUsage& u = usage_[id];
+  return (spec.quota_pages == 0 || u.pages + pages <= spec.quota_pages) &&
+         (spec.quota_bytes == 0 || u.bytes + pages * page_bytes <= spec.quota_bytes);
+}
+
 absl::Status TenantLedger::OpenStream(TenantId id) {
   const TenantSpec& spec = specs_[id];
   absl::MutexLock lock(&mu_);

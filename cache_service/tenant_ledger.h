@@ -61,6 +61,8 @@ class TenantLedger {
   // tenant, its quota and its usage and charges nothing.
   absl::Status Charge(TenantId id, uint64_t pages, uint64_t page_bytes);
   void Refund(TenantId id, uint64_t pages, uint64_t page_bytes);
+  // Whether Charge would take `pages` now (nothing is charged).
+  bool CouldCharge(TenantId id, uint64_t pages, uint64_t page_bytes) const;
 
   // Streams (WriteKV, ReadKV, StreamStats) a tenant has open: at most
   // limits.max_open_streams, since each holds a message buffer in the daemon.

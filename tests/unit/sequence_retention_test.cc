@@ -296,6 +296,29 @@ TEST_F(SequenceRetentionTest, ForkOfACompressingSequenceCopiesItsPages) {
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 2, 3));  // parent untouched
 }
 
+// Found by fuzz_policy_stats: a reservation past max_tokens (or past the caller's quota)
+// was refused only after it had tightened other tenants' budgets under "pressure".
+TEST(MemoryPressureTest, AReservationBoundToBeRefusedSqueezesNobody) {
+  CoreConfig cfg = OneHead(1, 2);  // 64 pages of 2 slots; high-water 90% = 57 pages
+  cfg.chunk_pages = 8;
+  cfg.num_chunks = 8;
+  cfg.beta_quota_pages = 30;
+  Core core(cfg);
+  const SequenceId alpha = *core.table->Create({0, core.Lease(0), core.pool.get(), 1000, Scissorhands({40, 8, 2, 0, 0}, 1)});
+  const SequenceId beta = *core.table->Create({1, core.Lease(1), core.pool.get(), 1000, RetentionPolicy{}});
+  ASSERT_TRUE(core.table->Reserve(alpha, 0, 40).ok());  // 20 pages
+  ASSERT_TRUE(core.table->Reserve(beta, 1, 40).ok());   // 20 pages
+  auto past_max = core.table->Reserve(beta, 1, 60000);
+  EXPECT_EQ(past_max.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(past_max.status().message(), "num_tokens: 60000 is above the sequence's max_tokens 1000");
+  auto past_quota = core.table->Reserve(beta, 1, 900);  // 450 pages: beta's quota is 30
+  EXPECT_EQ(past_quota.status().code(), absl::StatusCode::kResourceExhausted);
+  auto a = *core.table->Describe(alpha, Caller::Admin(), false, true);
+  EXPECT_TRUE(a.pressure_note.empty()) << a.pressure_note;
+  EXPECT_EQ(a.heads[0].budget, 40u);
+  EXPECT_EQ(a.heads[0].live_slots, 40u);
+}
+
 TEST(MemoryPressureTest, LowestWeightIsSqueezedFirstAndTheReservationFits) {
   CoreConfig cfg = OneHead(1, 2);  // 64 pages of 2 slots; high-water 90% = 57 pages
   cfg.chunk_pages = 8;
