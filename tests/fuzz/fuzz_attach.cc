@@ -11,8 +11,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-
-#include "google/protobuf/stubs/logging.h"
 #include <cstring>
 #include <memory>
 
@@ -74,11 +72,6 @@ World& TheWorld() {
 
 }  // namespace
 }  // namespace kvwarden::fuzz
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 in strings is expected here
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvwarden;

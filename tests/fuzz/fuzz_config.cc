@@ -3,16 +3,9 @@
 // loader promises.
 
 #include <cstdlib>
-
-#include "google/protobuf/stubs/logging.h"
 #include <string>
 
 #include "cache_service/daemon_config.h"
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 in strings is expected here
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -7,8 +7,6 @@
 // the fork.
 
 #include <cstdlib>
-
-#include "google/protobuf/stubs/logging.h"
 #include <memory>
 
 #include "cache_service/page_pool.h"
@@ -53,11 +51,6 @@ World& TheWorld() {
 
 }  // namespace
 }  // namespace kvwarden::fuzz
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 in strings is expected here
-  return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvwarden;

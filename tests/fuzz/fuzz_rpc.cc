@@ -16,7 +16,6 @@
 #include "cache_service/daemon.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/descriptor.h"
-#include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/impl/codegen/client_unary_call.h"
@@ -86,7 +85,6 @@ std::string Text(const grpc::ByteBuffer& b) {
 class World {
  public:
   World() {
-    google::protobuf::SetLogHandler(nullptr);  // invalid UTF-8 in strings is expected here
     absl::StatusOr<DaemonSettings> settings = ParseDaemonConfig(kConfig, "fuzz");
     if (!settings.ok()) std::abort();
     daemon_ = *Daemon::Start(*settings);
