@@ -41,8 +41,8 @@ struct Probe {
 };
 
 TEST(ParkedCallsTest, WorkThatIsNotBusyFinishesOnTheCallersThread) {
-  ParkedCalls parked;
   Probe p;
+  ParkedCalls parked;
   p.busy = false;
   parked.Run(p.Call());
   ASSERT_TRUE(p.done.HasBeenNotified());
@@ -51,8 +51,8 @@ TEST(ParkedCallsTest, WorkThatIsNotBusyFinishesOnTheCallersThread) {
 }
 
 TEST(ParkedCallsTest, ParkedUntilAWakeFindsItDone) {
-  ParkedCalls parked;
   Probe p;
+  ParkedCalls parked;
   parked.Run(p.Call());
   EXPECT_FALSE(p.done.HasBeenNotified());
   EXPECT_EQ(parked.parked(), 1u);
@@ -67,8 +67,8 @@ TEST(ParkedCallsTest, ParkedUntilAWakeFindsItDone) {
 }
 
 TEST(ParkedCallsTest, DeadlineAndCancellationFinishAtOnce) {
-  ParkedCalls parked;
   Probe late, gone;
+  ParkedCalls parked;
   const absl::Time start = absl::Now();
   parked.Run(late.Call(absl::Milliseconds(200)));
   parked.Run(gone.Call());
@@ -97,8 +97,8 @@ TEST(ParkedCallsTest, ShutdownFailsParkedCallsAndParksNoMore) {
 }
 
 TEST(ParkedCallsTest, OverTheCapTheBusyAnswerIsFinal) {
+  Probe a, b, c;  // outlive `parked`, whose shutdown finishes a and b
   ParkedCalls parked(/*max_parked=*/2);
-  Probe a, b, c;
   parked.Run(a.Call());
   parked.Run(b.Call());
   parked.Run(c.Call());
