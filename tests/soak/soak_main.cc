@@ -50,7 +50,7 @@ constexpr const char* kSoakConfig = R"pb(
   tenants { name: "t1" token: "t1-token" quota_pages: 8192 }
   tenants { name: "t2" token: "t2-token" quota_pages: 8192 }
   tenants { name: "mallory" token: "mallory-token" quota_pages: 1024 }
-  tenant_limits { max_sequences: 256 max_open_streams: 32 max_transfers: 64 max_attach_connections: 16 }
+  tenant_limits { max_sequences: 256 max_open_streams: 64 max_transfers: 64 max_attach_connections: 16 }
   leases { default_ttl_ms: 1000 min_ttl_ms: 100 max_ttl_ms: 60000 reap_interval_ms: 50 }
 )pb";
 
@@ -159,7 +159,9 @@ int Driver(int rounds, int seconds, int clients, bool latency_gate) {
       if (absl::SimpleAtoi(kv["ops"], &x)) ops += x;
       if (absl::SimpleAtoi(kv["corrupt"], &x)) corrupt += x;
       if (absl::SimpleAtoi(kv["unexpected"], &x)) unexpected += x;
-      if (kv["first"] != "" && kv["first"] != "-") std::fprintf(stderr, "round %d: %s\n", round, report.c_str());
+      if ((kv["first"] != "" && kv["first"] != "-") || (kv["corrupt"] != "" && kv["corrupt"] != "0")) {
+        std::fprintf(stderr, "round %d: %s\n", round, report.c_str());
+      }
       if (!p.attacker) {
         std::ifstream in(p.latency_file);
         uint32_t us = 0;

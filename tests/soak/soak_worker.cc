@@ -32,6 +32,8 @@ using testing::PatternKv;
 
 struct Totals {
   std::atomic<uint64_t> ops{0}, corrupt{0}, unexpected{0};
+  // Corrupt bytes by how they were read: ReadKV, a fork's ReadKV, UCX get, attach.
+  std::atomic<uint64_t> corrupt_read{0}, corrupt_fork{0}, corrupt_ucx{0}, corrupt_attach{0};
   std::mutex mu;
   std::vector<uint32_t> reserve_us;
   std::string first_unexpected;
@@ -179,11 +181,24 @@ void GoodClient(const WorkerArgs& args, int index, Totals& totals) {
         k += PatternKv(s.seed, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), false);
         v += PatternKv(s.seed, layer, l.num_kv_heads, r->first_position, n, l.token_bytes(), true);
       }
-      absl::Status w = c.WriteKV(s.id, l, 0, l.num_layers, r->first_position, n,
-                                 {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
-                                 {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
-      if (!w.ok() && !Expected(w)) Unexpected(totals, w.ToString());
-      if (w.ok()) s.tokens = r->first_position + n;
+      // Reserved tokens that were never written would read as corrupt later: retry a
+      // refused write (e.g. the tenant at max_open_streams), else drop the sequence.
+      absl::Status w;
+      for (int attempt = 0; attempt < 20; ++attempt) {
+        w = c.WriteKV(s.id, l, 0, l.num_layers, r->first_position, n,
+                      {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                      {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
+        if (w.ok() || !Expected(w)) break;
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      if (w.ok()) {
+        s.tokens = r->first_position + n;
+      } else {
+        if (!Expected(w)) Unexpected(totals, w.ToString());
+        (void)c.ReleaseSequence(s.id);
+        s = seqs.back();
+        seqs.pop_back();
+      }
     } else if (op < 60) {  // read back and check
       if (s.tokens == 0) continue;
       auto read = c.ReadKV(s.id, 0, s.layout.num_layers, 0, s.tokens);
@@ -191,7 +206,9 @@ void GoodClient(const WorkerArgs& args, int index, Totals& totals) {
         if (!Expected(read.status())) Unexpected(totals, read.status().ToString());
         continue;
       }
-      totals.corrupt += CheckRead(s, *read, s.tokens);
+      const uint64_t bad = CheckRead(s, *read, s.tokens);
+      totals.corrupt += bad;
+      totals.corrupt_read += bad;
     } else if (op < 70 && s.scissorhands && stats.ok()) {  // decode statistics
       auto info = c.DescribeSequence(s.id);
       if (!info.ok() || s.tokens == 0) continue;
@@ -220,7 +237,11 @@ void GoodClient(const WorkerArgs& args, int index, Totals& totals) {
       Seq child = s;
       child.id = f->id;
       auto read = c.ReadKV(child.id, 0, s.layout.num_layers, 0, s.tokens);
-      if (read.ok()) totals.corrupt += CheckRead(child, *read, s.tokens);
+      if (read.ok()) {
+        const uint64_t bad = CheckRead(child, *read, s.tokens);
+        totals.corrupt += bad;
+        totals.corrupt_fork += bad;
+      }
       (void)c.ReleaseSequence(child.id);
     } else if (op < 86 && s.full && s.tokens > 0) {  // UCX get of whole pages
       if (dp == nullptr) {
@@ -237,7 +258,9 @@ void GoodClient(const WorkerArgs& args, int index, Totals& totals) {
         if (!Expected(got.status())) Unexpected(totals, got.status().ToString());
         continue;
       }
-      totals.corrupt += CheckPages(s, buf.data(), n);
+      const uint64_t bad = CheckPages(s, buf.data(), n);
+      totals.corrupt += bad;
+      totals.corrupt_ucx += bad;
     } else if (op < 92 && s.full && s.tokens > 0 && !args.attach_socket.empty()) {  // attach
       if (attached == nullptr) {
         auto a = client::AttachedPool::Attach(&c, lease->id, {"main"});
@@ -262,7 +285,9 @@ void GoodClient(const WorkerArgs& args, int index, Totals& totals) {
           std::memcpy(buf.data() + (size_t{layer} * pages + p) * page_bytes, (*m)->page(layer, p), page_bytes);
         }
       }
-      totals.corrupt += CheckPages(s, buf.data(), n);
+      const uint64_t bad = CheckPages(s, buf.data(), n);
+      totals.corrupt += bad;
+      totals.corrupt_attach += bad;
     } else if (op >= 95) {  // release
       (void)c.ReleaseSequence(s.id);
       s = seqs.back();
@@ -486,9 +511,13 @@ int RunWorker(const WorkerArgs& args) {
     std::ofstream out(args.latency_file);
     for (uint32_t us : totals.reserve_us) out << us << "\n";
   }
-  std::printf("REPORT ops=%llu corrupt=%llu unexpected=%llu first=%s\n",
+  std::printf("REPORT ops=%llu corrupt=%llu read=%llu fork=%llu ucx=%llu attach=%llu unexpected=%llu first=%s\n",
               static_cast<unsigned long long>(totals.ops.load()),
               static_cast<unsigned long long>(totals.corrupt.load()),
+              static_cast<unsigned long long>(totals.corrupt_read.load()),
+              static_cast<unsigned long long>(totals.corrupt_fork.load()),
+              static_cast<unsigned long long>(totals.corrupt_ucx.load()),
+              static_cast<unsigned long long>(totals.corrupt_attach.load()),
               static_cast<unsigned long long>(totals.unexpected.load()),
               totals.first_unexpected.empty() ? "-" : totals.first_unexpected.c_str());
   std::fflush(stdout);
