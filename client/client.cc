@@ -305,7 +305,9 @@ absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32
         kv.head_live_counts[h] += n;
         if (dense) continue;
         if (c.positions_size() == 0) {
-          for (uint32_t p = c.token_start(); p < c.token_end(); ++p) kv.positions.push_back(p);
+          // A chunk without positions holds every position of its range, or (a range
+          // retention emptied) none at all.
+          for (uint32_t p = c.token_start(); n > 0 && p < c.token_end(); ++p) kv.positions.push_back(p);
         } else {
           kv.positions.insert(kv.positions.end(), c.positions().begin() + before,
                               c.positions().begin() + before + n);

@@ -22,6 +22,7 @@
 #include "grpcpp/impl/codegen/client_unary_call.h"
 #include "grpcpp/impl/codegen/sync_stream.h"
 #include "gtest/gtest.h"
+#include "kvwarden/client.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 #include "kvwarden/v1/transfer.grpc.pb.h"
 #include "tests/support/process.h"
@@ -408,6 +409,34 @@ TEST_F(HardeningTest, EveryListeningSocketIsWhereGrpcListens) {
         << "listening on " << a;
   }
   EXPECT_THAT(daemon_->log(), HasSubstr("network interfaces: lo)"));
+}
+
+// Found by the demo once ReadKV messages shrank to 512 KiB: a chunk whose token range
+// retention emptied came without positions and the client took it for a dense one,
+// inventing positions it never had.
+TEST_F(HardeningTest, ReadKvChunksEmptiedByRetentionAddNoPositions) {
+  auto c = Client::Connect({daemon_->target(), testing::kAlphaToken, absl::Seconds(10)});
+  ASSERT_TRUE(c.ok());
+  auto lease = (*c)->RegisterWorker("w", client::Role::kBoth, 60000);
+  ASSERT_TRUE(lease.ok());
+  auto seq = (*c)->CreateSequence(lease->id, "big", 400, client::Policy::Streaming(32));  // sinks 4
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  for (uint32_t at = 0; at < 400; at += 20) ASSERT_TRUE((*c)->ReserveSlots(seq->id, 20).ok());
+  // 4 KiB of K+V per token and layer: 128 tokens per message, so [128, 256) and
+  // [256, 368) hold nothing live.
+  auto read = (*c)->ReadKV(seq->id, 0, 1, 0, 0);
+  ASSERT_TRUE(read.ok()) << read.status();
+  std::vector<uint32_t> want = {0, 1, 2, 3};
+  for (uint32_t p = 372; p < 400; ++p) want.push_back(p);
+  const auto& kv = (*read)[0];
+  ASSERT_EQ(kv.head_live_counts.size(), 8u);
+  for (uint32_t h = 0; h < 8; ++h) {
+    EXPECT_EQ(kv.head_live_counts[h], want.size());
+    EXPECT_EQ(std::vector<uint32_t>(kv.positions.begin() + h * want.size(),
+                                    kv.positions.begin() + (h + 1) * want.size()),
+              want);
+  }
+  EXPECT_EQ(kv.positions.size(), 8 * want.size());
 }
 
 }  // namespace
