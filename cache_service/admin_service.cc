@@ -62,8 +62,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
                                                         const v1::ListTenantsRequest*,
                                                         v1::ListTenantsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
-    absl::flat_hash_map<TenantId, uint32_t> seqs, workers;
-    for (const SequenceSnapshot& s : ctx_.table->List(std::nullopt, "")) ++seqs[s.tenant];
+    // Counted by the table (no snapshot of every sequence per call).
+    absl::flat_hash_map<TenantId, uint32_t> workers;
     for (const LeaseInfo& l : ctx_.leases->List()) ++workers[l.tenant];
     for (const TenantUsage& u : ctx_.ledger->AllUsage()) {
       const TenantSpec& spec = ctx_.ledger->spec(u.id);
@@ -75,7 +75,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
       t->set_used_bytes(u.bytes);
       t->set_used_pages(u.pages);
       t->set_peak_pages(u.peak_pages);
-      t->set_sequences(seqs[u.id]);
+      t->set_sequences(ctx_.table->TenantSequences(u.id));
       t->set_workers(workers[u.id]);
       t->set_quota_refusals(u.quota_refusals);
       t->set_open_streams(u.open_streams);

@@ -518,6 +518,12 @@ absl::StatusOr<SequenceSnapshot> SequenceTable::Describe(SequenceId id, const Ca
   return Snapshot(**found, include_pages, include_heads);
 }
 
+uint32_t SequenceTable::TenantSequences(TenantId tenant) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = tenant_sequences_.find(tenant);
+  return it == tenant_sequences_.end() ? 0 : it->second;
+}
+
 std::vector<SequenceSnapshot> SequenceTable::List(std::optional<TenantId> tenant, const std::string& pool,
                                                   SequenceId after, size_t limit,
                                                   SequenceId* more_after) const {

@@ -228,6 +228,8 @@ class SequenceTable {
 
   absl::StatusOr<SequenceSnapshot> Describe(SequenceId id, const Caller& caller,
                                             bool include_pages, bool include_heads) const;
+  // Sequences `tenant` holds (what TenantLimits.max_sequences counts).
+  uint32_t TenantSequences(TenantId tenant) const;
   // Summaries (no per-layer detail), ordered by id: at most `limit` with ids above
   // `after`. `*more_after` (when given) is set to the last id looked at when more may
   // follow, else 0.

@@ -19,6 +19,18 @@ std::string HumanBytes(uint64_t bytes) {
   return absl::StrFormat("%.1f %s", v, kUnits[u]);
 }
 
+namespace {
+
+// The quota rule, one place for Charge and CouldCharge (0 = not limited by that unit).
+bool OverPages(const TenantSpec& spec, const TenantUsage& u, uint64_t pages) {
+  return spec.quota_pages > 0 && u.pages + pages > spec.quota_pages;
+}
+bool OverBytes(const TenantSpec& spec, const TenantUsage& u, uint64_t bytes) {
+  return spec.quota_bytes > 0 && u.bytes + bytes > spec.quota_bytes;
+}
+
+}  // namespace
+
 absl::Status TenantLimitReached(const TenantSpec& spec, const char* limit, uint32_t value, const char* what) {
   return absl::ResourceExhaustedError(absl::StrFormat(
       "tenant '%s' is at its limit %s = %u %s; release some first", spec.name, limit, value, what));
@@ -41,8 +53,8 @@ absl::Status TenantLedger::Charge(TenantId id, uint64_t pages, uint64_t page_byt
   const uint64_t bytes = pages * page_bytes;
   absl::MutexLock lock(&mu_);
   TenantUsage& u = usage_[id];
-  const bool over_pages = spec.quota_pages > 0 && u.pages + pages > spec.quota_pages;
-  const bool over_bytes = spec.quota_bytes > 0 && u.bytes + bytes > spec.quota_bytes;
+  const bool over_pages = OverPages(spec, u, pages);
+  const bool over_bytes = OverBytes(spec, u, bytes);
   if (over_pages || over_bytes) {
     ++u.quota_refusals;
     std::string quota =
@@ -69,8 +81,7 @@ bool TenantLedger::CouldCharge(TenantId id, uint64_t pages, uint64_t page_bytes)
   const TenantSpec& spec = specs_[id];
   absl::MutexLock lock(&mu_);
   const TenantUsage& u = usage_[id];
-  return (spec.quota_pages == 0 || u.pages + pages <= spec.quota_pages) &&
-         (spec.quota_bytes == 0 || u.bytes + pages * page_bytes <= spec.quota_bytes);
+  return !OverPages(spec, u, pages) && !OverBytes(spec, u, pages * page_bytes);
 }
 
 absl::Status TenantLedger::OpenStream(TenantId id) {
