@@ -1,4 +1,3 @@
-#include "cache_service/process_fds.h"
 #include "cache_service/admin_service.h"
 
 #include "absl/container/flat_hash_map.h"
@@ -6,7 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "cache_service/attach_server.h"
 #include "cache_service/call_auth.h"
+#include "cache_service/grpc_acceptor.h"
 #include "cache_service/grpc_status.h"
+#include "cache_service/process_fds.h"
 #include "cache_service/proto_convert.h"
 
 namespace kvwarden {
@@ -43,6 +44,9 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListPools(grpc::CallbackServerContex
     const ProcessFds fds = CountProcessFds();
     resp->set_open_fds(fds.open);
     resp->set_fd_limit(fds.limit);
+    resp->set_grpc_connections(ctx_.grpc_connections->open.load());
+    resp->set_grpc_connection_limit(ctx_.grpc_connections->limit.load());
+    resp->set_grpc_connections_refused(ctx_.grpc_connections->refused.load());
     return absl::OkStatus();
   });
 }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <utility>
 #include <vector>
@@ -114,6 +115,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   std::vector<std::string> tokens;
   for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
   d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
+  d->settings_ = settings;
   d->reaper_ = std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
 
   for (const PoolSpec& spec : settings.pools) d->policy_defaults_.pools.push_back(spec.name);
@@ -129,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
                            d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
-                           &d->parked_};
+                           &d->parked_,     &d->grpc_connections_};
   d->control_.emplace(ctx);
   d->admin_.emplace(ctx);
   d->transfer_.emplace(ctx);
@@ -137,6 +139,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
 }
 
 Daemon::~Daemon() { parked_.Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::string& address,
+                                                                 uint64_t fd_limit) {
+  // Room kept for what must never be refused for want of an fd: one per chunk (shm or
+  // memfd backing), the attach connections, and UCX, gRPC and log files.
+  uint64_t reserve = 1024 + uint64_t{settings_.max_attach_connections};
+  for (const PoolSpec& p : settings_.pools) reserve += p.num_chunks;
+  GrpcConnectionLimits limits{settings_.max_grpc_connections, settings_.max_grpc_connections_per_peer,
+                              settings_.grpc_preface_timeout};
+  const uint64_t room = fd_limit > reserve + 64 ? fd_limit - reserve : 64;
+  if (limits.max_connections > room) {
+    LogWarning("grpc_connections.max_connections %d lowered to %d: the fd limit is %d and %d are kept "
+               "for chunks, attach connections and the daemon",
+               limits.max_connections, room, fd_limit, reserve);
+    limits.max_connections = static_cast<uint32_t>(room);
+  }
+  limits.max_connections_per_peer = std::min(limits.max_connections_per_peer, limits.max_connections);
+  return GrpcAcceptor::Listen(address, limits, &grpc_connections_);
+}
 
 void Daemon::AddTo(grpc::ServerBuilder& builder) {
   builder.RegisterService(&*control_);

@@ -10,6 +10,7 @@
 #include "cache_service/authenticator.h"
 #include "cache_service/control_service.h"
 #include "cache_service/daemon_config.h"
+#include "cache_service/grpc_acceptor.h"
 #include "cache_service/lease_reaper.h"
 #include "cache_service/parked_calls.h"
 #include "cache_service/pool_set.h"
@@ -39,6 +40,11 @@ class Daemon {
 
   // Registers the services, their interceptors and per-connection bounds.
   void AddTo(grpc::ServerBuilder& builder);
+  // Binds the gRPC address with kvwardend's own accept loop (grpc_acceptor.h), its
+  // connection cap fitted under `fd_limit` with room for every chunk, the attach
+  // connections and a reserve. Serve() the returned acceptor once the server is built;
+  // destroy it before the server shuts down.
+  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> ListenGrpc(const std::string& address, uint64_t fd_limit);
   // Ends every parked call now (UNAVAILABLE) and parks none after: call before the
   // server shuts down, so shutdown never waits on a transfer lease.
   void StopParkedCalls() { parked_.Shutdown(); }
@@ -60,6 +66,8 @@ class Daemon {
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<LeaseReaper> reaper_;
   PolicyDefaults policy_defaults_;
+  GrpcConnectionStats grpc_connections_;
+  DaemonSettings settings_;
   std::unique_ptr<AttachServer> attach_;
   std::optional<ControlServiceImpl> control_;
   std::optional<AdminServiceImpl> admin_;

@@ -201,6 +201,15 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   if (in.data_plane().max_attach_connections()) {
     out->max_attach_connections = in.data_plane().max_attach_connections();
   }
+  const v1::GrpcConnectionsConfig& conns = in.grpc_connections();
+  if (conns.max_connections()) out->max_grpc_connections = conns.max_connections();
+  if (conns.max_connections_per_peer()) out->max_grpc_connections_per_peer = conns.max_connections_per_peer();
+  if (conns.preface_timeout_ms()) {
+    if (conns.preface_timeout_ms() > 600000) {
+      return FieldError("grpc_connections.preface_timeout_ms", "at most 600000 (10 minutes)");
+    }
+    out->grpc_preface_timeout = absl::Milliseconds(conns.preface_timeout_ms());
+  }
   out->stage_all_pools = in.data_plane().stage_all_pools();
   out->memfd_chunks = in.data_plane().memfd_chunks();
   if (out->attach_socket.size() > 107) {

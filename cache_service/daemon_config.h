@@ -53,6 +53,9 @@ struct DaemonSettings {
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
   uint32_t max_attach_connections = 1024;
+  uint32_t max_grpc_connections = 4096;
+  uint32_t max_grpc_connections_per_peer = 1024;
+  absl::Duration grpc_preface_timeout = absl::Seconds(5);
   bool stage_all_pools = false;
   bool memfd_chunks = false;
 };

@@ -83,20 +83,25 @@ int Run(const Flags& flags) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
+  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> acceptor = (*daemon)->ListenGrpc(settings->listen, fd_limit);
+  if (!acceptor.ok()) {
+    std::fprintf(stderr, "kvwardend: %s\n", std::string(acceptor.status().message()).c_str());
+    return acceptor.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  grpc::ServerBuilder builder;  // no listening port: the acceptor hands connections over
   (*daemon)->AddTo(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    std::fprintf(stderr, "kvwardend: cannot listen on %s\n", settings->listen.c_str());
+  if (server == nullptr || !(*acceptor)->Serve(server.get()).ok()) {
+    std::fprintf(stderr, "kvwardend: cannot start the gRPC server\n");
     return 1;
   }
+  const int port = (*acceptor)->port();
   const std::string address = BoundAddress(settings->listen, port);
   LogInfo("kvwardend %s serving on %s (%d tenants, %d pools, %d fds allowed)", KVWARDEN_VERSION, address,
           settings->tenants.size(), settings->pools.size(), fd_limit);
   if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, address)) {
     std::fprintf(stderr, "kvwardend: cannot write --ready-file %s\n", flags.ready_file.c_str());
+    acceptor->reset();
     server->Shutdown();
     return 1;
   }
@@ -104,6 +109,7 @@ int Run(const Flags& flags) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   LogInfo("signal %d: shutting down", sig);
+  acceptor->reset();  // no new connections
   (*daemon)->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();

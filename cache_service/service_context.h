@@ -31,6 +31,7 @@ struct PolicyDefaults {
 
 class UcxDataPlane;
 class AttachServer;
+struct GrpcConnectionStats;
 
 // The data plane as the services see it. Both parts are optional (null when off).
 struct DataPlaneParts {
@@ -50,6 +51,7 @@ struct ServiceContext {
   absl::Time started = absl::Now();
   const DataPlaneParts* data_plane = nullptr;
   ParkedCalls* parked = nullptr;  // required: calls waiting for a transfer lease
+  const GrpcConnectionStats* grpc_connections = nullptr;  // required
 };
 
 }  // namespace kvwarden

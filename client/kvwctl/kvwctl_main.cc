@@ -120,7 +120,9 @@ class Cli {
       }
     }
     std::cout << t.Render() << "\n" << by_tenant.Render() << "\n"
-              << "kvwardend: " << resp.open_fds() << " fds open of " << resp.fd_limit() << "\n";
+              << "kvwardend: " << resp.open_fds() << " fds open of " << resp.fd_limit() << "; "
+              << resp.grpc_connections() << " gRPC connections of " << resp.grpc_connection_limit()
+              << " (" << resp.grpc_connections_refused() << " refused since start)\n";
     return kOk;
   }
 

@@ -4,9 +4,12 @@
 // affected, admin listings page, and an attach client that never reads (or never
 // authenticates) is dropped instead of stalling everyone.
 
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -15,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/fd/seqpacket.h"
@@ -50,6 +54,7 @@ constexpr const char* kLimitsConfig = R"pb(
   tenants { name: "alpha" token: "alpha-token" quota_pages: 2048 }
   tenants { name: "beta" token: "beta-token" quota_pages: 2048 limits { max_sequences: 100 } }
   tenant_limits { max_sequences: 5 max_worker_leases: 3 max_open_streams: 4 max_transfers: 2 max_attach_connections: 2 }
+  grpc_connections { max_connections_per_peer: 6 preface_timeout_ms: 300 }
   leases { default_ttl_ms: 60000 min_ttl_ms: 100 max_ttl_ms: 60000 reap_interval_ms: 20 }
   data_plane { disable_ucx: true }
 )pb";
@@ -125,6 +130,52 @@ class LimitsTest : public ::testing::Test {
     if (!answer.ok()) return -2;
     v1::AttachResponse resp;
     return resp.ParseFromString(*answer) ? resp.code() : -3;
+  }
+
+  // A TCP connection to the daemon's gRPC port; `preface` sends HTTP/2's client preface
+  // (and nothing else, so gRPC holds the connection open).
+  UniqueFd Tcp(bool preface) {
+    const std::string& t = daemon_->target();
+    int port = 0;
+    EXPECT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
+    UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    static constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (preface) EXPECT_EQ(send(sock.get(), kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL), 24);
+    return sock;
+  }
+  // Whether the daemon closed `sock` within `wait` (anything it sent is read and dropped).
+  static bool ClosedWithin(int sock, absl::Duration wait) {
+    const absl::Time end = absl::Now() + wait;
+    char buf[4096];
+    while (absl::Now() < end) {
+      pollfd p{sock, POLLIN, 0};
+      if (poll(&p, 1, 20) == 1) {
+        const ssize_t n = recv(sock, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+      }
+    }
+    return false;
+  }
+  // A Ping-like admin call on a channel of its own (its own TCP connection).
+  grpc::Status CallOnNewConnection(int salt, absl::Duration deadline) {
+    grpc::ChannelArguments args;
+    args.SetInt("kvw.test.salt", salt);  // a distinct channel: no shared subchannel
+    auto ch = grpc::CreateCustomChannel(daemon_->target(), grpc::InsecureChannelCredentials(), args);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer test-admin");
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    v1::ListPoolsResponse resp;
+    return v1::AdminService::NewStub(ch)->ListPools(&ctx, {}, &resp);
+  }
+  v1::ListPoolsResponse Pools() {
+    v1::ListPoolsResponse pools;
+    EXPECT_TRUE(admin_->ListPools(Ctx("test-admin").get(), {}, &pools).ok());
+    return pools;
   }
 
   testing::TempDir dir_;
@@ -325,6 +376,58 @@ TEST_F(LimitsTest, FdLimitIsRaisedAndReported) {
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &lim), 0);
   EXPECT_EQ(pools.fd_limit(), std::min<rlim_t>(lim.rlim_max, UINT32_MAX));  // raised to the hard limit
   EXPECT_THAT(daemon_->log(), HasSubstr("fds allowed"));
+}
+
+// Finding 5: gRPC 1.51 cannot cap TCP connections, and its listener stopped accepting
+// for good after one EMFILE. kvwardend accepts them itself.
+TEST_F(LimitsTest, GrpcConnectionsAreCappedPerPeerAndMustSpeakHttp2) {
+  EXPECT_EQ(Pools().grpc_connections(), 1u);  // the fixture's channel
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 5; ++i) held.push_back(Tcp(true));
+  absl::SleepFor(absl::Milliseconds(200));
+  v1::ListPoolsResponse pools = Pools();
+  EXPECT_EQ(pools.grpc_connections(), 6u);
+  EXPECT_EQ(pools.grpc_connection_limit(), 4096u);
+  // The seventh connection from 127.0.0.1 is closed at once, and so is a new channel.
+  UniqueFd over = Tcp(true);
+  EXPECT_TRUE(ClosedWithin(over.get(), absl::Seconds(1)));
+  EXPECT_EQ(CallOnNewConnection(1, absl::Seconds(1)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  // Connections gRPC closed are counted out again (within the acceptor's second).
+  held.clear();
+  const absl::Time start = absl::Now();
+  grpc::Status s;
+  while (!(s = CallOnNewConnection(2, absl::Seconds(1))).ok() && absl::Now() - start < absl::Seconds(5)) {
+  }
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  // Silent connections are closed at the preface deadline (300 ms), non-HTTP/2 at once.
+  UniqueFd silent = Tcp(false);
+  EXPECT_TRUE(ClosedWithin(silent.get(), absl::Seconds(2)));
+  UniqueFd http1 = Tcp(false);
+  const std::string get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(send(http1.get(), get.data(), get.size(), MSG_NOSIGNAL), static_cast<ssize_t>(get.size()));
+  EXPECT_TRUE(ClosedWithin(http1.get(), absl::Milliseconds(200)));
+  EXPECT_GE(Pools().grpc_connections_refused(), 3u);
+}
+
+// Finding 5: at EMFILE the listener drains its queue with a reserved fd and serves new
+// connections again once fds are free (gRPC's own listener never did).
+TEST_F(LimitsTest, ListenerServesAgainAfterRunningOutOfFds) {
+  const uint32_t open = Pools().open_fds();
+  rlimit tight{open + 3, open + 3};
+  ASSERT_EQ(prlimit(daemon_->pid(), RLIMIT_NOFILE, &tight, nullptr), 0);
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 5; ++i) flood.push_back(Tcp(true));  // within the per-peer cap of 6
+  for (int i = 0; i < 10; ++i) flood.push_back(Tcp(false));
+  absl::SleepFor(absl::Milliseconds(500));
+  flood.clear();  // the fds come free; the limit stays as tight
+  const absl::Time start = absl::Now();
+  grpc::Status s;
+  while (!(s = CallOnNewConnection(3, absl::Seconds(1))).ok() && absl::Now() - start < absl::Seconds(5)) {
+  }
+  EXPECT_TRUE(s.ok()) << s.error_message() << "\n" << Pools().DebugString() << daemon_->log();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_GT(Pools().grpc_connections_refused(), 0u);
 }
 
 }  // namespace

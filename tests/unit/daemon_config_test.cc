@@ -43,6 +43,20 @@ TEST(DaemonConfigTest, DefaultsAreFilledIn) {
   EXPECT_EQ(s->pools[0].num_chunks, 8u);
   EXPECT_EQ(s->tenants[0].weight, 1u);
   EXPECT_EQ(s->leases.default_ttl, absl::Seconds(10));
+  EXPECT_EQ(s->max_grpc_connections, 4096u);
+  EXPECT_EQ(s->max_grpc_connections_per_peer, 1024u);
+  EXPECT_EQ(s->grpc_preface_timeout, absl::Seconds(5));
+}
+
+TEST(DaemonConfigTest, GrpcConnectionLimitsAreRead) {
+  auto s = ParseDaemonConfig(std::string(kValid) +
+                                 "grpc_connections { max_connections: 100 max_connections_per_peer: 10 "
+                                 "preface_timeout_ms: 250 }",
+                             "c.textproto");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->max_grpc_connections, 100u);
+  EXPECT_EQ(s->max_grpc_connections_per_peer, 10u);
+  EXPECT_EQ(s->grpc_preface_timeout, absl::Milliseconds(250));
 }
 
 struct BadCase {
@@ -89,7 +103,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"tenants { name: \"b\" token: \"tb\" quota_pages: 1 default_policy { windowkv { mean_budget: 64 gamma: 3 } } }",
                 "tenants[1].default_policy.windowkv.gamma: 3 does not divide the layer count 2 (for pool 'p')"},
         BadCase{"pools { name: \"q\" layout { num_layers: 1 num_kv_heads: 1 head_dim: 1 dtype: DTYPE_FP32 page_tokens: 1 } capacity_pages: 8 chunk_bytes: 8 high_water_percent: 101 }",
-                "pools[1].high_water_percent: 101 is above 100"}),
+                "pools[1].high_water_percent: 101 is above 100"},
+        BadCase{"grpc_connections { preface_timeout_ms: 600001 }",
+                "grpc_connections.preface_timeout_ms: at most 600000"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return "case" + std::to_string(info.index); });
 
 TEST(DaemonConfigTest, AdminTokenIsRequired) {
