@@ -96,29 +96,14 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
     // Each open stream holds up to one message (kMaxKvMessageBytes) in the daemon.
     if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) return s;
     caller_ = Caller::Tenant(*tenant);
-    absl::StatusOr<SequenceSnapshot> snap =
-        ctx_.table->Describe(req_.sequence_id(), caller_, false, false);
-    if (!snap.ok()) return snap.status();
-    const KvLayout& l = snap->layout;
-    if (req_.layer_count() == 0) return absl::InvalidArgumentError("layer_count: must be >= 1");
-    if (uint64_t{req_.layer_start()} + req_.layer_count() > l.num_layers) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "layer_start/layer_count: layers [%u, %d) exceed the layout's %u layers",
-          req_.layer_start(), uint64_t{req_.layer_start()} + req_.layer_count(), l.num_layers));
-    }
     // A read sees one epoch: the one named, else the one current now.
-    epoch_ = req_.has_epoch() ? req_.epoch() : snap->epoch;
-    if (epoch_ != snap->epoch) {
-      return absl::FailedPreconditionError(
-          absl::StrFormat("epoch: sequence %d is at epoch %d, the read names epoch %d",
-                          req_.sequence_id(), snap->epoch, epoch_));
-    }
-    token_end_ = req_.token_end() == 0 ? snap->num_tokens : req_.token_end();
-    if (req_.token_start() >= token_end_ || token_end_ > snap->num_tokens) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "token range [%u, %u) is empty or past the %u reserved tokens", req_.token_start(),
-          token_end_, snap->num_tokens));
-    }
+    absl::StatusOr<ReadPlan> plan = ctx_.table->PlanRead(
+        req_.sequence_id(), caller_, req_.layer_start(), req_.layer_count(), req_.token_start(),
+        req_.token_end(), req_.has_epoch() ? std::optional<uint64_t>(req_.epoch()) : std::nullopt);
+    if (!plan.ok()) return plan.status();
+    epoch_ = plan->epoch;
+    token_end_ = plan->token_end;
+    const KvLayout& l = plan->layout;
     const size_t per_token = 2 * size_t{l.num_kv_heads} * l.token_bytes();
     chunk_tokens_ = static_cast<uint32_t>(std::max<size_t>(1, kMaxKvMessageBytes / per_token));
     layer_ = req_.layer_start();

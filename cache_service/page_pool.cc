@@ -214,11 +214,6 @@ uint32_t PagePool::RefCount(PageId page) const {
   return pages_[page].refs;
 }
 
-uint32_t PagePool::PinCount(PageId page) const {
-  absl::MutexLock lock(&mu_);
-  return pages_[page].pins;
-}
-
 TenantId PagePool::OwnerOf(PageId page) const {
   absl::MutexLock lock(&mu_);
   return chunks_[page / options_.chunk_pages].owner;

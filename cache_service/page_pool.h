@@ -99,7 +99,6 @@ class PagePool {
   void Unpin(absl::Span<const PageId> pages);
 
   uint32_t RefCount(PageId page) const;
-  uint32_t PinCount(PageId page) const;
   TenantId OwnerOf(PageId page) const;
   // Stable while the page's chunk is owned (a renewal for a new tenant may move it).
   uint8_t* PageData(PageId page) const {

@@ -33,7 +33,6 @@ struct RetentionPolicy {
   std::vector<uint32_t> layer_budgets;  // scissorhands: B per layer (filled for every layer)
   WindowKvSpec windowkv;
 
-  bool takes_decode_stats() const { return kind == PolicyKind::kScissorhands; }
   // Slots a head of `layer` may keep; `max_tokens` for policies without a budget.
   uint32_t LayerBudget(uint32_t layer, uint32_t max_tokens) const;
   std::string Name() const;

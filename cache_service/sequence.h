@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,9 +11,9 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
+#include "cache_service/retention/retention_state.h"
 #include "cache_service/retention_policy.h"
 #include "cache_service/slot_map.h"
-#include "kernels/scissorhands.h"
 
 namespace kvwarden {
 
@@ -36,12 +37,8 @@ struct Sequence {
   std::vector<std::vector<PageId>> pages ABSL_GUARDED_BY(mu);  // [layer]
   std::vector<SlotMap> slots ABSL_GUARDED_BY(mu);              // [layer * heads + head]
   std::vector<uint32_t> evicted ABSL_GUARDED_BY(mu);           // [layer * heads + head]
-  // Scissorhands: per (layer, head) the low-attention step rings of its slots as
-  // ScissorhandsWords(window) planes of history_stride slots (see kernels/scissorhands.h).
-  // Slots at or past a head's live count are zero.
-  std::vector<std::vector<uint32_t>> history ABSL_GUARDED_BY(mu);
-  uint32_t history_stride ABSL_GUARDED_BY(mu) = 0;
-  uint64_t decode_steps ABSL_GUARDED_BY(mu) = 0;
+  // The policy's own per-sequence state (null for policies without one).
+  std::unique_ptr<RetentionState> retention ABSL_GUARDED_BY(mu);
   // The last retention change as a slot map, so statistics computed one epoch back can be
   // remapped: for each (layer, head) it changed, the live count before and the kept
   // slots. Valid for the step from epoch map_epoch - 1 to map_epoch.
@@ -73,24 +70,6 @@ struct Sequence {
   }
 
   const KvLayout& layout() const { return pool->layout(); }
-  kernels::ScissorhandsHistory History(size_t layer_head) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    return {history[layer_head].data(), policy.scissorhands.window, history_stride};
-  }
-  // Grows every head's planes to hold `slots` slots (doubling, so appends stay O(1)).
-  void EnsureHistoryStride(uint32_t slots) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (history.empty() || slots <= history_stride) return;
-    const uint32_t stride = std::max({slots, 2 * history_stride, 64u});
-    const uint32_t words = kernels::ScissorhandsWords(policy.scissorhands.window);
-    for (std::vector<uint32_t>& planes : history) {
-      std::vector<uint32_t> grown(size_t{words} * stride, 0);
-      for (uint32_t w = 0; w < words && history_stride > 0; ++w) {
-        std::copy_n(planes.begin() + size_t{w} * history_stride, history_stride,
-                    grown.begin() + size_t{w} * stride);
-      }
-      planes = std::move(grown);
-    }
-    history_stride = stride;
-  }
   // Slots the layer's page table must cover: the fullest head's count.
   uint32_t LayerSlots(uint32_t layer) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
     uint32_t n = 0;

@@ -1,8 +1,5 @@
 #include "cache_service/sequence_table.h"
 
-#include "cache_service/random_id.h"
-#include "cache_service/transfer_busy.h"
-
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -10,9 +7,11 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/random_id.h"
+#include "cache_service/retention/retention_strategy.h"
 #include "cache_service/sequence.h"
+#include "cache_service/transfer_busy.h"
 #include "kernels/copy_kv.h"
-#include "kernels/scissorhands.h"
 
 namespace kvwarden {
 namespace {
@@ -107,7 +106,7 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
     seq->pages.resize(l.num_layers);
     seq->slots.resize(size_t{l.num_layers} * l.num_kv_heads);
     seq->evicted.assign(seq->slots.size(), 0);
-    if (seq->policy.takes_decode_stats()) seq->history.resize(seq->slots.size());
+    seq->retention = StrategyFor(seq->policy.kind).NewState(seq->policy, seq->slots.size());
   }
   Sequence* raw = seq.get();
   if (absl::Status s = Insert(std::move(seq)); !s.ok()) return s;
@@ -141,34 +140,21 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   absl::MutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  // Streaming makes room by compacting: never under a transfer's feet.
-  if (seq.policy.kind == PolicyKind::kStreaming && seq.TransfersBusy(/*writes_only=*/false)) {
-    return TransferBusyError(id);
-  }
+  const RetentionStrategy& strategy = StrategyFor(seq.policy.kind);
+  // Making room may compact: never under a transfer's feet.
+  if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false)) return TransferBusyError(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
         "num_tokens: sequence %d holds %u of max_tokens %u; %u more would exceed it", id,
         seq.num_tokens, seq.max_tokens, num_tokens));
   }
+  if (absl::Status s = strategy.CheckReserve(seq, num_tokens); !s.ok()) return s;
   const KvLayout& l = seq.layout();
   const uint32_t pt = l.page_tokens;
-  const bool streaming = seq.policy.kind == PolicyKind::kStreaming;
-  const kernels::StreamingParams sp{seq.Budget(0), seq.policy.streaming.sinks};
-  uint32_t fullest = 0;
-  for (uint32_t layer = 0; layer < l.num_layers; ++layer) fullest = std::max(fullest, seq.LayerSlots(layer));
-  if (streaming && uint64_t{fullest} + num_tokens > sp.budget && num_tokens > sp.budget - sp.sinks) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "num_tokens: %u new tokens do not fit a streaming budget of %u with %u sinks next to %u "
-        "held", num_tokens, sp.budget, sp.sinks, fullest));
-  }
-  // Slots each head keeps before the new tokens: streaming makes room first.
-  auto kept_before = [&](uint32_t live) {
-    return streaming && live + num_tokens > sp.budget ? sp.budget - num_tokens : live;
-  };
   std::vector<uint32_t> new_pages(l.num_layers);
   uint64_t total = 0;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    const uint32_t live = kept_before(seq.LayerSlots(layer));
+    const uint32_t live = strategy.KeptBefore(seq, seq.LayerSlots(layer), num_tokens);
     const uint32_t need = CeilDiv(uint64_t{live} + num_tokens, pt);
     const uint32_t have = std::min<uint32_t>(seq.pages[layer].size(), CeilDiv(live, pt));
     new_pages[layer] = need - have;
@@ -184,7 +170,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     return s;
   }
   // Nothing can fail from here on.
-  if (streaming) MakeStreamingRoomLocked(seq, num_tokens);
+  strategy.MakeRoom(seq, num_tokens);
   ReserveResult r;
   r.first_position = seq.num_tokens;
   r.num_tokens = num_tokens;
@@ -207,7 +193,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
       first_slots.push_back(seq.slots[lh].size());
       uneven = uneven || first_slots.back() != r.first_slot;
       seq.slots[lh].Append(seq.num_tokens, num_tokens);
-      seq.EnsureHistoryStride(seq.slots[lh].size());  // new slots' bits are zero
+      if (seq.retention != nullptr) seq.retention->Appended(lh, seq.slots[lh].size());
     }
   }
   seq.num_tokens += num_tokens;
@@ -271,6 +257,44 @@ absl::Status SequenceTable::WriteKv(SequenceId id, TenantId tenant, uint32_t lay
                                        kernels::CopyDirection::kDenseToPages, kd, vd);
 }
 
+absl::Status SequenceTable::CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
+                                           uint32_t token_start, uint32_t token_end,
+                                           std::optional<uint64_t> epoch) {
+  const KvLayout& l = seq.layout();
+  if (layer_count == 0) return absl::InvalidArgumentError("layer_count: must be >= 1");
+  if (uint64_t{layer_start} + layer_count > l.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("layer_start/layer_count: layers [%u, %d) exceed the layout's %u layers", layer_start,
+                        uint64_t{layer_start} + layer_count, l.num_layers));
+  }
+  if (epoch.has_value() && *epoch != seq.epoch) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "epoch: sequence %d is at epoch %d, the read names epoch %d", seq.id, seq.epoch, *epoch));
+  }
+  if (token_start >= token_end || token_end > seq.num_tokens) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "token range [%u, %u) is empty or past the %u reserved tokens", token_start, token_end, seq.num_tokens));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReadPlan> SequenceTable::PlanRead(SequenceId id, const Caller& caller, uint32_t layer_start,
+                                                 uint32_t layer_count, uint32_t token_start, uint32_t token_end,
+                                                 std::optional<uint64_t> epoch) const {
+  absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, caller);
+  if (!found.ok()) return found.status();
+  const Sequence& seq = **found;
+  absl::ReaderMutexLock lock(&seq.mu);
+  if (seq.released) return NotFound(id);
+  ReadPlan plan{epoch.value_or(seq.epoch), layer_start, layer_count, token_start,
+                token_end == 0 ? seq.num_tokens : token_end, seq.layout()};
+  if (absl::Status s = CheckReadLocked(seq, layer_start, layer_count, token_start, plan.token_end, plan.epoch);
+      !s.ok()) {
+    return s;
+  }
+  return plan;
+}
+
 absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& caller,
                                               uint32_t layer, uint32_t token_start,
                                               uint32_t token_end,
@@ -279,21 +303,9 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& calle
   if (!found.ok()) return found.status();
   const Sequence& seq = **found;
   const KvLayout& l = seq.layout();
-  if (layer >= l.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("layer: %u is out of range (the layout has %u layers)", layer, l.num_layers));
-  }
   absl::ReaderMutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  if (expected_epoch.has_value() && *expected_epoch != seq.epoch) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "epoch: sequence %d is at epoch %d, the read names epoch %d", id, seq.epoch, *expected_epoch));
-  }
-  if (token_start >= token_end || token_end > seq.num_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "token range [%u, %u) is empty or past the %u reserved tokens", token_start, token_end,
-        seq.num_tokens));
-  }
+  if (absl::Status s = CheckReadLocked(seq, layer, 1, token_start, token_end, expected_epoch); !s.ok()) return s;
   KvSlice out;
   out.epoch = seq.epoch;
   std::vector<uint32_t> begin(l.num_kv_heads);
@@ -350,7 +362,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     // Full pages are shared; a partly filled last page is copied so both sides can
     // keep appending to their own. Compressing policies rewrite pages in place when they
     // compact, so their forks copy every page instead of sharing.
-    const bool share = parent.policy.kind == PolicyKind::kFull;
+    const bool share = StrategyFor(parent.policy.kind).ForkSharesPages();
     std::vector<std::pair<uint32_t, uint32_t>> copy_list;  // (layer, page index)
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
       const uint32_t pages = static_cast<uint32_t>(parent.pages[layer].size());
@@ -374,9 +386,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->num_tokens = parent.num_tokens;
     child->slots = parent.slots;
     child->evicted = parent.evicted;
-    child->history = parent.history;
-    child->history_stride = parent.history_stride;
-    child->decode_steps = parent.decode_steps;
+    child->retention = parent.retention ? parent.retention->Clone() : nullptr;
     child->pages = parent.pages;
     for (size_t i = 0; i < copy_list.size(); ++i) {
       PageId& page = child->pages[copy_list[i].first][copy_list[i].second];
@@ -471,7 +481,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   s.policy = seq.policy.Name();
   s.policy_summary = seq.policy.Summary();
   s.pressure_note = seq.pressure_note;
-  s.decode_steps = seq.decode_steps;
+  s.decode_steps = seq.retention ? seq.retention->decode_steps() : 0;
   s.parent = seq.parent;
   for (const auto& table : seq.pages) {
     s.layer_num_pages.push_back(static_cast<uint32_t>(table.size()));
@@ -484,23 +494,12 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   if (include_heads) {
     s.heads.resize(seq.slots.size());
     const uint32_t heads = seq.layout().num_kv_heads;
-    const uint32_t words = kernels::ScissorhandsWords(seq.policy.scissorhands.window);
     for (size_t i = 0; i < seq.slots.size(); ++i) {
       HeadSnapshot& h = s.heads[i];
       h.live_slots = seq.slots[i].size();
       h.budget = seq.Budget(static_cast<uint32_t>(i / heads));
       h.evicted = seq.evicted[i];
-      if (seq.history.empty() || h.live_slots == 0) continue;
-      uint64_t total = 0;
-      for (uint32_t j = 0; j < h.live_slots; ++j) {
-        uint32_t c = 0;
-        for (uint32_t w = 0; w < words; ++w) {
-          c += kernels::PopCount32(seq.history[i][size_t{w} * seq.history_stride + j]);
-        }
-        h.low_max = std::max(h.low_max, c);
-        total += c;
-      }
-      h.low_mean = static_cast<double>(total) / h.live_slots;
+      if (seq.retention != nullptr) seq.retention->Describe(i, h.live_slots, &h.low_max, &h.low_mean);
     }
   }
   return s;

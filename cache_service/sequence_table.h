@@ -31,6 +31,7 @@
 #include "absl/types/span.h"
 #include "cache_service/ids.h"
 #include "cache_service/page_pool.h"
+#include "cache_service/retention/stats_batch.h"
 #include "cache_service/retention_policy.h"
 #include "cache_service/sequence.h"
 #include "cache_service/tenant_ledger.h"
@@ -47,40 +48,6 @@ struct CreateSequenceArgs {
   RetentionPolicy policy;
 };
 
-// Attention statistics as the daemon takes them (see StreamStats in control.proto).
-struct HeadStepStats {
-  uint32_t layer = 0;
-  uint32_t head = 0;
-  uint32_t attended = 0;
-  std::vector<uint32_t> listed;  // sparse mode
-  std::vector<float> dense;      // dense mode: `attended` values
-};
-struct DecodeStepStats {
-  std::vector<HeadStepStats> heads;  // every (layer, head) exactly once
-};
-struct WindowScoresIn {
-  uint32_t layer = 0;
-  std::vector<float> sums;  // [head][candidate]
-};
-struct StatsBatch {
-  uint64_t epoch = 0;
-  std::vector<DecodeStepStats> steps;
-  std::vector<WindowScoresIn> window_scores;
-};
-
-struct HeadChange {
-  uint32_t layer = 0;
-  uint32_t head = 0;
-  uint32_t live_slots = 0;
-  std::vector<uint32_t> evicted_positions;
-};
-struct RetentionResult {
-  uint64_t epoch = 0;
-  uint32_t steps_applied = 0;
-  std::vector<HeadChange> changes;
-  uint64_t pages_freed = 0;
-};
-
 struct ReserveResult {
   uint32_t first_position = 0;
   uint32_t num_tokens = 0;
@@ -95,6 +62,15 @@ struct ForkResult {
   SequenceId id = 0;
   uint32_t shared_pages = 0;
   uint32_t copied_pages = 0;
+};
+
+// A validated ReadKV request: layers [layer_start, layer_start + layer_count), tokens
+// [token_start, token_end) at `epoch`.
+struct ReadPlan {
+  uint64_t epoch = 0;
+  uint32_t layer_start = 0, layer_count = 0;
+  uint32_t token_start = 0, token_end = 0;
+  KvLayout layout;
 };
 
 // Bytes of one layer over a token range, packed head after head.
@@ -220,8 +196,15 @@ class SequenceTable {
   // k and v: [head][token][head_dim] for positions [token_start, token_start + n).
   absl::Status WriteKv(SequenceId id, TenantId tenant, uint32_t layer, uint32_t token_start,
                        uint32_t num_tokens, absl::string_view k, absl::string_view v);
-  // Live slots of `layer` with positions in [token_start, token_end). Fails with
-  // FAILED_PRECONDITION when `expected_epoch` is set and differs.
+  // Checks a read of layers [layer_start, +layer_count) and tokens [token_start,
+  // token_end) (token_end 0: every reserved token) at `epoch` (unset: the current one);
+  // the one place ReadKV requests are validated.
+  absl::StatusOr<ReadPlan> PlanRead(SequenceId id, const Caller& caller, uint32_t layer_start,
+                                    uint32_t layer_count, uint32_t token_start, uint32_t token_end,
+                                    std::optional<uint64_t> epoch) const;
+  // Live slots of `layer` with positions in [token_start, token_end), validated as by
+  // PlanRead: FAILED_PRECONDITION when `expected_epoch` is set and differs (a read
+  // spanning messages sees one epoch).
   absl::StatusOr<KvSlice> ReadKv(SequenceId id, const Caller& caller, uint32_t layer,
                                  uint32_t token_start, uint32_t token_end,
                                  std::optional<uint64_t> expected_epoch) const;
@@ -266,21 +249,9 @@ class SequenceTable {
   absl::StatusOr<std::shared_ptr<Sequence>> Find(SequenceId id, const Caller& caller) const;
   absl::Status Insert(std::shared_ptr<Sequence> seq);
   uint64_t ReleaseLocked(Sequence& seq);
-  // Keeps kept[h] (ascending) of every head of `layer`: moves bytes, positions and
-  // policy state to the front, frees pages past the new extent, records the change.
-  void CompactLayerLocked(Sequence& seq, uint32_t layer,
-                          const std::vector<std::vector<uint32_t>>& kept, RetentionResult* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
-  absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps,
-                                RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
-  absl::Status ApplyWindowScores(Sequence& seq, const std::vector<WindowScoresIn>& scores,
-                                 RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
-  // Streaming: drops the oldest non-sink slots so `num_tokens` more fit the budget.
-  void MakeStreamingRoomLocked(Sequence& seq, uint32_t num_tokens) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
-  // Evicts down to Budget() in every layer where a head is over it (Scissorhands by low
-  // count, streaming by age). Returns whether anything changed.
-  bool EnforceBudgetLocked(Sequence& seq, RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
-
+  static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
+                                      uint32_t token_start, uint32_t token_end,
+                                      std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   struct Transfer {
     TransferSnapshot info;
     std::shared_ptr<Sequence> seq;

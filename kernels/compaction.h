@@ -21,9 +21,4 @@ KernelStatus CompactLayerCuda(const PagedLayerView& layer, const uint32_t* kept_
                               const uint32_t* kept_slots, uint32_t total_kept, uint8_t* scratch,
                               void* stream);
 
-// Moves per-slot state rows the same way (e.g. Scissorhands history words).
-KernelStatus CompactRowsCpu(uint32_t* rows, uint32_t row_words, const uint32_t* head_offsets,
-                            uint32_t num_heads, const uint32_t* kept_offsets,
-                            const uint32_t* kept_slots);
-
 }  // namespace kvwarden::kernels

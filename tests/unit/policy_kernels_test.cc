@@ -301,13 +301,5 @@ INSTANTIATE_TEST_SUITE_P(PageSizes, CompactionTest,
                                   std::to_string(std::get<1>(info.param));
                          });
 
-TEST(CompactRowsTest, MovesStateWithTheSlots) {
-  // Two heads of 3 and 2 slots, 2 words per slot; keep {0, 2} and {1}.
-  std::vector<uint32_t> rows = {10, 11, 20, 21, 30, 31, 40, 41, 50, 51};
-  const uint32_t heads[3] = {0, 3, 5}, kept_offsets[3] = {0, 2, 3}, kept[3] = {0, 2, 1};
-  ASSERT_EQ(CompactRowsCpu(rows.data(), 2, heads, 2, kept_offsets, kept), KernelStatus::kOk);
-  EXPECT_THAT(std::vector<uint32_t>(rows.begin(), rows.begin() + 6), ElementsAreArray({10, 11, 30, 31, 50, 51}));
-}
-
 }  // namespace
 }  // namespace kvwarden::kernels

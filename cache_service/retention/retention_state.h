@@ -1,0 +1,29 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace kvwarden {
+
+// What a retention policy keeps per sequence beside the slots (Scissorhands: each
+// head's low-attention history). Owned by its Sequence and guarded by the sequence's
+// mutex; `lh` is layer * num_kv_heads + head.
+class RetentionState {
+ public:
+  virtual ~RetentionState() = default;
+  // A fork's copy.
+  virtual std::unique_ptr<RetentionState> Clone() const = 0;
+  // Head `lh` holds `live` slots now, new ones appended at the end (their state clean).
+  virtual void Appended(size_t lh, uint32_t live) = 0;
+  // Head `lh` kept `kept` (ascending) of its `old_live` slots, moved to the front.
+  virtual void Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) = 0;
+  // For operators: the head's largest and mean low-attention counts over `live` slots.
+  virtual void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const {
+    (void)lh, (void)live, (void)low_max, (void)low_mean;
+  }
+  virtual uint64_t decode_steps() const { return 0; }
+};
+
+}  // namespace kvwarden

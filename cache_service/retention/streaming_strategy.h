@@ -1,0 +1,25 @@
+#pragma once
+
+#include "cache_service/retention/retention_strategy.h"
+
+namespace kvwarden {
+
+// StreamingLLM: the first `sinks` tokens and the newest up to the budget. Room is made
+// at ReserveSlots by dropping the oldest non-sink slots; takes no statistics.
+class StreamingStrategy final : public RetentionStrategy {
+ public:
+  absl::Status CheckReserve(const Sequence& seq, uint32_t num_tokens) const override
+      ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
+  uint32_t KeptBefore(const Sequence& seq, uint32_t live, uint32_t num_tokens) const override
+      ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
+  bool ReserveCompacts() const override { return true; }
+  void MakeRoom(Sequence& seq, uint32_t num_tokens) const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  bool Squeezable() const override { return true; }
+  uint32_t SqueezeFloor(const RetentionPolicy& policy) const override { return policy.streaming.sinks + 1; }
+
+ protected:
+  std::vector<uint32_t> SqueezeKept(Sequence& seq, size_t lh, uint32_t live, uint32_t budget) const override
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+};
+
+}  // namespace kvwarden
