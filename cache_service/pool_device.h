@@ -3,8 +3,9 @@
 // PoolDevice: the one dispatch point between the daemon and a pool's memory. Every byte
 // the daemon moves in or out of pages (KV writes and reads, fork copies, compaction)
 // goes through it, so a cpu pool runs the CPU kernels and a cuda:N pool the CUDA
-// kernels next to its pages. Retention decisions (Scissorhands/WindowKV selection) run
-// on the statistics, which live in host memory, with the CPU references.
+// kernels next to its pages. Retention decisions run there too: a sequence's
+// Scissorhands history lives in its pool's memory (NewScissorhandsRings) and WindowKV
+// scores and selects on the pool's device.
 //
 // Implementations are thread-safe.
 
@@ -16,7 +17,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cache_service/chunk_memory.h"
+#include "cache_service/scissorhands_rings.h"
 #include "kernels/copy_kv.h"
+#include "kernels/windowkv.h"
 
 namespace kvwarden {
 
@@ -42,6 +45,15 @@ class PoolDevice {
   // device's memory (UCX without CUDA support).
   virtual absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) = 0;
   virtual absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) = 0;
+
+  // Policy work next to the pages. A sequence's Scissorhands history for `heads`
+  // (layer, head)s, in this device's memory.
+  virtual absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads,
+                                                                                  uint32_t window) = 0;
+  // WindowKV for one group of n tokens: scores the n - alpha candidates from `sums`
+  // ([head][candidate], host memory) and returns the keep mask over all n tokens.
+  virtual absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
+                                    const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) = 0;
 };
 
 std::shared_ptr<PoolDevice> CpuPoolDevice();

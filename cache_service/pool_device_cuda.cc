@@ -8,20 +8,19 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/pool_device.h"
 #include "kernels/compaction.h"
+#include "kernels/windowkv.h"
 
 #if defined(KVW_HAVE_CUDA)
 #include <cuda_runtime.h>
+
+#include "cache_service/cuda_queue.h"
+#include "cache_service/scissorhands_rings_cuda.h"
 #endif
 
 namespace kvwarden {
 
 #if defined(KVW_HAVE_CUDA)
 namespace {
-
-absl::Status CudaError(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
-}
 
 // Device memory with RAII; moves only.
 class DeviceBuffer {
@@ -81,7 +80,7 @@ class CudaChunk final : public ChunkMemory {
 
 class CudaDevice final : public PoolDevice {
  public:
-  explicit CudaDevice(int ordinal) : ordinal_(ordinal) {}
+  CudaDevice(int ordinal, std::shared_ptr<CudaQueue> queue) : ordinal_(ordinal), queue_(std::move(queue)) {}
   std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
 
   absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string&, size_t bytes) override {
@@ -156,8 +155,33 @@ class CudaDevice final : public PoolDevice {
     return CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
   }
 
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
+    return NewCudaScissorhandsRings(queue_, heads, window);
+  }
+
+  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
+                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
+    const uint32_t windows = kernels::WindowKvNumWindows(n - p.alpha, p.omega);
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d =
+        queue_->Stage({{sums.data(), sums.size() * 4}, {nullptr, size_t{windows} * 8}, {nullptr, n}});
+    if (!d.ok()) return d.status();
+    if (kernels::WindowKvScoreCuda(static_cast<const float*>((*d)[0]), heads, n, p, static_cast<double*>((*d)[1]),
+                                   queue_->stream()) != kernels::KernelStatus::kOk ||
+        kernels::WindowKvSelectCuda(static_cast<const double*>((*d)[1]), n, p, static_cast<uint8_t*>((*d)[2]),
+                                    queue_->stream()) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("windowkv CUDA kernels failed");
+    }
+    absl::StatusOr<const void*> host = queue_->Fetch((*d)[2], n);
+    if (!host.ok()) return host.status();
+    const uint8_t* mask = static_cast<const uint8_t*>(*host);
+    keep->assign(mask, mask + n);
+    return absl::OkStatus();
+  }
+
  private:
   const int ordinal_;
+  std::shared_ptr<CudaQueue> queue_;
   absl::Mutex mu_;
 };
 
@@ -172,7 +196,9 @@ absl::StatusOr<std::shared_ptr<PoolDevice>> CudaPoolDevice(int ordinal) {
   if (ordinal < 0 || ordinal >= n) {
     return absl::UnavailableError(absl::StrCat("cuda:", ordinal, " is not visible (", n, " CUDA devices)"));
   }
-  return std::shared_ptr<PoolDevice>(std::make_shared<CudaDevice>(ordinal));
+  absl::StatusOr<std::shared_ptr<CudaQueue>> queue = CudaQueue::Create(ordinal);
+  if (!queue.ok()) return queue.status();
+  return std::shared_ptr<PoolDevice>(std::make_shared<CudaDevice>(ordinal, *std::move(queue)));
 }
 
 #else

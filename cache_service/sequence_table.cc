@@ -106,7 +106,10 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
     seq->pages.resize(l.num_layers);
     seq->slots.resize(size_t{l.num_layers} * l.num_kv_heads);
     seq->evicted.assign(seq->slots.size(), 0);
-    seq->retention = StrategyFor(seq->policy.kind).NewState(seq->policy, seq->slots.size());
+    absl::StatusOr<std::unique_ptr<RetentionState>> state =
+        StrategyFor(seq->policy.kind).NewState(seq->policy, seq->slots.size(), args.pool->device_ops());
+    if (!state.ok()) return state.status();
+    seq->retention = *std::move(state);
   }
   Sequence* raw = seq.get();
   if (absl::Status s = Insert(std::move(seq)); !s.ok()) return s;
@@ -153,6 +156,12 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   const uint32_t pt = l.page_tokens;
   std::vector<uint32_t> new_pages(l.num_layers);
   uint64_t total = 0;
+  if (seq.retention != nullptr) {
+    // The policy state's room first: it is the one step here that can fail on the device.
+    uint32_t fullest = 0;
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) fullest = std::max(fullest, seq.LayerSlots(layer));
+    if (absl::Status s = seq.retention->Reserve(fullest + num_tokens); !s.ok()) return s;
+  }
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const uint32_t live = strategy.KeptBefore(seq, seq.LayerSlots(layer), num_tokens);
     const uint32_t need = CeilDiv(uint64_t{live} + num_tokens, pt);
@@ -193,7 +202,6 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
       first_slots.push_back(seq.slots[lh].size());
       uneven = uneven || first_slots.back() != r.first_slot;
       seq.slots[lh].Append(seq.num_tokens, num_tokens);
-      if (seq.retention != nullptr) seq.retention->Appended(lh, seq.slots[lh].size());
     }
   }
   seq.num_tokens += num_tokens;
@@ -363,6 +371,12 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     // keep appending to their own. Compressing policies rewrite pages in place when they
     // compact, so their forks copy every page instead of sharing.
     const bool share = StrategyFor(parent.policy.kind).ForkSharesPages();
+    std::unique_ptr<RetentionState> state;
+    if (parent.retention != nullptr) {
+      absl::StatusOr<std::unique_ptr<RetentionState>> cloned = parent.retention->Clone();
+      if (!cloned.ok()) return cloned.status();
+      state = *std::move(cloned);
+    }
     std::vector<std::pair<uint32_t, uint32_t>> copy_list;  // (layer, page index)
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
       const uint32_t pages = static_cast<uint32_t>(parent.pages[layer].size());
@@ -386,7 +400,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->num_tokens = parent.num_tokens;
     child->slots = parent.slots;
     child->evicted = parent.evicted;
-    child->retention = parent.retention ? parent.retention->Clone() : nullptr;
+    child->retention = std::move(state);
     child->pages = parent.pages;
     for (size_t i = 0; i < copy_list.size(); ++i) {
       PageId& page = child->pages[copy_list[i].first][copy_list[i].second];

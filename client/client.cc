@@ -175,7 +175,7 @@ absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   for (const v1::LayerInfo& layer : resp.layers()) {
     auto& heads = out.heads.emplace_back();
     for (const v1::HeadInfo& h : layer.heads()) {
-      heads.push_back(HeadState{h.live_slots(), h.budget(), h.evicted()});
+      heads.push_back(HeadState{h.live_slots(), h.budget(), h.evicted(), h.low_count_max(), h.low_count_mean()});
     }
   }
   return out;

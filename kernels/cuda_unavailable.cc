@@ -23,6 +23,10 @@ KernelStatus ScissorhandsSelectCuda(Segments, ScissorhandsHistory, ScissorhandsP
                                     uint32_t*, void*) {
   return KernelStatus::kNotCompiled;
 }
+KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory, uint32_t, const uint32_t*, uint32_t, uint32_t,
+                                         uint32_t*, void*) {
+  return KernelStatus::kNotCompiled;
+}
 KernelStatus WindowKvScoreCuda(const float*, uint32_t, uint32_t, WindowKvParams, double*, void*) {
   return KernelStatus::kNotCompiled;
 }

@@ -75,7 +75,38 @@ __global__ void SelectKernel(Segments slots, ScissorhandsHistory history, Scisso
   }
 }
 
+// Two phases through scratch ([word][k]): threads of one plane would otherwise read
+// sources other threads already overwrote.
+__global__ void GatherKeptKernel(ScissorhandsHistory history, uint32_t head, const uint32_t* kept, uint32_t k,
+                                 uint32_t* scratch) {
+  const uint32_t w = blockIdx.x;
+  const uint32_t* plane = history.plane(head, w);
+  for (uint32_t i = threadIdx.x; i < k; i += blockDim.x) scratch[static_cast<size_t>(w) * k + i] = plane[kept[i]];
+}
+
+__global__ void ScatterKeptKernel(ScissorhandsHistory history, uint32_t head, uint32_t k, uint32_t old_live,
+                                  const uint32_t* scratch) {
+  const uint32_t w = blockIdx.x;
+  uint32_t* plane = history.plane(head, w);
+  for (uint32_t i = threadIdx.x; i < old_live; i += blockDim.x) {
+    plane[i] = i < k ? scratch[static_cast<size_t>(w) * k + i] : 0u;
+  }
+}
+
 }  // namespace
+
+KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
+                                         uint32_t k, uint32_t old_live, uint32_t* scratch, void* stream) {
+  if (history.planes == nullptr || history.window == 0 || k > old_live || old_live > history.stride ||
+      (k > 0 && (kept == nullptr || scratch == nullptr))) {
+    return KernelStatus::kInvalidArgument;
+  }
+  if (old_live == 0) return KernelStatus::kOk;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (k > 0) GatherKeptKernel<<<history.words(), kThreads, 0, s>>>(history, head, kept, k, scratch);
+  ScatterKeptKernel<<<history.words(), kThreads, 0, s>>>(history, head, k, old_live, scratch);
+  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+}
 
 KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory history, uint64_t step,
                                         const uint32_t* attended, const uint32_t* listed_offsets,

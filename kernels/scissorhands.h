@@ -87,4 +87,13 @@ KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history,
                                     ScissorhandsParams p, uint8_t* keep, uint32_t* low_counts,
                                     void* stream);
 
+// After head `head` kept `kept[0..k)` (ascending) of its `old_live` slots: moves their
+// history bits to the front of every plane and zeroes [k, old_live), so the slots a
+// head reuses start clean.
+KernelStatus ScissorhandsCompactHeadCpu(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
+                                        uint32_t k, uint32_t old_live);
+// `scratch`: device memory of words() * k entries; `kept` in device memory.
+KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
+                                         uint32_t k, uint32_t old_live, uint32_t* scratch, void* stream);
+
 }  // namespace kvwarden::kernels

@@ -61,4 +61,22 @@ KernelStatus ScissorhandsSelectCpu(Segments slots, ScissorhandsHistory history, 
   return KernelStatus::kOk;
 }
 
+KernelStatus ScissorhandsCompactHeadCpu(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
+                                        uint32_t k, uint32_t old_live) {
+  if (history.planes == nullptr || history.window == 0 || k > old_live || old_live > history.stride ||
+      (k > 0 && kept == nullptr)) {
+    return KernelStatus::kInvalidArgument;
+  }
+  for (uint32_t i = 0; i < k; ++i) {
+    if (kept[i] >= old_live || (i > 0 && kept[i] <= kept[i - 1])) return KernelStatus::kInvalidArgument;
+  }
+  for (uint32_t w = 0; w < history.words(); ++w) {
+    uint32_t* plane = history.plane(head, w);
+    // kept is ascending, so kept[i] >= i: a forward pass reads each source before it is overwritten.
+    for (uint32_t i = 0; i < k; ++i) plane[i] = plane[kept[i]];
+    std::fill(plane + k, plane + old_live, 0u);
+  }
+  return KernelStatus::kOk;
+}
+
 }  // namespace kvwarden::kernels

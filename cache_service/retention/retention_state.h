@@ -5,18 +5,21 @@
 #include <memory>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 namespace kvwarden {
 
 // What a retention policy keeps per sequence beside the slots (Scissorhands: each
-// head's low-attention history). Owned by its Sequence and guarded by the sequence's
-// mutex; `lh` is layer * num_kv_heads + head.
+// head's low-attention history, in the pool's memory). Owned by its Sequence and
+// guarded by the sequence's mutex; `lh` is layer * num_kv_heads + head.
 class RetentionState {
  public:
   virtual ~RetentionState() = default;
-  // A fork's copy.
-  virtual std::unique_ptr<RetentionState> Clone() const = 0;
-  // Head `lh` holds `live` slots now, new ones appended at the end (their state clean).
-  virtual void Appended(size_t lh, uint32_t live) = 0;
+  // A fork's copy (device memory can run out).
+  virtual absl::StatusOr<std::unique_ptr<RetentionState>> Clone() const = 0;
+  // Room for heads of up to `slots` live slots; called before a reservation commits,
+  // so the only step that can fail comes before anything changed. New slots start clean.
+  virtual absl::Status Reserve(uint32_t slots) = 0;
   // Head `lh` kept `kept` (ascending) of its `old_live` slots, moved to the front.
   virtual void Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) = 0;
   // For operators: the head's largest and mean low-attention counts over `live` slots.

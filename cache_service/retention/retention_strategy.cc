@@ -9,8 +9,9 @@
 
 namespace kvwarden {
 
-std::unique_ptr<RetentionState> RetentionStrategy::NewState(const RetentionPolicy&, size_t) const {
-  return nullptr;
+absl::StatusOr<std::unique_ptr<RetentionState>> RetentionStrategy::NewState(const RetentionPolicy&, size_t,
+                                                                            PoolDevice&) const {
+  return std::unique_ptr<RetentionState>();
 }
 
 absl::Status RetentionStrategy::CheckReserve(const Sequence&, uint32_t) const { return absl::OkStatus(); }

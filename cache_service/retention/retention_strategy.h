@@ -19,6 +19,7 @@
 #include "cache_service/retention/retention_state.h"
 #include "cache_service/retention/stats_batch.h"
 #include "cache_service/retention_policy.h"
+#include "cache_service/pool_device.h"
 #include "cache_service/sequence.h"
 
 namespace kvwarden {
@@ -27,9 +28,10 @@ class RetentionStrategy {
  public:
   virtual ~RetentionStrategy() = default;
 
-  // State kept beside the slots, for a new sequence of `head_count` (layer, head)s;
-  // null when the policy keeps none.
-  virtual std::unique_ptr<RetentionState> NewState(const RetentionPolicy& policy, size_t head_count) const;
+  // State kept beside the slots, for a new sequence of `head_count` (layer, head)s in
+  // `device`'s memory; null when the policy keeps none.
+  virtual absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy,
+                                                                   size_t head_count, PoolDevice& device) const;
 
   // Whether a fork shares its parent's full pages (the policy never compacts in place).
   virtual bool ForkSharesPages() const { return false; }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/log.h"
 #include "cache_service/sequence_compaction.h"
 
 namespace kvwarden {
@@ -94,22 +95,32 @@ void RemapThroughCompaction(HeadStepStats& hs, const std::vector<uint32_t>& kept
   hs.listed = std::move(listed);
 }
 
-// Records each step, then evicts in every layer where a head is over its budget,
-// remapping the batch's later steps through each compaction.
+// Records each step (one batch for every head), then evicts in every layer where a head
+// is over its budget (one selection per layer), remapping the batch's later steps
+// through each compaction.
 absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps, RetentionResult* out)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
   const KvLayout& l = seq.layout();
   const uint32_t heads = l.num_kv_heads;
+  const size_t lhs = seq.slots.size();
   ScissorhandsState& state = StateOf(seq);
+  std::vector<uint32_t> live(lhs), attended(lhs), listed_offsets(lhs + 1), listed_ids;
   for (size_t s = 0; s < steps.size(); ++s) {
-    for (HeadStepStats& hs : steps[s].heads) {
-      const size_t lh = size_t{hs.layer} * heads + hs.head;
-      const uint32_t offsets[2] = {0, seq.slots[lh].size()};
-      const uint32_t listed_offsets[2] = {0, static_cast<uint32_t>(hs.listed.size())};
-      if (kernels::ScissorhandsRecordStepCpu({1, offsets}, state.History(lh), state.decode_steps(),
-                                             &hs.attended, listed_offsets, hs.listed.data()) !=
-          kernels::KernelStatus::kOk) {
-        return absl::InternalError("scissorhands record kernel refused validated statistics");
+    for (size_t lh = 0; lh < lhs; ++lh) live[lh] = seq.slots[lh].size();
+    std::vector<const HeadStepStats*> by_lh(lhs, nullptr);
+    for (const HeadStepStats& hs : steps[s].heads) by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
+    listed_ids.clear();
+    for (size_t lh = 0; lh < lhs; ++lh) {
+      attended[lh] = by_lh[lh]->attended;
+      listed_offsets[lh] = static_cast<uint32_t>(listed_ids.size());
+      listed_ids.insert(listed_ids.end(), by_lh[lh]->listed.begin(), by_lh[lh]->listed.end());
+    }
+    listed_offsets[lhs] = static_cast<uint32_t>(listed_ids.size());
+    // No slot anywhere yet: nothing to record (the rings hold no planes).
+    if (state.rings().stride() > 0) {
+      if (absl::Status st = state.rings().Record(state.decode_steps(), live, attended, listed_offsets, listed_ids);
+          !st.ok()) {
+        return st;
       }
     }
     state.CountStep();
@@ -119,18 +130,17 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
       kernels::ScissorhandsParams p = seq.policy.scissorhands;
       p.budget = seq.Budget(layer);
       bool over = false;
-      for (uint32_t h = 0; h < heads; ++h) over = over || seq.slots[layer * heads + h].size() > p.budget;
-      if (!over) continue;
-      std::vector<std::vector<uint32_t>> kept(heads);
+      std::vector<uint32_t> layer_live(heads);
       for (uint32_t h = 0; h < heads; ++h) {
-        const size_t lh = size_t{layer} * heads + h;
-        const uint32_t offsets[2] = {0, seq.slots[lh].size()};
-        std::vector<uint8_t> keep(offsets[1]);
-        if (kernels::ScissorhandsSelectCpu({1, offsets}, state.History(lh), p, keep.data(), nullptr) !=
-            kernels::KernelStatus::kOk) {
-          return absl::InternalError("scissorhands select kernel refused a validated policy");
-        }
-        kept[h] = KeptSlots(keep);
+        layer_live[h] = seq.slots[size_t{layer} * heads + h].size();
+        over = over || layer_live[h] > p.budget;
+      }
+      if (!over) continue;
+      std::vector<uint8_t> keep;
+      if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok()) return st;
+      std::vector<std::vector<uint32_t>> kept(heads);
+      for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
+        kept[h] = KeptSlots(std::vector<uint8_t>(keep.begin() + base, keep.begin() + base + layer_live[h]));
         for (size_t later = s + 1; later < steps.size(); ++later) {
           for (HeadStepStats& hs : steps[later].heads) {
             if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);
@@ -147,47 +157,39 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
 
 }  // namespace
 
-void ScissorhandsState::Appended(size_t, uint32_t live) {
-  if (live <= stride_) return;
-  const uint32_t stride = std::max({live, 2 * stride_, 64u});
-  const uint32_t words = kernels::ScissorhandsWords(window_);
-  for (std::vector<uint32_t>& planes : history_) {
-    std::vector<uint32_t> grown(size_t{words} * stride, 0);
-    for (uint32_t w = 0; w < words && stride_ > 0; ++w) {
-      std::copy_n(planes.begin() + size_t{w} * stride_, stride_, grown.begin() + size_t{w} * stride);
-    }
-    planes = std::move(grown);
-  }
-  stride_ = stride;
+absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsState::Clone() const {
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings = rings_->Clone();
+  if (!rings.ok()) return rings.status();
+  auto copy = std::make_unique<ScissorhandsState>(*std::move(rings));
+  copy->decode_steps_ = decode_steps_;
+  return std::unique_ptr<RetentionState>(std::move(copy));
 }
 
 void ScissorhandsState::Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) {
-  const uint32_t words = kernels::ScissorhandsWords(window_);
-  const uint32_t k = static_cast<uint32_t>(kept.size());
-  const kernels::ScissorhandsHistory hist = History(lh);
-  for (uint32_t w = 0; w < words; ++w) {
-    uint32_t* plane = hist.plane(0, w);
-    for (uint32_t i = 0; i < k; ++i) plane[i] = plane[kept[i]];
-    std::fill(plane + k, plane + old_live, 0u);  // freed slots start clean when reused
+  if (absl::Status s = rings_->Compact(static_cast<uint32_t>(lh), kept, old_live); !s.ok()) {
+    // The slots moved already; stale bits only bias later evictions of this head.
+    LogWarning("scissorhands history of head %d not compacted: %s", lh, s.ToString());
   }
 }
 
 void ScissorhandsState::Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const {
-  if (live == 0) return;
-  const uint32_t words = kernels::ScissorhandsWords(window_);
+  std::vector<uint32_t> counts;
+  if (live == 0 || !rings_->LowCounts(static_cast<uint32_t>(lh), live, &counts).ok()) return;
   uint64_t total = 0;
-  for (uint32_t j = 0; j < live; ++j) {
-    uint32_t c = 0;
-    for (uint32_t w = 0; w < words; ++w) c += kernels::PopCount32(history_[lh][size_t{w} * stride_ + j]);
+  for (uint32_t c : counts) {
     *low_max = std::max(*low_max, c);
     total += c;
   }
   *low_mean = static_cast<double>(total) / live;
 }
 
-std::unique_ptr<RetentionState> ScissorhandsStrategy::NewState(const RetentionPolicy& policy,
-                                                               size_t head_count) const {
-  return std::make_unique<ScissorhandsState>(policy.scissorhands.window, head_count);
+absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::NewState(const RetentionPolicy& policy,
+                                                                               size_t head_count,
+                                                                               PoolDevice& device) const {
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings =
+      device.NewScissorhandsRings(head_count, policy.scissorhands.window);
+  if (!rings.ok()) return rings.status();
+  return std::unique_ptr<RetentionState>(std::make_unique<ScissorhandsState>(*std::move(rings)));
 }
 
 absl::Status ScissorhandsStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back,
@@ -217,14 +219,12 @@ absl::Status ScissorhandsStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, 
 
 std::vector<uint32_t> ScissorhandsStrategy::SqueezeKept(Sequence& seq, size_t lh, uint32_t live,
                                                         uint32_t budget) const {
-  std::vector<uint8_t> keep(live, 1);
-  const uint32_t offsets[2] = {0, live};
   kernels::ScissorhandsParams p = seq.policy.scissorhands;
   p.budget = budget;
   p.drop = 1;  // squeezed exactly to the budget (live - B evictions), not by the drop amount m
-  if (kernels::ScissorhandsSelectCpu({1, offsets}, StateOf(seq).History(lh), p, keep.data(), nullptr) !=
-      kernels::KernelStatus::kOk) {
-    std::fill(keep.begin(), keep.end(), 1);  // a policy the kernel refuses squeezes nothing
+  std::vector<uint8_t> keep;
+  if (!StateOf(seq).rings().Select(static_cast<uint32_t>(lh), {live}, p, &keep).ok()) {
+    keep.assign(live, 1);  // a selection that fails squeezes nothing
   }
   return KeptSlots(keep);
 }

@@ -3,30 +3,28 @@
 #include <vector>
 
 #include "cache_service/retention/retention_strategy.h"
+#include "cache_service/scissorhands_rings.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden {
 
-// Per head, the low-attention step rings of its slots: ScissorhandsWords(window) planes
-// of `stride` slots (see kernels/scissorhands.h); slots at or past the head's live
-// count are zero. Grows by doubling so appends stay O(1).
+// The sequence's history rings (in its pool's memory, see scissorhands_rings.h) and
+// the decode steps counted.
 class ScissorhandsState final : public RetentionState {
  public:
-  ScissorhandsState(uint32_t window, size_t head_count) : window_(window), history_(head_count) {}
+  explicit ScissorhandsState(std::unique_ptr<ScissorhandsRings> rings) : rings_(std::move(rings)) {}
 
-  std::unique_ptr<RetentionState> Clone() const override { return std::make_unique<ScissorhandsState>(*this); }
-  void Appended(size_t lh, uint32_t live) override;
+  absl::StatusOr<std::unique_ptr<RetentionState>> Clone() const override;
+  absl::Status Reserve(uint32_t slots) override { return rings_->Reserve(slots); }
   void Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override;
   void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const override;
   uint64_t decode_steps() const override { return decode_steps_; }
 
-  kernels::ScissorhandsHistory History(size_t lh) { return {history_[lh].data(), window_, stride_}; }
+  ScissorhandsRings& rings() { return *rings_; }
   void CountStep() { ++decode_steps_; }
 
  private:
-  uint32_t window_ = 0;
-  std::vector<std::vector<uint32_t>> history_;  // [layer * heads + head]
-  uint32_t stride_ = 0;
+  std::unique_ptr<ScissorhandsRings> rings_;
   uint64_t decode_steps_ = 0;
 };
 
@@ -35,7 +33,8 @@ class ScissorhandsState final : public RetentionState {
 // Statistics one epoch back are remapped through the last compaction.
 class ScissorhandsStrategy final : public RetentionStrategy {
  public:
-  std::unique_ptr<RetentionState> NewState(const RetentionPolicy& policy, size_t head_count) const override;
+  absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy, size_t head_count,
+                                                           PoolDevice& device) const override;
   absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back, RetentionResult* out) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   bool Squeezable() const override { return true; }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/sequence_compaction.h"
+#include "cache_service/pool_device.h"
 #include "kernels/windowkv.h"
 
 namespace kvwarden {
@@ -57,12 +58,8 @@ absl::Status WindowKvStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool
   for (const WindowScoresIn& ws : scores) {
     const uint32_t n = seq.slots[size_t{ws.layer} * heads].size();
     kernels::WindowKvParams p{w.alpha, w.omega, w.top_p, w.group_budgets[ws.layer / w.gamma]};
-    std::vector<double> window_scores(kernels::WindowKvNumWindows(n - w.alpha, w.omega));
-    std::vector<uint8_t> keep(n);
-    if (kernels::WindowKvScoreCpu(ws.sums.data(), heads, n, p, window_scores.data()) != kernels::KernelStatus::kOk ||
-        kernels::WindowKvSelectCpu(window_scores.data(), n, p, keep.data()) != kernels::KernelStatus::kOk) {
-      return absl::InternalError("windowkv kernels refused validated scores");
-    }
+    std::vector<uint8_t> keep;
+    if (absl::Status s = seq.pool->device_ops().WindowKvKeep(ws.sums, heads, n, p, &keep); !s.ok()) return s;
     const std::vector<uint32_t> kept = KeptSlots(keep);
     if (kept.size() == n) continue;
     const std::vector<std::vector<uint32_t>> all_heads(heads, kept);

@@ -74,5 +74,32 @@ TEST(CudaPoolTest, MatchesACpuPoolByteForByte) {
   EXPECT_EQ(a.layers_k, b.layers_k);
 }
 
+// The README promises fresh memory when a chunk changes tenant: on a cuda pool the
+// chunk is zeroed (cudaMemset) before the next tenant's first page of it is handed out.
+TEST(CudaPoolTest, ChunkHandedToAnotherTenantIsZeroed) {
+  auto device = CudaPoolDevice(0);
+  if (!device.ok()) GTEST_SKIP() << device.status();
+  CoreConfig cfg;
+  cfg.num_chunks = 1;  // both tenants must use the one chunk
+  cfg.device = *device;
+  Core core(cfg);
+  const KvLayout& l = core.pool->layout();
+  SequenceId a = *core.table->Create({0, core.Lease(0), core.pool.get(), 8, {}});
+  ASSERT_TRUE(core.table->Reserve(a, 0, 8).ok());
+  const std::string k(size_t{l.num_kv_heads} * 8 * l.token_bytes(), '\x5a');
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    ASSERT_TRUE(core.table->WriteKv(a, 0, layer, 0, 8, k, k).ok());
+  }
+  ASSERT_TRUE(core.table->Release(a, 0).ok());
+  SequenceId b = *core.table->Create({1, core.Lease(1), core.pool.get(), 8, {}});
+  ASSERT_TRUE(core.table->Reserve(b, 1, 8).ok());
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    auto slice = core.table->ReadKv(b, Caller::Tenant(1), layer, 0, 8, std::nullopt);
+    ASSERT_TRUE(slice.ok()) << slice.status();
+    EXPECT_EQ(slice->k, std::string(k.size(), '\0')) << "layer " << layer;
+    EXPECT_EQ(slice->v, std::string(k.size(), '\0')) << "layer " << layer;
+  }
+}
+
 }  // namespace
 }  // namespace kvwarden

@@ -166,5 +166,29 @@ TEST_F(PolicyCudaTest, CompactionMatchesCpu) {
   }
 }
 
+// History compaction moves the kept slots' bits of one head exactly as the CPU does,
+// for every word plane, and zeroes the freed slots.
+TEST_F(PolicyCudaTest, HistoryCompactionMatchesCpu) {
+  for (uint32_t window : {7u, 33u, 400u}) {
+    const uint32_t heads = 5, stride = 300, words = ScissorhandsWords(window);
+    std::vector<uint32_t> history(size_t{heads} * words * stride);
+    for (uint32_t& w : history) w = rng_();
+    DeviceBuffer<uint32_t> d_history(history);
+    const uint32_t old_live = 250;
+    std::vector<uint32_t> kept;
+    for (uint32_t j = 0; j < old_live; ++j) {
+      if (rng_() % 3 != 0) kept.push_back(j);
+    }
+    DeviceBuffer<uint32_t> d_kept(kept), scratch(size_t{words} * kept.size());
+    ASSERT_EQ(ScissorhandsCompactHeadCpu({history.data(), window, stride}, 3, kept.data(),
+                                         static_cast<uint32_t>(kept.size()), old_live),
+              KernelStatus::kOk);
+    ASSERT_EQ(ScissorhandsCompactHeadCuda({d_history.get(), window, stride}, 3, d_kept.get(),
+                                          static_cast<uint32_t>(kept.size()), old_live, scratch.get(), nullptr),
+              KernelStatus::kOk);
+    EXPECT_EQ(d_history.ToHost(), history) << "window " << window;
+  }
+}
+
 }  // namespace
 }  // namespace kvwarden::kernels

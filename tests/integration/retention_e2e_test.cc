@@ -1,8 +1,18 @@
 // Retention end to end: the real daemon, the client's StreamStats stream, ReadKV after
 // compaction. The hand-worked examples of POLICIES.md on every (layer, head), a 2,000-step
-// decode under Scissorhands B=256 next to a full sequence, and stream error handling.
+// decode under Scissorhands B=256 next to a full sequence, stream error handling, and a
+// random decode run on pool "main" and a cpu pool "host" side by side, which must agree
+// bit for bit.
+//
+// Built twice: retention_e2e_test (label integration) with "main" on the cpu, and
+// retention_e2e_cuda_test (label gpu, KVW_E2E_CUDA_POOL) with "main" on cuda:0, so
+// Scissorhands history, selection, WindowKV and compaction run on the device; it skips
+// when no CUDA device is visible.
 
 #include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,28 +29,68 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::PatternKv;
 
+#if defined(KVW_E2E_CUDA_POOL)
+constexpr const char* kMainDevice = "device: \"cuda:0\"";
+#else
+constexpr const char* kMainDevice = "";
+#endif
+
+// The test daemon's config with "main" on kMainDevice and a cpu twin "host".
+std::string E2eConfig() {
+  const std::string main_pool = absl::StrCat(R"pb(pools {
+    name: "main"
+    )pb", kMainDevice, R"pb(
+    layout { num_layers: 4 num_kv_heads: 2 head_dim: 16 dtype: DTYPE_FP16 page_tokens: 4 }
+    capacity_pages: 8192
+    chunk_bytes: 32768
+  }
+  pools {
+    name: "host"
+    layout { num_layers: 4 num_kv_heads: 2 head_dim: 16 dtype: DTYPE_FP16 page_tokens: 4 }
+    capacity_pages: 8192
+    chunk_bytes: 32768
+  })pb");
+  return absl::StrCat(R"pb(
+  admin_token: "test-admin"
+  )pb", main_pool, R"pb(
+  tenants { name: "alpha" token: "alpha-token" quota_pages: 12288 }
+  tenants { name: "beta" token: "beta-token" quota_pages: 64 }
+  leases { default_ttl_ms: 5000 min_ttl_ms: 100 max_ttl_ms: 60000 reap_interval_ms: 20 }
+  data_plane { disable_ucx: true }
+)pb");
+}
+
 class RetentionE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto d = testing::DaemonProcess::Start(testing::kTestConfig);
+    auto d = testing::DaemonProcess::Start(E2eConfig());
+#if defined(KVW_E2E_CUDA_POOL)
+    if (!d.ok()) {
+      skip_ = std::string(d.status().message());  // no CUDA device here
+      return;
+    }
+#endif
     ASSERT_TRUE(d.ok()) << d.status();
     daemon_ = d->release();
   }
   static void TearDownTestSuite() { delete daemon_; }
   void SetUp() override {
+    if (daemon_ == nullptr) GTEST_SKIP() << skip_;
     client_ = *Client::Connect({daemon_->target(), testing::kAlphaToken, absl::Seconds(10)});
     lease_ = *client_->RegisterWorker("retention", client::Role::kDecode, 60000);
   }
 
-  void ReserveAndWrite(const client::Sequence& seq, uint32_t first, uint32_t n) {
+  // Reserves n tokens and writes PatternKv(tag, ...) to them (tag: the sequence id by default).
+  void ReserveAndWrite(const client::Sequence& seq, uint32_t first, uint32_t n, uint64_t tag = 0) {
     auto r = client_->ReserveSlots(seq.id, n);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_EQ(r->first_position, first);
     const auto& l = seq.layout;
+    if (tag == 0) tag = seq.id;
     std::string k, v;
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      k += PatternKv(seq.id, layer, l.num_kv_heads, first, n, l.token_bytes(), false);
-      v += PatternKv(seq.id, layer, l.num_kv_heads, first, n, l.token_bytes(), true);
+      k += PatternKv(tag, layer, l.num_kv_heads, first, n, l.token_bytes(), false);
+      v += PatternKv(tag, layer, l.num_kv_heads, first, n, l.token_bytes(), true);
     }
     ASSERT_TRUE(client_->WriteKV(seq.id, l, 0, l.num_layers, first, n,
                                  {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
@@ -73,11 +123,13 @@ class RetentionE2eTest : public ::testing::Test {
   }
 
   static testing::DaemonProcess* daemon_;
+  static std::string skip_;
   std::unique_ptr<Client> client_;
   client::Lease lease_;
 };
 
 testing::DaemonProcess* RetentionE2eTest::daemon_ = nullptr;
+std::string RetentionE2eTest::skip_;
 
 TEST_F(RetentionE2eTest, ScissorhandsHandWorkedExampleOnEveryHead) {
   auto ex = testing::MakeScissorhandsExample();
@@ -254,6 +306,101 @@ TEST_F(RetentionE2eTest, TwoThousandStepDecodeStaysBoundedWhileFullGrows) {
   EXPECT_TRUE(stream->Close().ok());
   ASSERT_TRUE(client_->ReleaseSequence(sh->id).ok());
   ASSERT_TRUE(client_->ReleaseSequence(full->id).ok());
+}
+
+// The same random decode (Scissorhands: record, select, compaction; then a WindowKV
+// selection) on "main" and on the cpu pool "host": every update and every byte read
+// back must be identical. With KVW_E2E_CUDA_POOL this is the GPU path against the CPU's.
+TEST_F(RetentionE2eTest, MainPoolAgreesWithTheCpuPoolBitForBit) {
+  constexpr uint32_t kPrompt = 40, kSteps = 300;
+  client::Policy sh_policy = client::Policy::Scissorhands(24);
+  sh_policy.window = 40;
+  sh_policy.recent = 4;
+  sh_policy.drop = 5;
+  std::vector<client::Sequence> seqs;
+  for (const char* pool : {"main", "host"}) {
+    auto seq = client_->CreateSequence(lease_.id, pool, kPrompt + kSteps, sh_policy);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    seqs.push_back(*seq);
+    ReserveAndWrite(*seq, 0, kPrompt, /*tag=*/77);
+  }
+  auto stream = *client_->OpenStatsStream();
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  std::vector<uint32_t> live(8, kPrompt);
+  uint64_t epoch = 0;
+  for (uint32_t step = 0; step < kSteps; ++step) {
+    client::DecodeStep s;
+    for (uint32_t lh = 0; lh < 8; ++lh) {
+      ++live[lh];
+      client::HeadStats hs{lh / 2, lh % 2, live[lh], {}, {}};
+      for (uint32_t j = 0; j < live[lh]; ++j) {
+        if (rng() % 5 == 0) hs.listed.push_back(j);
+      }
+      s.heads.push_back(std::move(hs));
+    }
+    std::vector<client::RetentionUpdate> updates;
+    for (const client::Sequence& seq : seqs) {
+      ReserveAndWrite(seq, kPrompt + step, 1, 77);
+      auto u = stream->SendSteps(seq.id, epoch, {s});
+      ASSERT_TRUE(u.ok()) << "sequence " << seq.id << " step " << step << ": " << u.status();
+      updates.push_back(*u);
+    }
+    ASSERT_EQ(updates[0].epoch, updates[1].epoch) << "step " << step;
+    ASSERT_EQ(updates[0].heads.size(), updates[1].heads.size()) << "step " << step;
+    for (size_t i = 0; i < updates[0].heads.size(); ++i) {
+      const auto& a = updates[0].heads[i];
+      const auto& b = updates[1].heads[i];
+      ASSERT_EQ(a.layer, b.layer);
+      ASSERT_EQ(a.head, b.head);
+      ASSERT_EQ(a.evicted_positions, b.evicted_positions) << "step " << step;
+      live[a.layer * 2 + a.head] = a.live_slots;
+    }
+    epoch = updates[0].epoch;
+  }
+  auto read_all = [&](const client::Sequence& seq, uint64_t at) {
+    auto r = client_->ReadKV(seq.id, 0, 4, 0, 0, at);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::string bytes;
+    if (!r.ok()) return bytes;
+    for (const client::LayerKv& kv : *r) {
+      bytes += kv.k + kv.v;
+      for (uint32_t p : kv.positions) bytes += absl::StrCat(p, ",");
+    }
+    return bytes;
+  };
+  EXPECT_EQ(read_all(seqs[0], epoch), read_all(seqs[1], epoch));
+  auto a = client_->DescribeSequence(seqs[0].id);
+  auto b = client_->DescribeSequence(seqs[1].id);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_GT(a->epoch, 5u);
+  EXPECT_EQ(a->decode_steps, b->decode_steps);
+  for (size_t l = 0; l < a->heads.size(); ++l) {
+    for (size_t h = 0; h < a->heads[l].size(); ++h) {
+      EXPECT_EQ(a->heads[l][h].low_count_max, b->heads[l][h].low_count_max);  // history read from the device
+      EXPECT_EQ(a->heads[l][h].low_count_mean, b->heads[l][h].low_count_mean);
+    }
+  }
+  // WindowKV on both: the same random scores select the same windows.
+  client::Policy wkv = client::Policy::WindowKv(24);
+  wkv.alpha = 4;
+  wkv.omega = 4;
+  wkv.top_p = 2;
+  wkv.gamma = 2;
+  wkv.lambda = 2;
+  std::vector<std::string> kept;
+  std::vector<float> sums(2 * (60 - 4));
+  for (float& x : sums) x = static_cast<float>(rng() % 1000) / 997.0f;
+  for (const char* pool : {"main", "host"}) {
+    auto seq = client_->CreateSequence(lease_.id, pool, 64, wkv);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    ReserveAndWrite(*seq, 0, 60, 78);
+    auto u = stream->SendWindowScores(seq->id, 0, {{0, sums}, {2, sums}});
+    ASSERT_TRUE(u.ok()) << u.status();
+    EXPECT_EQ(u->epoch, 1u);
+    kept.push_back(read_all(*seq, 1));
+  }
+  EXPECT_EQ(kept[0], kept[1]);
+  EXPECT_TRUE(stream->Close().ok());
 }
 
 }  // namespace

@@ -301,5 +301,26 @@ INSTANTIATE_TEST_SUITE_P(PageSizes, CompactionTest,
                                   std::to_string(std::get<1>(info.param));
                          });
 
+// One head of two: kept {0, 2, 4} of 5 live slots over two word planes (window 40).
+TEST(ScissorhandsCompactTest, MovesTheKeptBitsToTheFrontAndZeroesTheRest) {
+  const uint32_t stride = 8;
+  std::vector<uint32_t> planes(2 * 2 * stride, 0);
+  for (uint32_t i = 0; i < planes.size(); ++i) planes[i] = 100 + i;
+  const ScissorhandsHistory hist{planes.data(), 40, stride};
+  const uint32_t kept[3] = {0, 2, 4};
+  ASSERT_EQ(ScissorhandsCompactHeadCpu(hist, 1, kept, 3, 5), KernelStatus::kOk);
+  // head 0 untouched
+  for (uint32_t i = 0; i < 2 * stride; ++i) EXPECT_EQ(planes[i], 100 + i);
+  EXPECT_THAT(std::vector<uint32_t>(hist.plane(1, 0), hist.plane(1, 0) + stride),
+              ElementsAreArray({116, 118, 120, 0, 0, 121, 122, 123}));
+  EXPECT_THAT(std::vector<uint32_t>(hist.plane(1, 1), hist.plane(1, 1) + stride),
+              ElementsAreArray({124, 126, 128, 0, 0, 129, 130, 131}));
+  // Kept ids must ascend and lie below the live count.
+  const uint32_t unsorted[2] = {2, 1};
+  EXPECT_EQ(ScissorhandsCompactHeadCpu(hist, 1, unsorted, 2, 5), KernelStatus::kInvalidArgument);
+  const uint32_t past[1] = {5};
+  EXPECT_EQ(ScissorhandsCompactHeadCpu(hist, 1, past, 1, 5), KernelStatus::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kvwarden::kernels

@@ -151,6 +151,8 @@ struct HeadState {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
+  uint32_t low_count_max = 0;   // scissorhands: largest low-attention count of a live slot
+  double low_count_mean = 0;    // scissorhands: their mean
 };
 
 struct SequenceInfo {

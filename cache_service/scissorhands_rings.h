@@ -1,0 +1,65 @@
+#pragma once
+
+// The Scissorhands history of one sequence, kept in its pool's memory so the record,
+// select and compaction kernels run next to the pages: host memory and the CPU kernels
+// for a cpu pool, device memory and the CUDA kernels for a cuda:N pool (see
+// PoolDevice::NewScissorhandsRings). Both give the same bits and the same selections.
+//
+// Layout: for every (layer, head) lh = layer * num_kv_heads + head, ScissorhandsWords(
+// window) planes of stride() slots, [lh][word][slot] (kernels/scissorhands.h). Slots at
+// or past a head's live count are zero. Not thread-safe: owned by one Sequence, used
+// under its mutex.
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/scissorhands.h"
+
+namespace kvwarden {
+
+class ScissorhandsRings {
+ public:
+  virtual ~ScissorhandsRings() = default;
+  virtual absl::StatusOr<std::unique_ptr<ScissorhandsRings>> Clone() const = 0;
+
+  uint32_t stride() const { return stride_; }
+  // Every head's planes hold at least `slots` slots (grown by doubling, bits kept).
+  virtual absl::Status Reserve(uint32_t slots) = 0;
+  // One decode step for every head: live[lh] slots, of which the first attended[lh]
+  // existed at the step; listed ids (listed_ids[listed_offsets[lh] ..
+  // listed_offsets[lh + 1]), each < attended[lh]) had attention at or above the
+  // threshold. Validated by the caller.
+  virtual absl::Status Record(uint64_t step, const std::vector<uint32_t>& live,
+                              const std::vector<uint32_t>& attended,
+                              const std::vector<uint32_t>& listed_offsets,
+                              const std::vector<uint32_t>& listed_ids) = 0;
+  // Keep masks for heads [first_lh, first_lh + live.size()) holding live[i] slots,
+  // packed head after head into *keep (one launch for the heads of a layer).
+  virtual absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live,
+                              const kernels::ScissorhandsParams& p, std::vector<uint8_t>* keep) = 0;
+  // Head lh kept `kept` (ascending) of its `old_live` slots.
+  virtual absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) = 0;
+  // Low-attention counts of head lh's first `live` slots (for operators).
+  virtual absl::Status LowCounts(uint32_t lh, uint32_t live, std::vector<uint32_t>* counts) const = 0;
+
+ protected:
+  ScissorhandsRings(size_t heads, uint32_t window) : heads_(heads), window_(window) {}
+  // The stride Reserve grows to.
+  uint32_t GrownStride(uint32_t slots) const {
+    return std::max({slots, 2 * stride_, 64u});
+  }
+  size_t words_per_head(uint32_t stride) const { return size_t{kernels::ScissorhandsWords(window_)} * stride; }
+
+  size_t heads_ = 0;
+  uint32_t window_ = 0;
+  uint32_t stride_ = 0;
+};
+
+// Host memory, CPU kernels.
+std::unique_ptr<ScissorhandsRings> NewCpuScissorhandsRings(size_t heads, uint32_t window);
+
+}  // namespace kvwarden
