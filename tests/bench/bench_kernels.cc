@@ -274,6 +274,32 @@ void BM_CompactLayer_Cuda(benchmark::State& state) {
   cudaFree(kept);
 }
 BENCHMARK(BM_CompactLayer_Cuda)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// WindowKV on a 32k prompt, scores already on the device (the daemon stages them once).
+void BM_WindowKvScoreSelect_Cuda(benchmark::State& state) {
+  if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
+  static WindowInput in;
+  const uint32_t cand = kPrompt - 8;
+  WindowKvParams p{8, 8, 8, 4096};
+  float* t;
+  double* scores;
+  uint8_t* keep;
+  cudaMalloc(&t, in.t.size() * 4);
+  cudaMalloc(&scores, WindowKvNumWindows(cand, 8) * sizeof(double));
+  cudaMalloc(&keep, kPrompt);
+  cudaMemcpy(t, in.t.data(), in.t.size() * 4, cudaMemcpyHostToDevice);
+  TimeCuda(state, [&] {
+    for (uint32_t g = 0; g < 4; ++g) {
+      WindowKvScoreCuda(t + size_t{g} * kHeads * cand, kHeads, kPrompt, p, scores, nullptr);
+      WindowKvSelectCuda(scores, kPrompt, p, keep, nullptr);
+    }
+  });
+  Report(state, "windowkv_cuda", in.t.size() * 4.0);
+  cudaFree(t);
+  cudaFree(scores);
+  cudaFree(keep);
+}
+BENCHMARK(BM_WindowKvScoreSelect_Cuda)->UseManualTime()->Unit(benchmark::kMicrosecond);
 #endif
 
 class Reporter : public benchmark::ConsoleReporter {
@@ -303,7 +329,8 @@ class Reporter : public benchmark::ConsoleReporter {
         {"compaction_cpu", "BM_CompactLayer_Cpu"},
         {"memcpy_compaction", "BM_MemcpyCompactionBytes"},
         {"scissorhands_cuda", "BM_ScissorhandsUpdateSelect_Cuda"},
-        {"compaction_cuda", "BM_CompactLayer_Cuda"}};
+        {"compaction_cuda", "BM_CompactLayer_Cuda"},
+        {"windowkv_cuda", "BM_WindowKvScoreSelect_Cuda"}};
     auto it = kNames.find(key);
     if (it != kNames.end()) return bench.rfind(it->second, 0) == 0;
     return key.rfind("d2d_", 0) == 0 && bench.find("BM_D2DCopy/" + key.substr(4)) == 0;
@@ -331,5 +358,6 @@ int main(int argc, char** argv) {
   ratio("compaction (CPU)", "compaction_cpu", "memcpy_compaction");
   ratio("scissorhands update+select (CUDA)", "scissorhands_cuda", "d2d_" + std::to_string(2 * 32 * 8 * 4096 * 52));
   ratio("compaction (CUDA)", "compaction_cuda", "d2d_" + std::to_string(2 * 8 * 2048 * 256));
+  ratio("windowkv score+select, 32k prompt (CUDA)", "windowkv_cuda", "d2d_" + std::to_string(2 * 8 * 2048 * 256));
   return 0;
 }

@@ -50,7 +50,9 @@ int WaitFor(pid_t pid, absl::Duration timeout) {
 }  // namespace
 
 std::string BinPath(const std::string& name) {
-  return absl::StrCat(KVW_BIN_DIR, "/", name);
+  // The environment wins: scripts/gpu_check.sh runs the tests from a carried folder.
+  const char* dir = std::getenv("KVW_BIN_DIR");
+  return absl::StrCat(dir != nullptr && *dir != '\0' ? dir : KVW_BIN_DIR, "/", name);
 }
 
 TempDir::TempDir() {

@@ -13,7 +13,8 @@
 
 namespace kvwarden::testing {
 
-// <build>/bin/<name> (KVW_BIN_DIR is compiled into every test).
+// $KVW_BIN_DIR/<name> when set, else <build>/bin/<name> (KVW_BIN_DIR is compiled into
+// every test).
 std::string BinPath(const std::string& name);
 
 // A fresh directory under $TMPDIR, removed with its contents on destruction.
