@@ -9,10 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/listen_interface.h"
-#include "cache_service/log.h"
-#include "cache_service/parse_failure_interceptor.h"
-#include "cache_service/pool_device.h"
+#include "cache_service/dataplane/listen_interface.h"
+#include "cache_service/core/log.h"
+#include "cache_service/rpc/parse_failure_interceptor.h"
+#include "cache_service/core/pool_device.h"
 
 namespace kvwarden {
 namespace {

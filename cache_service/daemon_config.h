@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache_service/kv_layout.h"
-#include "cache_service/retention_policy.h"
-#include "cache_service/tenant_ledger.h"
-#include "cache_service/worker_leases.h"
+#include "cache_service/core/kv_layout.h"
+#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/worker_leases.h"
 
 namespace kvwarden {
 

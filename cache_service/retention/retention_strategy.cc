@@ -5,7 +5,7 @@
 #include "cache_service/retention/scissorhands_strategy.h"
 #include "cache_service/retention/streaming_strategy.h"
 #include "cache_service/retention/windowkv_strategy.h"
-#include "cache_service/sequence_compaction.h"
+#include "cache_service/core/sequence_compaction.h"
 
 namespace kvwarden {
 

@@ -18,9 +18,9 @@
 #include "absl/status/status.h"
 #include "cache_service/retention/retention_state.h"
 #include "cache_service/retention/stats_batch.h"
-#include "cache_service/retention_policy.h"
-#include "cache_service/pool_device.h"
-#include "cache_service/sequence.h"
+#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/pool_device.h"
+#include "cache_service/core/sequence.h"
 
 namespace kvwarden {
 

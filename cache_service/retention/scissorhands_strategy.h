@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "cache_service/retention/retention_strategy.h"
-#include "cache_service/scissorhands_rings.h"
+#include "cache_service/retention/scissorhands_rings.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden {

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/sequence_compaction.h"
-#include "cache_service/pool_device.h"
+#include "cache_service/core/sequence_compaction.h"
+#include "cache_service/core/pool_device.h"
 #include "kernels/windowkv.h"
 
 namespace kvwarden {

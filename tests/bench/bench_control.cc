@@ -15,7 +15,7 @@
 
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
-#include "cache_service/page_pool.h"
+#include "cache_service/core/page_pool.h"
 #include "kvwarden/client.h"
 #include "tests/support/process.h"
 

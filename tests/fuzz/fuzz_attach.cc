@@ -14,12 +14,12 @@
 #include <cstring>
 #include <memory>
 
-#include "cache_service/attach_server.h"
-#include "cache_service/authenticator.h"
-#include "cache_service/page_pool.h"
-#include "cache_service/pool_set.h"
-#include "cache_service/tenant_ledger.h"
-#include "cache_service/worker_leases.h"
+#include "cache_service/dataplane/attach_server.h"
+#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/page_pool.h"
+#include "cache_service/core/pool_set.h"
+#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/worker_leases.h"
 #include "common/fd/seqpacket.h"
 #include "kvwarden/v1/transfer.pb.h"
 #include "tests/fuzz/fuzz_input.h"

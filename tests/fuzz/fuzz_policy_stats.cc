@@ -9,12 +9,12 @@
 #include <cstdlib>
 #include <memory>
 
-#include "cache_service/page_pool.h"
-#include "cache_service/policy_config.h"
-#include "cache_service/proto_convert.h"
-#include "cache_service/sequence_table.h"
-#include "cache_service/tenant_ledger.h"
-#include "cache_service/worker_leases.h"
+#include "cache_service/core/page_pool.h"
+#include "cache_service/retention/policy_config.h"
+#include "cache_service/rpc/proto_convert.h"
+#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/worker_leases.h"
 #include "kvwarden/v1/control.pb.h"
 #include "kvwarden/v1/policy.pb.h"
 #include "tests/fuzz/fuzz_input.h"

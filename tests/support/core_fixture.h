@@ -7,10 +7,10 @@
 #include <memory>
 #include <vector>
 
-#include "cache_service/page_pool.h"
-#include "cache_service/sequence_table.h"
-#include "cache_service/tenant_ledger.h"
-#include "cache_service/worker_leases.h"
+#include "cache_service/core/page_pool.h"
+#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/worker_leases.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/kv_pattern.h"
 

@@ -1,6 +1,6 @@
 // The UCX worker listens where gRPC does: the interface behind the listen host.
 
-#include "cache_service/listen_interface.h"
+#include "cache_service/dataplane/listen_interface.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>

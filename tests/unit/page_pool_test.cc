@@ -1,4 +1,4 @@
-#include "cache_service/page_pool.h"
+#include "cache_service/core/page_pool.h"
 
 #include <sys/mman.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "cache_service/policy_config.h"
+#include "cache_service/retention/policy_config.h"
 
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"

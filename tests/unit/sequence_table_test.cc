@@ -1,4 +1,4 @@
-#include "cache_service/sequence_table.h"
+#include "cache_service/core/sequence_table.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <thread>
 
-#include "cache_service/transfer_busy.h"
+#include "cache_service/core/transfer_busy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/core_fixture.h"

@@ -1,0 +1,101 @@
+#include "cache_service/core/cuda_queue.h"
+
+#if defined(KVW_HAVE_CUDA)
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvwarden {
+
+absl::Status CudaError(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorString(e)));
+}
+
+absl::StatusOr<std::shared_ptr<CudaQueue>> CudaQueue::Create(int ordinal) {
+  std::shared_ptr<CudaQueue> q(new CudaQueue(ordinal));
+  q->Use();
+  if (absl::Status s = CudaError(cudaStreamCreateWithFlags(&q->stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+      !s.ok()) {
+    return s;
+  }
+  return q;
+}
+
+CudaQueue::~CudaQueue() {
+  Use();
+  absl::MutexLock lock(&mu_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+  if (device_ != nullptr) cudaFree(device_);
+}
+
+absl::Status CudaQueue::Grow(size_t bytes) {
+  if (bytes <= capacity_) return absl::OkStatus();
+  const size_t want = std::max<size_t>({bytes, 2 * capacity_, 1 << 20});
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+  if (device_ != nullptr) cudaFree(device_);
+  pinned_ = nullptr;
+  device_ = nullptr;
+  capacity_ = 0;
+  void* host = nullptr;
+  void* dev = nullptr;
+  if (absl::Status s = CudaError(cudaMallocHost(&host, want), "cudaMallocHost staging"); !s.ok()) return s;
+  if (absl::Status s = CudaError(cudaMalloc(&dev, want), "cudaMalloc staging"); !s.ok()) {
+    cudaFreeHost(host);
+    return s;
+  }
+  pinned_ = static_cast<uint8_t*>(host);
+  device_ = static_cast<uint8_t*>(dev);
+  capacity_ = want;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<void*>> CudaQueue::Stage(const std::vector<Part>& parts) {
+  Use();
+  std::vector<size_t> at;
+  size_t end = 0, copied = 0;
+  for (const Part& p : parts) {
+    end = (end + 255) / 256 * 256;
+    at.push_back(end);
+    end += p.bytes;
+    if (p.host != nullptr) copied = end;
+  }
+  if (absl::Status s = Grow(end); !s.ok()) return s;
+  std::vector<void*> out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i].host != nullptr && parts[i].bytes > 0) std::memcpy(pinned_ + at[i], parts[i].host, parts[i].bytes);
+    out.push_back(device_ + at[i]);
+  }
+  if (copied > 0) {
+    if (absl::Status s = CudaError(cudaMemcpyAsync(device_, pinned_, copied, cudaMemcpyHostToDevice, stream_),
+                                   "cudaMemcpyAsync staging");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<const void*> CudaQueue::Fetch(const void* device, size_t bytes) {
+  Use();
+  // The staged inputs may still be read by queued kernels: fetch past nothing they use
+  // by waiting first, then reuse the pinned arena from its start.
+  if (absl::Status s = Sync(); !s.ok()) return s;
+  if (absl::Status s = Grow(bytes); !s.ok()) return s;
+  if (absl::Status s = CudaError(cudaMemcpyAsync(pinned_, device, bytes, cudaMemcpyDeviceToHost, stream_),
+                                 "cudaMemcpyAsync fetch");
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = Sync(); !s.ok()) return s;
+  return static_cast<const void*>(pinned_);
+}
+
+absl::Status CudaQueue::Sync() { return CudaError(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+}  // namespace kvwarden
+
+#endif  // KVW_HAVE_CUDA

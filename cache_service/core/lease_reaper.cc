@@ -1,0 +1,36 @@
+#include "cache_service/core/lease_reaper.h"
+
+#include <pthread.h>
+
+#include "cache_service/core/log.h"
+
+namespace kvwarden {
+
+LeaseReaper::LeaseReaper(WorkerLeases* leases, SequenceTable* table, absl::Duration interval)
+    : leases_(leases), table_(table), interval_(interval) {
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "kvw-lease-reap");
+    while (!stop_.WaitForNotificationWithTimeout(interval_)) ReapOnce(*leases_, *table_);
+  });
+}
+
+LeaseReaper::~LeaseReaper() {
+  stop_.Notify();
+  thread_.join();
+}
+
+size_t LeaseReaper::ReapOnce(WorkerLeases& leases, SequenceTable& table) {
+  size_t released = 0;
+  for (const LeaseInfo& lease : leases.TakeExpired()) {
+    const size_t n = table.ReleaseByLease(lease.id);
+    released += n;
+    LogInfo("lease %d (worker '%s', tenant %u) lapsed: released %d sequences", lease.id,
+            lease.name, lease.tenant, n);
+  }
+  if (const size_t ended = table.ExpireTransfers(); ended > 0) {
+    LogInfo("%d transfer leases expired: their pages are unpinned", ended);
+  }
+  return released;
+}
+
+}  // namespace kvwarden

@@ -1,0 +1,212 @@
+// The cuda:N pool device: cudaMalloc'd chunks, CUDA copy and compaction kernels, host
+// bytes staged through device buffers. Compiled only when the build has CUDA
+// (KVW_HAVE_CUDA); otherwise CudaPoolDevice says the build has none.
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "cache_service/core/pool_device.h"
+#include "kernels/compaction.h"
+#include "kernels/windowkv.h"
+
+#if defined(KVW_HAVE_CUDA)
+#include <cuda_runtime.h>
+
+#include "cache_service/core/cuda_queue.h"
+#include "cache_service/retention/scissorhands_rings_cuda.h"
+#endif
+
+namespace kvwarden {
+
+#if defined(KVW_HAVE_CUDA)
+namespace {
+
+// Device memory with RAII; moves only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  absl::Status Allocate(size_t bytes) {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    return CudaError(cudaMalloc(&ptr_, bytes ? bytes : 1), "cudaMalloc");
+  }
+  absl::Status Upload(const void* src, size_t bytes) {
+    if (absl::Status s = Allocate(bytes); !s.ok()) return s;
+    return CudaError(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+class CudaChunk final : public ChunkMemory {
+ public:
+  CudaChunk(int ordinal, uint8_t* data, size_t size) : ordinal_(ordinal), data_(data), size_(size) {}
+  ~CudaChunk() override {
+    cudaSetDevice(ordinal_);
+    cudaFree(data_);
+  }
+  uint8_t* data() const override { return data_; }
+  size_t size() const override { return size_; }
+  // Zeroes in place (see ipc_handle on what that leaves a previous owner).
+  absl::Status Renew() override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemset(data_, 0, size_), "cudaMemset");
+  }
+  // Same-host workers open this with cudaIpcOpenMemHandle. The handle names the whole
+  // allocation, which is exactly this chunk (one cudaMalloc per chunk). Renew keeps the
+  // allocation, so a previous owner's handle survives a tenant change: swapping physical
+  // backing under a fixed address needs the VMM API (cuMemCreate/cuMemMap), a follow-up.
+  std::string ipc_handle() const override {
+    cudaSetDevice(ordinal_);
+    cudaIpcMemHandle_t h;
+    if (cudaIpcGetMemHandle(&h, data_) != cudaSuccess) return {};
+    return std::string(reinterpret_cast<const char*>(&h), sizeof(h));
+  }
+
+ private:
+  const int ordinal_;
+  uint8_t* const data_;
+  const size_t size_;
+};
+
+class CudaDevice final : public PoolDevice {
+ public:
+  CudaDevice(int ordinal, std::shared_ptr<CudaQueue> queue) : ordinal_(ordinal), queue_(std::move(queue)) {}
+  std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
+
+  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string&, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    void* p = nullptr;
+    if (absl::Status s = CudaError(cudaMalloc(&p, bytes), "cudaMalloc chunk"); !s.ok()) return s;
+    if (absl::Status s = CudaError(cudaMemset(p, 0, bytes), "cudaMemset chunk"); !s.ok()) {
+      cudaFree(p);
+      return s;
+    }
+    return std::unique_ptr<ChunkMemory>(new CudaChunk(ordinal_, static_cast<uint8_t*>(p), bytes));
+  }
+
+  absl::Status CopyKv(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
+                      const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
+                      kernels::CopyDirection direction, uint8_t* k_host, uint8_t* v_host) override {
+    size_t slots = 0;
+    for (uint32_t c : count) slots += c;
+    const size_t bytes = slots * geometry.token_bytes();
+    absl::MutexLock lock(&mu_);  // one staging sequence at a time on this device
+    cudaSetDevice(ordinal_);
+    DeviceBuffer d_pages, d_begin, d_count, d_k, d_v;
+    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
+    if (s.ok()) s = d_begin.Upload(begin.data(), begin.size() * 4);
+    if (s.ok()) s = d_count.Upload(count.data(), count.size() * 4);
+    const bool to_pages = direction == kernels::CopyDirection::kDenseToPages;
+    if (s.ok()) s = to_pages ? d_k.Upload(k_host, bytes) : d_k.Allocate(bytes);
+    if (s.ok()) s = to_pages ? d_v.Upload(v_host, bytes) : d_v.Allocate(bytes);
+    if (!s.ok()) return s;
+    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
+    if (kernels::CopyKvCuda(view, {d_begin.as<uint32_t>(), d_count.as<uint32_t>()}, direction,
+                            d_k.as<uint8_t>(), d_v.as<uint8_t>(), nullptr) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("CUDA copy kernel refused its arguments");
+    }
+    if (s = CudaError(cudaDeviceSynchronize(), "copy kernel"); !s.ok()) return s;
+    if (!to_pages) {
+      s = CudaError(cudaMemcpy(k_host, d_k.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+      if (s.ok()) s = CudaError(cudaMemcpy(v_host, d_v.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    }
+    return s;
+  }
+
+  absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
+                       const std::vector<uint32_t>& kept_offsets, const std::vector<uint32_t>& kept_slots) override {
+    absl::MutexLock lock(&mu_);
+    cudaSetDevice(ordinal_);
+    DeviceBuffer d_pages, d_offsets, d_kept, scratch;
+    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
+    if (s.ok()) s = d_offsets.Upload(kept_offsets.data(), kept_offsets.size() * 4);
+    if (s.ok()) s = d_kept.Upload(kept_slots.data(), kept_slots.size() * 4);
+    if (s.ok()) s = scratch.Allocate(2 * kept_slots.size() * geometry.token_bytes());
+    if (!s.ok()) return s;
+    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
+    if (kernels::CompactLayerCuda(view, d_offsets.as<uint32_t>(), d_kept.as<uint32_t>(),
+                                  static_cast<uint32_t>(kept_slots.size()), scratch.as<uint8_t>(),
+                                  nullptr) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("CUDA compaction kernel refused its arguments");
+    }
+    return CudaError(cudaDeviceSynchronize(), "compaction kernel");
+  }
+
+  absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
+  }
+  absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  }
+  absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) override {
+    cudaSetDevice(ordinal_);
+    return CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+  }
+
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
+    return NewCudaScissorhandsRings(queue_, heads, window);
+  }
+
+  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
+                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
+    const uint32_t windows = kernels::WindowKvNumWindows(n - p.alpha, p.omega);
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d =
+        queue_->Stage({{sums.data(), sums.size() * 4}, {nullptr, size_t{windows} * 8}, {nullptr, n}});
+    if (!d.ok()) return d.status();
+    if (kernels::WindowKvScoreCuda(static_cast<const float*>((*d)[0]), heads, n, p, static_cast<double*>((*d)[1]),
+                                   queue_->stream()) != kernels::KernelStatus::kOk ||
+        kernels::WindowKvSelectCuda(static_cast<const double*>((*d)[1]), n, p, static_cast<uint8_t*>((*d)[2]),
+                                    queue_->stream()) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("windowkv CUDA kernels failed");
+    }
+    absl::StatusOr<const void*> host = queue_->Fetch((*d)[2], n);
+    if (!host.ok()) return host.status();
+    const uint8_t* mask = static_cast<const uint8_t*>(*host);
+    keep->assign(mask, mask + n);
+    return absl::OkStatus();
+  }
+
+ private:
+  const int ordinal_;
+  std::shared_ptr<CudaQueue> queue_;
+  absl::Mutex mu_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<PoolDevice>> CudaPoolDevice(int ordinal) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    n = 0;  // no driver: no devices
+  }
+  if (ordinal < 0 || ordinal >= n) {
+    return absl::UnavailableError(absl::StrCat("cuda:", ordinal, " is not visible (", n, " CUDA devices)"));
+  }
+  absl::StatusOr<std::shared_ptr<CudaQueue>> queue = CudaQueue::Create(ordinal);
+  if (!queue.ok()) return queue.status();
+  return std::shared_ptr<PoolDevice>(std::make_shared<CudaDevice>(ordinal, *std::move(queue)));
+}
+
+#else
+
+absl::StatusOr<std::shared_ptr<PoolDevice>> CudaPoolDevice(int ordinal) {
+  return absl::UnavailableError(absl::StrCat("cuda:", ordinal, ": this build has no CUDA support"));
+}
+
+#endif
+
+}  // namespace kvwarden

@@ -1,0 +1,91 @@
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "cache_service/retention/scissorhands_rings.h"
+
+namespace kvwarden {
+namespace {
+
+absl::Status KernelError(const char* what) {
+  return absl::InternalError(absl::StrCat("scissorhands ", what, " kernel refused validated input"));
+}
+
+class CpuRings final : public ScissorhandsRings {
+ public:
+  CpuRings(size_t heads, uint32_t window) : ScissorhandsRings(heads, window) {}
+
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> Clone() const override {
+    return std::unique_ptr<ScissorhandsRings>(new CpuRings(*this));
+  }
+
+  absl::Status Reserve(uint32_t slots) override {
+    if (slots <= stride_) return absl::OkStatus();
+    const uint32_t stride = GrownStride(slots);
+    const uint32_t words = kernels::ScissorhandsWords(window_);
+    std::vector<uint32_t> grown(heads_ * words_per_head(stride), 0);
+    for (size_t plane = 0; plane < heads_ * words && stride_ > 0; ++plane) {
+      std::copy_n(planes_.begin() + plane * stride_, stride_, grown.begin() + plane * stride);
+    }
+    planes_ = std::move(grown);
+    stride_ = stride;
+    return absl::OkStatus();
+  }
+
+  absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
+                      const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
+    std::vector<uint32_t> offsets(live.size() + 1, 0);
+    for (size_t i = 0; i < live.size(); ++i) offsets[i + 1] = offsets[i] + live[i];
+    if (kernels::ScissorhandsRecordStepCpu({static_cast<uint32_t>(live.size()), offsets.data()}, History(0), step,
+                                           attended.data(), listed_offsets.data(), listed_ids.data()) !=
+        kernels::KernelStatus::kOk) {
+      return KernelError("record");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
+                      std::vector<uint8_t>* keep) override {
+    std::vector<uint32_t> offsets(live.size() + 1, 0);
+    for (size_t i = 0; i < live.size(); ++i) offsets[i + 1] = offsets[i] + live[i];
+    keep->assign(offsets.back(), 1);
+    if (kernels::ScissorhandsSelectCpu({static_cast<uint32_t>(live.size()), offsets.data()}, History(first_lh), p,
+                                       keep->data(), nullptr) != kernels::KernelStatus::kOk) {
+      return KernelError("select");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override {
+    if (kernels::ScissorhandsCompactHeadCpu(History(0), lh, kept.data(), static_cast<uint32_t>(kept.size()),
+                                            old_live) != kernels::KernelStatus::kOk) {
+      return KernelError("compaction");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status LowCounts(uint32_t lh, uint32_t live, std::vector<uint32_t>* counts) const override {
+    counts->assign(live, 0);
+    const uint32_t words = kernels::ScissorhandsWords(window_);
+    for (uint32_t w = 0; w < words; ++w) {
+      const uint32_t* plane = planes_.data() + (size_t{lh} * words + w) * stride_;
+      for (uint32_t j = 0; j < live; ++j) (*counts)[j] += kernels::PopCount32(plane[j]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // The view whose head 0 is `first_lh`.
+  kernels::ScissorhandsHistory History(uint32_t first_lh) {
+    return {planes_.data() + first_lh * words_per_head(stride_), window_, stride_};
+  }
+
+  std::vector<uint32_t> planes_;
+};
+
+}  // namespace
+
+std::unique_ptr<ScissorhandsRings> NewCpuScissorhandsRings(size_t heads, uint32_t window) {
+  return std::make_unique<CpuRings>(heads, window);
+}
+
+}  // namespace kvwarden

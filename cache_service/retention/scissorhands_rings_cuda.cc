@@ -1,0 +1,177 @@
+// ScissorhandsRings in device memory (cuda:N pools): the history planes live next to
+// the pages; a step's ids go to the device through the queue's pinned arena in one
+// copy, and the record, select and compaction kernels run on the queue's stream.
+
+#include "cache_service/retention/scissorhands_rings_cuda.h"
+
+#if defined(KVW_HAVE_CUDA)
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvwarden {
+namespace {
+
+absl::Status Launch(kernels::KernelStatus k, const char* what) {
+  if (k == kernels::KernelStatus::kOk) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("scissorhands ", what, " CUDA kernel failed (", static_cast<int>(k), ")"));
+}
+
+std::vector<uint32_t> Offsets(const std::vector<uint32_t>& sizes) {
+  std::vector<uint32_t> offsets(sizes.size() + 1, 0);
+  for (size_t i = 0; i < sizes.size(); ++i) offsets[i + 1] = offsets[i] + sizes[i];
+  return offsets;
+}
+
+class CudaRings final : public ScissorhandsRings {
+ public:
+  CudaRings(std::shared_ptr<CudaQueue> queue, size_t heads, uint32_t window)
+      : ScissorhandsRings(heads, window), queue_(std::move(queue)) {}
+  ~CudaRings() override {
+    if (planes_ != nullptr) {
+      queue_->Use();
+      cudaFree(planes_);
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> Clone() const override {
+    auto copy = std::make_unique<CudaRings>(queue_, heads_, window_);
+    if (stride_ == 0) return std::unique_ptr<ScissorhandsRings>(std::move(copy));
+    const size_t bytes = heads_ * words_per_head(stride_) * 4;
+    absl::MutexLock lock(&queue_->mu());
+    queue_->Use();
+    void* p = nullptr;
+    if (absl::Status s = CudaError(cudaMalloc(&p, bytes), "cudaMalloc scissorhands rings"); !s.ok()) return s;
+    copy->planes_ = static_cast<uint32_t*>(p);
+    copy->stride_ = stride_;
+    if (absl::Status s = CudaError(cudaMemcpyAsync(p, planes_, bytes, cudaMemcpyDeviceToDevice, queue_->stream()),
+                                   "cudaMemcpyAsync rings");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = queue_->Sync(); !s.ok()) return s;
+    return std::unique_ptr<ScissorhandsRings>(std::move(copy));
+  }
+
+  absl::Status Reserve(uint32_t slots) override {
+    if (slots <= stride_) return absl::OkStatus();
+    const uint32_t stride = GrownStride(slots);
+    const size_t planes = heads_ * kernels::ScissorhandsWords(window_);
+    absl::MutexLock lock(&queue_->mu());
+    queue_->Use();
+    void* p = nullptr;
+    if (absl::Status s = CudaError(cudaMalloc(&p, planes * stride * 4), "cudaMalloc scissorhands rings"); !s.ok()) {
+      return s;
+    }
+    absl::Status s = CudaError(cudaMemsetAsync(p, 0, planes * stride * 4, queue_->stream()), "cudaMemsetAsync");
+    if (s.ok() && stride_ > 0) {
+      s = CudaError(cudaMemcpy2DAsync(p, size_t{stride} * 4, planes_, size_t{stride_} * 4, size_t{stride_} * 4,
+                                      planes, cudaMemcpyDeviceToDevice, queue_->stream()),
+                    "cudaMemcpy2DAsync rings");
+    }
+    if (s.ok()) s = queue_->Sync();
+    if (!s.ok()) {
+      cudaFree(p);
+      return s;
+    }
+    if (planes_ != nullptr) cudaFree(planes_);
+    planes_ = static_cast<uint32_t*>(p);
+    stride_ = stride;
+    return absl::OkStatus();
+  }
+
+  absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
+                      const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
+    const std::vector<uint32_t> offsets = Offsets(live);
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d = queue_->Stage({{offsets.data(), offsets.size() * 4},
+                                                          {attended.data(), attended.size() * 4},
+                                                          {listed_offsets.data(), listed_offsets.size() * 4},
+                                                          {listed_ids.data(), listed_ids.size() * 4}});
+    if (!d.ok()) return d.status();
+    const kernels::Segments segs{static_cast<uint32_t>(live.size()), static_cast<const uint32_t*>((*d)[0])};
+    if (absl::Status s = Launch(kernels::ScissorhandsRecordStepCuda(
+                                    segs, History(0), step, static_cast<const uint32_t*>((*d)[1]),
+                                    static_cast<const uint32_t*>((*d)[2]), static_cast<const uint32_t*>((*d)[3]),
+                                    queue_->stream()),
+                                "record");
+        !s.ok()) {
+      return s;
+    }
+    return queue_->Sync();
+  }
+
+  absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
+                      std::vector<uint8_t>* keep) override {
+    const std::vector<uint32_t> offsets = Offsets(live);
+    const uint32_t total = offsets.back();
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d =
+        queue_->Stage({{offsets.data(), offsets.size() * 4}, {nullptr, total}, {nullptr, size_t{total} * 4}});
+    if (!d.ok()) return d.status();
+    const kernels::Segments segs{static_cast<uint32_t>(live.size()), static_cast<const uint32_t*>((*d)[0])};
+    if (absl::Status s = Launch(kernels::ScissorhandsSelectCuda(segs, History(first_lh), p,
+                                                                static_cast<uint8_t*>((*d)[1]),
+                                                                static_cast<uint32_t*>((*d)[2]), queue_->stream()),
+                                "select");
+        !s.ok()) {
+      return s;
+    }
+    absl::StatusOr<const void*> host = queue_->Fetch((*d)[1], total);
+    if (!host.ok()) return host.status();
+    const uint8_t* mask = static_cast<const uint8_t*>(*host);
+    keep->assign(mask, mask + total);
+    return absl::OkStatus();
+  }
+
+  absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override {
+    const uint32_t k = static_cast<uint32_t>(kept.size());
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d = queue_->Stage(
+        {{kept.data(), size_t{k} * 4}, {nullptr, size_t{k} * kernels::ScissorhandsWords(window_) * 4}});
+    if (!d.ok()) return d.status();
+    if (absl::Status s = Launch(kernels::ScissorhandsCompactHeadCuda(History(0), lh,
+                                                                     static_cast<const uint32_t*>((*d)[0]), k,
+                                                                     old_live, static_cast<uint32_t*>((*d)[1]),
+                                                                     queue_->stream()),
+                                "compaction");
+        !s.ok()) {
+      return s;
+    }
+    return queue_->Sync();
+  }
+
+  absl::Status LowCounts(uint32_t lh, uint32_t live, std::vector<uint32_t>* counts) const override {
+    counts->assign(live, 0);
+    if (live == 0) return absl::OkStatus();
+    const uint32_t words = kernels::ScissorhandsWords(window_);
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<const void*> host = queue_->Fetch(planes_ + lh * words_per_head(stride_), words_per_head(stride_) * 4);
+    if (!host.ok()) return host.status();
+    const uint32_t* planes = static_cast<const uint32_t*>(*host);
+    for (uint32_t w = 0; w < words; ++w) {
+      for (uint32_t j = 0; j < live; ++j) (*counts)[j] += kernels::PopCount32(planes[size_t{w} * stride_ + j]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  kernels::ScissorhandsHistory History(uint32_t first_lh) const {
+    return {planes_ + first_lh * words_per_head(stride_), window_, stride_};
+  }
+
+  std::shared_ptr<CudaQueue> queue_;
+  uint32_t* planes_ = nullptr;  // device memory, [lh][word][stride]
+};
+
+}  // namespace
+
+std::unique_ptr<ScissorhandsRings> NewCudaScissorhandsRings(std::shared_ptr<CudaQueue> queue, size_t heads,
+                                                            uint32_t window) {
+  return std::make_unique<CudaRings>(std::move(queue), heads, window);
+}
+
+}  // namespace kvwarden
+
+#endif  // KVW_HAVE_CUDA

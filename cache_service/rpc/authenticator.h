@@ -1,0 +1,27 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "cache_service/core/ids.h"
+
+namespace kvwarden {
+
+// Maps a bearer token to a Caller. Immutable after construction (thread-safe).
+class Authenticator {
+ public:
+  // tenant_tokens[i] is the token of tenant id i.
+  Authenticator(std::string admin_token, std::vector<std::string> tenant_tokens);
+
+  // `authorization` is the metadata value ("Bearer <token>"); empty when absent.
+  // UNAUTHENTICATED when missing, malformed or unknown.
+  absl::StatusOr<Caller> Authenticate(absl::string_view authorization) const;
+
+ private:
+  const std::string admin_token_;
+  const std::vector<std::string> tenant_tokens_;
+};
+
+}  // namespace kvwarden

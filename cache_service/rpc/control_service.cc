@@ -1,0 +1,175 @@
+#include "cache_service/rpc/control_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "cache_service/rpc/call_auth.h"
+#include "cache_service/rpc/grpc_status.h"
+#include "cache_service/rpc/kv_stream_reactors.h"
+#include "cache_service/retention/policy_config.h"
+#include "cache_service/rpc/stats_stream_reactor.h"
+#include "cache_service/rpc/unary_call.h"
+#include "cache_service/rpc/proto_convert.h"
+
+namespace kvwarden {
+namespace {
+
+absl::StatusOr<WorkerRole> RoleFromProto(v1::WorkerRole role) {
+  switch (role) {
+    case v1::WORKER_ROLE_PREFILL: return WorkerRole::kPrefill;
+    case v1::WORKER_ROLE_DECODE: return WorkerRole::kDecode;
+    case v1::WORKER_ROLE_BOTH: return WorkerRole::kBoth;
+    default:
+      return absl::InvalidArgumentError(
+          "role: must be WORKER_ROLE_PREFILL, WORKER_ROLE_DECODE or WORKER_ROLE_BOTH");
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ControlServiceImpl::Ping(grpc::CallbackServerContext* call,
+                                                   const v1::PingRequest*,
+                                                   v1::PingResponse* resp) {
+  return FinishWith(call, [&] {
+    resp->set_version(KVWARDEN_VERSION);
+    resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - ctx_.started));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::RegisterWorker(
+    grpc::CallbackServerContext* call, const v1::RegisterWorkerRequest* req,
+    v1::RegisterWorkerResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<WorkerRole> role = RoleFromProto(req->role());
+    if (!role.ok()) return role.status();
+    if (req->name().size() > 256) return absl::InvalidArgumentError("name: longer than 256 bytes");
+    absl::StatusOr<LeaseInfo> lease = ctx_.leases->Register(
+        *tenant, req->name(), *role, absl::Milliseconds(req->ttl_ms()));
+    if (!lease.ok()) return lease.status();
+    resp->set_lease_id(lease->id);
+    resp->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(lease->ttl)));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::KeepAlive(grpc::CallbackServerContext* call,
+                                                        const v1::KeepAliveRequest* req,
+                                                        v1::KeepAliveResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<absl::Duration> ttl = ctx_.leases->KeepAlive(req->lease_id(), *tenant);
+    if (!ttl.ok()) return ttl.status();
+    resp->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(*ttl)));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
+    grpc::CallbackServerContext* call, const v1::CreateSequenceRequest* req,
+    v1::CreateSequenceResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    if (req->pool().empty()) return absl::InvalidArgumentError("pool: is required");
+    absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
+    if (!pool.ok()) return pool.status();
+    CreateSequenceArgs args{*tenant, req->lease_id(), *pool, req->max_tokens(), {}};
+    if (req->has_policy()) {
+      absl::StatusOr<RetentionPolicy> policy = PolicyFromProto(req->policy(), (*pool)->layout(), "policy");
+      if (!policy.ok()) return policy.status();
+      args.policy = *std::move(policy);
+    } else if (const RetentionPolicy* def = ctx_.policy_defaults ? ctx_.policy_defaults->Find(*tenant, req->pool()) : nullptr) {
+      args.policy = *def;
+    }
+    absl::StatusOr<SequenceId> id = ctx_.table->Create(args);
+    if (!id.ok()) return id.status();
+    resp->set_sequence_id(*id);
+    ToProto((*pool)->layout(), resp->mutable_layout());
+    resp->set_epoch(0);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ForkSequence(grpc::CallbackServerContext* call,
+                                                           const v1::ForkSequenceRequest* req,
+                                                           v1::ForkSequenceResponse* resp) {
+  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<ForkResult> fork =
+        ctx_.table->Fork(req->sequence_id(), *tenant, req->lease_id());
+    if (!fork.ok()) return fork.status();
+    resp->set_sequence_id(fork->id);
+    resp->set_shared_pages(fork->shared_pages);
+    resp->set_copied_pages(fork->copied_pages);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ReleaseSequence(
+    grpc::CallbackServerContext* call, const v1::ReleaseSequenceRequest* req,
+    v1::ReleaseSequenceResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<uint64_t> freed = ctx_.table->Release(req->sequence_id(), *tenant);
+    if (!freed.ok()) return freed.status();
+    resp->set_freed_pages(static_cast<uint32_t>(*freed));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::DescribeSequence(
+    grpc::CallbackServerContext* call, const v1::DescribeSequenceRequest* req,
+    v1::SequenceInfo* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, *call);
+    if (!caller.ok()) return caller.status();
+    absl::StatusOr<SequenceSnapshot> snap =
+        ctx_.table->Describe(req->sequence_id(), *caller, req->include_pages(), true);
+    if (!snap.ok()) return snap.status();
+    ToProto(*snap, *ctx_.ledger, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerContext* call,
+                                                           const v1::ReserveSlotsRequest* req,
+                                                           v1::ReserveSlotsResponse* resp) {
+  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<ReserveResult> r =
+        ctx_.table->Reserve(req->sequence_id(), *tenant, req->num_tokens());
+    if (!r.ok()) return r.status();
+    resp->set_first_position(r->first_position);
+    resp->set_num_tokens(r->num_tokens);
+    resp->set_first_slot(r->first_slot);
+    resp->set_first_page_offset(r->first_page_offset);
+    resp->set_epoch(r->epoch);
+    for (const auto& pages : r->layer_pages) {
+      resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
+    }
+    resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerReadReactor<grpc::ByteBuffer>* ControlServiceImpl::WriteKV(grpc::CallbackServerContext* call,
+                                                                     grpc::ByteBuffer* resp) {
+  return NewWriteKvReactor(ctx_, call, resp);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ControlServiceImpl::StreamStats(
+    grpc::CallbackServerContext* call) {
+  return NewStatsStreamReactor(ctx_, call);
+}
+
+grpc::ServerWriteReactor<v1::ReadKVResponse>* ControlServiceImpl::ReadKV(
+    grpc::CallbackServerContext* call, const v1::ReadKVRequest* req) {
+  return NewReadKvReactor(ctx_, call, req);
+}
+
+}  // namespace kvwarden

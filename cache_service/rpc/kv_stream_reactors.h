@@ -1,0 +1,25 @@
+#pragma once
+
+#include "cache_service/rpc/service_context.h"
+#include "kvwarden/v1/control.grpc.pb.h"
+
+namespace kvwarden {
+
+// Largest K+V payload the daemon puts in one ReadKV message (well under gRPC's
+// default 4 MiB receive limit). Every open stream may hold one: TenantLimits caps them.
+inline constexpr size_t kMaxKvMessageBytes = 512 << 10;
+
+// Client-streaming WriteKV over raw bytes: applies each message in order; the first
+// bad message (one that does not parse included) ends the stream with its status
+// (messages before it stay written; writes are idempotent). The response counts the
+// messages applied.
+grpc::ServerReadReactor<grpc::ByteBuffer>* NewWriteKvReactor(const ServiceContext& ctx,
+                                                             grpc::CallbackServerContext* call,
+                                                             grpc::ByteBuffer* resp);
+
+// Server-streaming ReadKV: one message per layer and token chunk, all at one epoch.
+grpc::ServerWriteReactor<v1::ReadKVResponse>* NewReadKvReactor(const ServiceContext& ctx,
+                                                               grpc::CallbackServerContext* call,
+                                                               const v1::ReadKVRequest* req);
+
+}  // namespace kvwarden

@@ -1,0 +1,57 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "cache_service/daemon_config.h"
+#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/parked_calls.h"
+#include "cache_service/core/pool_set.h"
+#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/worker_leases.h"
+
+namespace kvwarden {
+
+// Each tenant's default retention policy per pool (from the config). Immutable.
+struct PolicyDefaults {
+  std::vector<std::string> pools;        // pool names, config order
+  std::vector<TenantDefaults> tenants;   // by tenant id
+
+  // Null when none is configured (then the policy is full).
+  const RetentionPolicy* Find(TenantId tenant, const std::string& pool) const {
+    if (tenant >= tenants.size()) return nullptr;
+    for (size_t i = 0; i < pools.size(); ++i) {
+      if (pools[i] == pool) return &tenants[tenant].policy_by_pool[i];
+    }
+    return nullptr;
+  }
+};
+
+class UcxDataPlane;
+class AttachServer;
+struct GrpcConnectionStats;
+
+// The data plane as the services see it. Both parts are optional (null when off).
+struct DataPlaneParts {
+  std::string instance_id;  // changes on every daemon start
+  UcxDataPlane* ucx = nullptr;
+  AttachServer* attach = nullptr;
+};
+
+// The parts the gRPC services talk to, wired in main. Not owned; all outlive the server.
+struct ServiceContext {
+  const PoolSet* pools = nullptr;
+  TenantLedger* ledger = nullptr;
+  SequenceTable* table = nullptr;
+  WorkerLeases* leases = nullptr;
+  const Authenticator* auth = nullptr;
+  const PolicyDefaults* policy_defaults = nullptr;
+  absl::Time started = absl::Now();
+  const DataPlaneParts* data_plane = nullptr;
+  ParkedCalls* parked = nullptr;  // required: calls waiting for a transfer lease
+  const GrpcConnectionStats* grpc_connections = nullptr;  // required
+};
+
+}  // namespace kvwarden
