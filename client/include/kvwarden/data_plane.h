@@ -22,14 +22,17 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kernels/page_view.h"
 #include "kvwarden/client.h"
 
 namespace kvwarden {
 namespace client {
 
-inline size_t PageBytes(const Layout& l) {
-  return 2 * size_t{l.num_kv_heads} * l.page_tokens * l.token_bytes();
+// The daemon's page geometry (kernels/page_view.h): one definition of the byte layout.
+inline kernels::PageGeometry Geometry(const Layout& l) {
+  return {l.num_kv_heads, l.head_dim, l.page_tokens, l.elem_bytes};
 }
+inline size_t PageBytes(const Layout& l) { return Geometry(l).page_bytes(); }
 // Pages per layer that `range` covers.
 inline uint32_t RangePages(const PageRange& r, const Layout& l) {
   if (r.slot_end <= r.slot_start || l.page_tokens == 0) return 0;
@@ -45,7 +48,7 @@ inline size_t RangeBytes(const PageRange& r, const Layout& l) {
 class PageView {
  public:
   PageView(const Layout& layout, std::vector<uint8_t*> pages, uint32_t first_page)
-      : layout_(layout), pages_(std::move(pages)), first_page_(first_page) {}
+      : geometry_(Geometry(layout)), pages_(std::move(pages)), first_page_(first_page) {}
   // A contiguous buffer of `num_pages` pages (one layer of a RangeBytes buffer).
   static PageView Contiguous(const Layout& layout, uint8_t* base, uint32_t first_page,
                              uint32_t num_pages) {
@@ -54,20 +57,17 @@ class PageView {
     return PageView(layout, std::move(pages), first_page);
   }
   // `slot` counts from the sequence's first slot (not the view's).
-  uint8_t* k(uint32_t head, uint32_t slot) const { return At(0, head, slot); }
+  uint8_t* k(uint32_t head, uint32_t slot) const {
+    return Page(slot) + geometry_.k_offset(head, slot % geometry_.page_tokens);
+  }
   uint8_t* v(uint32_t head, uint32_t slot) const {
-    return At(size_t{layout_.num_kv_heads} * layout_.page_tokens * layout_.token_bytes(), head,
-              slot);
+    return Page(slot) + geometry_.v_offset(head, slot % geometry_.page_tokens);
   }
   size_t num_pages() const { return pages_.size(); }
 
  private:
-  uint8_t* At(size_t half, uint32_t head, uint32_t slot) const {
-    const uint32_t pt = layout_.page_tokens;
-    return pages_[slot / pt - first_page_] + half +
-           (size_t{head} * pt + slot % pt) * layout_.token_bytes();
-  }
-  Layout layout_;
+  uint8_t* Page(uint32_t slot) const { return pages_[slot / geometry_.page_tokens - first_page_]; }
+  kernels::PageGeometry geometry_;
   std::vector<uint8_t*> pages_;
   uint32_t first_page_;
 };
