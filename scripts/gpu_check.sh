@@ -9,7 +9,8 @@
 #   scripts/gpu_check.sh run    there, from the repository root with .gpucheck carried:
 #                               runs every gpu test (the retention end-to-end test
 #                               drives a daemon with a cuda:0 pool), then bench_kernels
-#                               with its CUDA rows; writes one results file,
+#                               with its CUDA rows, bench_stats (stats ingest from 8
+#                               streams) into a cpu and a cuda:0 pool; writes one results file,
 #                               $OUT/gpu_check.txt (./gpu_check.txt without $OUT).
 #                               Exit status: the number of failed steps (0 = all passed).
 #
@@ -28,10 +29,10 @@ pack)
     exit 2
   fi
   bash scripts/build.sh build
-  cmake --build build --target "${tests[@]}" kvwardend bench_kernels
+  cmake --build build --target "${tests[@]}" kvwardend bench_kernels bench_stats
   rm -rf .gpucheck
   mkdir -p .gpucheck/bin .gpucheck/lib .gpucheck/ucx
-  for b in "${tests[@]}" kvwardend bench_kernels; do cp build/bin/"$b" .gpucheck/bin/; done
+  for b in "${tests[@]}" kvwardend bench_kernels bench_stats; do cp build/bin/"$b" .gpucheck/bin/; done
   # Shared libraries the binaries load, but not glibc's own (the device has its own).
   for b in .gpucheck/bin/*; do ldd "$b"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
     grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' | while read -r lib; do
@@ -71,6 +72,13 @@ run)
     failed=$((failed + 1))
     echo "!! bench_kernels FAILED" | tee -a "$results"
   fi
+  for device in cpu cuda:0; do
+    echo "== bench_stats, pool on $device" | tee -a "$results"
+    if ! timeout 60 "$here/bin/bench_stats" 3 8 "$device" >> "$results" 2>&1; then
+      failed=$((failed + 1))
+      echo "!! bench_stats $device FAILED" | tee -a "$results"
+    fi
+  done
   sed -n '/== bench_kernels summary/,$p' "$results"
   echo "== gpu_check: $failed failed step(s); results in $results" | tee -a "$results"
   exit "$failed"

@@ -3,7 +3,8 @@
 //     32 layers x 8 heads x 4096 live slots, ~5% of slots listed per step, 4 steps per
 //     message), next to the empty-RPC rate (Ping) on the same daemon in the same run;
 //   - wire bytes per decode step of a 32-layer x 8-head model at 4k context.
-// Usage: bench_stats [seconds=3] [streams=8]
+// Usage: bench_stats [seconds=3] [streams=8] [device=cpu]   (device "cuda:0": the pool,
+// and so the Scissorhands history and its kernels, on the GPU)
 
 #include <atomic>
 #include <cstdio>
@@ -22,16 +23,21 @@ namespace {
 
 constexpr uint32_t kLayers = 32, kHeads = 8, kContext = 4096, kStepsPerMessage = 4;
 
-constexpr const char* kConfig = R"pb(
+// 8 GiB: the KV of 8 streams' 4k contexts (4 GiB) with room to spare.
+std::string Config(const std::string& device) {
+  return R"pb(
   admin_token: "bench-admin"
   pools {
     name: "main"
+    device: ")pb" + device + R"pb("
     layout { num_layers: 32 num_kv_heads: 8 head_dim: 128 dtype: DTYPE_FP16 page_tokens: 16 }
-    capacity_bytes: 68719476736
+    capacity_bytes: 8589934592
     chunk_bytes: 67108864
   }
-  tenants { name: "bench" token: "bench-token" quota_bytes: 68719476736 }
+  tenants { name: "bench" token: "bench-token" quota_bytes: 8589934592 }
+  data_plane { disable_ucx: true }
 )pb";
+}
 
 std::unique_ptr<grpc::ClientContext> Ctx() {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -63,7 +69,8 @@ int main(int argc, char** argv) {
   using namespace kvwarden;
   const double seconds = argc > 1 ? std::atof(argv[1]) : 3.0;
   const int streams = argc > 2 ? std::atoi(argv[2]) : 8;
-  auto daemon = testing::DaemonProcess::Start(kConfig);
+  const std::string device = argc > 3 ? argv[3] : "cpu";
+  auto daemon = testing::DaemonProcess::Start(Config(device));
   if (!daemon.ok()) {
     std::fprintf(stderr, "bench_stats: %s\n", daemon.status().ToString().c_str());
     return 1;
@@ -155,7 +162,7 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const double elapsed = absl::ToDoubleSeconds(end - start);
-  std::printf("\n== bench_stats summary (%d streams, %.1f s)\n", streams, elapsed);
+  std::printf("\n== bench_stats summary (%d streams, %.1f s, pool on %s)\n", streams, elapsed, device.c_str());
   std::printf("stats ingest: %.1f M slot ids/s (goal >= 100 M), %.0f messages/s of %u steps, %.0f MB/s on the wire\n",
               ids / elapsed / 1e6, messages / elapsed, kStepsPerMessage, wire / elapsed / 1e6);
   std::printf("reference: %.0f empty RPCs/s from %d threads on the same daemon\n", ping_rate, streams);
