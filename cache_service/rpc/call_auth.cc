@@ -22,4 +22,12 @@ absl::StatusOr<TenantId> AuthenticateTenant(const Authenticator& auth,
   return caller->tenant;
 }
 
+absl::StatusOr<TenantId> OpenTenantStream(const Authenticator& auth, TenantLedger& ledger,
+                                          const grpc::CallbackServerContext& ctx) {
+  absl::StatusOr<TenantId> tenant = AuthenticateTenant(auth, ctx);
+  if (!tenant.ok()) return tenant.status();
+  if (absl::Status s = ledger.OpenStream(*tenant); !s.ok()) return s;
+  return tenant;
+}
+
 }  // namespace kvwarden

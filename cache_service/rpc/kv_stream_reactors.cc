@@ -15,13 +15,9 @@ class WriteKvReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   WriteKvReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call, grpc::ByteBuffer* resp)
       : ctx_(ctx), resp_(resp) {
-    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    absl::StatusOr<TenantId> tenant = OpenTenantStream(*ctx_.auth, *ctx_.ledger, *call);
     if (!tenant.ok()) {
       Finish(ToGrpcStatus(tenant.status()));
-      return;
-    }
-    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) {
-      Finish(ToGrpcStatus(s));
       return;
     }
     tenant_ = *tenant;
@@ -91,10 +87,9 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
   absl::Status Plan(const grpc::CallbackServerContext& call) {
     // Tenant tokens only: the operator's admin token sees metadata (DescribeSequence,
     // AdminService), never a tenant's KV bytes.
-    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, call);
-    if (!tenant.ok()) return tenant.status();
     // Each open stream holds up to one message (kMaxKvMessageBytes) in the daemon.
-    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) return s;
+    absl::StatusOr<TenantId> tenant = OpenTenantStream(*ctx_.auth, *ctx_.ledger, call);
+    if (!tenant.ok()) return tenant.status();
     caller_ = Caller::Tenant(*tenant);
     // A read sees one epoch: the one named, else the one current now.
     absl::StatusOr<ReadPlan> plan = ctx_.table->PlanRead(

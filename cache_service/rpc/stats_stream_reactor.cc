@@ -12,13 +12,9 @@ namespace {
 class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StatsStreamReactor(const ServiceContext& ctx, grpc::CallbackServerContext* call) : ctx_(ctx), call_(call) {
-    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    absl::StatusOr<TenantId> tenant = OpenTenantStream(*ctx_.auth, *ctx_.ledger, *call);
     if (!tenant.ok()) {
       Finish(ToGrpcStatus(tenant.status()));
-      return;
-    }
-    if (absl::Status s = ctx_.ledger->OpenStream(*tenant); !s.ok()) {
-      Finish(ToGrpcStatus(s));
       return;
     }
     tenant_ = *tenant;
