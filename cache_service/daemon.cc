@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/retention/strategies.h"
 #include "cache_service/dataplane/listen_interface.h"
 #include "cache_service/core/log.h"
 #include "cache_service/rpc/parse_failure_interceptor.h"
@@ -103,7 +104,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
   };
   d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
-  SequenceTable::Options table_options{ledger, d->leases_.get()};
+  SequenceTable::Options table_options{ledger, d->leases_.get(), &DefaultRetentionStrategies()};
   ParkedCalls* parked = &d->parked_;
   table_options.on_transfers_changed = [parked] { parked->Wake(); };
   if (d->ucx_ != nullptr) {

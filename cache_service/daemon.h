@@ -7,7 +7,7 @@
 #include "absl/status/statusor.h"
 #include "cache_service/rpc/admin_service.h"
 #include "cache_service/dataplane/attach_server.h"
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 #include "cache_service/rpc/control_service.h"
 #include "cache_service/daemon_config.h"
 #include "cache_service/rpc/grpc_acceptor.h"

@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cache_service/core/chunk_memory.h"
-#include "cache_service/retention/scissorhands_rings.h"
+#include "cache_service/core/scissorhands_rings.h"
 #include "kernels/copy_kv.h"
 #include "kernels/windowkv.h"
 

@@ -14,7 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "cache_service/core/cuda_queue.h"
-#include "cache_service/retention/scissorhands_rings_cuda.h"
+#include "cache_service/core/scissorhands_rings_cuda.h"
 #endif
 
 namespace kvwarden {

@@ -11,8 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/page_pool.h"
-#include "cache_service/retention/retention_state.h"
-#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/retention_state.h"
+#include "cache_service/core/retention_policy.h"
 #include "cache_service/core/slot_map.h"
 
 namespace kvwarden {

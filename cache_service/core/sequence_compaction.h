@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "cache_service/retention/stats_batch.h"
+#include "cache_service/core/stats_batch.h"
 #include "cache_service/core/sequence.h"
 
 namespace kvwarden {

@@ -7,7 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "cache_service/core/log.h"
-#include "cache_service/retention/retention_strategy.h"
+#include "cache_service/core/retention_strategy.h"
 #include "cache_service/core/sequence.h"
 #include "cache_service/core/sequence_table.h"
 #include "cache_service/core/transfer_busy.h"
@@ -19,7 +19,7 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
   {
     absl::ReaderMutexLock lock(&mu_);
     for (const auto& [id, seq] : sequences_) {
-      if (id != exclude && seq->pool == pool && StrategyFor(seq->policy.kind).Squeezable()) {
+      if (id != exclude && seq->pool == pool && options_.strategies->For(seq->policy.kind).Squeezable()) {
         candidates.push_back(seq);
       }
     }
@@ -36,7 +36,7 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
     if (freed >= pages_wanted) break;
     if (!seq->mu.TryLock()) continue;  // busy in another call: never wait here
     if (!seq->released && seq->transfers == 0) {  // a transfer's pages are not squeezed
-      const RetentionStrategy& strategy = StrategyFor(seq->policy.kind);
+      const RetentionStrategy& strategy = options_.strategies->For(seq->policy.kind);
       const uint32_t floor = strategy.SqueezeFloor(seq->policy);
       uint32_t widest = 0;
       for (uint32_t layer = 0; layer < seq->layout().num_layers; ++layer) {
@@ -85,7 +85,7 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
         batch.epoch, id, seq.epoch));
   }
   RetentionResult result;
-  if (absl::Status s = StrategyFor(seq.policy.kind).ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
+  if (absl::Status s = options_.strategies->For(seq.policy.kind).ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
   result.epoch = seq.epoch;
   return result;
 }

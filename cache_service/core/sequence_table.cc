@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/core/random_id.h"
-#include "cache_service/retention/retention_strategy.h"
+#include "cache_service/core/retention_strategy.h"
 #include "cache_service/core/sequence.h"
 #include "cache_service/core/transfer_busy.h"
 #include "kernels/copy_kv.h"
@@ -107,7 +107,7 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
     seq->slots.resize(size_t{l.num_layers} * l.num_kv_heads);
     seq->evicted.assign(seq->slots.size(), 0);
     absl::StatusOr<std::unique_ptr<RetentionState>> state =
-        StrategyFor(seq->policy.kind).NewState(seq->policy, seq->slots.size(), args.pool->device_ops());
+        options_.strategies->For(seq->policy.kind).NewState(seq->policy, seq->slots.size(), args.pool->device_ops());
     if (!state.ok()) return state.status();
     seq->retention = *std::move(state);
   }
@@ -143,7 +143,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   absl::MutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  const RetentionStrategy& strategy = StrategyFor(seq.policy.kind);
+  const RetentionStrategy& strategy = options_.strategies->For(seq.policy.kind);
   // Making room may compact: never under a transfer's feet.
   if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false)) return TransferBusyError(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
@@ -370,7 +370,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     // Full pages are shared; a partly filled last page is copied so both sides can
     // keep appending to their own. Compressing policies rewrite pages in place when they
     // compact, so their forks copy every page instead of sharing.
-    const bool share = StrategyFor(parent.policy.kind).ForkSharesPages();
+    const bool share = options_.strategies->For(parent.policy.kind).ForkSharesPages();
     std::unique_ptr<RetentionState> state;
     if (parent.retention != nullptr) {
       absl::StatusOr<std::unique_ptr<RetentionState>> cloned = parent.retention->Clone();

@@ -31,8 +31,9 @@
 #include "absl/types/span.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/page_pool.h"
-#include "cache_service/retention/stats_batch.h"
-#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/stats_batch.h"
+#include "cache_service/core/retention_policy.h"
 #include "cache_service/core/sequence.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"
@@ -166,6 +167,8 @@ class SequenceTable {
   struct Options {
     TenantLedger* ledger = nullptr;  // required
     WorkerLeases* leases = nullptr;  // required
+    // Each policy's strategy (required; the daemon's: DefaultRetentionStrategies()).
+    const RetentionStrategies* strategies = nullptr;
     // Called (outside every lock of the table, the pages still pinned) whenever a
     // transfer lease ends: `completed` by EndTransfer, not by expiry, its worker's lease
     // lapsing or the table going away. An error is EndTransfer's answer.

@@ -25,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 #include "cache_service/core/pool_set.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"

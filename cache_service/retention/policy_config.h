@@ -4,7 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "cache_service/core/kv_layout.h"
-#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/retention_policy.h"
 
 namespace kvwarden {
 

@@ -2,8 +2,8 @@
 
 #include <vector>
 
-#include "cache_service/retention/retention_strategy.h"
-#include "cache_service/retention/scissorhands_rings.h"
+#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/scissorhands_rings.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden {

@@ -2,7 +2,7 @@
 
 #include "absl/status/statusor.h"
 #include "cache_service/core/tenant_ledger.h"
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 #include "grpcpp/server_context.h"
 
 namespace kvwarden {

@@ -5,7 +5,7 @@
 
 #include "absl/time/time.h"
 #include "cache_service/daemon_config.h"
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 #include "cache_service/core/parked_calls.h"
 #include "cache_service/core/pool_set.h"
 #include "cache_service/core/sequence_table.h"

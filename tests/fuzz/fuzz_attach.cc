@@ -15,7 +15,7 @@
 #include <memory>
 
 #include "cache_service/dataplane/attach_server.h"
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 #include "cache_service/core/page_pool.h"
 #include "cache_service/core/pool_set.h"
 #include "cache_service/core/tenant_ledger.h"

@@ -1,7 +1,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "cache_service/retention/scissorhands_rings.h"
+#include "cache_service/core/scissorhands_rings.h"
 
 namespace kvwarden {
 namespace {

@@ -1,4 +1,4 @@
-#include "cache_service/rpc/authenticator.h"
+#include "cache_service/core/authenticator.h"
 
 #include <utility>
 

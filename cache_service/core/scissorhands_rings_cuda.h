@@ -1,6 +1,6 @@
 #pragma once
 
-#include "cache_service/retention/scissorhands_rings.h"
+#include "cache_service/core/scissorhands_rings.h"
 
 #if defined(KVW_HAVE_CUDA)
 

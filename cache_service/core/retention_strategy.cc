@@ -1,10 +1,6 @@
-#include "cache_service/retention/retention_strategy.h"
+#include "cache_service/core/retention_strategy.h"
 
 #include "absl/strings/str_format.h"
-#include "cache_service/retention/full_strategy.h"
-#include "cache_service/retention/scissorhands_strategy.h"
-#include "cache_service/retention/streaming_strategy.h"
-#include "cache_service/retention/windowkv_strategy.h"
 #include "cache_service/core/sequence_compaction.h"
 
 namespace kvwarden {
@@ -62,24 +58,6 @@ absl::Status RetentionStrategy::RefuseOtherStats(const Sequence& seq, const Stat
         "window_scores: sequence %d has policy %s, not windowkv", seq.id, seq.policy.Name()));
   }
   return absl::OkStatus();
-}
-
-const RetentionStrategy& StrategyFor(PolicyKind kind) {
-  static const FullStrategy full;
-  static const StreamingStrategy streaming;
-  static const ScissorhandsStrategy scissorhands;
-  static const WindowKvStrategy windowkv;
-  switch (kind) {
-    case PolicyKind::kStreaming:
-      return streaming;
-    case PolicyKind::kScissorhands:
-      return scissorhands;
-    case PolicyKind::kWindowKv:
-      return windowkv;
-    case PolicyKind::kFull:
-      break;
-  }
-  return full;
 }
 
 std::vector<uint32_t> KeptSlots(const std::vector<uint8_t>& keep) {

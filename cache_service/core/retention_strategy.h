@@ -1,12 +1,14 @@
 #pragma once
 
-// One strategy per retention policy (full, streaming, scissorhands, windowkv): its
-// per-sequence state, how it makes room at ReserveSlots, how it applies a stats
-// message, how it squeezes under memory pressure and what a fork shares. The
-// SequenceTable finds the sequence, takes its lock, checks the epoch and transfer
-// leases, and hands the rest to StrategyFor(policy.kind); strategies change a sequence
-// only through CompactLayer (sequence_compaction.h). Adding a policy is one strategy
-// file, its PolicyKind and its proto.
+// What a retention policy decides, as the SequenceTable sees it: its per-sequence
+// state, how it makes room at ReserveSlots, how it applies a stats message, how it
+// squeezes under memory pressure and what a fork shares. The table finds the sequence,
+// takes its lock, checks the epoch and transfer leases, and hands the rest to the
+// strategy its RetentionStrategies (given in SequenceTable::Options) names for the
+// policy's kind; strategies change a sequence only through CompactLayer
+// (sequence_compaction.h). The strategies themselves live in cache_service/retention/
+// (DefaultRetentionStrategies); adding a policy is one strategy file there, its
+// PolicyKind and its proto. The defaults here are the full policy's (keep everything).
 //
 // Strategies are stateless singletons (thread-safe); every method that takes a
 // Sequence requires its mutex (held exclusively where it changes it).
@@ -16,11 +18,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "cache_service/retention/retention_state.h"
-#include "cache_service/retention/stats_batch.h"
-#include "cache_service/retention/retention_policy.h"
 #include "cache_service/core/pool_device.h"
+#include "cache_service/core/retention_policy.h"
+#include "cache_service/core/retention_state.h"
 #include "cache_service/core/sequence.h"
+#include "cache_service/core/stats_batch.h"
 
 namespace kvwarden {
 
@@ -69,7 +71,12 @@ class RetentionStrategy {
                                        bool takes_window_scores);
 };
 
-const RetentionStrategy& StrategyFor(PolicyKind kind);
+// The strategy of each policy kind (cache_service/retention/strategies.h).
+class RetentionStrategies {
+ public:
+  virtual ~RetentionStrategies() = default;
+  virtual const RetentionStrategy& For(PolicyKind kind) const = 0;
+};
 
 // Indices j with keep[j] set.
 std::vector<uint32_t> KeptSlots(const std::vector<uint8_t>& keep);

@@ -1,4 +1,4 @@
-#include "cache_service/retention/retention_policy.h"
+#include "cache_service/core/retention_policy.h"
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"

@@ -2,7 +2,7 @@
 // the pages; a step's ids go to the device through the queue's pinned arena in one
 // copy, and the record, select and compaction kernels run on the queue's stream.
 
-#include "cache_service/retention/scissorhands_rings_cuda.h"
+#include "cache_service/core/scissorhands_rings_cuda.h"
 
 #if defined(KVW_HAVE_CUDA)
 
