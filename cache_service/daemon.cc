@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <utility>
 #include <vector>
@@ -68,11 +69,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
       std::shared_ptr<PoolDevice> device = opts.device;
       const std::string pool_name = spec.name;
       UcxDataPlane* dp = d->ucx_.get();
-      opts.chunk_factory = [dp, device, pool_name](size_t bytes, size_t index)
+      auto warned = std::make_shared<std::atomic<bool>>(false);  // once per pool
+      opts.chunk_factory = [dp, device, pool_name, warned](size_t bytes, size_t index)
           -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
         absl::StatusOr<std::unique_ptr<ChunkMemory>> chunk = dp->NewChunk(bytes);
         if (chunk.ok()) return chunk;
-        if (index == 0) {
+        if (!warned->exchange(true)) {
           LogWarning("pool '%s': UCX shared memory unavailable (%s); memfd chunks, RMA emulated",
                      pool_name, chunk.status().message());
         }
@@ -83,13 +85,15 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     opts.chunk_pages = spec.chunk_pages;
     opts.num_chunks = spec.num_chunks;
     opts.high_water_percent = spec.high_water_percent;
+    opts.preallocate = spec.preallocate;
     opts.on_pages_freed = [ledger](TenantId t, uint64_t pages, uint64_t page_bytes) {
       ledger->Refund(t, pages, page_bytes);
     };
     absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(std::move(opts));
     if (!pool.ok()) return pool.status();
-    LogInfo("pool '%s' on %s: %s, %d pages of %d bytes in %u chunks", spec.name, spec.device,
-            spec.layout.ToString(), (*pool)->capacity_pages(), (*pool)->page_bytes(), spec.num_chunks);
+    LogInfo("pool '%s' on %s: %s, %d pages of %d bytes in %u chunks (%s)", spec.name, spec.device,
+            spec.layout.ToString(), (*pool)->capacity_pages(), (*pool)->page_bytes(), spec.num_chunks,
+            spec.preallocate ? "all made at start" : "each made at its first claim");
     d->pools_.Add(*std::move(pool));
   }
   if (d->ucx_ != nullptr) {

@@ -119,6 +119,7 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
     return FieldError(f + cap_field, "more than 2^32 pages");
   }
   out->high_water_percent = in.high_water_percent() ? in.high_water_percent() : 90;
+  out->preallocate = in.preallocate();
   if (out->high_water_percent > 100) {
     return FieldError(f + ".high_water_percent", absl::StrFormat("%u is above 100", out->high_water_percent));
   }

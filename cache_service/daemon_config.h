@@ -27,6 +27,7 @@ struct PoolSpec {
   uint32_t chunk_pages = 0;
   uint32_t num_chunks = 0;
   uint32_t high_water_percent = 90;
+  bool preallocate = false;
 };
 
 struct TenantAuth {

@@ -26,19 +26,14 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(PagePoolOptions optio
     };
   }
   std::unique_ptr<PagePool> pool(new PagePool(std::move(options)));
-  const size_t chunk_bytes = size_t{pool->options_.chunk_pages} * pool->page_bytes_;
   absl::MutexLock lock(&pool->mu_);
   pool->chunks_.resize(pool->options_.num_chunks);
   pool->pages_.resize(pool->capacity_pages());
   for (uint32_t c = 0; c < pool->options_.num_chunks; ++c) {
-    auto memory = pool->options_.chunk_factory(chunk_bytes, c);
-    if (!memory.ok()) {
-      return absl::Status(memory.status().code(),
-                          absl::StrCat("pool '", pool->name(), "' chunk ", c, ": ",
-                                       memory.status().message()));
-    }
     Chunk& chunk = pool->chunks_[c];
-    chunk.memory = *std::move(memory);
+    if (pool->options_.preallocate) {
+      if (absl::Status s = pool->MakeChunkLocked(c); !s.ok()) return s;
+    }
     chunk.free_slots.reserve(pool->options_.chunk_pages);
     // Hand out low indices first: easier to read in dumps.
     for (uint32_t i = pool->options_.chunk_pages; i > 0; --i) chunk.free_slots.push_back(i - 1);
@@ -50,6 +45,16 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(PagePoolOptions optio
 
 PagePool::PagePool(PagePoolOptions options)
     : options_(std::move(options)), page_bytes_(options_.layout.page_bytes()) {}
+
+absl::Status PagePool::MakeChunkLocked(uint32_t c) {
+  auto memory = options_.chunk_factory(chunk_bytes(), c);
+  if (!memory.ok()) {
+    return absl::Status(memory.status().code(),
+                        absl::StrCat("pool '", name(), "' chunk ", c, ": ", memory.status().message()));
+  }
+  chunks_[c].memory = *std::move(memory);
+  return absl::OkStatus();
+}
 
 void PagePool::RemoveOpen(TenantChunks& t, std::vector<Chunk>& chunks, uint32_t c) {
   const int32_t at = chunks[c].open_index;
@@ -70,7 +75,11 @@ absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   }
   const uint32_t c = unowned_chunks_.back();
   Chunk& chunk = chunks_[c];
-  if (chunk.last_owner != kNoTenant && chunk.last_owner != tenant) {
+  if (chunk.memory == nullptr) {
+    // First use: fresh memory, nobody's bytes. Made under the pool lock, once per chunk
+    // for the pool's lifetime.
+    if (absl::Status s = MakeChunkLocked(c); !s.ok()) return s;
+  } else if (chunk.last_owner != kNoTenant && chunk.last_owner != tenant) {
     // Never hand one tenant's bytes (or a handle to them) to another.
     if (absl::Status s = chunk.memory->Renew(); !s.ok()) return s;
     ++chunk.generation;
@@ -106,7 +115,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
     uint32_t c;
     if (t->open_chunks.empty()) {
       absl::StatusOr<uint32_t> claimed = ClaimChunkLocked(tenant);
-      if (!claimed.ok()) {  // only on a renewal failure: undo this call's pages
+      if (!claimed.ok()) {  // a chunk that could not be made or renewed: undo this call's pages
         FreedPages undone;
         for (size_t j = first; j < out->size(); ++j) {
           pages_[(*out)[j]].refs = 0;

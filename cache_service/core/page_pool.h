@@ -46,6 +46,10 @@ struct PagePoolOptions {
   uint32_t high_water_percent = 90;
   // Default: the device's chunks (memfd on cpu) named "kvwarden:<pool>:<index>".
   ChunkFactory chunk_factory;
+  // Make every chunk at Create (the factory's cost up front, e.g. UCX zero-filling
+  // shared memory). Default: a chunk is made when a tenant first claims it, so a pool
+  // of any size is ready at once.
+  bool preallocate = false;
   // Called (outside the pool's lock) when pages of `tenant` return to the pool.
   std::function<void(TenantId tenant, uint64_t pages, uint64_t page_bytes)> on_pages_freed;
 };
@@ -162,6 +166,8 @@ class PagePool {
 
   explicit PagePool(PagePoolOptions options);
   absl::StatusOr<uint32_t> ClaimChunkLocked(TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives chunk c its memory from the factory.
+  absl::Status MakeChunkLocked(uint32_t c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Pages freed per tenant by one call; almost always one tenant, so no heap allocation.
   using FreedPages = absl::InlinedVector<std::pair<TenantId, uint64_t>, 2>;
   void FreePageLocked(PageId page, FreedPages* freed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include <cerrno>
 #include <cstring>
 
@@ -131,9 +133,45 @@ TEST_F(PagePoolTest, ChunkFactoryFailureIsReported) {
     if (index == 1) return absl::ResourceExhaustedError("no memory");
     return CreateMemfdChunk("ok", 4096);
   };
+  // Made at Create when asked to preallocate: the pool does not start.
+  PagePoolOptions eager = opts;
+  eager.preallocate = true;
+  auto refused = PagePool::Create(std::move(eager));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("pool 'bad' chunk 1: no memory"));
+  // Made at first claim (the default): the claim fails and the call changes nothing.
   auto pool = PagePool::Create(std::move(opts));
-  ASSERT_FALSE(pool.ok());
-  EXPECT_THAT(pool.status().message(), HasSubstr("pool 'bad' chunk 1: no memory"));
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<PageId> pages;
+  absl::Status s = (*pool)->Allocate(0, 2, &pages);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(s.message(), HasSubstr("pool 'bad' chunk 1: no memory"));
+  EXPECT_TRUE(pages.empty());
+  EXPECT_EQ((*pool)->Stats().used_pages, 0u);
+  EXPECT_TRUE((*pool)->CheckInvariants().ok()) << (*pool)->CheckInvariants();
+  ASSERT_TRUE((*pool)->Allocate(0, 1, &pages).ok());  // chunk 0 was made and works
+}
+
+TEST_F(PagePoolTest, ChunksAreMadeAtTheirFirstClaim) {
+  std::atomic<int> made{0};
+  PagePoolOptions opts;
+  opts.name = "lazy";
+  opts.layout = KvLayout{1, 1, 1, DType::kFp16, 1};
+  opts.chunk_pages = 4;
+  opts.num_chunks = 1000;
+  opts.chunk_factory = [&made](size_t bytes, size_t) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+    ++made;
+    return CreateMemfdChunk("lazy", bytes);
+  };
+  auto pool = PagePool::Create(std::move(opts));
+  ASSERT_TRUE(pool.ok());
+  EXPECT_EQ(made.load(), 0);
+  std::vector<PageId> pages;
+  ASSERT_TRUE((*pool)->Allocate(0, 6, &pages).ok());
+  EXPECT_EQ(made.load(), 2);
+  (*pool)->Unref(pages);
+  ASSERT_TRUE((*pool)->Allocate(1, 4, &pages).ok());  // a made chunk is reused (renewed), not made again
+  EXPECT_EQ(made.load(), 2);
 }
 
 TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
