@@ -322,5 +322,38 @@ TEST(ScissorhandsCompactTest, MovesTheKeptBitsToTheFrontAndZeroesTheRest) {
   EXPECT_EQ(ScissorhandsCompactHeadCpu(hist, 1, past, 1, 5), KernelStatus::kInvalidArgument);
 }
 
+// The CPU selection is a histogram now (as on the GPU); it must equal the plain rule:
+// stable-sort the candidates by low count, descending, and evict the first `evict`.
+TEST(ScissorhandsSelectTest, HistogramSelectionEqualsAStableSortOnRandomHistories) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  for (int round = 0; round < 200; ++round) {
+    const uint32_t window = 1 + rng() % 70, n = 5 + rng() % 300;
+    ScissorhandsParams p{0, window, rng() % 4, rng() % 7, rng() % 3};
+    p.budget = p.recent + p.sinks + 1 + rng() % n;
+    const uint32_t words = ScissorhandsWords(window);
+    std::vector<uint32_t> planes(size_t{words} * n);
+    for (uint32_t w = 0; w < words; ++w) {
+      const uint32_t bits = w + 1 < words || window % 32 == 0 ? 32 : window % 32;
+      for (uint32_t j = 0; j < n; ++j) {
+        planes[size_t{w} * n + j] = (rng() % 4 == 0 ? rng() : rng() & rng()) & (bits == 32 ? ~0u : (1u << bits) - 1);
+      }
+    }
+    const uint32_t offsets[2] = {0, n};
+    std::vector<uint8_t> keep(n);
+    std::vector<uint32_t> low(n);
+    ASSERT_EQ(ScissorhandsSelectCpu({1, offsets}, {planes.data(), window, n}, p, keep.data(), low.data()),
+              KernelStatus::kOk);
+    std::vector<uint8_t> want(n, 1);
+    const uint32_t evict = ScissorhandsEvictCount(n, p);
+    if (evict > 0) {
+      std::vector<uint32_t> order;
+      for (uint32_t j = p.sinks; j < n - p.recent; ++j) order.push_back(j);
+      std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return low[a] > low[b]; });
+      for (uint32_t i = 0; i < evict; ++i) want[order[i]] = 0;
+    }
+    ASSERT_EQ(keep, want) << "round " << round << " n " << n << " window " << window << " budget " << p.budget;
+  }
+}
+
 }  // namespace
 }  // namespace kvwarden::kernels
