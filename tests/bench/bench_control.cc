@@ -177,6 +177,9 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       const std::string name = r.benchmark_name();
+      if (name == "BM_PageAllocFree/1" && r.counters.count("ns_per_page")) {
+        g_results["alloc_free_ns"] = r.counters.at("ns_per_page").value * 1e9;  // an inverted rate: seconds
+      }
       if (name.rfind("BM_Memcpy/", 0) == 0 && r.counters.count("MBps")) {
         g_results[name == "BM_Memcpy/1048576/real_time" ? "memcpy_1MiB" : "memcpy_64MiB"] =
             r.counters.at("MBps").value;
@@ -197,9 +200,15 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   auto get = [](const char* k) { return g_results.count(k) ? g_results[k] : 0.0; };
   std::printf("\n== bench_control summary (same run, same daemon)\n");
+  // row|bench|figure|value|reference|ratio|goal: one line per figure, for scripts/bench.sh.
+  if (get("alloc_free_ns") > 0) {
+    std::printf("row|bench_control|page alloc+free, one page|%.0f ns|-|-|<= 100 ns\n", get("alloc_free_ns"));
+  }
   if (get("ping_p50_us") > 0 && get("reserve_p50_us") > 0) {
     std::printf("ReserveSlots p50 %.1f us vs empty RPC p50 %.1f us: ratio %.2fx (goal <= 1.3x)\n",
                 get("reserve_p50_us"), get("ping_p50_us"), get("reserve_p50_us") / get("ping_p50_us"));
+    std::printf("row|bench_control|ReserveSlots p50|%.1f us|%.1f us empty RPC|%.2fx|<= 1.3x\n", get("reserve_p50_us"),
+                get("ping_p50_us"), get("reserve_p50_us") / get("ping_p50_us"));
   }
   for (const char* tag : {"1MiB", "64MiB"}) {
     const double mc = get((std::string("memcpy_") + tag).c_str());
@@ -208,6 +217,8 @@ int main(int argc, char** argv) {
     if (mc > 0 && w > 0) {
       std::printf("%-5s WriteKV %.0f MB/s (%.3fx memcpy), ReadKV %.0f MB/s (%.3fx memcpy), memcpy %.0f MB/s\n",
                   tag, w, w / mc, r, r / mc, mc);
+      std::printf("row|bench_control|WriteKV %s (gRPC)|%.0f MB/s|%.0f MB/s memcpy|%.3fx|-\n", tag, w, mc, w / mc);
+      std::printf("row|bench_control|ReadKV %s (gRPC)|%.0f MB/s|%.0f MB/s memcpy|%.3fx|-\n", tag, r, mc, r / mc);
     }
   }
   return 0;

@@ -166,6 +166,9 @@ int main(int argc, char** argv) {
   std::printf("stats ingest: %.1f M slot ids/s (goal >= 100 M), %.0f messages/s of %u steps, %.0f MB/s on the wire\n",
               ids / elapsed / 1e6, messages / elapsed, kStepsPerMessage, wire / elapsed / 1e6);
   std::printf("reference: %.0f empty RPCs/s from %d threads on the same daemon\n", ping_rate, streams);
+  std::printf("row|bench_stats|stats ingest, %d streams, pool on %s|%.1f M ids/s|%.0f empty RPCs/s|%.0f ids per RPC|"
+              ">= 100 M ids/s\n",
+              streams, device.c_str(), ids / elapsed / 1e6, ping_rate, ids / elapsed / ping_rate);
   std::printf("decode steps/s per stream: %.0f\n", messages * kStepsPerMessage / elapsed / streams);
   if (failures) std::printf("failures: %d\n", failures.load());
   return failures ? 1 : 0;

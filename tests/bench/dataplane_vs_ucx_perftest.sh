@@ -99,3 +99,24 @@ for tls in shm tcp; do
 done
 echo "attached read vs memcpy: ${OURS[shm,attach]:-n/a}"
 echo "put_bw_ratio_1MiB=$ratio_shm_put_1m"
+# row|bench|figure|value|reference|ratio|goal lines for scripts/bench.sh.
+for tls in shm tcp; do
+  for size in "${SIZES[@]}"; do
+    for op in put get; do
+      ref=${REF[$tls,$op,$size]:-}
+      ours=${OURS[$tls,${op}_bw_MiBps,$size,hot]:-0}
+      ratio=$(awk -v a="$ours" -v b="${ref:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
+      goal='-'
+      [[ $tls == shm ]] && goal='>= 0.9x'
+      echo "row|bench_dataplane|$tls $op $((size / 1024)) KiB|$ours MiB/s|${ref:-n/a} MB/s ucx_perftest|$ratio|$goal"
+    done
+  done
+  rma=${OURS[$tls,lat_rma]:-}
+  lat=${REF[$tls,lat]:-}
+  ratio=$(awk -v a="${rma:-0}" -v b="${lat:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a / b; else print "n/a" }')
+  goal='-'
+  [[ $tls == shm ]] && goal='<= 2x'
+  echo "row|bench_dataplane|$tls one-page get p50|${rma:-n/a} us|${lat:-n/a} us ucx_perftest put_lat|$ratio|$goal"
+done
+attach=${OURS[shm,attach]:-}
+echo "row|bench_dataplane|attached read, $(sed -n 's/.*size=\([0-9]*\).*/\1/p' <<< "$attach") B|$(sed -n 's/.*value=\([0-9.]*\).*/\1/p' <<< "$attach") MiB/s|$(sed -n 's/.*memcpy=\([0-9.]*\).*/\1/p' <<< "$attach") MiB/s memcpy|${OURS[shm,attach_ratio]:-n/a}x|>= 0.95x"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds and runs every benchmark, then prints one table: each figure, its reference
+# measured in the same run, the ratio and the goal (issue 11), after the machine's
+# description. Ratios travel between machines; absolute numbers do not.
+#   scripts/bench.sh [seconds per data-plane measurement=1] [rounds=3]
+# Needs ucx_perftest (Debian's ucx-utils; installed when missing) for the data plane rows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install_deps.sh ucx-utils
+bash scripts/build.sh build > /dev/null
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+echo "== machine"
+echo "cores $(nproc); kernel $(uname -r); $(free -g | awk '/^Mem:/ {print $2}') GiB;" \
+  "THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo n/a);" \
+  "$(ucx_info -v 2>/dev/null | sed -n 's/^# Library version: /UCX /p' | head -1);" \
+  "GPU $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
+for step in "build/bin/bench_kernels --benchmark_min_time=0.5" "build/bin/bench_control" \
+            "build/bin/bench_stats 3 8" "tests/bench/dataplane_vs_ucx_perftest.sh ${1:-1} ${2:-3}"; do
+  echo "== $step"
+  # Each bench prints its own summary; the rows are collected for the table.
+  if ! $step > "$out.log" 2>&1; then  # word splitting intended: a command and its args
+    echo "!! $step failed:"; tail -20 "$out.log"; exit 1
+  fi
+  sed -n '/summary/,$p' "$out.log" | grep -v '^row|' || true
+  grep '^row|' "$out.log" >> "$out" || true
+done
+rm -f "$out.log"
+echo
+echo "== kvwarden benchmarks: figure, same-run reference, ratio, goal"
+{
+  echo "BENCH|FIGURE|VALUE|REFERENCE|RATIO|GOAL"
+  cut -d'|' -f2- "$out"
+} | awk -F'|' '{ for (i = 1; i <= NF; ++i) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } n = NR; nf = NF }
+  END { for (r = 1; r <= n; ++r) { line = ""; for (i = 1; i <= nf; ++i) line = line sprintf("%-" w[i] + 2 "s", cell[r, i]); print line } }'
