@@ -116,11 +116,15 @@ struct AttachedPool::Impl {
       Chunk fresh;
       if (c.has_fd()) {
         const int prot = PROT_READ | (c.writable() ? PROT_WRITE : 0);
-        void* p = mmap(nullptr, c.size(), prot, MAP_SHARED, fds[next_fd++].get(), 0);
+        // Pre-faulted (MAP_POPULATE): reads in place then run at memory speed from the
+        // first one, with no page fault per 4 KiB. Huge pages where the kernel gives
+        // them to shared memory (shmem_enabled=advise); a no-op elsewhere.
+        void* p = mmap(nullptr, c.size(), prot, MAP_SHARED | MAP_POPULATE, fds[next_fd++].get(), 0);
         if (p == MAP_FAILED) {
           return absl::InternalError(
               absl::StrCat("mmap chunk ", c.chunk(), ": ", std::strerror(errno)));
         }
+        (void)madvise(p, c.size(), MADV_HUGEPAGE);
         fresh = Chunk{c.generation(), static_cast<uint8_t*>(p), c.size(), false};
       } else {
         absl::StatusOr<Chunk> opened = OpenDeviceChunk(c);
