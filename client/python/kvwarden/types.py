@@ -1,0 +1,174 @@
+"""Plain values the client hands out and takes: layouts, policies, sequences, statistics."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from kvwarden.v1 import control_pb2, layout_pb2, policy_pb2
+
+_DTYPES = {
+    layout_pb2.DTYPE_FP16: ("fp16", np.dtype(np.float16)),
+    # NumPy has no bfloat16: its elements come as raw 16-bit words.
+    layout_pb2.DTYPE_BF16: ("bf16", np.dtype(np.uint16)),
+    layout_pb2.DTYPE_FP32: ("fp32", np.dtype(np.float32)),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A pool's KV layout. K (or V) of one layer is [num_kv_heads, tokens, head_dim]."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str  # "fp16", "bf16" (raw uint16 words in NumPy) or "fp32"
+    np_dtype: np.dtype
+    page_tokens: int
+
+    @staticmethod
+    def from_proto(p: layout_pb2.KvLayout) -> "Layout":
+        name, dt = _DTYPES[p.dtype]
+        return Layout(p.num_layers, p.num_kv_heads, p.head_dim, name, dt, p.page_tokens)
+
+    @property
+    def token_bytes(self) -> int:
+        """Bytes of one token's K (or V) in one head."""
+        return self.head_dim * self.np_dtype.itemsize
+
+    @property
+    def page_bytes(self) -> int:
+        return 2 * self.num_kv_heads * self.page_tokens * self.token_bytes
+
+
+class Policy:
+    """Retention policies (proto/kvwarden/v1/policy.proto); zero means the default."""
+
+    def __init__(self, proto: policy_pb2.RetentionPolicy):
+        self.proto = proto
+
+    @staticmethod
+    def full() -> "Policy":
+        p = policy_pb2.RetentionPolicy()
+        p.full.SetInParent()
+        return Policy(p)
+
+    @staticmethod
+    def streaming(budget: int, sinks: Optional[int] = None) -> "Policy":
+        p = policy_pb2.RetentionPolicy()
+        p.streaming.budget = budget
+        if sinks is not None:
+            p.streaming.sinks = sinks
+        return Policy(p)
+
+    @staticmethod
+    def scissorhands(budget: int, window: int = 0, recent: int = 0, drop: int = 0, sinks: int = 0,
+                     threshold_scale: float = 0.0, layer_budgets: Optional[List[int]] = None) -> "Policy":
+        p = policy_pb2.RetentionPolicy()
+        s = p.scissorhands
+        s.budget, s.window, s.recent, s.drop, s.sinks = budget, window, recent, drop, sinks
+        s.threshold_scale = threshold_scale
+        s.layer_budgets.extend(layer_budgets or [])
+        return Policy(p)
+
+    @staticmethod
+    def windowkv(mean_budget: int, alpha: int = 0, omega: Optional[int] = None, top_p: int = 0,
+                 gamma: int = 0, lambda_: int = 0, aggregation: bool = False) -> "Policy":
+        p = policy_pb2.RetentionPolicy()
+        w = p.windowkv
+        w.mean_budget, w.alpha, w.top_p, w.gamma = mean_budget, alpha, top_p, gamma
+        setattr(w, "lambda", lambda_)
+        if omega is not None:
+            w.omega = omega
+        if aggregation:
+            w.task = policy_pb2.WindowKvPolicy.TASK_AGGREGATION
+        return Policy(p)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker lease; the Client keeps it alive until released or the client closes."""
+
+    id: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class Sequence:
+    id: int
+    layout: Layout
+    pool: str
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    first_position: int
+    num_tokens: int
+    first_slot: int
+    epoch: int
+    first_slots: List[int]  # per (layer, head) when heads hold different counts, else empty
+
+
+@dataclass
+class LayerKV:
+    """One layer's live slots as ReadKV returned them: per head, K and V
+    [live_slots, head_dim] and the original token positions of those slots."""
+
+    layer: int
+    epoch: int
+    k: List[np.ndarray]
+    v: List[np.ndarray]
+    positions: List[np.ndarray]
+
+    def dense(self):
+        """(K, V) as [heads, tokens, head_dim] when every head holds the same positions."""
+        if any(len(p) != len(self.positions[0]) or not np.array_equal(p, self.positions[0])
+               for p in self.positions):
+            raise ValueError(f"layer {self.layer}: heads hold different positions (retention)")
+        return np.stack(self.k), np.stack(self.v)
+
+
+@dataclass
+class HeadStats:
+    """One (layer, head) of a decode step: `attended` slots existed; `listed` are the slots
+    with attention at or above the threshold (sparse mode), or `dense` the whole row."""
+
+    layer: int
+    head: int
+    attended: int
+    listed: Optional[np.ndarray] = None
+    dense: Optional[np.ndarray] = None
+
+    def to_proto(self) -> control_pb2.HeadStats:
+        h = control_pb2.HeadStats(layer=self.layer, head=self.head, attended=self.attended)
+        if self.listed is not None:
+            h.listed.extend(np.asarray(self.listed, dtype=np.uint32).tolist())
+        if self.dense is not None:
+            h.dense.extend(np.asarray(self.dense, dtype=np.float32).tolist())
+        return h
+
+
+@dataclass
+class HeadRetention:
+    layer: int
+    head: int
+    live_slots: int
+    evicted_positions: np.ndarray
+
+
+@dataclass
+class RetentionUpdate:
+    sequence_id: int
+    epoch: int
+    steps_applied: int
+    heads: List[HeadRetention] = field(default_factory=list)
+    pages_freed: int = 0
+
+    @staticmethod
+    def from_proto(u: control_pb2.RetentionUpdate) -> "RetentionUpdate":
+        return RetentionUpdate(
+            u.sequence_id, u.epoch, u.steps_applied,
+            [HeadRetention(h.layer, h.head, h.live_slots, np.array(h.evicted_positions, dtype=np.uint32))
+             for h in u.heads],
+            u.pages_freed)
