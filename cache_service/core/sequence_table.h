@@ -251,7 +251,7 @@ class SequenceTable {
  private:
   absl::StatusOr<std::shared_ptr<Sequence>> Find(SequenceId id, const Caller& caller) const;
   absl::Status Insert(std::shared_ptr<Sequence> seq);
-  uint64_t ReleaseLocked(Sequence& seq);
+  uint64_t ReleaseLocked(Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
                                       uint32_t token_start, uint32_t token_end,
                                       std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
