@@ -20,9 +20,41 @@ KernelStatus WindowKvScoreCpu(const float* t, uint32_t num_heads, uint32_t n, Wi
     return KernelStatus::kInvalidArgument;
   }
   const uint32_t candidates = n - p.alpha;
-  for (uint32_t k = 0; k < WindowKvNumWindows(candidates, p.omega); ++k) {
-    scores[k] = WindowKvScore(t, num_heads, candidates, k, p.omega, p.top_p);
+  const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
+  if (p.top_p != p.omega) {
+    for (uint32_t k = 0; k < windows; ++k) scores[k] = WindowKvScore(t, num_heads, candidates, k, p.omega, p.top_p);
+    return KernelStatus::kOk;
   }
+  // Every token scores its window (top_p = omega): WindowKvScore's arithmetic exactly
+  // (each window's sum in token order, then over heads in head order), four windows at
+  // a time so their dependency chains overlap instead of running one after another.
+  const uint32_t w = p.omega, full = candidates / w;
+  std::vector<double> over_heads(windows, 0.0);
+  for (uint32_t h = 0; h < num_heads; ++h) {
+    const float* row = t + static_cast<size_t>(h) * candidates;
+    uint32_t k = 0;
+    for (; k + 4 <= full; k += 4) {
+      const float* r = row + static_cast<size_t>(k) * w;
+      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (uint32_t i = 0; i < w; ++i) {
+        s0 += static_cast<double>(r[i]);
+        s1 += static_cast<double>(r[w + i]);
+        s2 += static_cast<double>(r[2 * w + i]);
+        s3 += static_cast<double>(r[3 * w + i]);
+      }
+      over_heads[k] += s0 / w;
+      over_heads[k + 1] += s1 / w;
+      over_heads[k + 2] += s2 / w;
+      over_heads[k + 3] += s3 / w;
+    }
+    for (; k < windows; ++k) {
+      const uint32_t first = k * w, len = first + w <= candidates ? w : candidates - first;
+      double s = 0;
+      for (uint32_t i = 0; i < len; ++i) s += static_cast<double>(row[first + i]);
+      over_heads[k] += s / len;
+    }
+  }
+  for (uint32_t k = 0; k < windows; ++k) scores[k] = over_heads[k] / num_heads;
   return KernelStatus::kOk;
 }
 

@@ -355,5 +355,25 @@ TEST(ScissorhandsSelectTest, HistogramSelectionEqualsAStableSortOnRandomHistorie
   }
 }
 
+// The CPU scorer's fast path (top_p = omega, four windows at a time) equals the shared
+// per-window WindowKvScore (what the CUDA kernel runs) bit for bit.
+TEST(WindowKvScoreTest, FastPathEqualsThePerWindowScoreExactly) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  for (int round = 0; round < 50; ++round) {
+    const uint32_t heads = 1 + rng() % 9, omega = 1 + rng() % 12, alpha = rng() % 5;
+    const uint32_t n = alpha + 1 + rng() % 300;
+    const uint32_t candidates = n - alpha;
+    std::vector<float> t(size_t{heads} * candidates);
+    for (float& x : t) x = std::uniform_real_distribution<float>(0, 1)(rng) * static_cast<float>(1 + rng() % 1000);
+    WindowKvParams p{alpha, omega, omega, alpha + 1};
+    std::vector<double> scores(WindowKvNumWindows(candidates, omega));
+    ASSERT_EQ(WindowKvScoreCpu(t.data(), heads, n, p, scores.data()), KernelStatus::kOk);
+    for (uint32_t k = 0; k < scores.size(); ++k) {
+      ASSERT_EQ(scores[k], WindowKvScore(t.data(), heads, candidates, k, omega, omega))
+          << "round " << round << " window " << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvwarden::kernels
