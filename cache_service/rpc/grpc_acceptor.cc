@@ -78,41 +78,47 @@ absl::StatusOr<std::unique_ptr<GrpcAcceptor>> GrpcAcceptor::Listen(const std::st
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  // A wildcard binds one dual-stack IPv6 socket (IPv4 arrives mapped), else IPv4 only.
-  const std::string node = wildcard ? "::" : host;
-  if (int rc = getaddrinfo(node.c_str(), "0", &hints, &found); rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("listen address '", address, "': ", gai_strerror(rc)));
-  }
+  // A wildcard binds one dual-stack IPv6 socket (IPv4 arrives mapped), or IPv4 alone on
+  // hosts without IPv6; a host name or address binds every address it resolves to.
+  std::vector<std::string> nodes = wildcard ? std::vector<std::string>{"::", "0.0.0.0"} : std::vector<std::string>{host};
   std::string last_error;
-  for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
-    if (!fd.valid()) {
-      last_error = std::strerror(errno);
+  for (const std::string& node : nodes) {
+    if (!a->listen_fds_.empty()) break;
+    addrinfo* found = nullptr;
+    if (int rc = getaddrinfo(node.c_str(), "0", &hints, &found); rc != 0) {
+      last_error = gai_strerror(rc);
       continue;
     }
-    const int one = 1, zero = 0;
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ai->ai_family == AF_INET6) {
-      setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, wildcard ? &zero : &one, sizeof(int));
+    for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
+      UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
+      if (!fd.valid()) {
+        last_error = std::strerror(errno);
+        continue;
+      }
+      const int one = 1, zero = 0;
+      setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      if (ai->ai_family == AF_INET6) {
+        setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, wildcard ? &zero : &one, sizeof(int));
+      }
+      // Every address of the host on one port: the first bind picks it when it is 0.
+      sockaddr_storage at{};
+      std::memcpy(&at, ai->ai_addr, ai->ai_addrlen);
+      const uint16_t net_port = htons(static_cast<uint16_t>(a->port_ != 0 ? a->port_ : port));
+      if (at.ss_family == AF_INET) reinterpret_cast<sockaddr_in&>(at).sin_port = net_port;
+      if (at.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6&>(at).sin6_port = net_port;
+      if (bind(fd.get(), reinterpret_cast<sockaddr*>(&at), ai->ai_addrlen) != 0 ||
+          listen(fd.get(), SOMAXCONN) != 0) {
+        last_error = std::strerror(errno);
+        continue;
+      }
+      socklen_t len = sizeof(at);
+      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&at), &len);
+      a->port_ = ntohs(at.ss_family == AF_INET ? reinterpret_cast<sockaddr_in&>(at).sin_port
+                                               : reinterpret_cast<sockaddr_in6&>(at).sin6_port);
+      a->listen_fds_.push_back(std::move(fd));
     }
-    // Every address of the host on one port: the first bind picks it when it is 0.
-    sockaddr_storage at{};
-    std::memcpy(&at, ai->ai_addr, ai->ai_addrlen);
-    const uint16_t net_port = htons(static_cast<uint16_t>(a->port_ != 0 ? a->port_ : port));
-    if (at.ss_family == AF_INET) reinterpret_cast<sockaddr_in&>(at).sin_port = net_port;
-    if (at.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6&>(at).sin6_port = net_port;
-    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&at), ai->ai_addrlen) != 0 || listen(fd.get(), SOMAXCONN) != 0) {
-      last_error = std::strerror(errno);
-      continue;
-    }
-    socklen_t len = sizeof(at);
-    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&at), &len);
-    a->port_ = ntohs(at.ss_family == AF_INET ? reinterpret_cast<sockaddr_in&>(at).sin_port
-                                             : reinterpret_cast<sockaddr_in6&>(at).sin6_port);
-    a->listen_fds_.push_back(std::move(fd));
+    freeaddrinfo(found);
   }
-  freeaddrinfo(found);
   if (a->listen_fds_.empty()) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", last_error));
   }
