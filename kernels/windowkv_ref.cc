@@ -1,5 +1,5 @@
 #include <algorithm>
-#include <numeric>
+#include <utility>
 #include <vector>
 
 #include "kernels/windowkv.h"
@@ -65,12 +65,13 @@ KernelStatus WindowKvSelectCpu(const double* scores, uint32_t n, WindowKvParams 
   const uint32_t b = p.budget - p.alpha;
   if (candidates <= b) return KernelStatus::kOk;
   const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
-  std::vector<uint32_t> order(windows);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](uint32_t a, uint32_t c) { return scores[a] < scores[c]; });
+  // Lowest score first, the earlier window first among equals: (score, index) pairs
+  // sorted directly, not indices through a comparator that loads the scores.
+  std::vector<std::pair<double, uint32_t>> order(windows);
+  for (uint32_t k = 0; k < windows; ++k) order[k] = {scores[k], k};
+  std::sort(order.begin(), order.end());
   uint32_t kept = candidates;
-  for (uint32_t k : order) {
+  for (const auto& [score, k] : order) {
     if (kept <= b) break;
     const uint32_t first = k * p.omega;
     const uint32_t len = std::min(p.omega, candidates - first);
