@@ -218,6 +218,13 @@ uint64_t PagePool::used_pages() const {
   return capacity_pages() - FreePagesLocked();
 }
 
+uint32_t PagePool::CountShared(absl::Span<const PageId> pages) const {
+  absl::MutexLock lock(&mu_);
+  uint32_t n = 0;
+  for (PageId p : pages) n += pages_[p].refs > 1;
+  return n;
+}
+
 uint32_t PagePool::RefCount(PageId page) const {
   absl::MutexLock lock(&mu_);
   return pages_[page].refs;

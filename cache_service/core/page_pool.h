@@ -103,6 +103,8 @@ class PagePool {
   void Unpin(absl::Span<const PageId> pages);
 
   uint32_t RefCount(PageId page) const;
+  // Pages of `pages` held by more than one sequence, under one lock (listings).
+  uint32_t CountShared(absl::Span<const PageId> pages) const;
   TenantId OwnerOf(PageId page) const;
   // Stable while the page's chunk is owned (a renewal for a new tenant may move it).
   uint8_t* PageData(PageId page) const {

@@ -500,9 +500,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
   for (const auto& table : seq.pages) {
     s.layer_num_pages.push_back(static_cast<uint32_t>(table.size()));
     s.pages_held += static_cast<uint32_t>(table.size());
-    for (PageId p : table) {
-      if (seq.pool->RefCount(p) > 1) ++s.shared_pages;
-    }
+    s.shared_pages += seq.pool->CountShared(table);
     if (include_pages) s.layer_pages.push_back(table);
   }
   if (include_heads) {

@@ -17,6 +17,8 @@
 #include "benchmark/benchmark.h"
 #include "cache_service/core/page_pool.h"
 #include "kvwarden/client.h"
+#include "grpcpp/grpcpp.h"
+#include "kvwarden/v1/admin.grpc.pb.h"
 #include "tests/support/process.h"
 
 namespace kvwarden {
@@ -35,6 +37,20 @@ constexpr const char* kBenchConfig = R"pb(
 )pb";
 
 std::map<std::string, double> g_results;  // name -> p50 us or MB/s, for the summary
+
+// Scale: a small-page pool so that 10k sequences of 100 pages (1M pages) take 512 MiB of
+// address space and no memory (nothing is written).
+constexpr const char* kScaleConfig = R"pb(
+  admin_token: "bench-admin"
+  pools {
+    name: "scale"
+    layout { num_layers: 1 num_kv_heads: 1 head_dim: 8 dtype: DTYPE_FP16 page_tokens: 16 }
+    capacity_pages: 1200000
+    chunk_bytes: 1048576
+  }
+  tenants { name: "bench" token: "bench-token" quota_pages: 1200000 limits { max_sequences: 20000 } }
+  data_plane { disable_ucx: true }
+)pb";
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -189,10 +205,68 @@ class SummaryReporter : public benchmark::ConsoleReporter {
   }
 };
 
+// ReserveSlots p50 (one token, a fresh sequence each 1000) with `live` sequences of 100
+// pages each held, and the time to list them all as the admin.
+struct ScaleFigures {
+  double reserve_p50_us = 0;
+  double list_ms = 0;
+  uint64_t listed = 0;
+};
+
+ScaleFigures MeasureAtScale(uint32_t live) {
+  ScaleFigures out;
+  auto d = testing::DaemonProcess::Start(kScaleConfig);
+  if (!d.ok()) {
+    std::fprintf(stderr, "bench_control scale: %s\n", d.status().ToString().c_str());
+    return out;
+  }
+  auto c = *Client::Connect({(*d)->target(), "bench-token", absl::Seconds(60)});
+  auto lease = *c->RegisterWorker("scale", client::Role::kBoth, 300000);
+  for (uint32_t i = 0; i < live; ++i) {
+    auto seq = c->CreateSequence(lease.id, "scale", 1600);
+    if (!seq.ok() || !c->ReserveSlots(seq->id, 1600).ok()) {
+      std::fprintf(stderr, "bench_control scale: sequence %u: %s\n", i, seq.status().ToString().c_str());
+      return out;
+    }
+  }
+  std::vector<double> us;
+  auto probe = c->CreateSequence(lease.id, "scale", 1000);
+  for (int i = 0; i < 1000 && probe.ok(); ++i) {
+    const absl::Time t0 = absl::Now();
+    if (!c->ReserveSlots(probe->id, 1).ok()) break;
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  out.reserve_p50_us = Percentile(us, 0.5);
+  auto channel = grpc::CreateChannel((*d)->target(), grpc::InsecureChannelCredentials());
+  auto admin = v1::AdminService::NewStub(channel);
+  const absl::Time t0 = absl::Now();
+  v1::ListSequencesRequest req;
+  do {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer bench-admin");
+    v1::ListSequencesResponse resp;
+    if (!admin->ListSequences(&ctx, req, &resp).ok()) break;
+    out.listed += resp.sequences_size();
+    req.set_page_token(resp.next_page_token());
+  } while (!req.page_token().empty());
+  out.list_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+  return out;
+}
+
 }  // namespace
 }  // namespace kvwarden
 
 int main(int argc, char** argv) {
+  // --scale_sequences=N (default 10000; 0 skips): ours, taken out before the library's.
+  uint32_t scale = 10000;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--scale_sequences=", 18) == 0) {
+      scale = static_cast<uint32_t>(std::strtoul(argv[i] + 18, nullptr, 10));
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      --i;
+    }
+  }
   using kvwarden::g_results;
   benchmark::Initialize(&argc, argv);
   kvwarden::SummaryReporter reporter;
@@ -219,6 +293,24 @@ int main(int argc, char** argv) {
                   tag, w, w / mc, r, r / mc, mc);
       std::printf("row|bench_control|WriteKV %s (gRPC)|%.0f MB/s|%.0f MB/s memcpy|%.3fx|-\n", tag, w, mc, w / mc);
       std::printf("row|bench_control|ReadKV %s (gRPC)|%.0f MB/s|%.0f MB/s memcpy|%.3fx|-\n", tag, r, mc, r / mc);
+    }
+  }
+  if (scale > 0) {
+    const uint32_t few = std::min<uint32_t>(10, scale);
+    const kvwarden::ScaleFigures small = kvwarden::MeasureAtScale(few);
+    const kvwarden::ScaleFigures large = kvwarden::MeasureAtScale(scale);
+    if (small.reserve_p50_us > 0 && large.reserve_p50_us > 0) {
+      std::printf("ReserveSlots p50 with %u live sequences (%u pages) %.1f us vs %.1f us with %u: %.2fx "
+                  "(goal <= 1.2x); listing %llu sequences took %.1f ms (goal < 100 ms at 10k)\n",
+                  scale, scale * 100, large.reserve_p50_us, small.reserve_p50_us, few,
+                  large.reserve_p50_us / small.reserve_p50_us, static_cast<unsigned long long>(large.listed),
+                  large.list_ms);
+      std::printf("row|bench_control|ReserveSlots p50, %u sequences / %u pages|%.1f us|%.1f us at %u sequences|"
+                  "%.2fx|<= 1.2x\n",
+                  scale, scale * 100, large.reserve_p50_us, small.reserve_p50_us, few,
+                  large.reserve_p50_us / small.reserve_p50_us);
+      std::printf("row|bench_control|admin listing of %llu sequences|%.1f ms|-|-|< 100 ms at 10k\n",
+                  static_cast<unsigned long long>(large.listed), large.list_ms);
     }
   }
   return 0;
