@@ -80,6 +80,16 @@ absl::Status Client::KeepAlive(uint64_t lease_id) {
   return FromGrpc(impl_->stub->KeepAlive(ctx.get(), req, &resp));
 }
 
+absl::StatusOr<uint32_t> Client::ReleaseWorker(uint64_t lease_id) {
+  auto ctx = impl_->Context();
+  v1::ReleaseWorkerRequest req;
+  req.set_lease_id(lease_id);
+  v1::ReleaseWorkerResponse resp;
+  grpc::Status s = impl_->stub->ReleaseWorker(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.released_sequences();
+}
+
 static void ToProto(const Policy& p, v1::RetentionPolicy* out) {
   switch (p.kind) {
     case Policy::Kind::kDefault: return;

@@ -73,6 +73,18 @@ absl::StatusOr<LeaseInfo> WorkerLeases::FindActive(LeaseId id, TenantId tenant) 
   return it->second;
 }
 
+absl::StatusOr<LeaseInfo> WorkerLeases::Release(LeaseId id, TenantId tenant) {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second.tenant != tenant || it->second.expires <= clock_->Now()) {
+    return NotActive(id);
+  }
+  LeaseInfo info = std::move(it->second);
+  leases_.erase(it);
+  --tenant_leases_[tenant];
+  return info;
+}
+
 std::vector<LeaseInfo> WorkerLeases::TakeExpired() {
   std::vector<LeaseInfo> expired;
   absl::MutexLock lock(&mu_);

@@ -54,6 +54,9 @@ class WorkerLeases {
   // The active lease `id` of `tenant`; FAILED_PRECONDITION like CheckActive otherwise.
   absl::StatusOr<LeaseInfo> FindActive(LeaseId id, TenantId tenant) const;
 
+  // Removes the active lease `id` of `tenant` now (FAILED_PRECONDITION like CheckActive
+  // otherwise); the caller then releases what it held (SequenceTable::ReleaseByLease).
+  absl::StatusOr<LeaseInfo> Release(LeaseId id, TenantId tenant);
   // Removes and returns every lapsed lease.
   std::vector<LeaseInfo> TakeExpired();
   std::vector<LeaseInfo> List() const;

@@ -66,6 +66,22 @@ grpc::ServerUnaryReactor* ControlServiceImpl::KeepAlive(grpc::CallbackServerCont
   });
 }
 
+grpc::ServerUnaryReactor* ControlServiceImpl::ReleaseWorker(grpc::CallbackServerContext* call,
+                                                            const v1::ReleaseWorkerRequest* req,
+                                                            v1::ReleaseWorkerResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+    if (!tenant.ok()) return tenant.status();
+    absl::StatusOr<LeaseInfo> lease = ctx_.leases->Release(req->lease_id(), *tenant);
+    if (!lease.ok()) return lease.status();
+    // As the reaper does for a lapse: once the lease is gone no sequence can be made
+    // under it (checked under the table lock), and every one made before is released.
+    const size_t n = ctx_.table->ReleaseByLease(lease->id);
+    resp->set_released_sequences(static_cast<uint32_t>(n));
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
     grpc::CallbackServerContext* call, const v1::CreateSequenceRequest* req,
     v1::CreateSequenceResponse* resp) {

@@ -11,11 +11,12 @@ namespace kvwarden {
 // (see raw_messages.h). Spelled out: a raw bidi method cannot stack on a typed one.
 using ControlServiceBase = v1::ControlService::WithCallbackMethod_Ping<
     v1::ControlService::WithCallbackMethod_RegisterWorker<v1::ControlService::WithCallbackMethod_KeepAlive<
+    v1::ControlService::WithCallbackMethod_ReleaseWorker<
         v1::ControlService::WithCallbackMethod_CreateSequence<v1::ControlService::WithCallbackMethod_ForkSequence<
             v1::ControlService::WithCallbackMethod_ReleaseSequence<v1::ControlService::WithCallbackMethod_DescribeSequence<
                 v1::ControlService::WithCallbackMethod_ReserveSlots<v1::ControlService::WithRawCallbackMethod_WriteKV<
                     v1::ControlService::WithCallbackMethod_ReadKV<
-                        v1::ControlService::WithRawCallbackMethod_StreamStats<v1::ControlService::Service>>>>>>>>>>>;
+                        v1::ControlService::WithRawCallbackMethod_StreamStats<v1::ControlService::Service>>>>>>>>>>>>;
 
 class ControlServiceImpl final : public ControlServiceBase {
  public:
@@ -29,6 +30,9 @@ class ControlServiceImpl final : public ControlServiceBase {
   grpc::ServerUnaryReactor* KeepAlive(grpc::CallbackServerContext* call,
                                       const v1::KeepAliveRequest* req,
                                       v1::KeepAliveResponse* resp) override;
+  grpc::ServerUnaryReactor* ReleaseWorker(grpc::CallbackServerContext* call,
+                                          const v1::ReleaseWorkerRequest* req,
+                                          v1::ReleaseWorkerResponse* resp) override;
   grpc::ServerUnaryReactor* CreateSequence(grpc::CallbackServerContext* call,
                                            const v1::CreateSequenceRequest* req,
                                            v1::CreateSequenceResponse* resp) override;

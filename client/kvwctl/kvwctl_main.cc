@@ -350,7 +350,8 @@ int Main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Health check, version and uptime (no token needed)");
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
   auto* tenants = app.add_subcommand("tenants", "Tenants: quota, usage, sequences, refusals");
-  auto* workers = app.add_subcommand("workers", "Registered workers and their leases");
+  auto* workers = app.add_subcommand("workers", "Registered workers and their leases (alias: leases)");
+  workers->alias("leases");
   auto* transfers = app.add_subcommand("transfers", "Active transfer leases and the pages they pin");
   auto* attached = app.add_subcommand("attached", "Clients attached over the attach socket");
   std::string tenant, pool;

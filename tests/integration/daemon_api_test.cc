@@ -97,6 +97,31 @@ class DaemonApiTest : public ::testing::Test {
 
 DaemonProcess* DaemonApiTest::daemon_ = nullptr;
 
+// A worker that exits cleanly ends its lease at once: its sequences and their pages go
+// now, not after the TTL; another tenant cannot end it; an ended lease is not renewed.
+TEST_F(DaemonApiTest, ReleaseWorkerFreesTheLeasesSequencesAtOnce) {
+  const uint64_t before = TenantPages("alpha");
+  const client::Lease lease = Lease(*alpha_, 60000);  // a minute: only the release can free it
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto seq = alpha_->CreateSequence(lease.id, "main", 64);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    ASSERT_TRUE(alpha_->ReserveSlots(seq->id, 40).ok());
+    ids.push_back(seq->id);
+  }
+  EXPECT_GT(TenantPages("alpha"), before);
+  auto theirs = beta_->ReleaseWorker(lease.id);
+  EXPECT_EQ(theirs.status().code(), absl::StatusCode::kFailedPrecondition) << theirs.status();
+  auto released = alpha_->ReleaseWorker(lease.id);
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(*released, 3u);
+  EXPECT_EQ(TenantPages("alpha"), before);
+  for (uint64_t id : ids) EXPECT_EQ(alpha_->DescribeSequence(id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(alpha_->KeepAlive(lease.id).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(alpha_->ReleaseWorker(lease.id).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(alpha_->CreateSequence(lease.id, "main", 8).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(DaemonApiTest, WorkerFlowRoundTripsBytesExactly) {
   client::Lease lease = Lease(*alpha_);
   auto seq = alpha_->CreateSequence(lease.id, "main", 1024);

@@ -247,6 +247,9 @@ class Client {
 
   absl::StatusOr<Lease> RegisterWorker(const std::string& name, Role role, uint32_t ttl_ms = 0);
   absl::Status KeepAlive(uint64_t lease_id);
+  // Ends the lease now (a clean exit): its sequences and transfers go at once, not after
+  // the TTL. Returns how many sequences were released.
+  absl::StatusOr<uint32_t> ReleaseWorker(uint64_t lease_id);
 
   absl::StatusOr<Sequence> CreateSequence(uint64_t lease_id, const std::string& pool,
                                           uint32_t max_tokens, const Policy& policy = {});

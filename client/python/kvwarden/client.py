@@ -104,6 +104,13 @@ class Client:
     def keep_alive(self, lease: Lease) -> int:
         return self._unary(self.control.KeepAlive, control_pb2.KeepAliveRequest(lease_id=lease.id)).ttl_ms
 
+    def release_lease(self, lease: Lease) -> int:
+        """Ends the lease now (a clean exit): its sequences and transfers go at once instead
+        of after the TTL. Returns how many sequences were released."""
+        self.stop_keep_alive(lease)
+        return self._unary(self.control.ReleaseWorker,
+                           control_pb2.ReleaseWorkerRequest(lease_id=lease.id)).released_sequences
+
     def stop_keep_alive(self, lease: Lease):
         """Stops renewing `lease`: it lapses after its TTL (and its sequences with it)."""
         with self._lock:

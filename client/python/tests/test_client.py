@@ -90,6 +90,18 @@ def test_keep_alive_thread_holds_a_short_lease(alpha):
         pytest.fail("the sequence outlived its lease")
 
 
+def test_release_lease_frees_its_sequences_at_once(alpha):
+    lease = alpha.register_worker("py-exit", ttl_ms=60000)
+    seqs = [alpha.create_sequence(lease, "main", 16) for _ in range(2)]
+    for s in seqs:
+        alpha.reserve_slots(s, 16)
+    assert alpha.release_lease(lease) == 2
+    for s in seqs:
+        with pytest.raises(KvwardenError) as e:
+            alpha.describe_sequence(s)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
+
+
 def test_scissorhands_hand_worked_example_over_the_stats_stream(alpha):
     # shared/POLICIES.md: B=6, w=3, r=2, m=3; three steps; every head evicts 1, 3, 4.
     lease = alpha.register_worker("py-stats", role="decode")
