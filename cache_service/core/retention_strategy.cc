@@ -60,7 +60,7 @@ absl::Status RetentionStrategy::RefuseOtherStats(const Sequence& seq, const Stat
   return absl::OkStatus();
 }
 
-std::vector<uint32_t> KeptSlots(const std::vector<uint8_t>& keep) {
+std::vector<uint32_t> KeptSlots(absl::Span<const uint8_t> keep) {
   std::vector<uint32_t> out;
   for (uint32_t j = 0; j < keep.size(); ++j) {
     if (keep[j]) out.push_back(j);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "cache_service/core/pool_device.h"
 #include "cache_service/core/retention_policy.h"
 #include "cache_service/core/retention_state.h"
@@ -79,6 +80,6 @@ class RetentionStrategies {
 };
 
 // Indices j with keep[j] set.
-std::vector<uint32_t> KeptSlots(const std::vector<uint8_t>& keep);
+std::vector<uint32_t> KeptSlots(absl::Span<const uint8_t> keep);
 
 }  // namespace kvwarden

@@ -52,6 +52,12 @@ class ScissorhandsRings {
   uint32_t GrownStride(uint32_t slots) const {
     return std::max({slots, 2 * stride_, 64u});
   }
+  // Segments offsets for heads holding sizes[i] slots: [0, s0, s0 + s1, ...].
+  static std::vector<uint32_t> SegmentOffsets(const std::vector<uint32_t>& sizes) {
+    std::vector<uint32_t> offsets(sizes.size() + 1, 0);
+    for (size_t i = 0; i < sizes.size(); ++i) offsets[i + 1] = offsets[i] + sizes[i];
+    return offsets;
+  }
   size_t words_per_head(uint32_t stride) const { return size_t{kernels::ScissorhandsWords(window_)} * stride; }
 
   size_t heads_ = 0;

@@ -33,8 +33,7 @@ class CpuRings final : public ScissorhandsRings {
 
   absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
                       const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
-    std::vector<uint32_t> offsets(live.size() + 1, 0);
-    for (size_t i = 0; i < live.size(); ++i) offsets[i + 1] = offsets[i] + live[i];
+    const std::vector<uint32_t> offsets = SegmentOffsets(live);
     if (kernels::ScissorhandsRecordStepCpu({static_cast<uint32_t>(live.size()), offsets.data()}, History(0), step,
                                            attended.data(), listed_offsets.data(), listed_ids.data()) !=
         kernels::KernelStatus::kOk) {
@@ -45,8 +44,7 @@ class CpuRings final : public ScissorhandsRings {
 
   absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
                       std::vector<uint8_t>* keep) override {
-    std::vector<uint32_t> offsets(live.size() + 1, 0);
-    for (size_t i = 0; i < live.size(); ++i) offsets[i + 1] = offsets[i] + live[i];
+    const std::vector<uint32_t> offsets = SegmentOffsets(live);
     keep->assign(offsets.back(), 1);
     if (kernels::ScissorhandsSelectCpu({static_cast<uint32_t>(live.size()), offsets.data()}, History(first_lh), p,
                                        keep->data(), nullptr) != kernels::KernelStatus::kOk) {

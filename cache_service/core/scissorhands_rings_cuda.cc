@@ -18,12 +18,6 @@ absl::Status Launch(kernels::KernelStatus k, const char* what) {
   return absl::InternalError(absl::StrCat("scissorhands ", what, " CUDA kernel failed (", static_cast<int>(k), ")"));
 }
 
-std::vector<uint32_t> Offsets(const std::vector<uint32_t>& sizes) {
-  std::vector<uint32_t> offsets(sizes.size() + 1, 0);
-  for (size_t i = 0; i < sizes.size(); ++i) offsets[i + 1] = offsets[i] + sizes[i];
-  return offsets;
-}
-
 class CudaRings final : public ScissorhandsRings {
  public:
   CudaRings(std::shared_ptr<CudaQueue> queue, size_t heads, uint32_t window)
@@ -83,7 +77,7 @@ class CudaRings final : public ScissorhandsRings {
 
   absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
                       const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
-    const std::vector<uint32_t> offsets = Offsets(live);
+    const std::vector<uint32_t> offsets = SegmentOffsets(live);
     absl::MutexLock lock(&queue_->mu());
     absl::StatusOr<std::vector<void*>> d = queue_->Stage({{offsets.data(), offsets.size() * 4},
                                                           {attended.data(), attended.size() * 4},
@@ -104,7 +98,7 @@ class CudaRings final : public ScissorhandsRings {
 
   absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
                       std::vector<uint8_t>* keep) override {
-    const std::vector<uint32_t> offsets = Offsets(live);
+    const std::vector<uint32_t> offsets = SegmentOffsets(live);
     const uint32_t total = offsets.back();
     absl::MutexLock lock(&queue_->mu());
     absl::StatusOr<std::vector<void*>> d =

@@ -70,6 +70,12 @@ struct Sequence {
   }
 
   const KvLayout& layout() const { return pool->layout(); }
+  // The fullest layer's LayerSlots.
+  uint32_t FullestLayerSlots() const ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    uint32_t n = 0;
+    for (uint32_t layer = 0; layer < layout().num_layers; ++layer) n = std::max(n, LayerSlots(layer));
+    return n;
+  }
   // Slots the layer's page table must cover: the fullest head's count.
   uint32_t LayerSlots(uint32_t layer) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
     uint32_t n = 0;

@@ -158,9 +158,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   uint64_t total = 0;
   if (seq.retention != nullptr) {
     // The policy state's room first: it is the one step here that can fail on the device.
-    uint32_t fullest = 0;
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) fullest = std::max(fullest, seq.LayerSlots(layer));
-    if (absl::Status s = seq.retention->Reserve(fullest + num_tokens); !s.ok()) return s;
+    if (absl::Status s = seq.retention->Reserve(seq.FullestLayerSlots() + num_tokens); !s.ok()) return s;
   }
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const uint32_t live = strategy.KeptBefore(seq, seq.LayerSlots(layer), num_tokens);

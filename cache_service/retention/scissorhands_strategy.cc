@@ -140,7 +140,7 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
       if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok()) return st;
       std::vector<std::vector<uint32_t>> kept(heads);
       for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
-        kept[h] = KeptSlots(std::vector<uint8_t>(keep.begin() + base, keep.begin() + base + layer_live[h]));
+        kept[h] = KeptSlots(absl::MakeConstSpan(keep).subspan(base, layer_live[h]));
         for (size_t later = s + 1; later < steps.size(); ++later) {
           for (HeadStepStats& hs : steps[later].heads) {
             if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);

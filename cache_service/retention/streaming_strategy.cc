@@ -22,10 +22,7 @@ std::vector<uint32_t> StreamingKept(uint32_t n, kernels::StreamingParams p) {
 
 absl::Status StreamingStrategy::CheckReserve(const Sequence& seq, uint32_t num_tokens) const {
   const kernels::StreamingParams sp{seq.Budget(0), seq.policy.streaming.sinks};
-  uint32_t fullest = 0;
-  for (uint32_t layer = 0; layer < seq.layout().num_layers; ++layer) {
-    fullest = std::max(fullest, seq.LayerSlots(layer));
-  }
+  const uint32_t fullest = seq.FullestLayerSlots();
   if (uint64_t{fullest} + num_tokens > sp.budget && num_tokens > sp.budget - sp.sinks) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "num_tokens: %u new tokens do not fit a streaming budget of %u with %u sinks next to %u "

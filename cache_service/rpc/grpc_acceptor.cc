@@ -257,8 +257,7 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
         const int raw = fd.release();
         // An entry under this number is a socket gRPC closed since the last prune.
         if (auto stale = open_.find(raw); stale != open_.end()) {
-          if (--per_peer_[stale->second.peer] == 0) per_peer_.erase(stale->second.peer);
-          --stats_->open;
+          Forget(stale->second.peer);
         }
         open_[raw] = {inode, std::move(peer)};
         ++stats_->accepted;
@@ -266,8 +265,7 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
         continue;
       }
     }
-    if (--per_peer_[peer] == 0) per_peer_.erase(peer);
-    --stats_->open;
+    Forget(peer);
     if (verdict == kRefuse) {
       Refuse(std::move(fd));
     }
@@ -281,10 +279,14 @@ void GrpcAcceptor::Prune() {
       ++it;
       continue;
     }
-    if (--per_peer_[it->second.peer] == 0) per_peer_.erase(it->second.peer);
-    --stats_->open;
+    Forget(it->second.peer);
     open_.erase(it++);
   }
+}
+
+void GrpcAcceptor::Forget(const std::string& peer) {
+  if (--per_peer_[peer] == 0) per_peer_.erase(peer);
+  --stats_->open;
 }
 
 void GrpcAcceptor::Refuse(UniqueFd fd) {

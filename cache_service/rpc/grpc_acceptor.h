@@ -75,6 +75,7 @@ class GrpcAcceptor {
   void CheckPending(absl::Time now);
   void Prune();  // forgets handed-over sockets gRPC has closed
   void Refuse(UniqueFd fd);
+  void Forget(const std::string& peer);  // a counted connection of `peer` is gone
   uint64_t PeerCount(const std::string& peer) const;
 
   const GrpcConnectionLimits limits_;
