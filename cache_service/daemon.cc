@@ -120,7 +120,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   std::vector<std::string> tokens;
   for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
   d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
-  d->settings_ = settings;
+  d->grpc_limits_ = {settings.max_grpc_connections, settings.max_grpc_connections_per_peer,
+                     settings.grpc_preface_timeout};
+  // Room kept for what must never be refused for want of an fd: one per chunk (shm or
+  // memfd backing), the attach connections, and UCX, gRPC and log files.
+  d->fd_reserve_ = 1024 + uint64_t{settings.max_attach_connections};
+  for (const PoolSpec& p : settings.pools) d->fd_reserve_ += p.num_chunks;
   d->reaper_ = std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
 
   for (const PoolSpec& spec : settings.pools) d->policy_defaults_.pools.push_back(spec.name);
@@ -147,17 +152,12 @@ Daemon::~Daemon() { parked_.Shutdown(); }
 
 absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::string& address,
                                                                  uint64_t fd_limit) {
-  // Room kept for what must never be refused for want of an fd: one per chunk (shm or
-  // memfd backing), the attach connections, and UCX, gRPC and log files.
-  uint64_t reserve = 1024 + uint64_t{settings_.max_attach_connections};
-  for (const PoolSpec& p : settings_.pools) reserve += p.num_chunks;
-  GrpcConnectionLimits limits{settings_.max_grpc_connections, settings_.max_grpc_connections_per_peer,
-                              settings_.grpc_preface_timeout};
-  const uint64_t room = fd_limit > reserve + 64 ? fd_limit - reserve : 64;
+  GrpcConnectionLimits limits = grpc_limits_;
+  const uint64_t room = fd_limit > fd_reserve_ + 64 ? fd_limit - fd_reserve_ : 64;
   if (limits.max_connections > room) {
     LogWarning("grpc_connections.max_connections %d lowered to %d: the fd limit is %d and %d are kept "
                "for chunks, attach connections and the daemon",
-               limits.max_connections, room, fd_limit, reserve);
+               limits.max_connections, room, fd_limit, fd_reserve_);
     limits.max_connections = static_cast<uint32_t>(room);
   }
   limits.max_connections_per_peer = std::min(limits.max_connections_per_peer, limits.max_connections);

@@ -67,7 +67,10 @@ class Daemon {
   std::unique_ptr<LeaseReaper> reaper_;
   PolicyDefaults policy_defaults_;
   GrpcConnectionStats grpc_connections_;
-  DaemonSettings settings_;
+  // ListenGrpc's inputs, from the settings: the configured caps, and the fds kept for
+  // every chunk, the attach connections and the daemon itself.
+  GrpcConnectionLimits grpc_limits_;
+  uint64_t fd_reserve_ = 0;
   std::unique_ptr<AttachServer> attach_;
   std::optional<ControlServiceImpl> control_;
   std::optional<AdminServiceImpl> admin_;
