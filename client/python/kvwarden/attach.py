@@ -96,7 +96,7 @@ class AttachedPool:
         resp = transfer_pb2.AttachResponse.FromString(data)
         try:
             if resp.code != 0:
-                raise KvwardenError(_code(resp.code), resp.message)
+                raise KvwardenError.from_code(resp.code, resp.message)
             wanted = sum(1 for c in resp.chunks if c.has_fd)
             while len(fds) < wanted:  # continuation records past 200 fds
                 _, more, _, _ = socket.recv_fds(self._sock, 1, _FDS_PER_RECORD)
@@ -161,9 +161,3 @@ class AttachedPool:
     def __exit__(self, *exc):
         self.close()
 
-
-def _code(value: int) -> grpc.StatusCode:
-    for c in grpc.StatusCode:
-        if c.value[0] == value:
-            return c
-    return grpc.StatusCode.UNKNOWN

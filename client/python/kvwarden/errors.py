@@ -16,6 +16,12 @@ class KvwardenError(Exception):
         self.message = message
 
     @staticmethod
+    def from_code(value: int, message: str) -> "KvwardenError":
+        """From a google.rpc.Code number (the attach socket's answers carry one)."""
+        code = next((c for c in grpc.StatusCode if c.value[0] == value), grpc.StatusCode.UNKNOWN)
+        return KvwardenError(code, message)
+
+    @staticmethod
     def from_rpc(err: grpc.RpcError) -> "KvwardenError":
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
         details = err.details() if hasattr(err, "details") else str(err)
