@@ -19,11 +19,12 @@ namespace {
 // Payload cap per WriteKV message, well under gRPC's default 4 MiB limit.
 constexpr size_t kMaxMessageBytes = 1 << 20;
 
-
+HeadRetention FromProto(const v1::HeadRetention& h) {
+  return HeadRetention{h.layer(), h.head(), h.live_slots(),
+                       {h.evicted_positions().begin(), h.evicted_positions().end()}};
+}
 
 }  // namespace
-
-
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
@@ -209,6 +210,7 @@ absl::StatusOr<Reservation> Client::ReserveSlots(uint64_t sequence_id, uint32_t 
     r.layer_pages.emplace_back(l.page_ids().begin(), l.page_ids().end());
   }
   r.first_slots.assign(resp.first_slots().begin(), resp.first_slots().end());
+  for (const v1::HeadRetention& h : resp.evicted()) r.evicted.push_back(FromProto(h));
   return r;
 }
 
@@ -399,8 +401,7 @@ class GrpcStatsStream final : public StatsStream {
     out.steps_applied = resp.steps_applied();
     out.pages_freed = resp.pages_freed();
     for (const v1::HeadRetention& h : resp.heads()) {
-      out.heads.push_back(HeadRetention{h.layer(), h.head(), h.live_slots(),
-                                        {h.evicted_positions().begin(), h.evicted_positions().end()}});
+      out.heads.push_back(FromProto(h));
     }
     return out;
   }

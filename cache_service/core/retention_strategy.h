@@ -41,14 +41,16 @@ class RetentionStrategy {
 
   // ReserveSlots. CheckReserve refuses what the policy can never take; KeptBefore is
   // the slots a head of `live` keeps before `num_tokens` are appended; MakeRoom does
-  // that (after the pages are allocated; it cannot fail). ReserveCompacts: MakeRoom may
-  // move bytes, so not while a transfer lease holds the pages.
+  // that (after the pages are allocated; it cannot fail) and adds what it dropped to
+  // `dropped`. ReserveCompacts: MakeRoom may move bytes, so not while a transfer lease
+  // holds the pages.
   virtual absl::Status CheckReserve(const Sequence& seq, uint32_t num_tokens) const
       ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   virtual uint32_t KeptBefore(const Sequence& seq, uint32_t live, uint32_t num_tokens) const
       ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   virtual bool ReserveCompacts() const { return false; }
-  virtual void MakeRoom(Sequence& seq, uint32_t num_tokens) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  virtual void MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadChange>* dropped) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 
   // StreamStats: `batch` names the sequence's epoch, or the one before when `one_back`
   // (its slot ids then still need remapping through seq.last_remap). Validates all of

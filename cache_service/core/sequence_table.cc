@@ -177,8 +177,8 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     return s;
   }
   // Nothing can fail from here on.
-  strategy.MakeRoom(seq, num_tokens);
   ReserveResult r;
+  strategy.MakeRoom(seq, num_tokens, &r.evicted);
   r.first_position = seq.num_tokens;
   r.num_tokens = num_tokens;
   r.first_slot = seq.slots[0].size();

@@ -57,6 +57,7 @@ struct ReserveResult {
   std::vector<std::vector<PageId>> layer_pages;  // pages covering head 0's new slots
   uint64_t epoch = 0;
   std::vector<uint32_t> first_slots;  // per (layer, head), only when heads differ
+  std::vector<HeadChange> evicted;    // what making room dropped (streaming)
 };
 
 struct ForkResult {

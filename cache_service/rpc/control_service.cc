@@ -169,6 +169,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
       resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
     }
     resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
+    for (const HeadChange& c : r->evicted) ToProto(c, resp->add_evicted());
     return absl::OkStatus();
   });
 }

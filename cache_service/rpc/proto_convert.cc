@@ -98,13 +98,14 @@ void ToProto(const RetentionResult& in, SequenceId id, v1::RetentionUpdate* out)
   out->set_epoch(in.epoch);
   out->set_steps_applied(in.steps_applied);
   out->set_pages_freed(static_cast<uint32_t>(in.pages_freed));
-  for (const HeadChange& c : in.changes) {
-    v1::HeadRetention* h = out->add_heads();
-    h->set_layer(c.layer);
-    h->set_head(c.head);
-    h->set_live_slots(c.live_slots);
-    h->mutable_evicted_positions()->Add(c.evicted_positions.begin(), c.evicted_positions.end());
-  }
+  for (const HeadChange& c : in.changes) ToProto(c, out->add_heads());
+}
+
+void ToProto(const HeadChange& in, v1::HeadRetention* out) {
+  out->set_layer(in.layer);
+  out->set_head(in.head);
+  out->set_live_slots(in.live_slots);
+  out->mutable_evicted_positions()->Add(in.evicted_positions.begin(), in.evicted_positions.end());
 }
 
 }  // namespace kvwarden

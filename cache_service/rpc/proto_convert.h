@@ -14,5 +14,6 @@ void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* ou
 // A StatsMessage as SequenceTable::ApplyStats takes it (ApplyStats validates it).
 StatsBatch FromProto(const v1::StatsMessage& in);
 void ToProto(const RetentionResult& in, SequenceId id, v1::RetentionUpdate* out);
+void ToProto(const HeadChange& in, v1::HeadRetention* out);
 
 }  // namespace kvwarden

@@ -53,15 +53,17 @@ class Core {
   absl::Status ReserveAndWrite(SequenceId id, TenantId tenant, uint32_t n) {
     absl::StatusOr<ReserveResult> r = table->Reserve(id, tenant, n);
     if (!r.ok()) return r.status();
-    const KvLayout& l = pool->layout();
-    const uint32_t at = r->first_position;
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      absl::Status s = table->WriteKv(id, tenant, layer, at, n,
-                                      PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), false),
-                                      PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), true));
-      if (!s.ok()) return s;
+    for (uint32_t layer = 0; layer < pool->layout().num_layers; ++layer) {
+      if (absl::Status s = WriteTokens(id, tenant, layer, r->first_position, n); !s.ok()) return s;
     }
     return absl::OkStatus();
+  }
+  // PatternKv(1, ...) bytes for positions [at, at + n) of one layer.
+  absl::Status WriteTokens(SequenceId id, TenantId tenant, uint32_t layer, uint32_t at, uint32_t n) {
+    const KvLayout& l = pool->layout();
+    return table->WriteKv(id, tenant, layer, at, n,
+                          PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), false),
+                          PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), true));
   }
   absl::Status Check() const {
     std::vector<PagePool*> pools = {pool.get()};

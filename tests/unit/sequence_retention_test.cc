@@ -272,7 +272,19 @@ TEST_F(SequenceRetentionTest, StreamingKeepsSinksAndRecentAtReserve) {
   p.streaming = {6, 2};
   SequenceId id = Create(p);
   ReserveAndWrite(id, 6);
-  ReserveAndWrite(id, 3);  // 9 > 6: keep 0,1 + the newest 4 (incl. the 3 new ones)
+  // 9 > 6: keep 0,1 + the newest 4 (incl. the 3 new ones); the reservation says what went.
+  absl::StatusOr<ReserveResult> r = core_.table->Reserve(id, kAlpha, 3);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const KvLayout& l = core_.pool->layout();
+  ASSERT_EQ(r->evicted.size(), size_t{l.num_layers} * l.num_kv_heads);
+  for (const HeadChange& c : r->evicted) {
+    EXPECT_THAT(c.evicted_positions, ElementsAre(2, 3, 4));
+    EXPECT_EQ(c.live_slots, 3u);  // before the 3 new slots are appended
+  }
+  EXPECT_EQ(r->epoch, 1u);
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    ASSERT_TRUE(core_.WriteTokens(id, kAlpha, layer, 6, 3).ok());
+  }
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 5, 6, 7, 8));
   EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 1u);
   EXPECT_EQ(core_.table->Reserve(id, kAlpha, 5).status().code(), absl::StatusCode::kInvalidArgument);

@@ -139,6 +139,8 @@ struct Reservation {
   // After per-head eviction: the first new slot of every (layer, head); else empty and
   // first_slot holds for every head.
   std::vector<uint32_t> first_slots;
+  // Heads whose oldest slots were dropped to make room (streaming policy).
+  std::vector<HeadRetention> evicted;
 };
 
 struct Fork {

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 
 from kvwarden.errors import KvwardenError
-from kvwarden.types import LayerKV, Layout, Lease, Policy, Reservation, Sequence
+from kvwarden.types import HeadRetention, LayerKV, Layout, Lease, Policy, Reservation, Sequence
 from kvwarden.v1 import admin_pb2, admin_pb2_grpc, control_pb2, control_pb2_grpc
 from kvwarden.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -40,6 +40,24 @@ class _KeepAlive:
     def stop(self):
         self._stop.set()
         self._thread.join()
+
+
+class PendingWrite:
+    """A WriteKV in flight (Client.write_kv_async)."""
+
+    def __init__(self, future, expected_messages: int):
+        self._future, self._expected = future, expected_messages
+
+    def wait(self) -> int:
+        """The bytes written; KvwardenError if the daemon refused any message."""
+        try:
+            resp = self._future.result()
+        except grpc.RpcError as e:
+            raise KvwardenError.from_rpc(e) from None
+        if resp.messages != self._expected:
+            raise KvwardenError(grpc.StatusCode.DATA_LOSS,
+                                f"the daemon applied {resp.messages} of {self._expected} WriteKV messages")
+        return resp.bytes_written
 
 
 class Client:
@@ -144,13 +162,20 @@ class Client:
     def reserve_slots(self, seq: Sequence, num_tokens: int) -> Reservation:
         r = self._unary(self.control.ReserveSlots,
                         control_pb2.ReserveSlotsRequest(sequence_id=seq.id, num_tokens=num_tokens))
-        return Reservation(r.first_position, r.num_tokens, r.first_slot, r.epoch, list(r.first_slots))
+        return Reservation(r.first_position, r.num_tokens, r.first_slot, r.epoch, list(r.first_slots),
+                           [HeadRetention.from_proto(h) for h in r.evicted])
 
     # -- KV bytes ----------------------------------------------------------------------
     def write_kv(self, seq: Sequence, k: np.ndarray, v: np.ndarray, token_start: int, layer_start: int = 0) -> int:
         """Writes K and V of shape [layers, num_kv_heads, tokens, head_dim] (the pool's
         dtype) for positions [token_start, token_start + tokens) of layers from
         `layer_start`. Returns the bytes written; every message is checked as applied."""
+        return self.write_kv_async(seq, k, v, token_start, layer_start).wait()
+
+    def write_kv_async(self, seq: Sequence, k: np.ndarray, v: np.ndarray, token_start: int,
+                       layer_start: int = 0) -> "PendingWrite":
+        """write_kv without waiting: the bytes are serialized now, the call runs in the
+        background; wait() returns the bytes written or raises KvwardenError."""
         lay = seq.layout
         k, v = np.asarray(k), np.asarray(v)
         if k.shape != v.shape or k.ndim != 4 or k.shape[1] != lay.num_kv_heads or k.shape[3] != lay.head_dim:
@@ -172,14 +197,8 @@ class Client:
                         v=np.ascontiguousarray(v[layer, :, t0:t1]).tobytes())
 
         expected = layers * ((tokens + chunk - 1) // chunk)
-        try:
-            resp = self.control.WriteKV(messages(), metadata=self._metadata, timeout=self.timeout)
-        except grpc.RpcError as e:
-            raise KvwardenError.from_rpc(e) from None
-        if resp.messages != expected:
-            raise KvwardenError(grpc.StatusCode.DATA_LOSS,
-                                f"the daemon applied {resp.messages} of {expected} WriteKV messages")
-        return resp.bytes_written
+        future = self.control.WriteKV.future(iter(list(messages())), metadata=self._metadata, timeout=self.timeout)
+        return PendingWrite(future, expected)
 
     def read_kv(self, seq: Sequence, layer_start: int = 0, layer_count: Optional[int] = None,
                 token_start: int = 0, token_end: int = 0, epoch: Optional[int] = None) -> List[LayerKV]:

@@ -108,6 +108,8 @@ class Reservation:
     first_slot: int
     epoch: int
     first_slots: List[int]  # per (layer, head) when heads hold different counts, else empty
+    # Heads whose oldest slots the daemon dropped to make room (streaming).
+    evicted: List["HeadRetention"] = field(default_factory=list)
 
 
 @dataclass
@@ -151,10 +153,17 @@ class HeadStats:
 
 @dataclass
 class HeadRetention:
+    """One (layer, head) that retention changed: its live slots after, and the original
+    positions that went."""
+
     layer: int
     head: int
     live_slots: int
     evicted_positions: np.ndarray
+
+    @staticmethod
+    def from_proto(h: control_pb2.HeadRetention) -> "HeadRetention":
+        return HeadRetention(h.layer, h.head, h.live_slots, np.array(h.evicted_positions, dtype=np.uint32))
 
 
 @dataclass
@@ -169,6 +178,5 @@ class RetentionUpdate:
     def from_proto(u: control_pb2.RetentionUpdate) -> "RetentionUpdate":
         return RetentionUpdate(
             u.sequence_id, u.epoch, u.steps_applied,
-            [HeadRetention(h.layer, h.head, h.live_slots, np.array(h.evicted_positions, dtype=np.uint32))
-             for h in u.heads],
+            [HeadRetention.from_proto(h) for h in u.heads],
             u.pages_freed)

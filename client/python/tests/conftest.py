@@ -24,13 +24,13 @@ data_plane { disable_ucx: true }
 
 
 class Daemon:
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, config: str = CONFIG):
         bin_dir = os.environ.get("KVW_BIN_DIR")
         if not bin_dir:
             raise RuntimeError("set KVW_BIN_DIR to the build's bin/ (ctest does)")
         cfg = os.path.join(workdir, "kvwardend.textproto")
         with open(cfg, "w") as f:
-            f.write(CONFIG)
+            f.write(config)
         ready = os.path.join(workdir, "ready")
         self.attach_socket = os.path.join(workdir, "attach.sock")
         self.log_path = os.path.join(workdir, "kvwardend.log")
