@@ -6,7 +6,7 @@
 # Needs ucx_perftest (Debian's ucx-utils; installed when missing) for the data plane rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh ucx-utils
+bash scripts/install_deps.sh ucx-utils python3-grpcio python3-protobuf python3-numpy
 bash scripts/build.sh build > /dev/null
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -16,7 +16,8 @@ echo "cores $(nproc); kernel $(uname -r); $(free -g | awk '/^Mem:/ {print $2}') 
   "$(ucx_info -v 2>/dev/null | sed -n 's/^# Library version: /UCX /p' | head -1);" \
   "GPU $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
 for step in "build/bin/bench_kernels --benchmark_min_time=0.5" "build/bin/bench_control" \
-            "build/bin/bench_stats 3 8" "tests/bench/dataplane_vs_ucx_perftest.sh ${1:-1} ${2:-3}"; do
+            "build/bin/bench_stats 3 8" "tests/bench/dataplane_vs_ucx_perftest.sh ${1:-1} ${2:-3}" \
+            "env PYTHONPATH=build/python:client/python /usr/bin/python3 -m kvwarden.bench --kvwardend build/bin/kvwardend"; do
   echo "== $step"
   # Each bench prints its own summary; the rows are collected for the table.
   if ! $step > "$out.log" 2>&1; then  # word splitting intended: a command and its args

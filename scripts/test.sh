@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 # Every package both stages need, with one `apt-get update` on a fresh machine.
-bash scripts/install_deps.sh clang-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest
+bash scripts/install_deps.sh clang-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
+  python3-torch python3-matplotlib bible-kjv
 
 echo "== Release build + all tests"
 bash scripts/build.sh build

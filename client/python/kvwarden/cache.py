@@ -127,6 +127,9 @@ class KVCache:
     def mean_slots(self) -> float:
         return float(np.mean([self.slots(l, h) for l in range(self.n_layers) for h in range(self.n_kv_heads)]))
 
+    def reset_occupancy(self):
+        self._slot_steps, self._steps = 0, 0
+
     def mean_occupancy(self) -> float:
         """Live slots per (layer, head), averaged over the heads and the steps."""
         return self._slot_steps / max(self._steps, 1)

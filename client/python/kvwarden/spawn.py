@@ -1,0 +1,50 @@
+"""LocalDaemon: a kvwardend of a tool's (or test's) own, on loopback, stopped by its pid."""
+
+import os
+import signal
+import subprocess
+import time
+from typing import Optional
+
+
+class LocalDaemon:
+    """Starts `binary` with `config` (text proto) in `workdir`, listening on a free
+    loopback port (the address in `target` once ready), the attach socket in
+    `attach_socket` when asked for. Use as a context manager, or call stop()."""
+
+    def __init__(self, binary: str, config: str, workdir: str, attach: bool = False, start_timeout: float = 20):
+        cfg = os.path.join(workdir, "kvwardend.textproto")
+        with open(cfg, "w") as f:
+            f.write(config)
+        ready = os.path.join(workdir, "ready")
+        self.attach_socket: Optional[str] = os.path.join(workdir, "attach.sock") if attach else None
+        self.log_path = os.path.join(workdir, "kvwardend.log")
+        self._log = open(self.log_path, "w")
+        cmd = [binary, "--config", cfg, "--listen", "127.0.0.1:0", "--ready-file", ready]
+        if self.attach_socket:
+            cmd += ["--attach-socket", self.attach_socket]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + start_timeout
+        while not (os.path.exists(ready) and os.path.getsize(ready) > 0):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError("kvwardend did not start: " + open(self.log_path).read())
+            time.sleep(0.02)
+        self.target = open(ready).read().strip()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
