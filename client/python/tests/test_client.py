@@ -165,3 +165,34 @@ def test_admin_token_lists_metadata(daemon, alpha):
         with pytest.raises(KvwardenError) as e:  # operators see metadata, not KV bytes
             admin.register_worker("not-a-tenant")
         assert e.value.code == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_streaming_reservation_says_what_it_evicted(alpha):
+    lease = alpha.register_worker("py-streaming", role="both")
+    seq = alpha.create_sequence(lease, "main", 64, Policy.streaming(6, 2))
+    assert alpha.reserve_slots(seq, 6).evicted == []
+    r = alpha.reserve_slots(seq, 3)  # 9 > 6: keep 0, 1 and the newest 4 (3 of them new)
+    assert r.epoch == 1 and len(r.evicted) == 4 * 2
+    for h in r.evicted:
+        assert h.evicted_positions.tolist() == [2, 3, 4] and h.live_slots == 3
+
+
+def test_a_dead_daemon_raises_promptly(tmp_path):
+    import os
+    from conftest import Daemon
+    d = Daemon(str(tmp_path))
+    with kvwarden.Client(d.target, "alpha-token", timeout=2.0) as c:
+        lease = c.register_worker("py-dead", keep_alive=False)
+        seq = c.create_sequence(lease, "main", 16)
+        stream = c.stats_stream()
+        os.kill(d.proc.pid, 9)
+        d.proc.wait()
+        for call in (c.ping, lambda: c.reserve_slots(seq, 1), lambda: c.read_kv(seq),
+                     lambda: stream.send_steps(seq, 0, [[]])):
+            t0 = time.monotonic()
+            with pytest.raises(KvwardenError) as e:
+                call()
+            assert e.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    grpc.StatusCode.CANCELLED), e.value
+            assert time.monotonic() - t0 < 3.0
+    d.stop()
