@@ -13,6 +13,7 @@
 #include "cache_service/retention/strategies.h"
 #include "cache_service/dataplane/listen_interface.h"
 #include "cache_service/core/log.h"
+#include "cache_service/metrics/rpc_metrics_interceptor.h"
 #include "cache_service/rpc/parse_failure_interceptor.h"
 #include "cache_service/core/pool_device.h"
 
@@ -109,6 +110,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   };
   d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
   SequenceTable::Options table_options{ledger, d->leases_.get(), &DefaultRetentionStrategies()};
+  if (!settings.metrics_listen.empty()) {
+    d->metrics_ = std::make_unique<DaemonMetrics>();
+    table_options.events = d->metrics_.get();
+  }
   ParkedCalls* parked = &d->parked_;
   table_options.on_transfers_changed = [parked] { parked->Wake(); };
   if (d->ucx_ != nullptr) {
@@ -141,10 +146,18 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
                            d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
-                           &d->parked_,     &d->grpc_connections_};
+                           &d->parked_,     &d->grpc_connections_, &d->metrics_address_};
   d->control_.emplace(ctx);
   d->admin_.emplace(ctx);
   d->transfer_.emplace(ctx);
+  if (d->metrics_ != nullptr) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> server =
+        MetricsServer::Start(settings.metrics_listen, d->metrics_.get(), ctx);
+    if (!server.ok()) return server.status();
+    d->metrics_server_ = *std::move(server);
+    d->metrics_address_ = d->metrics_server_->address();
+    LogInfo("metrics on http://%s/metrics", d->metrics_address_);
+  }
   return d;
 }
 
@@ -170,6 +183,7 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
   builder.RegisterService(&*transfer_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseFailureInterceptorFactory());
+  if (metrics_ != nullptr) interceptors.push_back(NewRpcMetricsInterceptorFactory(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Bounds per connection: streams at once, and time to finish the handshake.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);

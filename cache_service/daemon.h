@@ -20,6 +20,8 @@
 #include "cache_service/rpc/transfer_service.h"
 #include "cache_service/dataplane/ucx_data_plane.h"
 #include "cache_service/core/worker_leases.h"
+#include "cache_service/metrics/daemon_metrics.h"
+#include "cache_service/metrics/metrics_server.h"
 #include "grpcpp/server_builder.h"
 
 namespace kvwarden {
@@ -50,6 +52,8 @@ class Daemon {
   void StopParkedCalls() { parked_.Shutdown(); }
 
   SequenceTable& table() { return *table_; }
+  // host:port of /metrics, empty when off.
+  const std::string& metrics_address() const { return metrics_address_; }
   TenantLedger& ledger() { return *ledger_; }
   const PoolSet& pools() const { return pools_; }
 
@@ -62,6 +66,7 @@ class Daemon {
   PoolSet pools_;
   std::unique_ptr<WorkerLeases> leases_;
   ParkedCalls parked_;  // outlives the table, which wakes it
+  std::unique_ptr<DaemonMetrics> metrics_;  // null when metrics are off; outlives the table
   std::unique_ptr<SequenceTable> table_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<LeaseReaper> reaper_;
@@ -75,6 +80,8 @@ class Daemon {
   std::optional<ControlServiceImpl> control_;
   std::optional<AdminServiceImpl> admin_;
   std::optional<TransferServiceImpl> transfer_;
+  std::string metrics_address_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // first to go: it reads every part
 };
 
 }  // namespace kvwarden

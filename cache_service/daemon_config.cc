@@ -199,6 +199,10 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->ucx_transports = in.data_plane().ucx_transports();
   out->ucx_net_devices = in.data_plane().ucx_net_devices();
   out->attach_socket = in.data_plane().attach_socket();
+  out->metrics_listen = in.metrics().listen();
+  if (!out->metrics_listen.empty() && out->metrics_listen.rfind(':') == std::string::npos) {
+    return FieldError("metrics.listen", absl::StrCat("'", out->metrics_listen, "' is not HOST:PORT"));
+  }
   if (in.data_plane().max_attach_connections()) {
     out->max_attach_connections = in.data_plane().max_attach_connections();
   }

@@ -53,6 +53,7 @@ struct DaemonSettings {
   std::string ucx_transports;
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
+  std::string metrics_listen;  // empty: no /metrics
   uint32_t max_attach_connections = 1024;
   uint32_t max_grpc_connections = 4096;
   uint32_t max_grpc_connections_per_peer = 1024;

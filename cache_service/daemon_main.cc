@@ -33,6 +33,7 @@ struct Flags {
   std::string listen;
   std::string ready_file;
   std::optional<std::string> attach_socket;
+  std::optional<std::string> metrics;
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
@@ -58,6 +59,11 @@ int Run(const Flags& flags) {
   }
   if (!flags.listen.empty()) settings->listen = flags.listen;
   if (flags.attach_socket) settings->attach_socket = *flags.attach_socket;
+  if (flags.metrics) settings->metrics_listen = *flags.metrics;
+  if (!settings->metrics_listen.empty() && settings->metrics_listen.rfind(':') == std::string::npos) {
+    std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n", settings->metrics_listen.c_str());
+    return 2;
+  }
   if (settings->listen.rfind(':') == std::string::npos) {
     std::fprintf(stderr, "kvwardend: --listen: '%s' is not HOST:PORT\n", settings->listen.c_str());
     return 2;
@@ -134,6 +140,9 @@ int main(int argc, char** argv) {
   app.add_option("--attach-socket", flags.attach_socket,
                  "Unix socket for same-host attach (chunk fds); overrides the config's "
                  "data_plane.attach_socket. Empty turns attach off");
+  app.add_option("--metrics", flags.metrics,
+                 "HOST:PORT serving Prometheus metrics at /metrics; overrides the config's "
+                 "metrics.listen. Port 0 picks a free port; empty turns metrics off");
   app.footer(
       "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
       "2 bad flags or bad config.");

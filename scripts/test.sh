@@ -9,7 +9,7 @@ start=$(date +%s)
 
 # Every package both stages need, with one `apt-get update` on a fresh machine.
 bash scripts/install_deps.sh clang-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
-  python3-torch python3-matplotlib bible-kjv
+  python3-torch python3-matplotlib bible-kjv prometheus
 
 echo "== Release build + all tests"
 bash scripts/build.sh build

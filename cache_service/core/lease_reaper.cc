@@ -23,6 +23,7 @@ size_t LeaseReaper::ReapOnce(WorkerLeases& leases, SequenceTable& table) {
   size_t released = 0;
   for (const LeaseInfo& lease : leases.TakeExpired()) {
     const size_t n = table.ReleaseByLease(lease.id);
+    table.events().LeaseLapsed();
     released += n;
     LogInfo("lease %d (worker '%s', tenant %u) lapsed: released %d sequences", lease.id,
             lease.name, lease.tenant, n);

@@ -15,7 +15,7 @@ uint32_t RetentionPolicy::LayerBudget(uint32_t layer, uint32_t max_tokens) const
   return max_tokens;
 }
 
-std::string RetentionPolicy::Name() const {
+const char* PolicyKindName(PolicyKind kind) {
   switch (kind) {
     case PolicyKind::kFull: return "full";
     case PolicyKind::kStreaming: return "streaming";
@@ -24,6 +24,8 @@ std::string RetentionPolicy::Name() const {
   }
   return "?";
 }
+
+std::string RetentionPolicy::Name() const { return PolicyKindName(kind); }
 
 std::string RetentionPolicy::Summary() const {
   switch (kind) {

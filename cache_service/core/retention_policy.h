@@ -13,6 +13,9 @@
 namespace kvwarden {
 
 enum class PolicyKind { kFull, kStreaming, kScissorhands, kWindowKv };
+inline constexpr int kNumPolicyKinds = 4;
+// "full", "streaming", "scissorhands", "windowkv".
+const char* PolicyKindName(PolicyKind kind);
 
 struct WindowKvSpec {
   uint32_t alpha = 8;

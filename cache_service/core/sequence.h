@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -9,6 +10,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/page_pool.h"
 #include "cache_service/core/retention_state.h"
@@ -27,6 +30,12 @@ struct Sequence {
   uint32_t max_tokens = 0;
   SequenceId parent = 0;
   RetentionPolicy policy;
+  absl::Time created;
+
+  // Unix ms of the last reservation, write, read or statistics (for the idle-time
+  // metric): atomic, as writes and reads hold `mu` shared.
+  mutable std::atomic<int64_t> last_active_ms{0};
+  void Touch() const { last_active_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed); }
 
   mutable absl::Mutex mu;
   bool released ABSL_GUARDED_BY(mu) = false;
@@ -37,6 +46,8 @@ struct Sequence {
   std::vector<std::vector<PageId>> pages ABSL_GUARDED_BY(mu);  // [layer]
   std::vector<SlotMap> slots ABSL_GUARDED_BY(mu);              // [layer * heads + head]
   std::vector<uint32_t> evicted ABSL_GUARDED_BY(mu);           // [layer * heads + head]
+  // When each position was reserved (Unix ms): token lifetimes at eviction.
+  std::vector<int64_t> reserved_at_ms ABSL_GUARDED_BY(mu);
   // The policy's own per-sequence state (null for policies without one).
   std::unique_ptr<RetentionState> retention ABSL_GUARDED_BY(mu);
   // The last retention change as a slot map, so statistics computed one epoch back can be

@@ -47,7 +47,10 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
         const uint32_t before = seq->pressure_budget ? seq->pressure_budget : seq->Budget(0);
         seq->pressure_budget = tighter;
         RetentionResult result;
+        const absl::Time started = absl::Now();
         if (strategy.Squeeze(*seq, &result)) ++seq->epoch;
+        ReportCompression(*seq, RetentionCause::kPressure, result.changes, started);
+        events().PressureTightened(pool->name());
         freed += result.pages_freed;
         seq->pressure_note = absl::StrFormat(
             "budget %u -> %u at %s: pool '%s' at %d of %d pages (high-water %u%%), tenant weight %u",
@@ -85,8 +88,17 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
         batch.epoch, id, seq.epoch));
   }
   RetentionResult result;
+  const absl::Time started = absl::Now();
   if (absl::Status s = options_.strategies->For(seq.policy.kind).ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
   result.epoch = seq.epoch;
+  ReportCompression(seq, RetentionCause::kStats, result.changes, started);
+  uint64_t ids = 0;
+  for (const DecodeStepStats& step : batch.steps) {
+    for (const HeadStepStats& h : step.heads) ids += h.listed.size() + h.dense.size();
+  }
+  for (const WindowScoresIn& w : batch.window_scores) ids += w.sums.size();
+  events().StatsApplied(ids);
+  seq.Touch();
   return result;
 }
 

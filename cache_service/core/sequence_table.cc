@@ -55,7 +55,7 @@ SequenceTable::SequenceTable(Options options) : options_(options) {}
 
 SequenceTable::~SequenceTable() {
   // Give every page back so the pools' free callbacks leave the ledger balanced.
-  EndTransfersWhere([](const Transfer&) { return true; });
+  EndTransfersWhere([](const Transfer&) { return true; }, TransferEnd::kLeaseEnded);
   absl::MutexLock lock(&mu_);
   for (auto& [id, seq] : sequences_) {
     absl::MutexLock seq_lock(&seq->mu);
@@ -100,6 +100,8 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
   seq->pool = args.pool;
   seq->max_tokens = args.max_tokens;
   seq->policy = args.policy;
+  seq->created = absl::Now();
+  seq->Touch();
   {
     absl::MutexLock lock(&seq->mu);
     const KvLayout& l = args.pool->layout();
@@ -178,7 +180,11 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   // Nothing can fail from here on.
   ReserveResult r;
+  const absl::Time started = absl::Now();
   strategy.MakeRoom(seq, num_tokens, &r.evicted);
+  ReportCompression(seq, RetentionCause::kReserve, r.evicted, started);
+  seq.reserved_at_ms.resize(seq.num_tokens + num_tokens, absl::ToUnixMillis(started));
+  seq.Touch();
   r.first_position = seq.num_tokens;
   r.num_tokens = num_tokens;
   r.first_slot = seq.slots[0].size();
@@ -259,6 +265,8 @@ absl::Status SequenceTable::WriteKv(SequenceId id, TenantId tenant, uint32_t lay
   // The copy only reads from k and v in this direction.
   auto* kd = reinterpret_cast<uint8_t*>(const_cast<char*>(k.data()));
   auto* vd = reinterpret_cast<uint8_t*>(const_cast<char*>(v.data()));
+  seq.Touch();
+  events().KvBytes(/*write=*/true, k.size() + v.size());
   return seq.pool->device_ops().CopyKv(l.geometry(), plan.page_ptrs, plan.begin, plan.count,
                                        kernels::CopyDirection::kDenseToPages, kd, vd);
 }
@@ -312,6 +320,7 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& calle
   absl::ReaderMutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
   if (absl::Status s = CheckReadLocked(seq, layer, 1, token_start, token_end, expected_epoch); !s.ok()) return s;
+  seq.Touch();
   KvSlice out;
   out.epoch = seq.epoch;
   std::vector<uint32_t> begin(l.num_kv_heads);
@@ -333,6 +342,7 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& calle
   }
   out.k.resize(total * l.token_bytes());
   out.v.resize(total * l.token_bytes());
+  events().KvBytes(/*write=*/false, out.k.size() + out.v.size());
   if (total == 0) return out;
   LayerCopyPlan plan = PlanCopy(seq, layer, begin, out.head_live_counts);
   if (absl::Status s = seq.pool->device_ops().CopyKv(
@@ -357,6 +367,8 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
   child->max_tokens = parent.max_tokens;
   child->parent = parent_id;
   child->policy = parent.policy;
+  child->created = absl::Now();
+  child->Touch();
   ForkResult result;
   {
     absl::ReaderMutexLock lock(&parent.mu);
@@ -398,6 +410,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->num_tokens = parent.num_tokens;
     child->slots = parent.slots;
     child->evicted = parent.evicted;
+    child->reserved_at_ms = parent.reserved_at_ms;
     child->retention = std::move(state);
     child->pages = parent.pages;
     for (size_t i = 0; i < copy_list.size(); ++i) {
@@ -451,8 +464,22 @@ absl::StatusOr<uint64_t> SequenceTable::Release(SequenceId id, TenantId tenant) 
     sequences_.erase(it);
     --tenant_sequences_[tenant];
   }
+  ReportEnd(*seq, SequenceEnd::kReleased);
   absl::MutexLock lock(&seq->mu);
   return ReleaseLocked(*seq);
+}
+
+void SequenceTable::ReportEnd(const Sequence& seq, SequenceEnd why) {
+  const absl::Time now = absl::Now();
+  events().SequenceEnded(seq.policy.kind, why, now - seq.created,
+                         now - absl::FromUnixMillis(seq.last_active_ms.load(std::memory_order_relaxed)));
+}
+
+void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadChange> changes,
+                                      absl::Time started) {
+  if (changes.empty()) return;
+  const absl::Time now = absl::Now();
+  events().Compressed(seq.policy.kind, cause, changes, seq.reserved_at_ms, absl::ToUnixMillis(now), now - started);
 }
 
 size_t SequenceTable::ReleaseByLease(LeaseId lease) {
@@ -470,10 +497,11 @@ size_t SequenceTable::ReleaseByLease(LeaseId lease) {
     }
   }
   for (auto& seq : doomed) {
+    ReportEnd(*seq, SequenceEnd::kLeaseEnded);
     absl::MutexLock lock(&seq->mu);
     ReleaseLocked(*seq);
   }
-  EndTransfersWhere([lease](const Transfer& t) { return t.info.lease == lease; });
+  EndTransfersWhere([lease](const Transfer& t) { return t.info.lease == lease; }, TransferEnd::kLeaseEnded);
   return doomed.size();
 }
 

@@ -35,6 +35,7 @@
 #include "cache_service/core/stats_batch.h"
 #include "cache_service/core/retention_policy.h"
 #include "cache_service/core/sequence.h"
+#include "cache_service/core/table_events.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"
 
@@ -177,6 +178,9 @@ class SequenceTable {
     // Called (outside every lock of the table) after a transfer lease's pins are gone:
     // operations answered TransferBusyError may succeed now.
     std::function<void()> on_transfers_changed;
+    // Told of compressions, statistics, pressure and sequence ends (metrics); must
+    // outlive the table. Null: nothing is reported.
+    TableEvents* events = nullptr;
   };
 
   explicit SequenceTable(Options options);
@@ -249,10 +253,19 @@ class SequenceTable {
   // equals pool usage. Call when no other thread mutates (tests, debug endpoints).
   absl::Status CheckInvariants(absl::Span<PagePool* const> pools) const;
 
+  // Where the table reports what happens (Options::events, or nowhere).
+  TableEvents& events() const { return options_.events ? *options_.events : NoTableEvents(); }
+
  private:
   absl::StatusOr<std::shared_ptr<Sequence>> Find(SequenceId id, const Caller& caller) const;
   absl::Status Insert(std::shared_ptr<Sequence> seq);
   uint64_t ReleaseLocked(Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  // Tells events() that `seq` ended now.
+  void ReportEnd(const Sequence& seq, SequenceEnd why);
+  // Tells events() of a compression of `seq` that started at `started`, if it dropped any.
+  void ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadChange> changes,
+                         absl::Time started) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
+
   static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
                                       uint32_t token_start, uint32_t token_end,
                                       std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
@@ -262,8 +275,8 @@ class SequenceTable {
     std::vector<PageId> pinned;
   };
   // Unpins and tells on_transfers_changed; the record is already out of transfers_.
-  absl::Status FinishTransfer(Transfer& t, bool completed);
-  size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred);
+  absl::Status FinishTransfer(Transfer& t, TransferEnd how);
+  size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred, TransferEnd how);
 
   const Options options_;
   mutable absl::Mutex mu_;

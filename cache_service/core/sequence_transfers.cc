@@ -113,13 +113,17 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
                             grant.first_page, grant.num_pages, pinned.size(),    now,
                             grant.expires};
   t.seq = std::move(seq);
+  const size_t pinned_count = pinned.size();
   t.pinned = std::move(pinned);
   transfers_.emplace(grant.id, std::move(t));
   ++tenant_transfers_[args.tenant];
+  events().TransferBegun(args.mode == TransferMode::kWrite, uint64_t{pinned_count} * pool.page_bytes());
   return grant;
 }
 
-absl::Status SequenceTable::FinishTransfer(Transfer& t, bool completed) {
+absl::Status SequenceTable::FinishTransfer(Transfer& t, TransferEnd how) {
+  events().TransferEnded(how);
+  const bool completed = how == TransferEnd::kCompleted;
   // Staging (if any) goes first, while the pages are still pinned.
   absl::Status s;
   if (options_.on_transfer_ended) s = options_.on_transfer_ended(t.info.id, completed);
@@ -147,10 +151,10 @@ absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
     transfers_.erase(it);
     --tenant_transfers_[t.info.tenant];
   }
-  return FinishTransfer(t, /*completed=*/true);
+  return FinishTransfer(t, TransferEnd::kCompleted);
 }
 
-size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&)>& pred) {
+size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&)>& pred, TransferEnd how) {
   std::vector<Transfer> ended;
   {
     absl::MutexLock lock(&mu_);
@@ -164,13 +168,13 @@ size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&
       }
     }
   }
-  for (Transfer& t : ended) (void)FinishTransfer(t, /*completed=*/false);
+  for (Transfer& t : ended) (void)FinishTransfer(t, how);
   return ended.size();
 }
 
 size_t SequenceTable::ExpireTransfers() {
   const absl::Time now = options_.leases->clock()->Now();
-  return EndTransfersWhere([now](const Transfer& t) { return t.info.expires <= now; });
+  return EndTransfersWhere([now](const Transfer& t) { return t.info.expires <= now; }, TransferEnd::kExpired);
 }
 
 std::vector<TransferSnapshot> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {

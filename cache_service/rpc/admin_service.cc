@@ -3,11 +3,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cache_service/dataplane/attach_server.h"
+#include "cache_service/rpc/admin_snapshots.h"
 #include "cache_service/rpc/call_auth.h"
-#include "cache_service/rpc/grpc_acceptor.h"
 #include "cache_service/rpc/grpc_status.h"
-#include "cache_service/core/process_fds.h"
 #include "cache_service/rpc/proto_convert.h"
 
 namespace kvwarden {
@@ -40,13 +38,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListPools(grpc::CallbackServerContex
                                                       const v1::ListPoolsRequest*,
                                                       v1::ListPoolsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
-    for (const PagePool* pool : ctx_.pools->all()) ToProto(*pool, *ctx_.ledger, resp->add_pools());
-    const ProcessFds fds = CountProcessFds();
-    resp->set_open_fds(fds.open);
-    resp->set_fd_limit(fds.limit);
-    resp->set_grpc_connections(ctx_.grpc_connections->open.load());
-    resp->set_grpc_connection_limit(ctx_.grpc_connections->limit.load());
-    resp->set_grpc_connections_refused(ctx_.grpc_connections->refused.load());
+    SnapshotPools(ctx_, resp);
     return absl::OkStatus();
   });
 }
@@ -66,25 +58,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
                                                         const v1::ListTenantsRequest*,
                                                         v1::ListTenantsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
-    // Counted by the table (no snapshot of every sequence per call).
-    absl::flat_hash_map<TenantId, uint32_t> workers;
-    for (const LeaseInfo& l : ctx_.leases->List()) ++workers[l.tenant];
-    for (const TenantUsage& u : ctx_.ledger->AllUsage()) {
-      const TenantSpec& spec = ctx_.ledger->spec(u.id);
-      v1::TenantInfo* t = resp->add_tenants();
-      t->set_name(spec.name);
-      t->set_quota_bytes(spec.quota_bytes);
-      t->set_quota_pages(spec.quota_pages);
-      t->set_weight(spec.weight);
-      t->set_used_bytes(u.bytes);
-      t->set_used_pages(u.pages);
-      t->set_peak_pages(u.peak_pages);
-      t->set_sequences(ctx_.table->TenantSequences(u.id));
-      t->set_workers(workers[u.id]);
-      t->set_quota_refusals(u.quota_refusals);
-      t->set_open_streams(u.open_streams);
-      t->set_limit_refusals(u.limit_refusals);
-    }
+    SnapshotTenants(ctx_, resp);
     return absl::OkStatus();
   });
 }
@@ -169,19 +143,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAttachments(grpc::CallbackServer
                                                             const v1::ListAttachmentsRequest*,
                                                             v1::ListAttachmentsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
-    if (ctx_.data_plane == nullptr || ctx_.data_plane->attach == nullptr) return absl::OkStatus();
-    const absl::Time now = absl::Now();
-    for (const AttachmentSnapshot& a : ctx_.data_plane->attach->List()) {
-      v1::AttachmentInfo* out = resp->add_attachments();
-      out->set_attachment_id(a.id);
-      out->set_tenant(ctx_.ledger->spec(a.tenant).name);
-      out->set_lease_id(a.lease);
-      out->set_pool(a.pool);
-      out->set_pid(a.pid);
-      out->set_writable(a.writable);
-      out->set_chunks(a.chunks);
-      out->set_age_ms(absl::ToInt64Milliseconds(now - a.since));
-    }
+    SnapshotAttachments(ctx_, resp);
     return absl::OkStatus();
   });
 }

@@ -52,6 +52,8 @@ struct ServiceContext {
   const DataPlaneParts* data_plane = nullptr;
   ParkedCalls* parked = nullptr;  // required: calls waiting for a transfer lease
   const GrpcConnectionStats* grpc_connections = nullptr;  // required
+  // The Prometheus endpoint's host:port once it serves (empty when off); may be null.
+  const std::string* metrics_address = nullptr;
 };
 
 }  // namespace kvwarden

@@ -4,8 +4,15 @@
 //   - page alloc+free in a PagePool (ns per page)
 //   - ReserveSlots round trip p50 vs an empty unary RPC (Ping) on the same real daemon
 //   - WriteKV + ReadKV MB/s for 1 MiB and 64 MiB vs a local memcpy of the same bytes
+//   - the metrics' cost: ReserveSlots p50 on a daemon with --metrics vs one without,
+//     interleaved in one run; the /metrics scrape's size and time with 10k sequences
 // The daemon is the real kvwardend binary on loopback. A summary with the ratios is
 // printed after the benchmark table.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -41,6 +48,20 @@ std::map<std::string, double> g_results;  // name -> p50 us or MB/s, for the sum
 // Scale: a small-page pool so that 10k sequences of 100 pages (1M pages) take 512 MiB of
 // address space and no memory (nothing is written).
 constexpr const char* kScaleConfig = R"pb(
+  admin_token: "bench-admin"
+  pools {
+    name: "scale"
+    layout { num_layers: 1 num_kv_heads: 1 head_dim: 8 dtype: DTYPE_FP16 page_tokens: 16 }
+    capacity_pages: 1200000
+    chunk_bytes: 1048576
+  }
+  tenants { name: "bench" token: "bench-token" quota_pages: 1200000 limits { max_sequences: 20000 } }
+  data_plane { disable_ucx: true }
+  metrics { listen: "127.0.0.1:0" }
+)pb";
+
+// The same daemon without metrics (the reference of the metrics' cost).
+constexpr const char* kNoMetricsConfig = R"pb(
   admin_token: "bench-admin"
   pools {
     name: "scale"
@@ -206,12 +227,87 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 };
 
 // ReserveSlots p50 (one token, a fresh sequence each 1000) with `live` sequences of 100
-// pages each held, and the time to list them all as the admin.
+// pages each held, the time to list them all as the admin, and one /metrics scrape.
 struct ScaleFigures {
   double reserve_p50_us = 0;
   double list_ms = 0;
   uint64_t listed = 0;
+  double scrape_ms = 0;
+  size_t scrape_bytes = 0;
 };
+
+std::string MetricsAddress(const std::string& target) {
+  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer bench-admin");
+  v1::ListPoolsResponse resp;
+  return admin->ListPools(&ctx, v1::ListPoolsRequest(), &resp).ok() ? resp.metrics_address() : "";
+}
+
+// GET /metrics from host:port; the body's size (0 on failure).
+size_t ScrapeBytes(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  if (inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr) != 1) return 0;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  size_t total = 0;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      std::string body;
+      char buf[65536];
+      for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) body.append(buf, n);
+      const size_t end = body.find("\r\n\r\n");
+      total = end == std::string::npos ? 0 : body.size() - end - 4;
+    }
+  }
+  close(fd);
+  return total;
+}
+
+// ReserveSlots p50 over `n` one-token calls (a fresh sequence each 1000).
+double ReserveP50(Client& c, uint64_t lease, int n) {
+  std::vector<double> us;
+  auto seq = c.CreateSequence(lease, "scale", 1000);
+  for (int i = 0; i < n && seq.ok(); ++i) {
+    if (i > 0 && i % 1000 == 0) {
+      (void)c.ReleaseSequence(seq->id);
+      seq = c.CreateSequence(lease, "scale", 1000);
+    }
+    const absl::Time t0 = absl::Now();
+    if (!c.ReserveSlots(seq->id, 1).ok()) break;
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  if (seq.ok()) (void)c.ReleaseSequence(seq->id);
+  return Percentile(us, 0.5);
+}
+
+// ReserveSlots p50 with metrics on and off: two daemons, measured in alternating blocks
+// so the machine's drift falls on both; the median block of each.
+struct MetricsCost {
+  double on_us = 0, off_us = 0;
+};
+MetricsCost MeasureMetricsCost(int rounds, int calls) {
+  MetricsCost out;
+  auto on = testing::DaemonProcess::Start(kScaleConfig);
+  auto off = testing::DaemonProcess::Start(kNoMetricsConfig);
+  if (!on.ok() || !off.ok()) return out;
+  auto con = *Client::Connect({(*on)->target(), "bench-token", absl::Seconds(30)});
+  auto coff = *Client::Connect({(*off)->target(), "bench-token", absl::Seconds(30)});
+  auto lon = *con->RegisterWorker("metrics-on", client::Role::kBoth, 300000);
+  auto loff = *coff->RegisterWorker("metrics-off", client::Role::kBoth, 300000);
+  std::vector<double> on_p50, off_p50;
+  for (int r = 0; r < rounds; ++r) {
+    off_p50.push_back(ReserveP50(*coff, loff.id, calls));
+    on_p50.push_back(ReserveP50(*con, lon.id, calls));
+  }
+  out.on_us = Percentile(on_p50, 0.5);
+  out.off_us = Percentile(off_p50, 0.5);
+  return out;
+}
 
 ScaleFigures MeasureAtScale(uint32_t live) {
   ScaleFigures out;
@@ -250,6 +346,10 @@ ScaleFigures MeasureAtScale(uint32_t live) {
     req.set_page_token(resp.next_page_token());
   } while (!req.page_token().empty());
   out.list_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+  const std::string metrics = MetricsAddress((*d)->target());
+  const absl::Time s0 = absl::Now();
+  out.scrape_bytes = metrics.empty() ? 0 : ScrapeBytes(metrics);
+  out.scrape_ms = absl::ToDoubleMilliseconds(absl::Now() - s0);
   return out;
 }
 
@@ -295,6 +395,13 @@ int main(int argc, char** argv) {
       std::printf("row|bench_control|ReadKV %s (gRPC)|%.0f MB/s|%.0f MB/s memcpy|%.3fx|-\n", tag, r, mc, r / mc);
     }
   }
+  const kvwarden::MetricsCost cost = kvwarden::MeasureMetricsCost(scale > 0 ? 5 : 1, scale > 0 ? 2000 : 100);
+  if (cost.on_us > 0 && cost.off_us > 0) {
+    std::printf("ReserveSlots p50 with metrics %.1f us vs without %.1f us: %.3fx (goal <= 1.05x)\n", cost.on_us,
+                cost.off_us, cost.on_us / cost.off_us);
+    std::printf("row|bench_control|ReserveSlots p50, metrics on|%.1f us|%.1f us metrics off|%.3fx|<= 1.05x\n",
+                cost.on_us, cost.off_us, cost.on_us / cost.off_us);
+  }
   if (scale > 0) {
     const uint32_t few = std::min<uint32_t>(10, scale);
     const kvwarden::ScaleFigures small = kvwarden::MeasureAtScale(few);
@@ -311,6 +418,8 @@ int main(int argc, char** argv) {
                   large.reserve_p50_us / small.reserve_p50_us);
       std::printf("row|bench_control|admin listing of %llu sequences|%.1f ms|-|-|< 100 ms at 10k\n",
                   static_cast<unsigned long long>(large.listed), large.list_ms);
+      std::printf("row|bench_control|/metrics scrape with %u sequences|%.1f ms, %zu bytes|-|-|-\n", scale,
+                  large.scrape_ms, large.scrape_bytes);
     }
   }
   return 0;

@@ -10,9 +10,11 @@ from typing import Optional
 class LocalDaemon:
     """Starts `binary` with `config` (text proto) in `workdir`, listening on a free
     loopback port (the address in `target` once ready), the attach socket in
-    `attach_socket` when asked for. Use as a context manager, or call stop()."""
+    `attach_socket` when asked for, and `extra_args` (e.g. ["--metrics", "127.0.0.1:0"]).
+    Use as a context manager, or call stop()."""
 
-    def __init__(self, binary: str, config: str, workdir: str, attach: bool = False, start_timeout: float = 20):
+    def __init__(self, binary: str, config: str, workdir: str, attach: bool = False, start_timeout: float = 20,
+                 extra_args=()):
         cfg = os.path.join(workdir, "kvwardend.textproto")
         with open(cfg, "w") as f:
             f.write(config)
@@ -23,6 +25,7 @@ class LocalDaemon:
         cmd = [binary, "--config", cfg, "--listen", "127.0.0.1:0", "--ready-file", ready]
         if self.attach_socket:
             cmd += ["--attach-socket", self.attach_socket]
+        cmd += list(extra_args)
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + start_timeout
         while not (os.path.exists(ready) and os.path.getsize(ready) > 0):

@@ -23,11 +23,11 @@ data_plane { disable_ucx: true }
 
 
 class Daemon(LocalDaemon):
-    def __init__(self, workdir: str, config: str = CONFIG):
+    def __init__(self, workdir: str, config: str = CONFIG, extra_args=()):
         bin_dir = os.environ.get("KVW_BIN_DIR")
         if not bin_dir:
             raise RuntimeError("set KVW_BIN_DIR to the build's bin/ (ctest does)")
-        super().__init__(os.path.join(bin_dir, "kvwardend"), config, workdir, attach=True)
+        super().__init__(os.path.join(bin_dir, "kvwardend"), config, workdir, attach=True, extra_args=extra_args)
 
 
 @pytest.fixture(scope="module")

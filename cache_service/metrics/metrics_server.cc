@@ -1,0 +1,202 @@
+#include "cache_service/metrics/metrics_server.h"
+
+#include <dirent.h>
+
+#include <deque>
+#include <exception>
+#include <iterator>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "cache_service/rpc/admin_snapshots.h"
+#include "prometheus/collectable.h"
+#include "prometheus/exposer.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+
+#ifndef KVWARDEN_VERSION
+#define KVWARDEN_VERSION "dev"
+#endif
+
+namespace kvwarden {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+int CountThreads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  return n;
+}
+
+// Builds families sample by sample. A deque: a family's reference stays valid while
+// later families are added.
+class Families {
+ public:
+  MetricFamily& Family(const std::string& name, const std::string& help, MetricType type) {
+    out_.push_back(MetricFamily{name, help, type, {}});
+    return out_.back();
+  }
+  static void Gauge(MetricFamily& f, std::vector<ClientMetric::Label> labels, double v) {
+    ClientMetric m;
+    m.label = std::move(labels);
+    m.gauge.value = v;
+    f.metric.push_back(std::move(m));
+  }
+  static void Counter(MetricFamily& f, std::vector<ClientMetric::Label> labels, double v) {
+    ClientMetric m;
+    m.label = std::move(labels);
+    m.counter.value = v;
+    f.metric.push_back(std::move(m));
+  }
+  std::vector<MetricFamily> Take() {
+    return std::vector<MetricFamily>(std::make_move_iterator(out_.begin()), std::make_move_iterator(out_.end()));
+  }
+
+ private:
+  std::deque<MetricFamily> out_;
+};
+
+// Reads the daemon's state when Prometheus scrapes.
+class SnapshotCollector final : public prometheus::Collectable {
+ public:
+  explicit SnapshotCollector(const ServiceContext& ctx) : ctx_(ctx) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    Families fs;
+    const MetricType G = MetricType::Gauge, C = MetricType::Counter;
+    MetricFamily& info = fs.Family("kvwarden_build_info", "Always 1; the version as a label", G);
+    Families::Gauge(info, {{"version", KVWARDEN_VERSION}}, 1);
+    Families::Gauge(fs.Family("kvwarden_uptime_seconds", "Seconds since the daemon started", G), {},
+                    absl::ToDoubleSeconds(absl::Now() - ctx_.started));
+
+    v1::ListPoolsResponse pools;
+    SnapshotPools(ctx_, &pools);
+    MetricFamily& capacity = fs.Family("kvwarden_pool_capacity_pages", "Pages a pool can hold", G);
+    MetricFamily& used = fs.Family("kvwarden_pool_used_pages", "Pages held by sequences", G);
+    MetricFamily& free = fs.Family("kvwarden_pool_free_pages", "Pages free to allocate", G);
+    MetricFamily& shared = fs.Family("kvwarden_pool_shared_pages",
+                                     "Pages referenced by more than one sequence (forks)", G);
+    MetricFamily& pinned =
+        fs.Family("kvwarden_pool_pinned_pages", "Pages pinned by transfer leases", G);
+    MetricFamily& page_bytes =
+        fs.Family("kvwarden_pool_page_bytes", "Bytes of one page (K and V of every head)", G);
+    MetricFamily& chunks =
+        fs.Family("kvwarden_pool_chunks", "Chunks of a pool, by state (total, unowned)", G);
+    for (const v1::PoolStats& p : pools.pools()) {
+      const std::vector<ClientMetric::Label> l{{"pool", p.name()}};
+      Families::Gauge(capacity, l, static_cast<double>(p.capacity_pages()));
+      Families::Gauge(used, l, static_cast<double>(p.used_pages()));
+      Families::Gauge(free, l, static_cast<double>(p.free_pages()));
+      Families::Gauge(shared, l, static_cast<double>(p.shared_pages()));
+      Families::Gauge(pinned, l, static_cast<double>(p.pinned_pages()));
+      Families::Gauge(page_bytes, l, static_cast<double>(p.page_bytes()));
+      Families::Gauge(chunks, {{"pool", p.name()}, {"state", "total"}}, p.chunks_total());
+      Families::Gauge(chunks, {{"pool", p.name()}, {"state", "unowned"}}, p.chunks_unowned());
+    }
+    Families::Gauge(fs.Family("kvwarden_process_open_fds", "File descriptors the daemon holds", G),
+                    {}, pools.open_fds());
+    Families::Gauge(
+        fs.Family("kvwarden_process_max_fds", "The daemon's RLIMIT_NOFILE soft limit", G), {},
+        pools.fd_limit());
+    Families::Gauge(fs.Family("kvwarden_process_threads", "Threads of the daemon", G), {},
+                    CountThreads());
+    Families::Gauge(fs.Family("kvwarden_grpc_connections", "gRPC TCP connections open", G), {},
+                    static_cast<double>(pools.grpc_connections()));
+    Families::Gauge(
+        fs.Family("kvwarden_grpc_connection_limit", "gRPC connections allowed at once", G), {},
+        pools.grpc_connection_limit());
+    Families::Counter(
+        fs.Family("kvwarden_grpc_connections_refused_total",
+                  "Connections closed at accept (over a cap, not HTTP/2, no preface in time)", C),
+        {}, static_cast<double>(pools.grpc_connections_refused()));
+
+    v1::ListTenantsResponse tenants;
+    SnapshotTenants(ctx_, &tenants);
+    MetricFamily& t_used =
+        fs.Family("kvwarden_tenant_used_pages", "Pages a tenant holds (all pools)", G);
+    MetricFamily& t_used_b =
+        fs.Family("kvwarden_tenant_used_bytes", "Bytes of the pages a tenant holds", G);
+    MetricFamily& t_quota =
+        fs.Family("kvwarden_tenant_quota_pages", "A tenant's page quota (0: none)", G);
+    MetricFamily& t_quota_b =
+        fs.Family("kvwarden_tenant_quota_bytes", "A tenant's byte quota (0: none)", G);
+    MetricFamily& t_peak =
+        fs.Family("kvwarden_tenant_peak_pages", "Most pages a tenant held at once", G);
+    MetricFamily& t_seqs = fs.Family("kvwarden_tenant_sequences", "Sequences a tenant holds", G);
+    MetricFamily& t_leases = fs.Family("kvwarden_tenant_leases", "Worker leases a tenant holds", G);
+    MetricFamily& t_streams =
+        fs.Family("kvwarden_tenant_open_streams", "WriteKV/ReadKV/StreamStats streams open", G);
+    MetricFamily& t_quota_ref =
+        fs.Family("kvwarden_tenant_quota_refusals_total",
+                  "ReserveSlots/ForkSequence calls refused for the tenant's quota", C);
+    MetricFamily& t_limit_ref =
+        fs.Family("kvwarden_tenant_limit_refusals_total",
+                  "Calls refused by one of the tenant's limits (sequences, leases, streams, "
+                  "transfers, attach connections)",
+                  C);
+    for (const v1::TenantInfo& t : tenants.tenants()) {
+      const std::vector<ClientMetric::Label> l{{"tenant", t.name()}};
+      Families::Gauge(t_used, l, static_cast<double>(t.used_pages()));
+      Families::Gauge(t_used_b, l, static_cast<double>(t.used_bytes()));
+      Families::Gauge(t_quota, l, static_cast<double>(t.quota_pages()));
+      Families::Gauge(t_quota_b, l, static_cast<double>(t.quota_bytes()));
+      Families::Gauge(t_peak, l, static_cast<double>(t.peak_pages()));
+      Families::Gauge(t_seqs, l, t.sequences());
+      Families::Gauge(t_leases, l, t.workers());
+      Families::Gauge(t_streams, l, t.open_streams());
+      Families::Counter(t_quota_ref, l, static_cast<double>(t.quota_refusals()));
+      Families::Counter(t_limit_ref, l, static_cast<double>(t.limit_refusals()));
+    }
+
+    v1::ListAttachmentsResponse attachments;
+    SnapshotAttachments(ctx_, &attachments);
+    absl::flat_hash_map<std::string, int> per_tenant;
+    for (const v1::AttachmentInfo& a : attachments.attachments()) ++per_tenant[a.tenant()];
+    MetricFamily& att =
+        fs.Family("kvwarden_attach_connections", "Same-host attach connections open, by tenant", G);
+    for (const auto& [tenant, n] : per_tenant) Families::Gauge(att, {{"tenant", tenant}}, n);
+    return fs.Take();
+  }
+
+ private:
+  const ServiceContext ctx_;
+};
+
+}  // namespace
+
+struct MetricsServer::Impl {
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<SnapshotCollector> snapshots;
+};
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address,
+                                                                    DaemonMetrics* events,
+                                                                    const ServiceContext& ctx) {
+  std::unique_ptr<MetricsServer> s(new MetricsServer());
+  s->impl_ = std::make_unique<Impl>();
+  try {
+    s->impl_->exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
+  }
+  s->impl_->snapshots = std::make_shared<SnapshotCollector>(ctx);
+  s->impl_->exposer->RegisterCollectable(
+      std::shared_ptr<prometheus::Collectable>(events->registry()));
+  s->impl_->exposer->RegisterCollectable(s->impl_->snapshots);
+  const std::vector<int> ports = s->impl_->exposer->GetListeningPorts();
+  const size_t colon = address.rfind(':');
+  s->address_ = absl::StrCat(address.substr(0, colon), ":", ports.empty() ? 0 : ports.front());
+  return s;
+}
+
+MetricsServer::~MetricsServer() = default;
+
+}  // namespace kvwarden
