@@ -76,8 +76,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
         absl::StatusOr<std::unique_ptr<ChunkMemory>> chunk = dp->NewChunk(bytes);
         if (chunk.ok()) return chunk;
         if (!warned->exchange(true)) {
-          LogWarning("pool '%s': UCX shared memory unavailable (%s); memfd chunks, RMA emulated",
-                     pool_name, chunk.status().message());
+          LogEvent(LogLevel::kWarning, "ucx_shm_unavailable")
+              .Field("pool", pool_name)
+              .Field("error", chunk.status().message())
+              .Field("fallback", "memfd chunks, RMA emulated");
         }
         return device->NewChunk(absl::StrCat("kvwarden:", pool_name, ":", index), bytes);
       };
@@ -92,15 +94,20 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     };
     absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(std::move(opts));
     if (!pool.ok()) return pool.status();
-    LogInfo("pool '%s' on %s: %s, %d pages of %d bytes in %u chunks (%s)", spec.name, spec.device,
-            spec.layout.ToString(), (*pool)->capacity_pages(), (*pool)->page_bytes(), spec.num_chunks,
-            spec.preallocate ? "all made at start" : "each made at its first claim");
+    LogEvent(LogLevel::kInfo, "pool_ready")
+        .Field("pool", spec.name)
+        .Field("device", spec.device)
+        .Field("layout", spec.layout.ToString())
+        .Field("capacity_pages", (*pool)->capacity_pages())
+        .Field("page_bytes", (*pool)->page_bytes())
+        .Field("chunks", spec.num_chunks)
+        .Field("preallocate", spec.preallocate);
     d->pools_.Add(*std::move(pool));
   }
   if (d->ucx_ != nullptr) {
-    LogInfo("UCX data plane up (UCX_TLS=%s, network interfaces: %s)",
-            settings.ucx_transports.empty() ? "default" : settings.ucx_transports,
-            net_devices.empty() ? "all" : net_devices);
+    LogEvent(LogLevel::kInfo, "ucx_ready")
+        .Field("transports", settings.ucx_transports.empty() ? "default" : settings.ucx_transports)
+        .Field("interfaces", net_devices.empty() ? "all" : net_devices);
   }
   LeaseOptions lease_options = settings.leases;
   lease_options.max_leases = [ledger](TenantId t) { return ledger->spec(t).limits.max_worker_leases; };
@@ -142,7 +149,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     if (!started.ok()) return Prefixed(started.status(), "attach socket: ");
     d->attach_ = *std::move(started);
     d->data_plane_.attach = d->attach_.get();
-    LogInfo("attach socket on %s", settings.attach_socket);
+    LogEvent(LogLevel::kInfo, "attach_listening").Field("path", settings.attach_socket);
   }
   const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
                            d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
@@ -156,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     if (!server.ok()) return server.status();
     d->metrics_server_ = *std::move(server);
     d->metrics_address_ = d->metrics_server_->address();
-    LogInfo("metrics on http://%s/metrics", d->metrics_address_);
+    LogEvent(LogLevel::kInfo, "metrics_listening").Field("url", absl::StrCat("http://", d->metrics_address_, "/metrics"));
   }
   return d;
 }
@@ -168,9 +175,11 @@ absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::stri
   GrpcConnectionLimits limits = grpc_limits_;
   const uint64_t room = fd_limit > fd_reserve_ + 64 ? fd_limit - fd_reserve_ : 64;
   if (limits.max_connections > room) {
-    LogWarning("grpc_connections.max_connections %d lowered to %d: the fd limit is %d and %d are kept "
-               "for chunks, attach connections and the daemon",
-               limits.max_connections, room, fd_limit, fd_reserve_);
+    LogEvent(LogLevel::kWarning, "max_connections_lowered")
+        .Field("configured", limits.max_connections)
+        .Field("now", room)
+        .Field("fd_limit", fd_limit)
+        .Field("fds_kept", fd_reserve_);
     limits.max_connections = static_cast<uint32_t>(room);
   }
   limits.max_connections_per_peer = std::min(limits.max_connections_per_peer, limits.max_connections);

@@ -200,6 +200,12 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->ucx_net_devices = in.data_plane().ucx_net_devices();
   out->attach_socket = in.data_plane().attach_socket();
   out->metrics_listen = in.metrics().listen();
+  if (!in.log().format().empty() && !ParseLogFormat(in.log().format(), &out->log_format)) {
+    return FieldError("log.format", absl::StrCat("'", in.log().format(), "' is not text or json"));
+  }
+  if (!in.log().level().empty() && !ParseLogLevel(in.log().level(), &out->log_level)) {
+    return FieldError("log.level", absl::StrCat("'", in.log().level(), "' is not debug, info, warning or error"));
+  }
   if (!out->metrics_listen.empty() && out->metrics_listen.rfind(':') == std::string::npos) {
     return FieldError("metrics.listen", absl::StrCat("'", out->metrics_listen, "' is not HOST:PORT"));
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cache_service/core/log.h"
 #include "cache_service/core/kv_layout.h"
 #include "cache_service/core/retention_policy.h"
 #include "cache_service/core/tenant_ledger.h"
@@ -54,6 +55,8 @@ struct DaemonSettings {
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
   std::string metrics_listen;  // empty: no /metrics
+  LogFormat log_format = LogFormat::kText;
+  LogLevel log_level = LogLevel::kInfo;
   uint32_t max_attach_connections = 1024;
   uint32_t max_grpc_connections = 4096;
   uint32_t max_grpc_connections_per_peer = 1024;

@@ -34,6 +34,8 @@ struct Flags {
   std::string ready_file;
   std::optional<std::string> attach_socket;
   std::optional<std::string> metrics;
+  std::string log_format;
+  std::string log_level;
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
@@ -60,6 +62,16 @@ int Run(const Flags& flags) {
   if (!flags.listen.empty()) settings->listen = flags.listen;
   if (flags.attach_socket) settings->attach_socket = *flags.attach_socket;
   if (flags.metrics) settings->metrics_listen = *flags.metrics;
+  if (!flags.log_format.empty() && !ParseLogFormat(flags.log_format, &settings->log_format)) {
+    std::fprintf(stderr, "kvwardend: --log-format: '%s' is not text or json\n", flags.log_format.c_str());
+    return 2;
+  }
+  if (!flags.log_level.empty() && !ParseLogLevel(flags.log_level, &settings->log_level)) {
+    std::fprintf(stderr, "kvwardend: --log-level: '%s' is not debug, info, warning or error\n",
+                 flags.log_level.c_str());
+    return 2;
+  }
+  ConfigureLog(settings->log_format, settings->log_level);
   if (!settings->metrics_listen.empty() && settings->metrics_listen.rfind(':') == std::string::npos) {
     std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n", settings->metrics_listen.c_str());
     return 2;
@@ -103,8 +115,26 @@ int Run(const Flags& flags) {
   }
   const int port = (*acceptor)->port();
   const std::string address = BoundAddress(settings->listen, port);
-  LogInfo("kvwardend %s serving on %s (%d tenants, %d pools, %d fds allowed)", KVWARDEN_VERSION, address,
-          settings->tenants.size(), settings->pools.size(), fd_limit);
+  {
+    // The config in one line, without secrets (tokens are never logged).
+    std::string pools;
+    for (const PoolSpec& p : settings->pools) {
+      absl::StrAppend(&pools, pools.empty() ? "" : ",", p.name, ":", p.device, ":",
+                      uint64_t{p.chunk_pages} * p.num_chunks, "pages");
+    }
+    LogEvent(LogLevel::kInfo, "start")
+        .Field("version", KVWARDEN_VERSION)
+        .Field("config", flags.config)
+        .Field("listen", address)
+        .Field("pools", pools)
+        .Field("tenants", settings->tenants.size())
+        .Field("ucx", settings->ucx)
+        .Field("attach_socket", settings->attach_socket)
+        .Field("metrics", (*daemon)->metrics_address())
+        .Field("fd_limit", fd_limit)
+        .Field("max_grpc_connections", settings->max_grpc_connections)
+        .Field("log_level", LogLevelName(settings->log_level));
+  }
   if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, address)) {
     std::fprintf(stderr, "kvwardend: cannot write --ready-file %s\n", flags.ready_file.c_str());
     acceptor->reset();
@@ -114,7 +144,7 @@ int Run(const Flags& flags) {
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
-  LogInfo("signal %d: shutting down", sig);
+  LogEvent(LogLevel::kInfo, "stop").Field("signal", sig);
   acceptor->reset();  // no new connections
   (*daemon)->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -143,6 +173,10 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", flags.metrics,
                  "HOST:PORT serving Prometheus metrics at /metrics; overrides the config's "
                  "metrics.listen. Port 0 picks a free port; empty turns metrics off");
+  app.add_option("--log-format", flags.log_format,
+                 "text (key=value, default) or json (one object per line); overrides log.format");
+  app.add_option("--log-level", flags.log_level,
+                 "debug, info (default), warning or error; overrides log.level");
   app.footer(
       "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
       "2 bad flags or bad config.");

@@ -25,11 +25,14 @@ size_t LeaseReaper::ReapOnce(WorkerLeases& leases, SequenceTable& table) {
     const size_t n = table.ReleaseByLease(lease.id);
     table.events().LeaseLapsed();
     released += n;
-    LogInfo("lease %d (worker '%s', tenant %u) lapsed: released %d sequences", lease.id,
-            lease.name, lease.tenant, n);
+    LogEvent(LogLevel::kInfo, "lease_lapsed")
+        .Field("lease", lease.id)
+        .Field("worker", lease.name)
+        .Field("tenant", table.ledger().spec(lease.tenant).name)
+        .Field("sequences_released", n);
   }
   if (const size_t ended = table.ExpireTransfers(); ended > 0) {
-    LogInfo("%d transfer leases expired: their pages are unpinned", ended);
+    LogEvent(LogLevel::kInfo, "transfers_expired").Field("count", ended);
   }
   return released;
 }

@@ -22,7 +22,7 @@ void CompactLayer(Sequence& seq, uint32_t layer, const std::vector<std::vector<u
   if (absl::Status s = seq.pool->device_ops().Compact(l.geometry(), ptrs, offsets, flat); !s.ok()) {
     // Only a device failure gets here; the slot maps are left as they were, so reads
     // stay consistent with the (unmoved) bytes.
-    LogWarning("sequence %d layer %u: compaction failed: %s", seq.id, layer, s.ToString());
+    LogEvent(LogLevel::kError, "compaction_failed").Field("sequence", seq.id).Field("layer", layer).Field("error", s.ToString());
     return;
   }
   for (uint32_t h = 0; h < heads; ++h) {

@@ -57,8 +57,15 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
             before, tighter, absl::FormatTime("%H:%M:%S", absl::Now(), absl::UTCTimeZone()), pool->name(),
             used, pool->capacity_pages(), pool->high_water_percent(),
             options_.ledger->spec(seq->tenant).weight);
-        LogInfo("memory pressure: sequence %d %s; freed %d pages", seq->id, seq->pressure_note,
-                result.pages_freed);
+        LogEvent(LogLevel::kInfo, "pressure_tightened")
+            .Field("pool", pool->name())
+            .Field("tenant", options_.ledger->spec(seq->tenant).name)
+            .Field("sequence", seq->id)
+            .Field("budget_before", before)
+            .Field("budget_after", tighter)
+            .Field("pages_freed", result.pages_freed)
+            .Field("pool_used_pages", used)
+            .Field("pool_capacity_pages", pool->capacity_pages());
       }
     }
     seq->mu.Unlock();

@@ -253,6 +253,7 @@ class SequenceTable {
   // equals pool usage. Call when no other thread mutates (tests, debug endpoints).
   absl::Status CheckInvariants(absl::Span<PagePool* const> pools) const;
 
+  const TenantLedger& ledger() const { return *options_.ledger; }
   // Where the table reports what happens (Options::events, or nowhere).
   TableEvents& events() const { return options_.events ? *options_.events : NoTableEvents(); }
 

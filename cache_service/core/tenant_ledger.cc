@@ -1,5 +1,7 @@
 #include "cache_service/core/tenant_ledger.h"
 
+#include "cache_service/core/log.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -59,6 +61,17 @@ absl::Status TenantLedger::Charge(TenantId id, uint64_t pages, uint64_t page_byt
     ++u.quota_refusals;
     std::string quota =
         over_pages ? absl::StrFormat("%d pages", spec.quota_pages) : HumanBytes(spec.quota_bytes);
+    // A tenant can repeat this at will: one line per tenant per 10 s, with the count held back.
+    static LogThrottle* throttle = new LogThrottle(absl::Seconds(10));
+    if (uint64_t held = 0; LogEnabled(LogLevel::kInfo) && throttle->Allow(id, &held)) {
+      LogEvent(LogLevel::kInfo, "quota_refused")
+          .Field("tenant", spec.name)
+          .Field("asked_pages", pages)
+          .Field("held_pages", u.pages)
+          .Field("quota", quota)
+          .Field("refusals_total", u.quota_refusals)
+          .Field("not_logged_since_last", held);
+    }
     return absl::ResourceExhaustedError(absl::StrFormat(
         "tenant '%s' quota exceeded: asked %d more pages (%s), holds %d pages (%s) of its "
         "quota of %s",

@@ -103,10 +103,10 @@ void AttachServer::Serve() {
     }
     // A timeout so lapsed leases are noticed even on an idle socket.
     if (poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) {
-      LogWarning("attach socket: poll: %s", std::strerror(errno));
+      LogEvent(LogLevel::kError, "attach_poll_failed").Field("error", std::strerror(errno));
       return;
     }
-    std::vector<Connection*> closing;
+    std::vector<Connection*> closing, lease_ended;
     for (size_t i = 0; i < polled.size(); ++i) {
       if (fds[i + 2].revents == 0) continue;
       if ((fds[i + 2].revents & POLLIN) == 0 || !Handle(*polled[i])) closing.push_back(polled[i]);
@@ -118,6 +118,7 @@ void AttachServer::Serve() {
         const bool lapsed = c->info.id != 0 && !leases_->CheckActive(c->info.lease, c->info.tenant).ok();
         const bool silent = c->info.id == 0 && last_sweep - c->accepted > kAuthDeadline;
         if (lapsed || silent) closing.push_back(c.get());
+        if (lapsed) lease_ended.push_back(c.get());
       }
     }
     if (!closing.empty()) {
@@ -125,8 +126,14 @@ void AttachServer::Serve() {
       std::erase_if(conns_, [&](const std::unique_ptr<Connection>& c) {
         if (std::find(closing.begin(), closing.end(), c.get()) == closing.end()) return false;
         if (c->info.id != 0) {
-          LogInfo("attach %d: closed (tenant %u lease %d pid %d)", c->info.id, c->info.tenant,
-                  c->info.lease, c->info.pid);
+          LogEvent(LogLevel::kInfo, "attach_closed")
+              .Field("attachment", c->info.id)
+              .Field("tenant", TenantName(c->info.tenant))
+              .Field("lease", c->info.lease)
+              .Field("pid", c->info.pid)
+              .Field("why", std::find(lease_ended.begin(), lease_ended.end(), c.get()) != lease_ended.end()
+                                ? "lease ended"
+                                : "closed or refused");
         }
         return true;
       });
@@ -247,13 +254,22 @@ bool AttachServer::Handle(Connection& conn) {
       conn.info.pool = req.pool();
       conn.info.writable = writable;
       conn.info.since = absl::Now();
-      LogInfo("attach %d: tenant %u lease %d pid %d pool '%s' %s", conn.info.id, caller->tenant,
-              req.lease_id(), conn.info.pid, req.pool(), writable ? "read-write" : "read-only");
+      LogEvent(LogLevel::kInfo, "attach_opened")
+          .Field("attachment", conn.info.id)
+          .Field("tenant", TenantName(caller->tenant))
+          .Field("lease", req.lease_id())
+          .Field("pid", conn.info.pid)
+          .Field("pool", req.pool())
+          .Field("writable", writable);
     }
     conn.info.chunks += static_cast<uint32_t>(resp.chunks_size());
     resp.set_attachment_id(conn.info.id);
   }
   return SendRecord(conn.fd.get(), resp.SerializeAsString(), fds).ok();
+}
+
+std::string AttachServer::TenantName(TenantId tenant) const {
+  return options_.ledger != nullptr ? options_.ledger->spec(tenant).name : absl::StrCat(tenant);
 }
 
 uint32_t AttachServer::TenantConnectionsLocked(TenantId tenant) const {

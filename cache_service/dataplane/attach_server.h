@@ -80,6 +80,8 @@ class AttachServer {
   };
   AttachServer(std::string path, const PoolSet* pools, const Authenticator* auth,
                const WorkerLeases* leases, Options options);
+  // The tenant's name for logs (its id when there is no ledger).
+  std::string TenantName(TenantId tenant) const;
   // Attached connections of `tenant` (under mu_).
   uint32_t TenantConnectionsLocked(TenantId tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Serve();

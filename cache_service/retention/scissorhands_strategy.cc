@@ -168,7 +168,7 @@ absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsState::Clone() const
 void ScissorhandsState::Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) {
   if (absl::Status s = rings_->Compact(static_cast<uint32_t>(lh), kept, old_live); !s.ok()) {
     // The slots moved already; stale bits only bias later evictions of this head.
-    LogWarning("scissorhands history of head %d not compacted: %s", lh, s.ToString());
+    LogEvent(LogLevel::kError, "history_compaction_failed").Field("head_index", lh).Field("error", s.ToString());
   }
 }
 

@@ -164,7 +164,7 @@ void GrpcAcceptor::Run() {
     }
     const int timeout_ms = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(next - now) + 1, 0, 1000));
     if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
-      LogWarning("grpc acceptor: poll: %s", std::strerror(errno));
+      LogEvent(LogLevel::kError, "grpc_accept_poll_failed").Field("error", std::strerror(errno));
       absl::SleepFor(absl::Milliseconds(10));
       continue;
     }
@@ -192,7 +192,7 @@ void GrpcAcceptor::AcceptAll() {
           // close it, so the listener keeps draining; take the reserve back after.
           const absl::Time now = absl::Now();
           if (now - last_emfile_log_ >= absl::Seconds(10)) {
-            LogWarning("grpc acceptor: out of file descriptors; refusing connections");
+            LogEvent(LogLevel::kWarning, "fds_exhausted").Field("what", "gRPC connections refused until fds free");
             last_emfile_log_ = now;
           }
           bool drained = false;

@@ -402,7 +402,7 @@ TEST(DaemonStartTest, A64GiBPoolIsReadyAtOnceAndServes) {
   auto read = client->ReadKV(seq->id, 0, 1, 0, 0, std::nullopt);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ((*read)[0].k, k);
-  EXPECT_THAT((*d)->log(), HasSubstr("each made at its first claim"));
+  EXPECT_THAT((*d)->log(), HasSubstr("preallocate=false"));
 }
 
 }  // namespace

@@ -409,7 +409,7 @@ TEST_F(HardeningTest, EveryListeningSocketIsWhereGrpcListens) {
                 ip == "0000000000000000FFFF00000100007F")
         << "listening on " << a;
   }
-  EXPECT_THAT(daemon_->log(), HasSubstr("network interfaces: lo)"));
+  EXPECT_THAT(daemon_->log(), HasSubstr("event=ucx_ready transports=default interfaces=lo"));
 }
 
 // The daemon's resident memory in KiB (VmRSS).

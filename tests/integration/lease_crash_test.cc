@@ -78,7 +78,8 @@ TEST(LeaseCrashTest, KilledWorkersPagesComeBackAndOthersAreUntouched) {
   size_t zero = 0;
   for (size_t at = 0; (at = tenants.out.find("\"used_pages\": \"0\"", at)) != std::string::npos; ++at) ++zero;
   EXPECT_EQ(zero, 2u) << "both tenants back to zero pages:\n" << tenants.out;
-  EXPECT_NE((*daemon)->log().find("lapsed: released 1 sequences"), std::string::npos) << (*daemon)->log();
+  EXPECT_NE((*daemon)->log().find("event=lease_lapsed"), std::string::npos) << (*daemon)->log();
+  EXPECT_NE((*daemon)->log().find("sequences_released=1"), std::string::npos) << (*daemon)->log();
 }
 
 }  // namespace
