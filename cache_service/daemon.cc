@@ -118,7 +118,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
   SequenceTable::Options table_options{ledger, d->leases_.get(), &DefaultRetentionStrategies()};
   if (!settings.metrics_listen.empty()) {
-    d->metrics_ = std::make_unique<DaemonMetrics>();
+    std::vector<std::string> pool_names;
+    for (const PoolSpec& p : settings.pools) pool_names.push_back(p.name);
+    d->metrics_ = std::make_unique<DaemonMetrics>(pool_names);
     table_options.events = d->metrics_.get();
   }
   ParkedCalls* parked = &d->parked_;

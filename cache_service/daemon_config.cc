@@ -142,6 +142,43 @@ absl::Status ValidateLeases(const v1::LeaseConfig& in, DaemonSettings* out) {
   return absl::OkStatus();
 }
 
+// A token given inline or in a file (one of the two); a file's path is relative to the
+// config's directory, its content trimmed.
+absl::Status ResolveToken(const std::string& inline_token, const std::string& file, const std::string& config_dir,
+                          const std::string& field, std::string* out) {
+  if (file.empty()) {
+    *out = inline_token;
+    return absl::OkStatus();
+  }
+  if (!inline_token.empty()) return FieldError(field + "_file", absl::StrCat("set ", field, " or ", field, "_file, not both"));
+  const std::string path = file[0] == '/' || config_dir.empty() ? file : absl::StrCat(config_dir, "/", file);
+  std::ifstream in(path);
+  if (!in) return FieldError(field + "_file", absl::StrCat(path, ": cannot read"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  *out = std::string(absl::StripAsciiWhitespace(buf.str()));
+  if (out->empty()) return FieldError(field + "_file", absl::StrCat(path, " is empty"));
+  return absl::OkStatus();
+}
+
+absl::Status ResolveTokenFiles(v1::DaemonConfig* cfg, const std::string& config_dir) {
+  std::string token;
+  if (absl::Status s = ResolveToken(cfg->admin_token(), cfg->admin_token_file(), config_dir, "admin_token", &token);
+      !s.ok()) {
+    return s;
+  }
+  cfg->set_admin_token(token);
+  for (int i = 0; i < cfg->tenants_size(); ++i) {
+    v1::TenantConfig* t = cfg->mutable_tenants(i);
+    if (absl::Status s = ResolveToken(t->token(), t->token_file(), config_dir, absl::StrCat("tenants[", i, "].token"), &token);
+        !s.ok()) {
+      return s;
+    }
+    t->set_token(token);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->listen = in.listen().empty() ? kDefaultListen : in.listen();
   if (out->listen.rfind(':') == std::string::npos) {
@@ -239,6 +276,11 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(text, &proto)) {
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ":", errors.error));
+  }
+  const size_t slash = path_for_errors.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path_for_errors.substr(0, slash);
+  if (absl::Status s = ResolveTokenFiles(&proto, dir); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
   }
   DaemonSettings settings;
   if (absl::Status s = Validate(proto, &settings); !s.ok()) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/daemon.h"
 #include "cache_service/daemon_config.h"
+#include "cache_service/systemd_notify.h"
 #include "cache_service/core/log.h"
 #include "cache_service/core/process_fds.h"
 #include "google/protobuf/stubs/logging.h"
@@ -36,6 +37,7 @@ struct Flags {
   std::optional<std::string> metrics;
   std::string log_format;
   std::string log_level;
+  bool check_config = false;
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
@@ -72,6 +74,11 @@ int Run(const Flags& flags) {
     return 2;
   }
   ConfigureLog(settings->log_format, settings->log_level);
+  if (flags.check_config) {
+    std::printf("kvwardend: %s is valid: %zu pools, %zu tenants, listen %s\n", flags.config.c_str(),
+                settings->pools.size(), settings->tenants.size(), settings->listen.c_str());
+    return 0;
+  }
   if (!settings->metrics_listen.empty() && settings->metrics_listen.rfind(':') == std::string::npos) {
     std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n", settings->metrics_listen.c_str());
     return 2;
@@ -141,10 +148,14 @@ int Run(const Flags& flags) {
     server->Shutdown();
     return 1;
   }
+  // The watchdog probe takes the sequence table's lock: a wedged table stops the pings.
+  SystemdNotifier systemd([d = daemon->get()] { (void)d->table().TenantSequences(0); });
+  systemd.Ready(absl::StrCat("serving on ", address));
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
   LogEvent(LogLevel::kInfo, "stop").Field("signal", sig);
+  systemd.Stopping();
   acceptor->reset();  // no new connections
   (*daemon)->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -173,6 +184,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", flags.metrics,
                  "HOST:PORT serving Prometheus metrics at /metrics; overrides the config's "
                  "metrics.listen. Port 0 picks a free port; empty turns metrics off");
+  app.add_flag("--check-config", flags.check_config,
+               "Load and validate the config (token files included), print a summary and exit: 0 "
+               "valid, 2 not");
   app.add_option("--log-format", flags.log_format,
                  "text (key=value, default) or json (one object per line); overrides log.format");
   app.add_option("--log-level", flags.log_level,

@@ -9,7 +9,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libucx-dev ucx-utils
-  prometheus-cpp-dev libspdlog-dev
+  prometheus-cpp-dev libspdlog-dev libsystemd-dev
   "$@"
 )
 

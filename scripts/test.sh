@@ -7,9 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-# Every package both stages need, with one `apt-get update` on a fresh machine.
+# Every package both stages need, with one `apt-get update` on a fresh machine. kubectl
+# and systemd-analyze only when missing (another kubectl package may own the path).
+extra=()
+command -v kubectl > /dev/null || extra+=(kubernetes-client)
+command -v systemd-analyze > /dev/null || extra+=(systemd)
 bash scripts/install_deps.sh clang-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
-  python3-torch python3-matplotlib bible-kjv prometheus
+  python3-torch python3-matplotlib python3-yaml bible-kjv prometheus yamllint "${extra[@]}"
 
 echo "== Release build + all tests"
 bash scripts/build.sh build

@@ -224,7 +224,9 @@ struct DaemonMetrics::Families {
   }
 };
 
-DaemonMetrics::DaemonMetrics() : f_(std::make_unique<Families>()) {}
+DaemonMetrics::DaemonMetrics(const std::vector<std::string>& pools) : f_(std::make_unique<Families>()) {
+  for (const std::string& pool : pools) f_->pressure.Add({{"pool", pool}});
+}
 DaemonMetrics::~DaemonMetrics() = default;
 
 std::shared_ptr<prometheus::Registry> DaemonMetrics::registry() const { return f_->registry; }

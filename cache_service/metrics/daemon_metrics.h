@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cache_service/core/table_events.h"
 
@@ -19,7 +20,8 @@ namespace kvwarden {
 
 class DaemonMetrics final : public TableEvents {
  public:
-  DaemonMetrics();
+  // `pools`: the configured pools (their series exist from the start, at zero).
+  explicit DaemonMetrics(const std::vector<std::string>& pools);
   ~DaemonMetrics() override;
   DaemonMetrics(const DaemonMetrics&) = delete;
   DaemonMetrics& operator=(const DaemonMetrics&) = delete;

@@ -1,6 +1,8 @@
 #include "cache_service/daemon_config.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -113,6 +115,39 @@ TEST(DaemonConfigTest, AdminTokenIsRequired) {
   text.replace(text.find("admin_token: \"adm\""), 18, "");
   auto s = ParseDaemonConfig(text, "c.textproto");
   EXPECT_EQ(s.status().message(), "c.textproto: admin_token: is required");
+}
+
+TEST(DaemonConfigTest, TokensComeFromFilesBesideTheConfig) {
+  char dir_template[] = "/tmp/kvw-cfg-XXXXXX";
+  const std::string dir = mkdtemp(dir_template);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+  };
+  write("admin", "  secret-admin\n");
+  write("alpha", "secret-alpha\n");
+  std::string text = kValid;
+  text.replace(text.find("admin_token: \"adm\""), 18, "admin_token_file: \"admin\"");
+  text.replace(text.find("token: \"ta\""), 11, "token_file: \"" + dir + "/alpha\"");
+  write("c.textproto", text);
+  auto s = LoadDaemonConfig(dir + "/c.textproto");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->admin_token, "secret-admin");
+  EXPECT_EQ(s->tenant_tokens[0].token, "secret-alpha");
+  // Missing, empty, or both ways at once: the field and the reason.
+  write("empty", "\n");
+  write("c2.textproto", std::string(kValid) + "admin_token_file: \"empty\"");
+  EXPECT_THAT(LoadDaemonConfig(dir + "/c2.textproto").status().message(),
+              HasSubstr("admin_token_file: set admin_token or admin_token_file, not both"));
+  std::string missing = kValid;
+  missing.replace(missing.find("token: \"ta\""), 11, "token_file: \"nope\"");
+  write("c3.textproto", missing);
+  EXPECT_THAT(LoadDaemonConfig(dir + "/c3.textproto").status().message(),
+              HasSubstr("tenants[0].token_file: " + dir + "/nope: cannot read"));
+  std::string empty = kValid;
+  empty.replace(empty.find("token: \"ta\""), 11, "token_file: \"empty\"");
+  write("c4.textproto", empty);
+  EXPECT_THAT(LoadDaemonConfig(dir + "/c4.textproto").status().message(), HasSubstr("empty is empty"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DaemonConfigTest, MissingFile) {
