@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/security/server_credentials.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/retention/strategies.h"
 #include "cache_service/dataplane/listen_interface.h"
@@ -155,7 +156,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
                            d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
-                           &d->parked_,     &d->grpc_connections_, &d->metrics_address_};
+                           &d->parked_,     &d->grpc_connections_, &d->metrics_address_,
+                           &d->config_text_, &d->config_path_, &d->set_serving_};
+  d->config_text_ = settings.redacted_config;
+  d->tls_ = settings.tls;
+  d->config_path_ = settings.config_path;
   d->control_.emplace(ctx);
   d->admin_.emplace(ctx);
   d->transfer_.emplace(ctx);
@@ -189,6 +194,15 @@ absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::stri
 }
 
 void Daemon::AddTo(grpc::ServerBuilder& builder) {
+  if (tls_.enabled()) {
+    grpc::SslServerCredentialsOptions opts(tls_.client_ca_pem.empty()
+                                               ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    opts.pem_root_certs = tls_.client_ca_pem;
+    opts.pem_key_cert_pairs.push_back({tls_.key_pem, tls_.cert_pem});
+    tls_acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
+        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, grpc::SslServerCredentials(opts));
+  }
   builder.RegisterService(&*control_);
   builder.RegisterService(&*admin_);
   builder.RegisterService(&*transfer_);

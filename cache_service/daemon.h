@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,6 +53,10 @@ class Daemon {
   void StopParkedCalls() { parked_.Shutdown(); }
 
   SequenceTable& table() { return *table_; }
+  // With TLS configured, where the acceptor hands connections (made by AddTo); else null.
+  grpc::experimental::ExternalConnectionAcceptor* tls_acceptor() const { return tls_acceptor_.get(); }
+  // Called when draining changes gRPC health's overall status (set once the server runs).
+  void SetServingHook(std::function<void(bool serving)> hook) { set_serving_ = std::move(hook); }
   // host:port of /metrics, empty when off.
   const std::string& metrics_address() const { return metrics_address_; }
   TenantLedger& ledger() { return *ledger_; }
@@ -81,6 +86,10 @@ class Daemon {
   std::optional<AdminServiceImpl> admin_;
   std::optional<TransferServiceImpl> transfer_;
   std::string metrics_address_;
+  std::string config_text_, config_path_;
+  std::function<void(bool)> set_serving_;
+  TlsSettings tls_;
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tls_acceptor_;
   std::unique_ptr<MetricsServer> metrics_server_;  // first to go: it reads every part
 };
 

@@ -1,6 +1,7 @@
 #include "cache_service/daemon_config.h"
 
 #include <fstream>
+#include <tuple>
 #include <sstream>
 
 #include "absl/container/flat_hash_set.h"
@@ -161,6 +162,36 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
   return absl::OkStatus();
 }
 
+// A PEM file of the TLS config: readable and PEM.
+absl::Status ReadPem(const std::string& file, const std::string& config_dir, const std::string& field,
+                     std::string* out) {
+  if (file.empty()) return absl::OkStatus();
+  const std::string path = file[0] == '/' || config_dir.empty() ? file : absl::StrCat(config_dir, "/", file);
+  std::ifstream in(path);
+  if (!in) return FieldError(field, absl::StrCat(path, ": cannot read"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  *out = buf.str();
+  if (out->find("-----BEGIN ") == std::string::npos) return FieldError(field, absl::StrCat(path, " is not PEM"));
+  return absl::OkStatus();
+}
+
+absl::Status ReadTls(const v1::TlsConfig& in, const std::string& config_dir, TlsSettings* out) {
+  if (in.cert_file().empty() != in.key_file().empty()) {
+    return FieldError(in.cert_file().empty() ? "tls.cert_file" : "tls.key_file",
+                      "is required with the other (TLS needs a certificate and its key)");
+  }
+  if (in.cert_file().empty() && !in.client_ca_file().empty()) {
+    return FieldError("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
+  }
+  for (auto [file, field, dst] : {std::tuple{&in.cert_file(), "tls.cert_file", &out->cert_pem},
+                                  std::tuple{&in.key_file(), "tls.key_file", &out->key_pem},
+                                  std::tuple{&in.client_ca_file(), "tls.client_ca_file", &out->client_ca_pem}}) {
+    if (absl::Status s = ReadPem(*file, config_dir, field, dst); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ResolveTokenFiles(v1::DaemonConfig* cfg, const std::string& config_dir) {
   std::string token;
   if (absl::Status s = ResolveToken(cfg->admin_token(), cfg->admin_token_file(), config_dir, "admin_token", &token);
@@ -277,6 +308,11 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
   if (!parser.ParseFromString(text, &proto)) {
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ":", errors.error));
   }
+  v1::DaemonConfig redacted = proto;  // before token files are read: their paths stay
+  if (!redacted.admin_token().empty()) redacted.set_admin_token("<redacted>");
+  for (v1::TenantConfig& t : *redacted.mutable_tenants()) {
+    if (!t.token().empty()) t.set_token("<redacted>");
+  }
   const size_t slash = path_for_errors.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : path_for_errors.substr(0, slash);
   if (absl::Status s = ResolveTokenFiles(&proto, dir); !s.ok()) {
@@ -284,6 +320,11 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
   }
   DaemonSettings settings;
   if (absl::Status s = Validate(proto, &settings); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
+  }
+  google::protobuf::TextFormat::PrintToString(redacted, &settings.redacted_config);
+  settings.config_path = path_for_errors;
+  if (absl::Status s = ReadTls(proto.tls(), dir, &settings.tls); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
   }
   return settings;

@@ -31,6 +31,12 @@ struct PoolSpec {
   bool preallocate = false;
 };
 
+// gRPC TLS, as PEM text read from the config's files; off when cert_pem is empty.
+struct TlsSettings {
+  std::string cert_pem, key_pem, client_ca_pem;
+  bool enabled() const { return !cert_pem.empty(); }
+};
+
 struct TenantAuth {
   std::string name;
   std::string token;
@@ -55,6 +61,10 @@ struct DaemonSettings {
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
   std::string metrics_listen;  // empty: no /metrics
+  // The config as loaded, every token replaced by "<redacted>" (admin GetConfig).
+  std::string redacted_config;
+  std::string config_path;  // the file it came from
+  TlsSettings tls;
   LogFormat log_format = LogFormat::kText;
   LogLevel log_level = LogLevel::kInfo;
   uint32_t max_attach_connections = 1024;

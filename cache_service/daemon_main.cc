@@ -116,7 +116,13 @@ int Run(const Flags& flags) {
   grpc::ServerBuilder builder;  // no listening port: the acceptor hands connections over
   (*daemon)->AddTo(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || !(*acceptor)->Serve(server.get()).ok()) {
+  if (server != nullptr) {
+    // Before the first connection is handed over: admin calls may use it at once.
+    (*daemon)->SetServingHook([s = server.get()](bool serving) {
+      if (grpc::HealthCheckServiceInterface* h = s->GetHealthCheckService()) h->SetServingStatus(serving);
+    });
+  }
+  if (server == nullptr || !(*acceptor)->Serve(server.get(), (*daemon)->tls_acceptor()).ok()) {
     std::fprintf(stderr, "kvwardend: cannot start the gRPC server\n");
     return 1;
   }
@@ -136,6 +142,7 @@ int Run(const Flags& flags) {
         .Field("pools", pools)
         .Field("tenants", settings->tenants.size())
         .Field("ucx", settings->ucx)
+        .Field("tls", !settings->tls.enabled() ? "off" : settings->tls.client_ca_pem.empty() ? "on" : "mutual")
         .Field("attach_socket", settings->attach_socket)
         .Field("metrics", (*daemon)->metrics_address())
         .Field("fd_limit", fd_limit)

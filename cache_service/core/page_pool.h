@@ -14,6 +14,7 @@
 // Thread-safe: all methods may be called concurrently. Page bytes are not guarded
 // here; callers order byte access with their own (per-sequence) locks.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -78,6 +79,9 @@ class PagePool {
   PagePool& operator=(const PagePool&) = delete;
 
   const std::string& name() const { return options_.name; }
+  // Draining: no new sequences here (the control service refuses them); thread-safe.
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  void set_draining(bool on) { draining_.store(on, std::memory_order_relaxed); }
   std::string device() const { return options_.device->name(); }
   PoolDevice& device_ops() const { return *options_.device; }
   const KvLayout& layout() const { return options_.layout; }
@@ -145,6 +149,7 @@ class PagePool {
   absl::Status CheckInvariants() const;
 
  private:
+  std::atomic<bool> draining_{false};
   struct PageMeta {
     uint32_t refs = 0;
     uint32_t pins = 0;

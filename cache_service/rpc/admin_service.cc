@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cache_service/core/log.h"
 #include "cache_service/rpc/admin_snapshots.h"
 #include "cache_service/rpc/call_auth.h"
 #include "cache_service/rpc/grpc_status.h"
@@ -144,6 +145,38 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAttachments(grpc::CallbackServer
                                                             v1::ListAttachmentsResponse* resp) {
   return AdminCall(ctx_, call, [&] {
     SnapshotAttachments(ctx_, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetPoolDraining(grpc::CallbackServerContext* call,
+                                                            const v1::SetPoolDrainingRequest* req,
+                                                            v1::PoolStats* resp) {
+  return AdminCall(ctx_, call, [&]() -> absl::Status {
+    absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
+    if (!pool.ok()) return pool.status();
+    const bool was = (*pool)->draining();
+    (*pool)->set_draining(req->draining());
+    bool all = true;
+    for (const PagePool* p : ctx_.pools->all()) all = all && p->draining();
+    if (ctx_.set_serving != nullptr && *ctx_.set_serving) (*ctx_.set_serving)(!all);
+    if (was != req->draining()) {
+      LogEvent(LogLevel::kInfo, req->draining() ? "pool_draining" : "pool_undrained")
+          .Field("pool", req->pool())
+          .Field("sequences", ctx_.table->List(std::nullopt, req->pool()).size())
+          .Field("health", all ? "NOT_SERVING" : "SERVING");
+    }
+    ToProto(**pool, *ctx_.ledger, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetConfig(grpc::CallbackServerContext* call, const v1::GetConfigRequest*,
+                                                      v1::GetConfigResponse* resp) {
+  return AdminCall(ctx_, call, [&]() -> absl::Status {
+    if (ctx_.config_text == nullptr) return absl::UnavailableError("this daemon keeps no copy of its config");
+    resp->set_text(*ctx_.config_text);
+    if (ctx_.config_path != nullptr) resp->set_path(*ctx_.config_path);
     return absl::OkStatus();
   });
 }

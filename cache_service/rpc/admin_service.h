@@ -31,6 +31,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ListAttachments(grpc::CallbackServerContext* call,
                                             const v1::ListAttachmentsRequest* req,
                                             v1::ListAttachmentsResponse* resp) override;
+  grpc::ServerUnaryReactor* SetPoolDraining(grpc::CallbackServerContext* call,
+                                            const v1::SetPoolDrainingRequest* req, v1::PoolStats* resp) override;
+  grpc::ServerUnaryReactor* GetConfig(grpc::CallbackServerContext* call, const v1::GetConfigRequest* req,
+                                      v1::GetConfigResponse* resp) override;
 
  private:
   const ServiceContext ctx_;

@@ -91,6 +91,10 @@ grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
     if (req->pool().empty()) return absl::InvalidArgumentError("pool: is required");
     absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
     if (!pool.ok()) return pool.status();
+    if ((*pool)->draining()) {
+      return absl::UnavailableError(absl::StrCat("pool '", req->pool(),
+                                                 "' is draining: no new sequences (an operator ran kvwctl drain)"));
+    }
     CreateSequenceArgs args{*tenant, req->lease_id(), *pool, req->max_tokens(), {}};
     if (req->has_policy()) {
       absl::StatusOr<RetentionPolicy> policy = PolicyFromProto(req->policy(), (*pool)->layout(), "policy");

@@ -129,9 +129,10 @@ absl::StatusOr<std::unique_ptr<GrpcAcceptor>> GrpcAcceptor::Listen(const std::st
   return a;
 }
 
-absl::Status GrpcAcceptor::Serve(grpc::Server* server) {
+absl::Status GrpcAcceptor::Serve(grpc::Server* server, grpc::experimental::ExternalConnectionAcceptor* tls) {
   if (server == nullptr || thread_.joinable()) return absl::FailedPreconditionError("Serve: once, with a server");
   server_ = server;
+  tls_ = tls;
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "kvw-accept");
     Run();
@@ -232,15 +233,18 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
     char head[kPrefaceBytes];
     const ssize_t n = recv(p.fd.get(), head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
     enum { kWait, kHandOver, kRefuse, kGone } verdict = kWait;
-    if (n == static_cast<ssize_t>(kPrefaceBytes) && std::memcmp(head, kPreface, kPrefaceBytes) == 0) {
-      verdict = kHandOver;
-    } else if (n > 0 && std::memcmp(head, kPreface, n) != 0) {
-      verdict = kRefuse;  // not HTTP/2 (e.g. TLS, or garbage)
-    } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
       verdict = kGone;
-    } else if (now >= p.deadline) {
-      verdict = kRefuse;
+    } else if (n > 0 && tls_ != nullptr) {
+      // A TLS handshake record (content type 22, version 3.x); gRPC's own handshake
+      // deadline covers the rest of the handshake.
+      if (head[0] != 0x16 || (n >= 2 && head[1] != 0x03)) verdict = kRefuse;
+      else if (n >= 2) verdict = kHandOver;
+    } else if (n > 0) {
+      if (std::memcmp(head, kPreface, n) != 0) verdict = kRefuse;  // not HTTP/2 (e.g. TLS, or garbage)
+      else if (n == static_cast<ssize_t>(kPrefaceBytes)) verdict = kHandOver;
     }
+    if (verdict == kWait && now >= p.deadline) verdict = kRefuse;
     if (verdict == kWait) {
       ++i;
       continue;
@@ -261,7 +265,14 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
         }
         open_[raw] = {inode, std::move(peer)};
         ++stats_->accepted;
-        grpc::AddInsecureChannelFromFd(server_, raw);  // gRPC owns (and closes) it now
+        if (tls_ != nullptr) {
+          grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters params;
+          params.listener_fd = listen_fds_.front().get();
+          params.fd = raw;
+          tls_->HandleNewConnection(&params);  // gRPC owns (and closes) it now
+        } else {
+          grpc::AddInsecureChannelFromFd(server_, raw);  // gRPC owns (and closes) it now
+        }
         continue;
       }
     }

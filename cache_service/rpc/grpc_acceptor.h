@@ -2,8 +2,10 @@
 
 // kvwardend accepts gRPC's TCP connections itself, so that it can count them: gRPC 1.51
 // has no connection limit, and its own listener stops accepting for good after one
-// EMFILE. Each accepted socket must send the HTTP/2 client preface within a deadline;
-// then it is handed to the server (grpc::AddInsecureChannelFromFd) and gRPC owns it.
+// EMFILE. Each accepted socket must send the HTTP/2 client preface (or, with TLS, the
+// start of a TLS handshake record) within a deadline; then it is handed to the server
+// (grpc::AddInsecureChannelFromFd, or with TLS an external connection acceptor that
+// carries the server's credentials) and gRPC owns it.
 //
 // Limits: connections in total and per peer address (all same-host workers share
 // 127.0.0.1, so the per-peer cap defaults high). A connection over a limit, or one that
@@ -26,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/fd/unique_fd.h"
 #include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
 
 namespace kvwarden {
 
@@ -55,8 +58,10 @@ class GrpcAcceptor {
   GrpcAcceptor& operator=(const GrpcAcceptor&) = delete;
 
   int port() const { return port_; }
-  // Starts the accept thread; `server` must outlive this acceptor.
-  absl::Status Serve(grpc::Server* server);
+  // Starts the accept thread; `server` must outlive this acceptor. With `tls` (from
+  // ServerBuilder's AddExternalConnectionAcceptor with TLS credentials; outlives this
+  // acceptor), connections must open with a TLS record and go to it.
+  absl::Status Serve(grpc::Server* server, grpc::experimental::ExternalConnectionAcceptor* tls = nullptr);
 
  private:
   struct Pending {
@@ -84,6 +89,7 @@ class GrpcAcceptor {
   UniqueFd wake_fd_;     // eventfd: the destructor's stop signal
   UniqueFd reserve_fd_;  // given up at EMFILE to accept and close one connection
   int port_ = 0;
+  grpc::experimental::ExternalConnectionAcceptor* tls_ = nullptr;
   grpc::Server* server_ = nullptr;
   std::atomic<bool> stop_{false};
   std::thread thread_;

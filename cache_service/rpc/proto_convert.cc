@@ -54,6 +54,7 @@ void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::Sequenc
 }
 
 void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* out) {
+  out->set_draining(pool.draining());
   const PagePoolStats s = pool.Stats();
   out->set_name(pool.name());
   out->set_device(pool.device());

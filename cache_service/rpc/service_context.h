@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,11 @@ struct ServiceContext {
   const GrpcConnectionStats* grpc_connections = nullptr;  // required
   // The Prometheus endpoint's host:port once it serves (empty when off); may be null.
   const std::string* metrics_address = nullptr;
+  // The running config, tokens redacted, and its path (GetConfig); may be null.
+  const std::string* config_text = nullptr;
+  const std::string* config_path = nullptr;
+  // Sets gRPC health's overall status (SetPoolDraining); may be null or empty.
+  const std::function<void(bool serving)>* set_serving = nullptr;
 };
 
 }  // namespace kvwarden

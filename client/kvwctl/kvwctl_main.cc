@@ -1,11 +1,14 @@
 // kvwctl: kvwarden's admin CLI. Human tables by default, --json for scripts.
 //
 // Exit codes: 0 success; 1 the daemon refused the request (its gRPC status code and
-// message are printed on one line); 2 bad usage; 3 the daemon cannot be reached.
+// message are printed on one line) or `health` is not SERVING; 2 bad usage; 3 the daemon
+// cannot be reached.
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -30,7 +33,15 @@ struct Globals {
   std::string token;
   bool json = false;
   int timeout_ms = 5000;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;  // files; TLS when tls_ca is set
 };
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
 
 std::string Bytes(uint64_t b) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -64,7 +75,14 @@ std::string Pct(uint64_t part, uint64_t whole) {
 class Cli {
  public:
   explicit Cli(const Globals& g) : g_(g) {
-    channel_ = grpc::CreateChannel(g.target, grpc::InsecureChannelCredentials());
+    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+    grpc::ChannelArguments args;
+    if (!g.tls_ca.empty()) {
+      creds = grpc::SslCredentials(
+          {ReadFileOrEmpty(g.tls_ca), ReadFileOrEmpty(g.tls_key), ReadFileOrEmpty(g.tls_cert)});
+      if (!g.tls_server_name.empty()) args.SetSslTargetNameOverride(g.tls_server_name);
+    }
+    channel_ = grpc::CreateCustomChannel(g.target, creds, args);
     admin_ = v1::AdminService::NewStub(channel_);
     control_ = v1::ControlService::NewStub(channel_);
     health_ = grpc::health::v1::Health::NewStub(channel_);
@@ -93,6 +111,16 @@ class Cli {
       std::cout << absl::StrFormat("%s  %s  kvwardend %s  up %.1fs  rtt %.2f ms\n", status,
                                    g_.target, ping.version(), ping.uptime_ms() / 1000.0,
                                    absl::ToDoubleMilliseconds(rtt));
+    }
+    if (!g_.token.empty() && !g_.json) {
+      grpc::ClientContext lctx;
+      Prepare(lctx);
+      v1::ListPoolsResponse pools;
+      if (admin_->ListPools(&lctx, v1::ListPoolsRequest(), &pools).ok()) {
+        for (const v1::PoolStats& p : pools.pools()) {
+          if (p.draining()) std::cout << "pool " << p.name() << ": draining\n";
+        }
+      }
     }
     return hresp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRefused;
   }
@@ -236,6 +264,121 @@ class Cli {
     return kOk;
   }
 
+  int Drain(const std::string& pool, bool draining) {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    v1::SetPoolDrainingRequest req;
+    req.set_pool(pool);
+    req.set_draining(draining);
+    v1::PoolStats resp;
+    grpc::Status s = admin_->SetPoolDraining(&ctx, req, &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.json) return PrintJson(resp);
+    std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", resp.name(),
+                                 resp.draining() ? "draining: new sequences are refused, existing ones finish"
+                                                 : "accepting new sequences",
+                                 resp.used_pages());
+    return kOk;
+  }
+
+  int Config() {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    v1::GetConfigResponse resp;
+    grpc::Status s = admin_->GetConfig(&ctx, v1::GetConfigRequest(), &resp);
+    if (!s.ok()) return Fail(s);
+    if (g_.json) return PrintJson(resp);
+    std::cout << "# " << resp.path() << " (tokens redacted)\n" << resp.text();
+    return kOk;
+  }
+
+  // Live usage like top(1): pools and tenants every interval, with rates from the last.
+  int Top(int interval_ms, int count) {
+    v1::ListTenantsResponse last_tenants;
+    v1::ListPoolsResponse last_pools;
+    absl::Time last = absl::InfinitePast();
+    for (int i = 0; count == 0 || i < count; ++i) {
+      if (i > 0) absl::SleepFor(absl::Milliseconds(interval_ms));
+      v1::ListPoolsResponse pools;
+      v1::ListTenantsResponse tenants;
+      {
+        grpc::ClientContext ctx;
+        Prepare(ctx);
+        if (grpc::Status s = admin_->ListPools(&ctx, v1::ListPoolsRequest(), &pools); !s.ok()) return Fail(s);
+      }
+      {
+        grpc::ClientContext ctx;
+        Prepare(ctx);
+        if (grpc::Status s = admin_->ListTenants(&ctx, v1::ListTenantsRequest(), &tenants); !s.ok()) return Fail(s);
+      }
+      const absl::Time now = absl::Now();
+      const double dt = last == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last);
+      auto rate = [dt](double now_v, double then_v) { return dt > 0 ? (now_v - then_v) / dt : 0.0; };
+      auto find_pool = [&](const std::string& n) -> const v1::PoolStats* {
+        for (const v1::PoolStats& p : last_pools.pools()) {
+          if (p.name() == n) return &p;
+        }
+        return nullptr;
+      };
+      auto find_tenant = [&](const std::string& n) -> const v1::TenantInfo* {
+        for (const v1::TenantInfo& t : last_tenants.tenants()) {
+          if (t.name() == n) return &t;
+        }
+        return nullptr;
+      };
+      if (g_.json) {
+        // One object per refresh, one line each: easy to stream into jq.
+        std::string line = absl::StrFormat("{\"time\":\"%s\",\"pools\":[",
+                                           absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()));
+        for (int k = 0; k < pools.pools_size(); ++k) {
+          const v1::PoolStats& p = pools.pools(k);
+          const v1::PoolStats* q = find_pool(p.name());
+          absl::StrAppendFormat(&line, "%s{\"pool\":\"%s\",\"used_pages\":%d,\"capacity_pages\":%d,"
+                                       "\"pages_per_s\":%.1f,\"draining\":%s}",
+                                k ? "," : "", p.name(), p.used_pages(), p.capacity_pages(),
+                                q ? rate(p.used_pages(), q->used_pages()) : 0.0, p.draining() ? "true" : "false");
+        }
+        line += "],\"tenants\":[";
+        for (int k = 0; k < tenants.tenants_size(); ++k) {
+          const v1::TenantInfo& t = tenants.tenants(k);
+          const v1::TenantInfo* q = find_tenant(t.name());
+          absl::StrAppendFormat(&line, "%s{\"tenant\":\"%s\",\"used_pages\":%d,\"quota_pages\":%d,"
+                                       "\"sequences\":%d,\"pages_per_s\":%.1f,\"refusals_per_s\":%.2f}",
+                                k ? "," : "", t.name(), t.used_pages(), t.quota_pages(), t.sequences(),
+                                q ? rate(t.used_pages(), q->used_pages()) : 0.0,
+                                q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0);
+        }
+        std::cout << line << "]}\n";
+      } else {
+        std::cout << "\033[H\033[2J" << "kvwctl top  " << g_.target << "  "
+                  << absl::FormatTime("%H:%M:%S", now, absl::LocalTimeZone()) << "  every " << interval_ms
+                  << " ms; " << pools.grpc_connections() << " connections, " << pools.open_fds() << " fds\n\n";
+        Table pt({"POOL", "USED", "USED%", "PAGES/S", "SHARED", "PINNED", "STATE"});
+        for (const v1::PoolStats& p : pools.pools()) {
+          const v1::PoolStats* q = find_pool(p.name());
+          pt.Add({p.name(), absl::StrCat(p.used_pages(), "/", p.capacity_pages()), Pct(p.used_pages(), p.capacity_pages()),
+                  absl::StrFormat("%+.1f", q ? rate(p.used_pages(), q->used_pages()) : 0.0),
+                  absl::StrCat(p.shared_pages()), absl::StrCat(p.pinned_pages()), p.draining() ? "draining" : "serving"});
+        }
+        Table tt({"TENANT", "USED", "OF QUOTA", "PAGES/S", "SEQS", "WORKERS", "STREAMS", "REFUSED/S"});
+        for (const v1::TenantInfo& t : tenants.tenants()) {
+          const v1::TenantInfo* q = find_tenant(t.name());
+          tt.Add({t.name(), Bytes(t.used_bytes()),
+                  t.quota_pages() ? Pct(t.used_pages(), t.quota_pages()) : Pct(t.used_bytes(), t.quota_bytes()),
+                  absl::StrFormat("%+.1f", q ? rate(t.used_pages(), q->used_pages()) : 0.0),
+                  absl::StrCat(t.sequences()), absl::StrCat(t.workers()), absl::StrCat(t.open_streams()),
+                  absl::StrFormat("%.2f", q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0)});
+        }
+        std::cout << pt.Render() << "\n" << tt.Render();
+      }
+      std::cout.flush();
+      last_pools = std::move(pools);
+      last_tenants = std::move(tenants);
+      last = now;
+    }
+    return kOk;
+  }
+
   // Redraws `seq show` every interval until the sequence is gone or the user stops it.
   int WatchSequence(uint64_t id, int interval_ms, int count) {
     for (int i = 0; count == 0 || i < count; ++i) {
@@ -333,6 +476,36 @@ class Cli {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
+// Completes subcommands, their subcommands and every option, from the parser itself.
+std::string BashCompletion(const CLI::App& app) {
+  std::string top_words, cases;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    absl::StrAppend(&top_words, " ", sub->get_name());
+    std::string words;
+    for (const CLI::App* s2 : sub->get_subcommands([](const CLI::App*) { return true; })) {
+      absl::StrAppend(&words, " ", s2->get_name());
+    }
+    for (const CLI::Option* o : sub->get_options()) {
+      for (const std::string& n : o->get_lnames()) absl::StrAppend(&words, " --", n);
+    }
+    absl::StrAppend(&cases, "    ", sub->get_name(), ") words=\"", words, "\" ;;\n");
+  }
+  for (const CLI::Option* o : app.get_options()) {
+    for (const std::string& n : o->get_lnames()) absl::StrAppend(&top_words, " --", n);
+  }
+  return absl::StrCat(
+      "# bash completion for kvwctl: source <(kvwctl completion bash)\n"
+      "_kvwctl() {\n"
+      "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" words=\"", top_words, "\" w\n"
+      "  for w in \"${COMP_WORDS[@]:1:COMP_CWORD-1}\"; do\n"
+      "    case \"$w\" in\n", cases,
+      "    esac\n"
+      "  done\n"
+      "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+      "}\n"
+      "complete -F _kvwctl kvwctl\n");
+}
+
 int Main(int argc, char** argv) {
   Globals g;
   if (const char* t = std::getenv("KVWARDEN_TARGET")) g.target = t;
@@ -343,9 +516,19 @@ int Main(int argc, char** argv) {
   app.add_option("--token", g.token, "Admin token (env KVWARDEN_ADMIN_TOKEN)");
   app.add_flag("--json", g.json, "Print JSON instead of tables");
   app.add_option("--timeout-ms", g.timeout_ms, "Per-call deadline")->capture_default_str()->check(CLI::PositiveNumber);
+  if (const char* t = std::getenv("KVWARDEN_TLS_CA")) g.tls_ca = t;
+  if (const char* t = std::getenv("KVWARDEN_TLS_CERT")) g.tls_cert = t;
+  if (const char* t = std::getenv("KVWARDEN_TLS_KEY")) g.tls_key = t;
+  app.add_option("--tls-ca", g.tls_ca, "PEM file of the CA that signed the daemon's certificate: connect with TLS "
+                                       "(env KVWARDEN_TLS_CA)")->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", g.tls_cert, "Client certificate PEM for mutual TLS (env KVWARDEN_TLS_CERT)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", g.tls_key, "Client key PEM for mutual TLS (env KVWARDEN_TLS_KEY)")->check(CLI::ExistingFile);
+  app.add_option("--tls-server-name", g.tls_server_name, "Name to check the daemon's certificate against "
+                                                         "(default: the target's host)");
   app.footer(
-      "Exit codes: 0 ok; 1 the daemon refused (status and message on stderr); 2 bad usage; "
-      "3 daemon unreachable.");
+      "Exit codes: 0 ok; 1 the daemon refused (status and message on one line on stderr), or "
+      "`health` found it not SERVING; 2 bad usage; 3 daemon unreachable.");
 
   auto* health = app.add_subcommand("health", "Health check, version and uptime (no token needed)");
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
@@ -368,7 +551,22 @@ int Main(int argc, char** argv) {
   watch->add_option("ID", id, "Sequence id")->required();
   watch->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
   watch->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
-  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch}) {
+  std::string drain_pool;
+  auto* drain = app.add_subcommand("drain", "Refuse new sequences in a pool; existing ones finish (health turns "
+                                            "NOT_SERVING once every pool drains)");
+  drain->add_option("POOL", drain_pool, "Pool name")->required();
+  auto* undrain = app.add_subcommand("undrain", "Accept new sequences in a pool again");
+  undrain->add_option("POOL", drain_pool, "Pool name")->required();
+  auto* config = app.add_subcommand("config", "The running config, tokens redacted");
+  auto* top = app.add_subcommand("top", "Live per-pool and per-tenant usage with rates, refreshed like top");
+  top->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
+  top->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
+  std::string shell;
+  auto* completion = app.add_subcommand("completion", "Print a shell completion script: "
+                                                      "source <(kvwctl completion bash)");
+  completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
+  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch, drain, undrain,
+                    config, top, completion}) {
     sub->fallthrough();
   }
 
@@ -388,6 +586,14 @@ int Main(int argc, char** argv) {
   if (*seqs) return cli.Sequences(tenant, pool);
   if (*show) return cli.ShowSequence(id);
   if (*watch) return cli.WatchSequence(id, interval_ms, count);
+  if (*drain) return cli.Drain(drain_pool, true);
+  if (*undrain) return cli.Drain(drain_pool, false);
+  if (*config) return cli.Config();
+  if (*top) return cli.Top(interval_ms, count);
+  if (*completion) {
+    std::cout << BashCompletion(app);
+    return kOk;
+  }
   return kUsage;
 }
 

@@ -170,5 +170,68 @@ TEST(KvwardendCliTest, BadConfigExitsTwoWithFileFieldReason) {
   EXPECT_THAT(r.out, HasSubstr("Exit codes"));
 }
 
+TEST_F(KvwctlTest, DrainRefusesNewSequencesAndTurnsHealthOnceEveryPoolDrains) {
+  auto lease = client_->RegisterWorker("drain-test", client::Role::kBoth, 60000);
+  ASSERT_TRUE(lease.ok());
+  auto existing = client_->CreateSequence(lease->id, "main", 100);
+  ASSERT_TRUE(existing.ok());
+  CommandResult r = Ctl({"drain", "main"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pool main: draining"));
+  auto refused = client_->CreateSequence(lease->id, "main", 100);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(refused.status().message(), HasSubstr("pool 'main' is draining"));
+  EXPECT_TRUE(client_->ReserveSlots(existing->id, 4).ok());  // existing ones go on
+  EXPECT_TRUE(client_->CreateSequence(lease->id, "big", 16).ok());  // other pools serve
+  EXPECT_EQ(Ctl({"health"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"drain", "big"}).exit_code, 0);
+  r = Ctl({"health"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.out, HasSubstr("NOT_SERVING"));
+  EXPECT_THAT(r.out, HasSubstr("pool big: draining"));
+  r = Ctl({"--json", "pools"});
+  EXPECT_THAT(r.out, HasSubstr("\"draining\": true"));
+  ASSERT_EQ(Ctl({"undrain", "main"}).exit_code, 0);
+  ASSERT_EQ(Ctl({"undrain", "big"}).exit_code, 0);
+  EXPECT_EQ(Ctl({"health"}).exit_code, 0);
+  EXPECT_TRUE(client_->CreateSequence(lease->id, "main", 100).ok());
+  r = Ctl({"drain", "nope"});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneLine(r.err);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND: pool 'nope' not found"));
+  EXPECT_EQ(Ctl({"drain", "main"}, /*with_token=*/false).exit_code, 1);  // admin only
+  EXPECT_EQ(Ctl({"health"}).exit_code, 0);
+  (void)client_->ReleaseWorker(lease->id);
+}
+
+TEST_F(KvwctlTest, ConfigTopAndCompletion) {
+  CommandResult r = Ctl({"config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("name: \"main\""));
+  EXPECT_THAT(r.out, HasSubstr("<redacted>"));
+  for (const char* token : {testing::kAdminToken, testing::kAlphaToken, testing::kBetaToken}) {
+    EXPECT_EQ(r.out.find(token), std::string::npos) << token;
+  }
+  r = Ctl({"--json", "top", "--count=2", "--interval-ms=50"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("\"tenant\":\"beta\""));
+  EXPECT_THAT(r.out, HasSubstr("\"refusals_per_s\":"));
+  r = Ctl({"top", "--count=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("REFUSED/S"));
+  r = Ctl({"completion", "bash"}, /*with_token=*/false);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("complete -F _kvwctl kvwctl"));
+  EXPECT_THAT(r.out, HasSubstr("drain"));
+  const std::string script = ::testing::TempDir() + "/kvwctl-completion.bash";
+  FILE* f = std::fopen(script.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(r.out.c_str(), f);
+  std::fclose(f);
+  EXPECT_EQ(RunCommand({"/bin/bash", "-n", script}).exit_code, 0);  // it parses
+  EXPECT_EQ(Ctl({"completion", "fish"}, false).exit_code, 2);
+}
+
 }  // namespace
 }  // namespace kvwarden

@@ -27,6 +27,10 @@ struct Options {
   std::string target = "127.0.0.1:50051";  // host:port of kvwardend
   std::string token;                       // tenant (or admin) bearer token
   absl::Duration timeout = absl::Seconds(10);  // per call
+  // TLS when tls_ca_pem is set (PEM text of the CA that signed the daemon's certificate);
+  // the client certificate and key for mutual TLS. tls_server_name overrides the name
+  // checked against the certificate (default: the target's host).
+  std::string tls_ca_pem, tls_cert_pem, tls_key_pem, tls_server_name;
 };
 
 enum class Role { kPrefill = 1, kDecode = 2, kBoth = 3 };

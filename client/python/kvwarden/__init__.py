@@ -34,7 +34,7 @@ from kvwarden.types import (  # noqa: E402
     RetentionUpdate,
     Sequence,
 )
-from kvwarden.client import Client  # noqa: E402
+from kvwarden.client import Client, tls_credentials  # noqa: E402
 from kvwarden.stats import StatsStream  # noqa: E402
 from kvwarden.attach import AttachedPool, PageView  # noqa: E402
 
@@ -53,4 +53,5 @@ __all__ = [
     "RetentionUpdate",
     "Sequence",
     "StatsStream",
+    "tls_credentials",
 ]

@@ -68,11 +68,19 @@ class Client:
     """
 
     def __init__(self, target: str, token: str, timeout: float = 10.0,
-                 channel: Optional[grpc.Channel] = None):
+                 channel: Optional[grpc.Channel] = None,
+                 credentials: Optional[grpc.ChannelCredentials] = None, server_name: Optional[str] = None):
+        """`credentials` (e.g. kvwarden.tls_credentials(...)) connects with TLS; `server_name`
+        overrides the name checked against the daemon's certificate."""
         self.target, self.token, self.timeout = target, token, timeout
         # Unbounded messages: the daemon bounds its own (512 KiB of K+V each).
-        self._channel = channel or grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", 64 << 20)])
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if channel is None:
+            channel = (grpc.secure_channel(target, credentials, options=options) if credentials is not None
+                       else grpc.insecure_channel(target, options=options))
+        self._channel = channel
         self._metadata = (("authorization", f"Bearer {token}"),)
         self.control = control_pb2_grpc.ControlServiceStub(self._channel)
         self.transfer = transfer_pb2_grpc.TransferServiceStub(self._channel)
@@ -297,3 +305,13 @@ class Client:
 
     def list_attachments(self) -> admin_pb2.ListAttachmentsResponse:
         return self._unary(self.admin.ListAttachments, admin_pb2.ListAttachmentsRequest())
+
+
+def tls_credentials(ca_file: str, cert_file: Optional[str] = None, key_file: Optional[str] = None):
+    """TLS credentials for Client: the CA that signed the daemon's certificate and, for
+    mutual TLS, this client's certificate and key (PEM files)."""
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file) if key_file else None,
+                                        read(cert_file) if cert_file else None)
