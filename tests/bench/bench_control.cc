@@ -230,6 +230,7 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 // pages each held, the time to list them all as the admin, and one /metrics scrape.
 struct ScaleFigures {
   double reserve_p50_us = 0;
+  double describe_p50_us = 0;
   double list_ms = 0;
   uint64_t listed = 0;
   double scrape_ms = 0;
@@ -333,6 +334,13 @@ ScaleFigures MeasureAtScale(uint32_t live) {
     us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
   }
   out.reserve_p50_us = Percentile(us, 0.5);
+  us.clear();
+  for (int i = 0; i < 1000 && probe.ok(); ++i) {
+    const absl::Time t0 = absl::Now();
+    if (!c->DescribeSequence(probe->id).ok()) break;
+    us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+  }
+  out.describe_p50_us = Percentile(us, 0.5);
   auto channel = grpc::CreateChannel((*d)->target(), grpc::InsecureChannelCredentials());
   auto admin = v1::AdminService::NewStub(channel);
   const absl::Time t0 = absl::Now();
@@ -416,6 +424,12 @@ int main(int argc, char** argv) {
                   "%.2fx|<= 1.2x\n",
                   scale, scale * 100, large.reserve_p50_us, small.reserve_p50_us, few,
                   large.reserve_p50_us / small.reserve_p50_us);
+      if (small.describe_p50_us > 0 && large.describe_p50_us > 0) {
+        std::printf("row|bench_control|DescribeSequence p50, %u sequences / %u pages|%.1f us|%.1f us at %u "
+                    "sequences|%.2fx|<= 1.2x\n",
+                    scale, scale * 100, large.describe_p50_us, small.describe_p50_us, few,
+                    large.describe_p50_us / small.describe_p50_us);
+      }
       std::printf("row|bench_control|admin listing of %llu sequences|%.1f ms|-|-|< 100 ms at 10k\n",
                   static_cast<unsigned long long>(large.listed), large.list_ms);
       std::printf("row|bench_control|/metrics scrape with %u sequences|%.1f ms, %zu bytes|-|-|-\n", scale,

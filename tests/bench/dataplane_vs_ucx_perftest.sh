@@ -38,7 +38,7 @@ perftest() {
 }
 
 # best KEY VALUE [min]: keeps the largest (or smallest, for latencies) value seen.
-declare -A OURS REF
+declare -A OURS REF PROTO
 best() {
   local -n table=$1
   local key=$2 value=$3 mode=${4:-max}
@@ -53,12 +53,15 @@ for round in $(seq 1 "$ROUNDS"); do
   for tls in shm tcp; do
     while read -r key rest; do
       case $key in
+        ucx_proto)  # the lanes/protocols UCX chose (printed once per transport below)
+          [[ $round == 1 ]] && PROTO[$tls]+="$rest"$'\n' ;;
         put_bw_MiBps|get_bw_MiBps)
           size=$(sed -n 's/.*size=\([0-9]*\).*/\1/p' <<< "$rest")
           pattern=$(sed -n 's/.*pattern=\([a-z]*\).*/\1/p' <<< "$rest")
           best OURS "$tls,$key,$size,$pattern" "$(sed -n 's/.*value=\([0-9.]*\).*/\1/p' <<< "$rest")" ;;
         get_1page_p50_us)
-          best OURS "$tls,lat_rma" "$(sed -n 's/.*rma=\([0-9.]*\).*/\1/p' <<< "$rest")" min
+          best OURS "$tls,lat_rma" "$(sed -n 's/.* rma=\([0-9.]*\).*/\1/p' <<< "$rest")" min
+          best OURS "$tls,lat_rma_stream" "$(sed -n 's/.*rma_stream=\([0-9.]*\).*/\1/p' <<< "$rest")" min
           best OURS "$tls,lat_leased" "$(sed -n 's/.*with_lease=\([0-9.]*\).*/\1/p' <<< "$rest")" min
           OURS[$tls,page]=$(sed -n 's/.*size=\([0-9]*\).*/\1/p' <<< "$rest") ;;
         attached_read_MiBps)
@@ -94,10 +97,13 @@ echo
 for tls in shm tcp; do
   page=${OURS[$tls,page]:-65536}
   lat=${REF[$tls,lat]:-}
-  printf '%-5s one-page (%s B) get p50: %s us RMA, %s us with its own lease; ucx_perftest put_lat p50 %s us\n' \
-    "$tls" "$page" "${OURS[$tls,lat_rma]:-n/a}" "${OURS[$tls,lat_leased]:-n/a}" "${lat:-n/a}"
+  printf '%-5s one-page (%s B) get p50: %s us RMA same page (%s us walking 64 MiB), %s us with its own lease; ucx_perftest put_lat p50 %s us\n' \
+    "$tls" "$page" "${OURS[$tls,lat_rma]:-n/a}" "${OURS[$tls,lat_rma_stream]:-n/a}" "${OURS[$tls,lat_leased]:-n/a}" "${lat:-n/a}"
 done
 echo "attached read vs memcpy: ${OURS[shm,attach]:-n/a}"
+echo
+echo "UCX lanes and protocols per size range (kvwarden's endpoint; a fallback shows here):"
+for tls in shm tcp; do printf '%s\n' "${PROTO[$tls]:-transports=$tls n/a}" | sed '/^$/d; s/^/  /'; done
 echo "put_bw_ratio_1MiB=$ratio_shm_put_1m"
 # row|bench|figure|value|reference|ratio|goal lines for scripts/bench.sh.
 for tls in shm tcp; do
