@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
 #include "cache_service/core/page_pool.h"
@@ -376,6 +377,8 @@ int main(int argc, char** argv) {
     }
   }
   using kvwarden::g_results;
+  // As kvwardend runs its locks (daemon_main.cc): without Abseil's deadlock detector.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   benchmark::Initialize(&argc, argv);
   kvwarden::SummaryReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
