@@ -77,6 +77,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+echo "== dataplane summary (best of $ROUNDS rounds each side)"
 # ratio = kvwarden hot / ucx_perftest (both move the same bytes every operation);
 # stream = kvwarden walking a 64 MiB sequence (memory-bound), for scale.
 printf '%-5s %-4s %9s %14s %16s %7s %16s\n' TLS OP BYTES kvwarden_MiB/s ucx_perftest_MB/s ratio stream_MiB/s
