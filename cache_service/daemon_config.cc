@@ -1,6 +1,7 @@
 #include "cache_service/daemon_config.h"
 
 #include <fstream>
+#include <optional>
 #include <tuple>
 #include <sstream>
 
@@ -143,6 +144,20 @@ absl::Status ValidateLeases(const v1::LeaseConfig& in, DaemonSettings* out) {
   return absl::OkStatus();
 }
 
+// The whole file, or nullopt when it cannot be read.
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// A file the config names: absolute, or relative to the config's directory.
+std::string ConfigRelative(const std::string& file, const std::string& config_dir) {
+  return file[0] == '/' || config_dir.empty() ? file : absl::StrCat(config_dir, "/", file);
+}
+
 // A token given inline or in a file (one of the two); a file's path is relative to the
 // config's directory, its content trimmed.
 absl::Status ResolveToken(const std::string& inline_token, const std::string& file, const std::string& config_dir,
@@ -152,12 +167,10 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
     return absl::OkStatus();
   }
   if (!inline_token.empty()) return FieldError(field + "_file", absl::StrCat("set ", field, " or ", field, "_file, not both"));
-  const std::string path = file[0] == '/' || config_dir.empty() ? file : absl::StrCat(config_dir, "/", file);
-  std::ifstream in(path);
-  if (!in) return FieldError(field + "_file", absl::StrCat(path, ": cannot read"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  *out = std::string(absl::StripAsciiWhitespace(buf.str()));
+  const std::string path = ConfigRelative(file, config_dir);
+  const std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) return FieldError(field + "_file", absl::StrCat(path, ": cannot read"));
+  *out = std::string(absl::StripAsciiWhitespace(*text));
   if (out->empty()) return FieldError(field + "_file", absl::StrCat(path, " is empty"));
   return absl::OkStatus();
 }
@@ -166,12 +179,10 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
 absl::Status ReadPem(const std::string& file, const std::string& config_dir, const std::string& field,
                      std::string* out) {
   if (file.empty()) return absl::OkStatus();
-  const std::string path = file[0] == '/' || config_dir.empty() ? file : absl::StrCat(config_dir, "/", file);
-  std::ifstream in(path);
-  if (!in) return FieldError(field, absl::StrCat(path, ": cannot read"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  *out = buf.str();
+  const std::string path = ConfigRelative(file, config_dir);
+  const std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) return FieldError(field, absl::StrCat(path, ": cannot read"));
+  *out = *text;
   if (out->find("-----BEGIN ") == std::string::npos) return FieldError(field, absl::StrCat(path, " is not PEM"));
   return absl::OkStatus();
 }
@@ -331,11 +342,9 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
 }
 
 absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseDaemonConfig(buf.str(), path);
+  const std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
+  return ParseDaemonConfig(*text, path);
 }
 
 }  // namespace kvwarden

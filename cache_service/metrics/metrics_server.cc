@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <exception>
+#include <initializer_list>
 #include <iterator>
 #include <vector>
 
@@ -56,12 +57,38 @@ class Families {
     f.metric.push_back(std::move(m));
   }
   std::vector<MetricFamily> Take() {
-    return std::vector<MetricFamily>(std::make_move_iterator(out_.begin()), std::make_move_iterator(out_.end()));
+    return std::vector<MetricFamily>(std::make_move_iterator(out_.begin()),
+                                     std::make_move_iterator(out_.end()));
   }
 
  private:
   std::deque<MetricFamily> out_;
 };
+
+// One family per column, one sample per row labelled `label`=row.name(): the pool and
+// tenant listings become metrics without a declaration and an assignment per figure.
+template <typename Row>
+struct Column {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const Row&);
+};
+
+template <typename Row, typename Rows>
+void AddRows(Families& fs, const char* label, const Rows& rows,
+             std::initializer_list<Column<Row>> columns) {
+  for (const Column<Row>& c : columns) {
+    MetricFamily& f = fs.Family(c.name, c.help, c.type);
+    for (const Row& row : rows) {
+      if (c.type == MetricType::Counter) {
+        Families::Counter(f, {{label, row.name()}}, c.value(row));
+      } else {
+        Families::Gauge(f, {{label, row.name()}}, c.value(row));
+      }
+    }
+  }
+}
 
 // Reads the daemon's state when Prometheus scrapes.
 class SnapshotCollector final : public prometheus::Collectable {
@@ -78,25 +105,23 @@ class SnapshotCollector final : public prometheus::Collectable {
 
     v1::ListPoolsResponse pools;
     SnapshotPools(ctx_, &pools);
-    MetricFamily& capacity = fs.Family("kvwarden_pool_capacity_pages", "Pages a pool can hold", G);
-    MetricFamily& used = fs.Family("kvwarden_pool_used_pages", "Pages held by sequences", G);
-    MetricFamily& free = fs.Family("kvwarden_pool_free_pages", "Pages free to allocate", G);
-    MetricFamily& shared = fs.Family("kvwarden_pool_shared_pages",
-                                     "Pages referenced by more than one sequence (forks)", G);
-    MetricFamily& pinned =
-        fs.Family("kvwarden_pool_pinned_pages", "Pages pinned by transfer leases", G);
-    MetricFamily& page_bytes =
-        fs.Family("kvwarden_pool_page_bytes", "Bytes of one page (K and V of every head)", G);
+    using P = v1::PoolStats;
+    AddRows<P>(fs, "pool", pools.pools(),
+               {{"kvwarden_pool_capacity_pages", "Pages a pool can hold", G,
+                 [](const P& p) { return static_cast<double>(p.capacity_pages()); }},
+                {"kvwarden_pool_used_pages", "Pages held by sequences", G,
+                 [](const P& p) { return static_cast<double>(p.used_pages()); }},
+                {"kvwarden_pool_free_pages", "Pages free to allocate", G,
+                 [](const P& p) { return static_cast<double>(p.free_pages()); }},
+                {"kvwarden_pool_shared_pages", "Pages referenced by more than one sequence (forks)",
+                 G, [](const P& p) { return static_cast<double>(p.shared_pages()); }},
+                {"kvwarden_pool_pinned_pages", "Pages pinned by transfer leases", G,
+                 [](const P& p) { return static_cast<double>(p.pinned_pages()); }},
+                {"kvwarden_pool_page_bytes", "Bytes of one page (K and V of every head)", G,
+                 [](const P& p) { return static_cast<double>(p.page_bytes()); }}});
     MetricFamily& chunks =
         fs.Family("kvwarden_pool_chunks", "Chunks of a pool, by state (total, unowned)", G);
-    for (const v1::PoolStats& p : pools.pools()) {
-      const std::vector<ClientMetric::Label> l{{"pool", p.name()}};
-      Families::Gauge(capacity, l, static_cast<double>(p.capacity_pages()));
-      Families::Gauge(used, l, static_cast<double>(p.used_pages()));
-      Families::Gauge(free, l, static_cast<double>(p.free_pages()));
-      Families::Gauge(shared, l, static_cast<double>(p.shared_pages()));
-      Families::Gauge(pinned, l, static_cast<double>(p.pinned_pages()));
-      Families::Gauge(page_bytes, l, static_cast<double>(p.page_bytes()));
+    for (const P& p : pools.pools()) {
       Families::Gauge(chunks, {{"pool", p.name()}, {"state", "total"}}, p.chunks_total());
       Families::Gauge(chunks, {{"pool", p.name()}, {"state", "unowned"}}, p.chunks_unowned());
     }
@@ -119,41 +144,32 @@ class SnapshotCollector final : public prometheus::Collectable {
 
     v1::ListTenantsResponse tenants;
     SnapshotTenants(ctx_, &tenants);
-    MetricFamily& t_used =
-        fs.Family("kvwarden_tenant_used_pages", "Pages a tenant holds (all pools)", G);
-    MetricFamily& t_used_b =
-        fs.Family("kvwarden_tenant_used_bytes", "Bytes of the pages a tenant holds", G);
-    MetricFamily& t_quota =
-        fs.Family("kvwarden_tenant_quota_pages", "A tenant's page quota (0: none)", G);
-    MetricFamily& t_quota_b =
-        fs.Family("kvwarden_tenant_quota_bytes", "A tenant's byte quota (0: none)", G);
-    MetricFamily& t_peak =
-        fs.Family("kvwarden_tenant_peak_pages", "Most pages a tenant held at once", G);
-    MetricFamily& t_seqs = fs.Family("kvwarden_tenant_sequences", "Sequences a tenant holds", G);
-    MetricFamily& t_leases = fs.Family("kvwarden_tenant_leases", "Worker leases a tenant holds", G);
-    MetricFamily& t_streams =
-        fs.Family("kvwarden_tenant_open_streams", "WriteKV/ReadKV/StreamStats streams open", G);
-    MetricFamily& t_quota_ref =
-        fs.Family("kvwarden_tenant_quota_refusals_total",
-                  "ReserveSlots/ForkSequence calls refused for the tenant's quota", C);
-    MetricFamily& t_limit_ref =
-        fs.Family("kvwarden_tenant_limit_refusals_total",
-                  "Calls refused by one of the tenant's limits (sequences, leases, streams, "
-                  "transfers, attach connections)",
-                  C);
-    for (const v1::TenantInfo& t : tenants.tenants()) {
-      const std::vector<ClientMetric::Label> l{{"tenant", t.name()}};
-      Families::Gauge(t_used, l, static_cast<double>(t.used_pages()));
-      Families::Gauge(t_used_b, l, static_cast<double>(t.used_bytes()));
-      Families::Gauge(t_quota, l, static_cast<double>(t.quota_pages()));
-      Families::Gauge(t_quota_b, l, static_cast<double>(t.quota_bytes()));
-      Families::Gauge(t_peak, l, static_cast<double>(t.peak_pages()));
-      Families::Gauge(t_seqs, l, t.sequences());
-      Families::Gauge(t_leases, l, t.workers());
-      Families::Gauge(t_streams, l, t.open_streams());
-      Families::Counter(t_quota_ref, l, static_cast<double>(t.quota_refusals()));
-      Families::Counter(t_limit_ref, l, static_cast<double>(t.limit_refusals()));
-    }
+    using T = v1::TenantInfo;
+    AddRows<T>(
+        fs, "tenant", tenants.tenants(),
+        {{"kvwarden_tenant_used_pages", "Pages a tenant holds (all pools)", G,
+          [](const T& t) { return static_cast<double>(t.used_pages()); }},
+         {"kvwarden_tenant_used_bytes", "Bytes of the pages a tenant holds", G,
+          [](const T& t) { return static_cast<double>(t.used_bytes()); }},
+         {"kvwarden_tenant_quota_pages", "A tenant's page quota (0: none)", G,
+          [](const T& t) { return static_cast<double>(t.quota_pages()); }},
+         {"kvwarden_tenant_quota_bytes", "A tenant's byte quota (0: none)", G,
+          [](const T& t) { return static_cast<double>(t.quota_bytes()); }},
+         {"kvwarden_tenant_peak_pages", "Most pages a tenant held at once", G,
+          [](const T& t) { return static_cast<double>(t.peak_pages()); }},
+         {"kvwarden_tenant_sequences", "Sequences a tenant holds", G,
+          [](const T& t) { return static_cast<double>(t.sequences()); }},
+         {"kvwarden_tenant_leases", "Worker leases a tenant holds", G,
+          [](const T& t) { return static_cast<double>(t.workers()); }},
+         {"kvwarden_tenant_open_streams", "WriteKV/ReadKV/StreamStats streams open", G,
+          [](const T& t) { return static_cast<double>(t.open_streams()); }},
+         {"kvwarden_tenant_quota_refusals_total",
+          "ReserveSlots/ForkSequence calls refused for the tenant's quota", C,
+          [](const T& t) { return static_cast<double>(t.quota_refusals()); }},
+         {"kvwarden_tenant_limit_refusals_total",
+          "Calls refused by one of the tenant's limits (sequences, leases, streams, transfers, "
+          "attach connections)",
+          C, [](const T& t) { return static_cast<double>(t.limit_refusals()); }}});
 
     v1::ListAttachmentsResponse attachments;
     SnapshotAttachments(ctx_, &attachments);

@@ -47,21 +47,8 @@ constexpr const char* kBenchConfig = R"pb(
 std::map<std::string, double> g_results;  // name -> p50 us or MB/s, for the summary
 
 // Scale: a small-page pool so that 10k sequences of 100 pages (1M pages) take 512 MiB of
-// address space and no memory (nothing is written).
-constexpr const char* kScaleConfig = R"pb(
-  admin_token: "bench-admin"
-  pools {
-    name: "scale"
-    layout { num_layers: 1 num_kv_heads: 1 head_dim: 8 dtype: DTYPE_FP16 page_tokens: 16 }
-    capacity_pages: 1200000
-    chunk_bytes: 1048576
-  }
-  tenants { name: "bench" token: "bench-token" quota_pages: 1200000 limits { max_sequences: 20000 } }
-  data_plane { disable_ucx: true }
-  metrics { listen: "127.0.0.1:0" }
-)pb";
-
-// The same daemon without metrics (the reference of the metrics' cost).
+// address space and no memory (nothing is written). Without metrics: the reference of
+// their cost; kScaleConfig is the same daemon with them.
 constexpr const char* kNoMetricsConfig = R"pb(
   admin_token: "bench-admin"
   pools {
@@ -73,6 +60,7 @@ constexpr const char* kNoMetricsConfig = R"pb(
   tenants { name: "bench" token: "bench-token" quota_pages: 1200000 limits { max_sequences: 20000 } }
   data_plane { disable_ucx: true }
 )pb";
+const std::string kScaleConfig = std::string(kNoMetricsConfig) + "metrics { listen: \"127.0.0.1:0\" }\n";
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;

@@ -42,22 +42,19 @@ class _KeepAlive:
         self._thread.join()
 
 
-class PendingWrite:
-    """A WriteKV in flight (Client.write_kv_async)."""
+class Pending:
+    """A call in flight (Client.*_async): wait() returns its result as the blocking call
+    would, or raises KvwardenError."""
 
-    def __init__(self, future, expected_messages: int):
-        self._future, self._expected = future, expected_messages
+    def __init__(self, future, finish):
+        self._future, self._finish = future, finish
 
-    def wait(self) -> int:
-        """The bytes written; KvwardenError if the daemon refused any message."""
+    def wait(self):
         try:
             resp = self._future.result()
         except grpc.RpcError as e:
             raise KvwardenError.from_rpc(e) from None
-        if resp.messages != self._expected:
-            raise KvwardenError(grpc.StatusCode.DATA_LOSS,
-                                f"the daemon applied {resp.messages} of {self._expected} WriteKV messages")
-        return resp.bytes_written
+        return self._finish(resp)
 
 
 class Client:
@@ -168,10 +165,16 @@ class Client:
                            control_pb2.DescribeSequenceRequest(sequence_id=seq.id, include_pages=include_pages))
 
     def reserve_slots(self, seq: Sequence, num_tokens: int) -> Reservation:
-        r = self._unary(self.control.ReserveSlots,
-                        control_pb2.ReserveSlotsRequest(sequence_id=seq.id, num_tokens=num_tokens))
-        return Reservation(r.first_position, r.num_tokens, r.first_slot, r.epoch, list(r.first_slots),
-                           [HeadRetention.from_proto(h) for h in r.evicted])
+        return self.reserve_slots_async(seq, num_tokens).wait()
+
+    def reserve_slots_async(self, seq: Sequence, num_tokens: int) -> Pending:
+        """reserve_slots without waiting: wait() returns the Reservation."""
+        future = self.control.ReserveSlots.future(
+            control_pb2.ReserveSlotsRequest(sequence_id=seq.id, num_tokens=num_tokens),
+            metadata=self._metadata, timeout=self.timeout)
+        return Pending(future, lambda r: Reservation(r.first_position, r.num_tokens, r.first_slot, r.epoch,
+                                                     list(r.first_slots),
+                                                     [HeadRetention.from_proto(h) for h in r.evicted]))
 
     # -- KV bytes ----------------------------------------------------------------------
     def write_kv(self, seq: Sequence, k: np.ndarray, v: np.ndarray, token_start: int, layer_start: int = 0) -> int:
@@ -181,7 +184,7 @@ class Client:
         return self.write_kv_async(seq, k, v, token_start, layer_start).wait()
 
     def write_kv_async(self, seq: Sequence, k: np.ndarray, v: np.ndarray, token_start: int,
-                       layer_start: int = 0) -> "PendingWrite":
+                       layer_start: int = 0) -> Pending:
         """write_kv without waiting: the bytes are serialized now, the call runs in the
         background; wait() returns the bytes written or raises KvwardenError."""
         lay = seq.layout
@@ -206,7 +209,13 @@ class Client:
 
         expected = layers * ((tokens + chunk - 1) // chunk)
         future = self.control.WriteKV.future(iter(list(messages())), metadata=self._metadata, timeout=self.timeout)
-        return PendingWrite(future, expected)
+
+        def finish(resp):
+            if resp.messages != expected:
+                raise KvwardenError(grpc.StatusCode.DATA_LOSS,
+                                    f"the daemon applied {resp.messages} of {expected} WriteKV messages")
+            return resp.bytes_written
+        return Pending(future, finish)
 
     def read_kv(self, seq: Sequence, layer_start: int = 0, layer_count: Optional[int] = None,
                 token_start: int = 0, token_end: int = 0, epoch: Optional[int] = None) -> List[LayerKV]:

@@ -28,7 +28,6 @@ import torch
 from kvwarden.cache import KVCache
 from kvwarden.errors import KvwardenError
 from kvwarden.types import HeadStats, Lease, Policy, Sequence
-from kvwarden.v1 import control_pb2
 
 
 def _policy_params(policy: Policy, n_layers: int):
@@ -110,9 +109,7 @@ class KvwardenCache(KVCache):
     def make_room(self, num_tokens):
         if self.kind != "streaming" and self.kv_source == "mirror":
             # Nothing to follow before the attention: the answer is awaited at the write.
-            self._pending_reserve = self.client.control.ReserveSlots.future(
-                control_pb2.ReserveSlotsRequest(sequence_id=self.seq.id, num_tokens=num_tokens),
-                metadata=self.client.metadata, timeout=self.client.timeout)
+            self._pending_reserve = self.client.reserve_slots_async(self.seq, num_tokens)
             return
         self.round_trips += 1
         self._reserved(self.client.reserve_slots(self.seq, num_tokens))
@@ -166,11 +163,8 @@ class KvwardenCache(KVCache):
 
     def apply_retention(self):
         if self._pending_reserve is not None:
-            future, self._pending_reserve = self._pending_reserve, None
-            try:
-                resp = future.result()
-            except grpc.RpcError as e:
-                raise KvwardenError.from_rpc(e) from None
+            pending, self._pending_reserve = self._pending_reserve, None
+            resp = pending.wait()
             if resp.first_position != self.step_positions[0] or resp.evicted:
                 raise KvwardenError(grpc.StatusCode.DATA_LOSS, f"sequence {self.seq.id}: reservation at position "
                                     f"{resp.first_position} (expected {self.step_positions[0]}) or with evictions")

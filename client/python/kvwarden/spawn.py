@@ -7,6 +7,17 @@ import time
 from typing import Optional
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0):
+    """SIGTERM, then SIGKILL if `proc` is still there after `timeout` seconds; waits for it."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 class LocalDaemon:
     """Starts `binary` with `config` (text proto) in `workdir`, listening on a free
     loopback port (the address in `target` once ready), the attach socket in
@@ -36,13 +47,7 @@ class LocalDaemon:
         self.target = open(ready).read().strip()
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc)
         if not self._log.closed:
             self._log.close()
 

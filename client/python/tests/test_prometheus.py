@@ -5,7 +5,6 @@ shows in increase()/rate(), and promtool accepts the exposition (ctest label slo
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import pytest
 import kvwarden
 from conftest import CONFIG, Daemon
 from kvwarden import KvwardenError
+from kvwarden.spawn import stop_process
 
 if shutil.which("prometheus") is None or shutil.which("promtool") is None:
     pytest.skip("no prometheus/promtool (apt-get install prometheus; scripts/test.sh installs it)",
@@ -65,13 +65,7 @@ class Prometheus:
         raise AssertionError(f"no result for {expr} within {timeout} s")
 
     def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
         self._log.close()
 
 
