@@ -5,6 +5,8 @@
 //
 // Scores use one shared per-window function (below) in both the CPU reference and the
 // CUDA kernel, with double accumulation in a fixed order, so the two agree bit for bit.
+// The order (WindowKvSum) is four interleaved lanes, the order a 4-wide SIMD loop adds
+// in: the CPU scorer vectorises it without changing a bit.
 
 #include <cstdint>
 
@@ -26,6 +28,14 @@ KVW_HOST_DEVICE inline uint32_t WindowKvNumWindows(uint32_t candidates, uint32_t
   return (candidates + omega - 1) / omega;
 }
 
+// Sum of x[0..len) in double: lane l adds x[i] for i = l (mod 4) in token order, then
+// (lane0 + lane1) + (lane2 + lane3).
+KVW_HOST_DEVICE inline double WindowKvSum(const float* x, uint32_t len) {
+  double lane[4] = {0, 0, 0, 0};
+  for (uint32_t i = 0; i < len; ++i) lane[i & 3] += static_cast<double>(x[i]);
+  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
 // Score of window k: mean over heads of the mean of its top_p largest t[h][j]
 // (min(top_p, length) for a short last window). t is [head][candidate].
 KVW_HOST_DEVICE inline double WindowKvScore(const float* t, uint32_t num_heads, uint32_t candidates,
@@ -38,9 +48,7 @@ KVW_HOST_DEVICE inline double WindowKvScore(const float* t, uint32_t num_heads, 
   for (uint32_t h = 0; h < num_heads; ++h) {
     const float* row = t + static_cast<size_t>(h) * candidates + first;
     if (p == len) {  // every token scores the window: no need to rank them
-      double sum = 0;
-      for (uint32_t i = 0; i < len; ++i) sum += static_cast<double>(row[i]);
-      over_heads += sum / p;
+      over_heads += WindowKvSum(row, len) / p;
       continue;
     }
     // Insertion sort, descending: windows are short and this order is the same everywhere.
@@ -53,9 +61,7 @@ KVW_HOST_DEVICE inline double WindowKvScore(const float* t, uint32_t num_heads, 
       }
       v[at] = x;
     }
-    double sum = 0;
-    for (uint32_t i = 0; i < p; ++i) sum += static_cast<double>(v[i]);
-    over_heads += sum / p;
+    over_heads += WindowKvSum(v, p) / p;
   }
   return over_heads / num_heads;
 }

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/windowkv.h"
+#include "kernels/windowkv_score_x86.h"
 
 namespace kvwarden::kernels {
 namespace {
@@ -26,32 +27,16 @@ KernelStatus WindowKvScoreCpu(const float* t, uint32_t num_heads, uint32_t n, Wi
     return KernelStatus::kOk;
   }
   // Every token scores its window (top_p = omega): WindowKvScore's arithmetic exactly
-  // (each window's sum in token order, then over heads in head order), four windows at
-  // a time so their dependency chains overlap instead of running one after another.
+  // (each window's WindowKvSum, then over heads in head order), head row by head row so
+  // the reads stream, four windows per AVX2 step where the CPU has it.
   const uint32_t w = p.omega, full = candidates / w;
   std::vector<double> over_heads(windows, 0.0);
   for (uint32_t h = 0; h < num_heads; ++h) {
     const float* row = t + static_cast<size_t>(h) * candidates;
-    uint32_t k = 0;
-    for (; k + 4 <= full; k += 4) {
-      const float* r = row + static_cast<size_t>(k) * w;
-      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (uint32_t i = 0; i < w; ++i) {
-        s0 += static_cast<double>(r[i]);
-        s1 += static_cast<double>(r[w + i]);
-        s2 += static_cast<double>(r[2 * w + i]);
-        s3 += static_cast<double>(r[3 * w + i]);
-      }
-      over_heads[k] += s0 / w;
-      over_heads[k + 1] += s1 / w;
-      over_heads[k + 2] += s2 / w;
-      over_heads[k + 3] += s3 / w;
-    }
+    uint32_t k = WindowKvAddWindowMeansAvx2(row, full, w, over_heads.data());
     for (; k < windows; ++k) {
       const uint32_t first = k * w, len = first + w <= candidates ? w : candidates - first;
-      double s = 0;
-      for (uint32_t i = 0; i < len; ++i) s += static_cast<double>(row[first + i]);
-      over_heads[k] += s / len;
+      over_heads[k] += WindowKvSum(row + first, len) / len;
     }
   }
   for (uint32_t k = 0; k < windows; ++k) scores[k] = over_heads[k] / num_heads;
@@ -65,19 +50,32 @@ KernelStatus WindowKvSelectCpu(const double* scores, uint32_t n, WindowKvParams 
   const uint32_t b = p.budget - p.alpha;
   if (candidates <= b) return KernelStatus::kOk;
   const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
-  // Lowest score first, the earlier window first among equals: (score, index) pairs
-  // sorted directly, not indices through a comparator that loads the scores.
+  // Drop the d lowest windows in (score, index) order, the earlier first among equal
+  // scores, where d is the fewest that free candidates - b tokens. Every window but the
+  // last has omega tokens, so d = ceil(excess / omega) unless the short last window is
+  // among them and leaves the freed count short: then one more. A selection (linear),
+  // not a sort: the same windows as dropping in sorted order until the rest fit.
+  const uint32_t excess = candidates - b, last = windows - 1;
+  const uint32_t last_len = candidates - last * p.omega;
+  uint32_t d = (excess + p.omega - 1) / p.omega;
   std::vector<std::pair<double, uint32_t>> order(windows);
   for (uint32_t k = 0; k < windows; ++k) order[k] = {scores[k], k};
-  std::sort(order.begin(), order.end());
-  uint32_t kept = candidates;
-  for (const auto& [score, k] : order) {
-    if (kept <= b) break;
-    const uint32_t first = k * p.omega;
-    const uint32_t len = std::min(p.omega, candidates - first);
-    std::fill(keep + first, keep + first + len, 0);
-    kept -= len;
+  std::nth_element(order.begin(), order.begin() + (d - 1), order.end());
+  if (last_len < p.omega && uint64_t{d - 1} * p.omega + last_len < excess &&
+      std::any_of(order.begin(), order.begin() + d, [&](const auto& o) { return o.second == last; })) {
+    std::iter_swap(order.begin() + d, std::min_element(order.begin() + d, order.end()));
+    ++d;
   }
+  // Per-window flags, then keep[] written window by window in one forward pass: filling
+  // each dropped window where the selection left it scatters byte stores and cost more
+  // than the selection.
+  std::vector<uint8_t> window_kept(windows, 1);
+  for (uint32_t i = 0; i < d; ++i) window_kept[order[i].second] = 0;
+  for (uint32_t k = 0; k < last; ++k) {
+    uint8_t* dst = keep + static_cast<size_t>(k) * p.omega;
+    for (uint32_t j = 0; j < p.omega; ++j) dst[j] = window_kept[k];
+  }
+  std::fill(keep + last * p.omega, keep + candidates, window_kept[last]);
   return KernelStatus::kOk;
 }
 

@@ -3,6 +3,8 @@
 // sizes. tests/gpu/policy_kernels_cuda_test.cc holds the CUDA versions to the same.
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <random>
 #include <vector>
 
@@ -355,16 +357,19 @@ TEST(ScissorhandsSelectTest, HistogramSelectionEqualsAStableSortOnRandomHistorie
   }
 }
 
-// The CPU scorer's fast path (top_p = omega, four windows at a time) equals the shared
-// per-window WindowKvScore (what the CUDA kernel runs) bit for bit.
+// The CPU scorer's fast path (top_p = omega, four windows per AVX2 step) equals the shared
+// per-window WindowKvScore (what the CUDA kernel runs) bit for bit, values spread over
+// many binades so that any change in the order of additions shows.
 TEST(WindowKvScoreTest, FastPathEqualsThePerWindowScoreExactly) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
-  for (int round = 0; round < 50; ++round) {
-    const uint32_t heads = 1 + rng() % 9, omega = 1 + rng() % 12, alpha = rng() % 5;
-    const uint32_t n = alpha + 1 + rng() % 300;
+  for (int round = 0; round < 200; ++round) {
+    const uint32_t heads = 1 + rng() % 9, omega = 1 + rng() % 33, alpha = rng() % 5;
+    const uint32_t n = alpha + 1 + rng() % 900;
     const uint32_t candidates = n - alpha;
     std::vector<float> t(size_t{heads} * candidates);
-    for (float& x : t) x = std::uniform_real_distribution<float>(0, 1)(rng) * static_cast<float>(1 + rng() % 1000);
+    for (float& x : t) {
+      x = std::ldexp(std::uniform_real_distribution<float>(0, 1)(rng), -static_cast<int>(rng() % 60));
+    }
     WindowKvParams p{alpha, omega, omega, alpha + 1};
     std::vector<double> scores(WindowKvNumWindows(candidates, omega));
     ASSERT_EQ(WindowKvScoreCpu(t.data(), heads, n, p, scores.data()), KernelStatus::kOk);
@@ -372,6 +377,33 @@ TEST(WindowKvScoreTest, FastPathEqualsThePerWindowScoreExactly) {
       ASSERT_EQ(scores[k], WindowKvScore(t.data(), heads, candidates, k, omega, omega))
           << "round " << round << " window " << k;
     }
+  }
+}
+
+// The selection (linear) drops exactly the windows that dropping in sorted (score, index)
+// order until the rest fit would: with ties, a short last window and every budget.
+TEST(WindowKvSelectTest, EqualsDroppingInSortedOrder) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  for (int round = 0; round < 3000; ++round) {
+    const uint32_t omega = 1 + rng() % 16, alpha = rng() % 5, n = alpha + 1 + rng() % 200;
+    const uint32_t candidates = n - alpha, windows = WindowKvNumWindows(candidates, omega);
+    WindowKvParams p{alpha, omega, omega, alpha + 1 + static_cast<uint32_t>(rng() % (candidates + 8))};
+    std::vector<double> scores(windows);
+    for (double& x : scores) x = (rng() % 5) / 4.0;  // few values: many ties
+    std::vector<uint8_t> keep(n);
+    ASSERT_EQ(WindowKvSelectCpu(scores.data(), n, p, keep.data()), KernelStatus::kOk);
+    std::vector<uint32_t> order(windows);
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return scores[a] < scores[b]; });
+    std::vector<uint8_t> want(n, 1);
+    uint32_t kept = candidates;
+    for (uint32_t k : order) {
+      if (kept <= p.budget - alpha) break;
+      const uint32_t first = k * omega, len = std::min(omega, candidates - first);
+      std::fill(want.begin() + first, want.begin() + first + len, 0);
+      kept -= len;
+    }
+    ASSERT_EQ(keep, want) << "round " << round << " n " << n << " omega " << omega << " budget " << p.budget;
   }
 }
 
