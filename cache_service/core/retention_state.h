@@ -9,6 +9,14 @@
 
 namespace kvwarden {
 
+// One head's compaction: head `lh` kept `kept` (ascending) of its `old_live` slots,
+// moved to the front.
+struct HeadCompaction {
+  uint32_t lh = 0;
+  const std::vector<uint32_t>* kept = nullptr;
+  uint32_t old_live = 0;
+};
+
 // What a retention policy keeps per sequence beside the slots (Scissorhands: each
 // head's low-attention history, in the pool's memory). Owned by its Sequence and
 // guarded by the sequence's mutex; `lh` is layer * num_kv_heads + head.
@@ -20,8 +28,9 @@ class RetentionState {
   // Room for heads of up to `slots` live slots; called before a reservation commits,
   // so the only step that can fail comes before anything changed. New slots start clean.
   virtual absl::Status Reserve(uint32_t slots) = 0;
-  // Head `lh` kept `kept` (ascending) of its `old_live` slots, moved to the front.
-  virtual void Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) = 0;
+  // The heads of one layer that changed, after their slots moved: one call per layer so
+  // a device-resident state follows them all with one synchronisation.
+  virtual void Compacted(const std::vector<HeadCompaction>& heads) = 0;
   // For operators: the head's largest and mean low-attention counts over `live` slots.
   virtual void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const {
     (void)lh, (void)live, (void)low_max, (void)low_mean;

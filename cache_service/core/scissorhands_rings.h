@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache_service/core/retention_state.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden {
@@ -41,8 +42,9 @@ class ScissorhandsRings {
   // packed head after head into *keep (one launch for the heads of a layer).
   virtual absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live,
                               const kernels::ScissorhandsParams& p, std::vector<uint8_t>* keep) = 0;
-  // Head lh kept `kept` (ascending) of its `old_live` slots.
-  virtual absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) = 0;
+  // Every listed head's history follows its compaction (on a device: all launches
+  // queued, one synchronisation).
+  virtual absl::Status Compact(const std::vector<HeadCompaction>& heads) = 0;
   // Low-attention counts of head lh's first `live` slots (for operators).
   virtual absl::Status LowCounts(uint32_t lh, uint32_t live, std::vector<uint32_t>* counts) const = 0;
 

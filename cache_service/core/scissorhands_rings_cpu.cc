@@ -53,10 +53,12 @@ class CpuRings final : public ScissorhandsRings {
     return absl::OkStatus();
   }
 
-  absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override {
-    if (kernels::ScissorhandsCompactHeadCpu(History(0), lh, kept.data(), static_cast<uint32_t>(kept.size()),
-                                            old_live) != kernels::KernelStatus::kOk) {
-      return KernelError("compaction");
+  absl::Status Compact(const std::vector<HeadCompaction>& heads) override {
+    for (const HeadCompaction& c : heads) {
+      if (kernels::ScissorhandsCompactHeadCpu(History(0), c.lh, c.kept->data(), static_cast<uint32_t>(c.kept->size()),
+                                              c.old_live) != kernels::KernelStatus::kOk) {
+        return KernelError("compaction");
+      }
     }
     return absl::OkStatus();
   }

@@ -119,19 +119,29 @@ class CudaRings final : public ScissorhandsRings {
     return absl::OkStatus();
   }
 
-  absl::Status Compact(uint32_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override {
-    const uint32_t k = static_cast<uint32_t>(kept.size());
+  // One staging copy for every head's kept list (and its scratch), the per-head kernels
+  // queued back to back on the stream, one synchronisation: a layer used to cost one
+  // round trip to the device per head.
+  absl::Status Compact(const std::vector<HeadCompaction>& heads) override {
+    if (heads.empty()) return absl::OkStatus();
+    std::vector<CudaQueue::Part> parts;
+    for (const HeadCompaction& c : heads) {
+      parts.push_back({c.kept->data(), c.kept->size() * 4});
+      parts.push_back({nullptr, c.kept->size() * kernels::ScissorhandsWords(window_) * 4});
+    }
     absl::MutexLock lock(&queue_->mu());
-    absl::StatusOr<std::vector<void*>> d = queue_->Stage(
-        {{kept.data(), size_t{k} * 4}, {nullptr, size_t{k} * kernels::ScissorhandsWords(window_) * 4}});
+    absl::StatusOr<std::vector<void*>> d = queue_->Stage(parts);
     if (!d.ok()) return d.status();
-    if (absl::Status s = Launch(kernels::ScissorhandsCompactHeadCuda(History(0), lh,
-                                                                     static_cast<const uint32_t*>((*d)[0]), k,
-                                                                     old_live, static_cast<uint32_t*>((*d)[1]),
-                                                                     queue_->stream()),
-                                "compaction");
-        !s.ok()) {
-      return s;
+    for (size_t i = 0; i < heads.size(); ++i) {
+      const HeadCompaction& c = heads[i];
+      if (absl::Status s = Launch(kernels::ScissorhandsCompactHeadCuda(
+                                      History(0), c.lh, static_cast<const uint32_t*>((*d)[2 * i]),
+                                      static_cast<uint32_t>(c.kept->size()), c.old_live,
+                                      static_cast<uint32_t*>((*d)[2 * i + 1]), queue_->stream()),
+                                  "compaction");
+          !s.ok()) {
+        return s;
+      }
     }
     return queue_->Sync();
   }

@@ -25,6 +25,7 @@ void CompactLayer(Sequence& seq, uint32_t layer, const std::vector<std::vector<u
     LogEvent(LogLevel::kError, "compaction_failed").Field("sequence", seq.id).Field("layer", layer).Field("error", s.ToString());
     return;
   }
+  std::vector<HeadCompaction> changed;
   for (uint32_t h = 0; h < heads; ++h) {
     const size_t lh = size_t{layer} * heads + h;
     SlotMap& map = seq.slots[lh];
@@ -45,9 +46,10 @@ void CompactLayer(Sequence& seq, uint32_t layer, const std::vector<std::vector<u
     }
     map.Retain(kept[h]);
     seq.evicted[lh] += n - k;
-    if (seq.retention != nullptr) seq.retention->Compacted(lh, kept[h], n);
+    changed.push_back({static_cast<uint32_t>(lh), &kept[h], n});
     out->changes.push_back(std::move(change));
   }
+  if (seq.retention != nullptr && !changed.empty()) seq.retention->Compacted(changed);
   // Whole pages past the new extent go back (never shared: see Fork).
   auto& table = seq.pages[layer];
   const size_t keep_pages = (extent + l.page_tokens - 1) / l.page_tokens;

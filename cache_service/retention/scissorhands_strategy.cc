@@ -165,10 +165,13 @@ absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsState::Clone() const
   return std::unique_ptr<RetentionState>(std::move(copy));
 }
 
-void ScissorhandsState::Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) {
-  if (absl::Status s = rings_->Compact(static_cast<uint32_t>(lh), kept, old_live); !s.ok()) {
-    // The slots moved already; stale bits only bias later evictions of this head.
-    LogEvent(LogLevel::kError, "history_compaction_failed").Field("head_index", lh).Field("error", s.ToString());
+void ScissorhandsState::Compacted(const std::vector<HeadCompaction>& heads) {
+  if (absl::Status s = rings_->Compact(heads); !s.ok()) {
+    // The slots moved already; stale bits only bias later evictions of these heads.
+    LogEvent(LogLevel::kError, "history_compaction_failed")
+        .Field("head_index", heads.empty() ? 0 : heads.front().lh)
+        .Field("heads", heads.size())
+        .Field("error", s.ToString());
   }
 }
 

@@ -16,7 +16,7 @@ class ScissorhandsState final : public RetentionState {
 
   absl::StatusOr<std::unique_ptr<RetentionState>> Clone() const override;
   absl::Status Reserve(uint32_t slots) override { return rings_->Reserve(slots); }
-  void Compacted(size_t lh, const std::vector<uint32_t>& kept, uint32_t old_live) override;
+  void Compacted(const std::vector<HeadCompaction>& heads) override;
   void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const override;
   uint64_t decode_steps() const override { return decode_steps_; }
 
