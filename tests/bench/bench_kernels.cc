@@ -4,6 +4,7 @@
 // compaction of a 32 x 8 x 4096-slot fp16 (head_dim 128) sequence keeping half.
 // On a CUDA device (device machine), the same kernels run against cudaMemcpy D2D.
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <random>
@@ -141,35 +142,67 @@ void BM_MemcpyWindowKvBytes(benchmark::State& state) {
 }
 BENCHMARK(BM_MemcpyWindowKvBytes)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-// One layer (8 heads x 4096 slots x 128 fp16, 16-token pages), keeping every other slot.
+// One layer (8 heads x 4096 slots x 128 fp16, 16-token pages), keeping half the slots:
+// every other slot (one-slot runs: the worst case and the goal's row), a random half
+// (Scissorhands-like eviction) or alternate 8-token windows (WindowKV-like). The same
+// bytes move in each, so one memcpy reference serves all three.
+enum class KeepPattern { kEveryOther, kRandomHalf, kWindowsOf8 };
+
 struct LayerInput {
   PageGeometry g{kHeads, kHeadDim, 16, 2};
   std::vector<uint8_t> arena;
   std::vector<uint8_t*> pages;
   std::vector<uint32_t> offsets{0}, kept;
-  LayerInput() : arena(g.page_bytes() * (kSlots / 16)) {
+  explicit LayerInput(KeepPattern pattern) : arena(g.page_bytes() * (kSlots / 16)) {
     for (uint32_t i = 0; i < kSlots / 16; ++i) pages.push_back(arena.data() + i * g.page_bytes());
+    std::mt19937 rng(3);
     for (uint32_t h = 0; h < kHeads; ++h) {
-      for (uint32_t j = 0; j < kSlots; j += 2) kept.push_back(j);
+      std::vector<uint32_t> slots(kSlots);
+      for (uint32_t j = 0; j < kSlots; ++j) slots[j] = j;
+      if (pattern == KeepPattern::kRandomHalf) {
+        std::shuffle(slots.begin(), slots.end(), rng);
+        slots.resize(kSlots / 2);
+        std::sort(slots.begin(), slots.end());
+      } else {
+        const uint32_t run = pattern == KeepPattern::kEveryOther ? 1 : 8;
+        slots.erase(std::remove_if(slots.begin(), slots.end(), [&](uint32_t j) { return (j / run) % 2 == 1; }),
+                    slots.end());
+      }
+      kept.insert(kept.end(), slots.begin(), slots.end());
       offsets.push_back(kept.size());
     }
   }
   double moved_bytes() const { return 2.0 * kept.size() * g.token_bytes(); }  // K and V
 };
 
-void BM_CompactLayer_Cpu(benchmark::State& state) {
-  static LayerInput in;
+LayerInput& Layer(KeepPattern pattern) {
+  static LayerInput* inputs[3] = {new LayerInput(KeepPattern::kEveryOther), new LayerInput(KeepPattern::kRandomHalf),
+                                  new LayerInput(KeepPattern::kWindowsOf8)};
+  return *inputs[static_cast<int>(pattern)];
+}
+
+void CompactLayerBench(benchmark::State& state, KeepPattern pattern, const char* name) {
+  LayerInput& in = Layer(pattern);
   PagedLayerView view{in.g, in.pages.data(), static_cast<uint32_t>(in.pages.size())};
   for (auto _ : state) {
     CompactLayerCpu(view, in.offsets.data(), in.kept.data());
     benchmark::ClobberMemory();
   }
-  Report(state, "compaction_cpu", in.moved_bytes());
+  Report(state, name, in.moved_bytes());
 }
+void BM_CompactLayer_Cpu(benchmark::State& state) { CompactLayerBench(state, KeepPattern::kEveryOther, "compaction_cpu"); }
 BENCHMARK(BM_CompactLayer_Cpu)->UseRealTime();
+void BM_CompactLayerRandomHalf_Cpu(benchmark::State& state) {
+  CompactLayerBench(state, KeepPattern::kRandomHalf, "compaction_random_cpu");
+}
+BENCHMARK(BM_CompactLayerRandomHalf_Cpu)->UseRealTime();
+void BM_CompactLayerWindows_Cpu(benchmark::State& state) {
+  CompactLayerBench(state, KeepPattern::kWindowsOf8, "compaction_windows_cpu");
+}
+BENCHMARK(BM_CompactLayerWindows_Cpu)->UseRealTime();
 
 void BM_MemcpyCompactionBytes(benchmark::State& state) {
-  static LayerInput in;
+  LayerInput& in = Layer(KeepPattern::kEveryOther);
   std::vector<uint8_t> dst(static_cast<size_t>(in.moved_bytes()));
   for (auto _ : state) {
     std::memcpy(dst.data(), in.arena.data(), dst.size());
@@ -248,7 +281,7 @@ BENCHMARK(BM_D2DCopy)->Arg(2 * 32 * 8 * 4096 * 52)->Arg(2 * 8 * 2048 * 256)->Use
 
 void BM_CompactLayer_Cuda(benchmark::State& state) {
   if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
-  static LayerInput in;
+  LayerInput& in = Layer(KeepPattern::kEveryOther);
   uint8_t *arena, *scratch;
   uint8_t** pages;
   uint32_t *off, *kept;
@@ -327,6 +360,8 @@ class Reporter : public benchmark::ConsoleReporter {
         {"windowkv_cpu", "BM_WindowKvScoreSelect_Cpu"},
         {"memcpy_windowkv", "BM_MemcpyWindowKvBytes"},
         {"compaction_cpu", "BM_CompactLayer_Cpu"},
+        {"compaction_random_cpu", "BM_CompactLayerRandomHalf_Cpu"},
+        {"compaction_windows_cpu", "BM_CompactLayerWindows_Cpu"},
         {"memcpy_compaction", "BM_MemcpyCompactionBytes"},
         {"scissorhands_cuda", "BM_ScissorhandsUpdateSelect_Cuda"},
         {"compaction_cuda", "BM_CompactLayer_Cuda"},
@@ -358,7 +393,9 @@ int main(int argc, char** argv) {
   std::printf("\n== bench_kernels summary (input bytes processed per second, same run)\n");
   ratio("scissorhands update+select (CPU)", "scissorhands_cpu", "memcpy_scissorhands", ">= 0.5x");
   ratio("windowkv score+select (CPU)", "windowkv_cpu", "memcpy_windowkv", ">= 0.3x");
-  ratio("compaction (CPU)", "compaction_cpu", "memcpy_compaction", ">= 0.8x");
+  ratio("compaction (CPU), one-slot runs", "compaction_cpu", "memcpy_compaction", ">= 0.8x");
+  ratio("compaction (CPU), random half kept", "compaction_random_cpu", "memcpy_compaction", "-");
+  ratio("compaction (CPU), 8-slot runs", "compaction_windows_cpu", "memcpy_compaction", "-");
   ratio("scissorhands update+select (CUDA)", "scissorhands_cuda", "d2d_" + std::to_string(2 * 32 * 8 * 4096 * 52),
         ">= 0.5x");
   ratio("compaction (CUDA)", "compaction_cuda", "d2d_" + std::to_string(2 * 8 * 2048 * 256), ">= 0.8x");
