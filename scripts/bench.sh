@@ -13,7 +13,7 @@ trap 'rm -f "$out"' EXIT
 echo "== machine"
 echo "cores $(nproc); kernel $(uname -r); $(free -g | awk '/^Mem:/ {print $2}') GiB;" \
   "THP $(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo n/a);" \
-  "$(ucx_info -v 2>/dev/null | sed -n 's/^# Library version: /UCX /p' | head -1);" \
+  "UCX $(ucx_info -v 2>/dev/null | sed -n 's/^# \(Library version:\|Version\) //p' | head -1);" \
   "GPU $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
 for step in "build/bin/bench_kernels --benchmark_min_time=0.5" "build/bin/bench_control" \
             "build/bin/bench_stats 3 8" "tests/bench/dataplane_vs_ucx_perftest.sh ${1:-1} ${2:-3}" \
