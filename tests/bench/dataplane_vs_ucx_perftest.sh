@@ -78,9 +78,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo "== dataplane summary (best of $ROUNDS rounds each side)"
-# ratio = kvwarden hot / ucx_perftest (both move the same bytes every operation);
+# ratio = kvwarden hot / ucx_perftest (both move the same bytes every operation; ucx_perftest
+# prints bytes / 2^20 per second under the name "MB/s", so both columns are MiB/s);
 # stream = kvwarden walking a 64 MiB sequence (memory-bound), for scale.
-printf '%-5s %-4s %9s %14s %16s %7s %16s\n' TLS OP BYTES kvwarden_MiB/s ucx_perftest_MB/s ratio stream_MiB/s
+printf '%-5s %-4s %9s %14s %16s %7s %16s\n' TLS OP BYTES kvwarden_MiB/s ucx_perftest_MiB/s ratio stream_MiB/s
 ratio_shm_put_1m=0
 for tls in shm tcp; do
   for size in "${SIZES[@]}"; do
@@ -115,7 +116,7 @@ for tls in shm tcp; do
       ratio=$(awk -v a="$ours" -v b="${ref:-0}" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
       goal='-'
       [[ $tls == shm ]] && goal='>= 0.9x'
-      echo "row|bench_dataplane|$tls $op $((size / 1024)) KiB|$ours MiB/s|${ref:-n/a} MB/s ucx_perftest|$ratio|$goal"
+      echo "row|bench_dataplane|$tls $op $((size / 1024)) KiB|$ours MiB/s|${ref:-n/a} MiB/s ucx_perftest|$ratio|$goal"
     done
   done
   rma=${OURS[$tls,lat_rma]:-}
