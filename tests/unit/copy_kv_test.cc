@@ -32,7 +32,7 @@ class CopyKvTest : public ::testing::TestWithParam<Case> {
     view_ = PagedLayerView{geo_, ptrs_.data(), c.num_pages};
   }
 
-  std::mt19937 rng_{::testing::UnitTest::GetInstance()->random_seed()};
+  std::mt19937 rng_{static_cast<std::mt19937::result_type>(::testing::UnitTest::GetInstance()->random_seed())};
   PageGeometry geo_;
   std::vector<uint8_t> arena_;
   std::vector<uint8_t*> ptrs_;

@@ -330,7 +330,8 @@ TEST(ScissorhandsSelectTest, HistogramSelectionEqualsAStableSortOnRandomHistorie
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
   for (int round = 0; round < 200; ++round) {
     const uint32_t window = 1 + rng() % 70, n = 5 + rng() % 300;
-    ScissorhandsParams p{0, window, rng() % 4, rng() % 7, rng() % 3};
+    ScissorhandsParams p{0, window, static_cast<uint32_t>(rng() % 4), static_cast<uint32_t>(rng() % 7),
+                         static_cast<uint32_t>(rng() % 3)};
     p.budget = p.recent + p.sinks + 1 + rng() % n;
     const uint32_t words = ScissorhandsWords(window);
     std::vector<uint32_t> planes(size_t{words} * n);
