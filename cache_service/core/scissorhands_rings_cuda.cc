@@ -140,6 +140,9 @@ class CudaRings final : public ScissorhandsRings {
                                       static_cast<uint32_t*>((*d)[2 * i + 1]), queue_->stream()),
                                   "compaction");
           !s.ok()) {
+        // What was queued still reads the staging arena: drain it before the next caller
+        // refills the arena.
+        (void)queue_->Sync();
         return s;
       }
     }
