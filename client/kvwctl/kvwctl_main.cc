@@ -97,10 +97,8 @@ class Cli {
     grpc::Status s = health_->Check(&hctx, hreq, &hresp);
     const absl::Duration rtt = absl::Now() - t0;
     if (!s.ok()) return Fail(s);
-    grpc::ClientContext pctx;
-    Prepare(pctx);
     v1::PingResponse ping;
-    s = control_->Ping(&pctx, v1::PingRequest(), &ping);
+    s = Call(*control_, &Control::Ping, v1::PingRequest(), &ping);
     if (!s.ok()) return Fail(s);
     const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(hresp.status());
     if (g_.json) {
@@ -113,10 +111,8 @@ class Cli {
                                    absl::ToDoubleMilliseconds(rtt));
     }
     if (!g_.token.empty() && !g_.json) {
-      grpc::ClientContext lctx;
-      Prepare(lctx);
       v1::ListPoolsResponse pools;
-      if (admin_->ListPools(&lctx, v1::ListPoolsRequest(), &pools).ok()) {
+      if (Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &pools).ok()) {
         for (const v1::PoolStats& p : pools.pools()) {
           if (p.draining()) std::cout << "pool " << p.name() << ": draining\n";
         }
@@ -126,10 +122,8 @@ class Cli {
   }
 
   int Pools() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListPoolsResponse resp;
-    grpc::Status s = admin_->ListPools(&ctx, v1::ListPoolsRequest(), &resp);
+    const grpc::Status s = Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"POOL", "DEVICE", "LAYOUT", "PAGE", "CAPACITY", "USED", "FREE", "SHARED", "PINNED",
@@ -155,10 +149,8 @@ class Cli {
   }
 
   int Tenants() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListTenantsResponse resp;
-    grpc::Status s = admin_->ListTenants(&ctx, v1::ListTenantsRequest(), &resp);
+    const grpc::Status s = Call(*admin_, &Admin::ListTenants, v1::ListTenantsRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS",
@@ -182,10 +174,8 @@ class Cli {
   }
 
   int Workers() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListWorkersResponse resp;
-    grpc::Status s = admin_->ListWorkers(&ctx, v1::ListWorkersRequest(), &resp);
+    const grpc::Status s = Call(*admin_, &Admin::ListWorkers, v1::ListWorkersRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"LEASE", "TENANT", "NAME", "ROLE", "TTL", "EXPIRES_IN", "SEQS"});
@@ -199,10 +189,8 @@ class Cli {
   }
 
   int Transfers() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListTransfersResponse resp;
-    grpc::Status s = admin_->ListTransfers(&ctx, v1::ListTransfersRequest(), &resp);
+    const grpc::Status s = Call(*admin_, &Admin::ListTransfers, v1::ListTransfersRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"ID", "TENANT", "LEASE", "SEQ", "POOL", "MODE", "LAYERS", "PAGES", "PINNED", "AGE",
@@ -219,10 +207,9 @@ class Cli {
   }
 
   int Attached() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::ListAttachmentsResponse resp;
-    grpc::Status s = admin_->ListAttachments(&ctx, v1::ListAttachmentsRequest(), &resp);
+    const grpc::Status s =
+        Call(*admin_, &Admin::ListAttachments, v1::ListAttachmentsRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     Table t({"ID", "TENANT", "LEASE", "PID", "POOL", "ACCESS", "CHUNKS", "AGE"});
@@ -242,10 +229,8 @@ class Cli {
     v1::ListSequencesResponse resp;
     // Page by page: one answer would exceed gRPC's message limit past ~50k sequences.
     for (bool first = true; first || !req.page_token().empty(); first = false) {
-      grpc::ClientContext page_ctx;
-      Prepare(page_ctx);
       v1::ListSequencesResponse page;
-      grpc::Status s = admin_->ListSequences(&page_ctx, req, &page);
+      const grpc::Status s = Call(*admin_, &Admin::ListSequences, req, &page);
       if (!s.ok()) return Fail(s);
       for (v1::SequenceInfo& q : *page.mutable_sequences()) *resp.add_sequences() = std::move(q);
       req.set_page_token(page.next_page_token());
@@ -265,13 +250,11 @@ class Cli {
   }
 
   int Drain(const std::string& pool, bool draining) {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::SetPoolDrainingRequest req;
     req.set_pool(pool);
     req.set_draining(draining);
     v1::PoolStats resp;
-    grpc::Status s = admin_->SetPoolDraining(&ctx, req, &resp);
+    const grpc::Status s = Call(*admin_, &Admin::SetPoolDraining, req, &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", resp.name(),
@@ -282,10 +265,8 @@ class Cli {
   }
 
   int Config() {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::GetConfigResponse resp;
-    grpc::Status s = admin_->GetConfig(&ctx, v1::GetConfigRequest(), &resp);
+    const grpc::Status s = Call(*admin_, &Admin::GetConfig, v1::GetConfigRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
     std::cout << "# " << resp.path() << " (tokens redacted)\n" << resp.text();
@@ -302,14 +283,13 @@ class Cli {
       v1::ListPoolsResponse pools;
       v1::ListTenantsResponse tenants;
       {
-        grpc::ClientContext ctx;
-        Prepare(ctx);
-        if (grpc::Status s = admin_->ListPools(&ctx, v1::ListPoolsRequest(), &pools); !s.ok()) return Fail(s);
+        const grpc::Status s = Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &pools);
+        if (!s.ok()) return Fail(s);
       }
       {
-        grpc::ClientContext ctx;
-        Prepare(ctx);
-        if (grpc::Status s = admin_->ListTenants(&ctx, v1::ListTenantsRequest(), &tenants); !s.ok()) return Fail(s);
+        const grpc::Status s =
+            Call(*admin_, &Admin::ListTenants, v1::ListTenantsRequest(), &tenants);
+        if (!s.ok()) return Fail(s);
       }
       const absl::Time now = absl::Now();
       const double dt = last == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last);
@@ -391,12 +371,10 @@ class Cli {
   }
 
   int ShowSequence(uint64_t id) {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
     v1::DescribeSequenceRequest req;
     req.set_sequence_id(id);
     v1::SequenceInfo q;
-    grpc::Status s = control_->DescribeSequence(&ctx, req, &q);
+    const grpc::Status s = Call(*control_, &Control::DescribeSequence, req, &q);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(q);
     const v1::KvLayout& l = q.layout();
@@ -433,9 +411,22 @@ class Cli {
   }
 
  private:
+  using Admin = v1::AdminService::Stub;
+  using Control = v1::ControlService::Stub;
+
   void Prepare(grpc::ClientContext& ctx) const {
     if (!g_.token.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", g_.token));
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(g_.timeout_ms)));
+  }
+
+  // One unary call with the token and deadline (Prepare): its status, *resp filled when OK.
+  template <typename Stub, typename Req, typename Resp>
+  grpc::Status Call(Stub& stub,
+                    grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                    const Req& req, Resp* resp) const {
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    return (stub.*method)(&ctx, req, resp);
   }
 
   int Fail(const grpc::Status& s) const {
