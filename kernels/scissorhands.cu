@@ -10,19 +10,17 @@ namespace {
 
 constexpr uint32_t kThreads = 256;
 
-__global__ void RecordStepKernel(Segments slots, ScissorhandsHistory history, uint32_t word,
-                                 uint32_t mask, const uint32_t* attended,
-                                 const uint32_t* listed_offsets, const uint32_t* listed_ids) {
-  const uint32_t h = blockIdx.x;
-  const uint32_t n = slots.size(h), att = attended[h];
-  uint32_t* plane = history.plane(h, word);
-  for (uint32_t j = threadIdx.x; j < n; j += blockDim.x) {
-    plane[j] = j < att ? (plane[j] | mask) : (plane[j] & ~mask);
+// One block per head; a head's plane is written by its block alone (heads of one batch
+// never share a plane: each is a different (sequence, layer, head)).
+__global__ void RecordHeadsKernel(const ScissorhandsRecordHead* heads, const uint32_t* listed_ids) {
+  const ScissorhandsRecordHead h = heads[blockIdx.x];
+  for (uint32_t j = threadIdx.x; j < h.live; j += blockDim.x) {
+    h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
   }
   __syncthreads();
-  for (uint32_t i = listed_offsets[h] + threadIdx.x; i < listed_offsets[h + 1]; i += blockDim.x) {
+  for (uint32_t i = h.listed_begin + threadIdx.x; i < h.listed_end; i += blockDim.x) {
     const uint32_t j = listed_ids[i];
-    if (j < att) plane[j] &= ~mask;
+    if (j < h.attended) h.plane[j] &= ~h.mask;
   }
 }
 
@@ -108,16 +106,11 @@ KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t h
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 
-KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory history, uint64_t step,
-                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids, void* stream) {
-  if (history.window == 0 || slots.offsets == nullptr || attended == nullptr || history.planes == nullptr) {
-    return KernelStatus::kInvalidArgument;
-  }
-  if (slots.num_heads == 0) return KernelStatus::kOk;
-  const uint32_t bit = static_cast<uint32_t>(step % history.window);
-  RecordStepKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      slots, history, bit / 32, 1u << (bit % 32), attended, listed_offsets, listed_ids);
+KernelStatus ScissorhandsRecordHeadsCuda(const ScissorhandsRecordHead* heads, uint32_t num_heads,
+                                         const uint32_t* listed_ids, void* stream) {
+  if (num_heads == 0) return KernelStatus::kOk;
+  if (heads == nullptr) return KernelStatus::kInvalidArgument;
+  RecordHeadsKernel<<<num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(heads, listed_ids);
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 

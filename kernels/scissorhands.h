@@ -12,6 +12,7 @@
 // slot), not a strided word in every slot's row; appending slots moves nothing.
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/kernel_status.h"
 #include "kernels/segments.h"
@@ -72,9 +73,35 @@ KVW_HOST_DEVICE inline uint32_t PopCount32(uint32_t x) {
 KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory history, uint64_t step,
                                        const uint32_t* attended, const uint32_t* listed_offsets,
                                        const uint32_t* listed_ids);
-KernelStatus ScissorhandsRecordStepCuda(Segments slots, ScissorhandsHistory history, uint64_t step,
-                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids, void* stream);
+
+// One head of a decode step for the CUDA record kernel. A launch takes any number of
+// them from any number of sequences, each with its own history, so concurrent steps of
+// many sequences of one pool share one launch; the kernel does for each what
+// ScissorhandsRecordStepCpu does for one head (the reference it is tested against).
+struct ScissorhandsRecordHead {
+  uint32_t* plane = nullptr;  // the step's word plane of the head in its history
+  uint32_t mask = 0;          // the step's bit in that word
+  uint32_t live = 0;          // the head's slots
+  uint32_t attended = 0;      // of which the first `attended` existed at the step
+  uint32_t listed_begin = 0;  // its ids: listed_ids[listed_begin .. listed_end)
+  uint32_t listed_end = 0;
+};
+// Appends the heads of one sequence's step (the arguments of ScissorhandsRecordStepCpu,
+// host arrays) to *out, their listed ranges shifted by ids_base. Host-side: `history`
+// may point to device memory, it is not dereferenced. Invalid: attended > live, live >
+// stride or a zero window.
+KernelStatus AppendScissorhandsRecordHeads(Segments slots, ScissorhandsHistory history,
+                                           uint64_t step, const uint32_t* attended,
+                                           const uint32_t* listed_offsets, uint32_t ids_base,
+                                           std::vector<ScissorhandsRecordHead>* out);
+// The record kernel's host twin over the same descriptors (host memory): for tests of
+// the descriptors against ScissorhandsRecordStepCpu, and of the CUDA kernel against it.
+KernelStatus ScissorhandsRecordHeadsCpu(const ScissorhandsRecordHead* heads, uint32_t num_heads,
+                                        const uint32_t* listed_ids);
+// `heads` and `listed_ids` in device memory. Ids at or past a head's attended count are
+// ignored (callers validate them first).
+KernelStatus ScissorhandsRecordHeadsCuda(const ScissorhandsRecordHead* heads, uint32_t num_heads,
+                                         const uint32_t* listed_ids, void* stream);
 
 // Marks survivors: keep[i] = 1 or 0 over slots.total(); low_counts (optional, may be
 // null) receives I[j] before protection. Heads at or under budget keep everything.

@@ -28,6 +28,42 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
   return KernelStatus::kOk;
 }
 
+KernelStatus AppendScissorhandsRecordHeads(Segments slots, ScissorhandsHistory history,
+                                           uint64_t step, const uint32_t* attended,
+                                           const uint32_t* listed_offsets, uint32_t ids_base,
+                                           std::vector<ScissorhandsRecordHead>* out) {
+  if (history.window == 0 || slots.offsets == nullptr || attended == nullptr ||
+      listed_offsets == nullptr) {
+    return KernelStatus::kInvalidArgument;
+  }
+  const uint32_t bit = static_cast<uint32_t>(step % history.window);
+  const size_t appended = out->size();
+  for (uint32_t h = 0; h < slots.num_heads; ++h) {
+    const uint32_t n = slots.size(h);
+    if (attended[h] > n || n > history.stride || listed_offsets[h + 1] < listed_offsets[h]) {
+      out->resize(appended);  // all of the step or nothing
+      return KernelStatus::kInvalidArgument;
+    }
+    out->push_back({history.plane(h, bit / 32), 1u << (bit % 32), n, attended[h],
+                    ids_base + listed_offsets[h], ids_base + listed_offsets[h + 1]});
+  }
+  return KernelStatus::kOk;
+}
+
+KernelStatus ScissorhandsRecordHeadsCpu(const ScissorhandsRecordHead* heads, uint32_t num_heads,
+                                        const uint32_t* listed_ids) {
+  if (num_heads > 0 && heads == nullptr) return KernelStatus::kInvalidArgument;
+  for (uint32_t i = 0; i < num_heads; ++i) {
+    const ScissorhandsRecordHead& h = heads[i];
+    for (uint32_t j = 0; j < h.live; ++j)
+      h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
+    for (uint32_t k = h.listed_begin; k < h.listed_end; ++k) {
+      if (listed_ids[k] < h.attended) h.plane[listed_ids[k]] &= ~h.mask;
+    }
+  }
+  return KernelStatus::kOk;
+}
+
 // Counting the low bits is most of the work: with the popcnt instruction where the CPU
 // has it (chosen at load time), a bit-twiddling fallback elsewhere.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)

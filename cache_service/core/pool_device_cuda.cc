@@ -80,7 +80,10 @@ class CudaChunk final : public ChunkMemory {
 
 class CudaDevice final : public PoolDevice {
  public:
-  CudaDevice(int ordinal, std::shared_ptr<CudaQueue> queue) : ordinal_(ordinal), queue_(std::move(queue)) {}
+  CudaDevice(int ordinal, std::shared_ptr<CudaQueue> queue)
+      : ordinal_(ordinal),
+        queue_(std::move(queue)),
+        records_(std::make_shared<CudaRecordBatcher>(queue_)) {}
   std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
 
   absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string&, size_t bytes) override {
@@ -156,7 +159,7 @@ class CudaDevice final : public PoolDevice {
   }
 
   absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
-    return NewCudaScissorhandsRings(queue_, heads, window);
+    return NewCudaScissorhandsRings(records_, heads, window);
   }
 
   absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
@@ -182,6 +185,7 @@ class CudaDevice final : public PoolDevice {
  private:
   const int ordinal_;
   std::shared_ptr<CudaQueue> queue_;
+  std::shared_ptr<CudaRecordBatcher> records_;  // every ring of this device records through it
   absl::Mutex mu_;
 };
 

@@ -20,8 +20,8 @@ absl::Status Launch(kernels::KernelStatus k, const char* what) {
 
 class CudaRings final : public ScissorhandsRings {
  public:
-  CudaRings(std::shared_ptr<CudaQueue> queue, size_t heads, uint32_t window)
-      : ScissorhandsRings(heads, window), queue_(std::move(queue)) {}
+  CudaRings(std::shared_ptr<CudaRecordBatcher> records, size_t heads, uint32_t window)
+      : ScissorhandsRings(heads, window), records_(std::move(records)), queue_(records_->queue()) {}
   ~CudaRings() override {
     if (planes_ != nullptr) {
       queue_->Use();
@@ -30,7 +30,7 @@ class CudaRings final : public ScissorhandsRings {
   }
 
   absl::StatusOr<std::unique_ptr<ScissorhandsRings>> Clone() const override {
-    auto copy = std::make_unique<CudaRings>(queue_, heads_, window_);
+    auto copy = std::make_unique<CudaRings>(records_, heads_, window_);
     if (stride_ == 0) return std::unique_ptr<ScissorhandsRings>(std::move(copy));
     const size_t bytes = heads_ * words_per_head(stride_) * 4;
     absl::MutexLock lock(&queue_->mu());
@@ -77,23 +77,17 @@ class CudaRings final : public ScissorhandsRings {
 
   absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
                       const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
+    // The heads' descriptors are built here (host side, this ring's planes); the batcher
+    // stages them with the ids, possibly together with other sequences' steps.
     const std::vector<uint32_t> offsets = SegmentOffsets(live);
-    absl::MutexLock lock(&queue_->mu());
-    absl::StatusOr<std::vector<void*>> d = queue_->Stage({{offsets.data(), offsets.size() * 4},
-                                                          {attended.data(), attended.size() * 4},
-                                                          {listed_offsets.data(), listed_offsets.size() * 4},
-                                                          {listed_ids.data(), listed_ids.size() * 4}});
-    if (!d.ok()) return d.status();
-    const kernels::Segments segs{static_cast<uint32_t>(live.size()), static_cast<const uint32_t*>((*d)[0])};
-    if (absl::Status s = Launch(kernels::ScissorhandsRecordStepCuda(
-                                    segs, History(0), step, static_cast<const uint32_t*>((*d)[1]),
-                                    static_cast<const uint32_t*>((*d)[2]), static_cast<const uint32_t*>((*d)[3]),
-                                    queue_->stream()),
-                                "record");
-        !s.ok()) {
-      return s;
+    std::vector<kernels::ScissorhandsRecordHead> heads;
+    heads.reserve(live.size());
+    if (kernels::AppendScissorhandsRecordHeads(
+            {static_cast<uint32_t>(live.size()), offsets.data()}, History(0), step, attended.data(),
+            listed_offsets.data(), 0, &heads) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("scissorhands record: a step that does not fit the history rings");
     }
-    return queue_->Sync();
+    return records_->Record(heads, listed_ids);
   }
 
   absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
@@ -168,15 +162,66 @@ class CudaRings final : public ScissorhandsRings {
     return {planes_ + first_lh * words_per_head(stride_), window_, stride_};
   }
 
-  std::shared_ptr<CudaQueue> queue_;
+  const std::shared_ptr<CudaRecordBatcher> records_;
+  const std::shared_ptr<CudaQueue> queue_;  // records_->queue()
   uint32_t* planes_ = nullptr;  // device memory, [lh][word][stride]
 };
 
 }  // namespace
 
-std::unique_ptr<ScissorhandsRings> NewCudaScissorhandsRings(std::shared_ptr<CudaQueue> queue, size_t heads,
-                                                            uint32_t window) {
-  return std::make_unique<CudaRings>(std::move(queue), heads, window);
+CudaRecordBatcher::CudaRecordBatcher(std::shared_ptr<CudaQueue> queue)
+    : queue_(std::move(queue)),
+      combiner_([this](const std::vector<const Job*>& batch) { return LaunchBatch(batch); }) {}
+
+absl::Status CudaRecordBatcher::Record(const std::vector<kernels::ScissorhandsRecordHead>& heads,
+                                       const std::vector<uint32_t>& ids) {
+  if (heads.empty()) return absl::OkStatus();
+  return combiner_.Run(Job{&heads, &ids});
+}
+
+// One staging copy of every job's descriptors and ids (listed ranges rebased onto the
+// joined ids), one kernel, one synchronisation. Runs on whichever caller combines.
+absl::Status CudaRecordBatcher::LaunchBatch(const std::vector<const Job*>& batch) {
+  const std::vector<kernels::ScissorhandsRecordHead>* heads = batch.front()->heads;
+  const std::vector<uint32_t>* ids = batch.front()->ids;
+  std::vector<kernels::ScissorhandsRecordHead> joined_heads;
+  std::vector<uint32_t> joined_ids;
+  if (batch.size() > 1) {
+    for (const Job* job : batch) {
+      if (joined_ids.size() + job->ids->size() > UINT32_MAX) {
+        return absl::ResourceExhaustedError("scissorhands record: a batch of more than 2^32 ids");
+      }
+      const uint32_t base = static_cast<uint32_t>(joined_ids.size());
+      for (kernels::ScissorhandsRecordHead h : *job->heads) {
+        h.listed_begin += base;
+        h.listed_end += base;
+        joined_heads.push_back(h);
+      }
+      joined_ids.insert(joined_ids.end(), job->ids->begin(), job->ids->end());
+    }
+    heads = &joined_heads;
+    ids = &joined_ids;
+  }
+  absl::MutexLock lock(&queue_->mu());
+  absl::StatusOr<std::vector<void*>> d =
+      queue_->Stage({{heads->data(), heads->size() * sizeof(kernels::ScissorhandsRecordHead)},
+                     {ids->data(), ids->size() * 4}});
+  if (!d.ok()) return d.status();
+  if (absl::Status s = Launch(kernels::ScissorhandsRecordHeadsCuda(
+                                  static_cast<const kernels::ScissorhandsRecordHead*>((*d)[0]),
+                                  static_cast<uint32_t>(heads->size()),
+                                  static_cast<const uint32_t*>((*d)[1]), queue_->stream()),
+                              "record");
+      !s.ok()) {
+    (void)queue_->Sync();  // the staged copy may still be queued: drain before the arena is reused
+    return s;
+  }
+  return queue_->Sync();
+}
+
+std::unique_ptr<ScissorhandsRings> NewCudaScissorhandsRings(
+    std::shared_ptr<CudaRecordBatcher> records, size_t heads, uint32_t window) {
+  return std::make_unique<CudaRings>(std::move(records), heads, window);
 }
 
 }  // namespace kvwarden

@@ -235,32 +235,39 @@ void TimeCuda(benchmark::State& state, Fn&& fn) {
 void BM_ScissorhandsUpdateSelect_Cuda(benchmark::State& state) {
   if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
   ScissorhandsInput& in = Input();
-  uint32_t *off, *hist, *att, *lo, *ids, *low;
+  uint32_t *off, *hist, *ids, *low;
   uint8_t* keep;
+  ScissorhandsRecordHead* heads;
+  const uint32_t num_heads = kLayers * kHeads;
   cudaMalloc(&off, in.offsets.size() * 4);
   cudaMalloc(&hist, in.history_bytes());
-  cudaMalloc(&att, in.attended.size() * 4);
-  cudaMalloc(&lo, in.listed_offsets.size() * 4);
   cudaMalloc(&ids, in.listed.size() * 4);
   cudaMalloc(&low, in.offsets.back() * 4);
   cudaMalloc(&keep, in.offsets.back());
   cudaMemcpy(off, in.offsets.data(), in.offsets.size() * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(hist, in.history.data(), in.history_bytes(), cudaMemcpyHostToDevice);
-  cudaMemcpy(att, in.attended.data(), in.attended.size() * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(lo, in.listed_offsets.data(), in.listed_offsets.size() * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(ids, in.listed.data(), in.listed.size() * 4, cudaMemcpyHostToDevice);
-  const Segments seg{kLayers * kHeads, off};
+  // The record kernel's head descriptors for every ring position, built before timing
+  // (the daemon builds one step's on the host and stages them with the ids).
+  const ScissorhandsHistory h{hist, kWindow, kSlots};
+  std::vector<ScissorhandsRecordHead> all_heads;
+  for (uint32_t step = 0; step < kWindow; ++step) {
+    AppendScissorhandsRecordHeads({num_heads, in.offsets.data()}, h, step, in.attended.data(),
+                                  in.listed_offsets.data(), 0, &all_heads);
+  }
+  cudaMalloc(&heads, all_heads.size() * sizeof(ScissorhandsRecordHead));
+  cudaMemcpy(heads, all_heads.data(), all_heads.size() * sizeof(ScissorhandsRecordHead),
+             cudaMemcpyHostToDevice);
+  const Segments seg{num_heads, off};
   ScissorhandsParams p{kSlots - 1, kWindow, 10, 0, 0};
   uint64_t step = 0;
   TimeCuda(state, [&] {
-    const ScissorhandsHistory h{hist, kWindow, kSlots};
-    ScissorhandsRecordStepCuda(seg, h, step++, att, lo, ids, nullptr);
+    ScissorhandsRecordHeadsCuda(heads + (step++ % kWindow) * num_heads, num_heads, ids, nullptr);
     ScissorhandsSelectCuda(seg, h, p, keep, low, nullptr);
   });
   Report(state, "scissorhands_cuda", 2.0 * in.history_bytes());
-  for (void* ptr : {static_cast<void*>(off), static_cast<void*>(hist), static_cast<void*>(att),
-                    static_cast<void*>(lo), static_cast<void*>(ids), static_cast<void*>(low),
-                    static_cast<void*>(keep)}) {
+  for (void* ptr : {static_cast<void*>(off), static_cast<void*>(hist), static_cast<void*>(ids),
+                    static_cast<void*>(low), static_cast<void*>(keep), static_cast<void*>(heads)}) {
     cudaFree(ptr);
   }
 }

@@ -2,7 +2,12 @@
 // reads, forks and Scissorhands compaction must leave byte-identical results on both.
 // Label gpu: skips when no CUDA device is visible.
 
+#include <random>
+#include <thread>
+
+#include "cache_service/core/scissorhands_rings_cuda.h"
 #include "gtest/gtest.h"
+#include "kernels/copy_kv.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 
@@ -98,6 +103,59 @@ TEST(CudaPoolTest, ChunkHandedToAnotherTenantIsZeroed) {
     ASSERT_TRUE(slice.ok()) << slice.status();
     EXPECT_EQ(slice->k, std::string(k.size(), '\0')) << "layer " << layer;
     EXPECT_EQ(slice->v, std::string(k.size(), '\0')) << "layer " << layer;
+  }
+}
+
+// Stats of many sequences arriving at once on one device share launches (the record
+// batcher) and every sequence's history still ends as on a cpu pool: same low counts,
+// same evictions.
+TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto queue = CudaQueue::Create(0);
+  ASSERT_TRUE(queue.ok()) << queue.status();
+  auto batcher = std::make_shared<CudaRecordBatcher>(*queue);
+  constexpr int kSequences = 12, kSteps = 150;
+  constexpr uint32_t kHeads = 6, kWindow = 40, kLive = 300;
+  std::vector<std::unique_ptr<ScissorhandsRings>> gpu, cpu;
+  for (int i = 0; i < kSequences; ++i) {
+    gpu.push_back(NewCudaScissorhandsRings(batcher, kHeads, kWindow));
+    cpu.push_back(NewCpuScissorhandsRings(kHeads, kWindow));
+    ASSERT_TRUE(gpu.back()->Reserve(kLive).ok());
+    ASSERT_TRUE(cpu.back()->Reserve(kLive).ok());
+  }
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kSequences; ++i) {
+    threads.emplace_back([&, i] {
+      std::mt19937 rng(1000 + i);
+      for (uint64_t step = 0; step < kSteps; ++step) {
+        std::vector<uint32_t> live(kHeads, kLive), attended(kHeads), offsets = {0}, ids;
+        for (uint32_t h = 0; h < kHeads; ++h) {
+          attended[h] = kLive - rng() % 20;
+          for (uint32_t j = 0; j < attended[h]; ++j) {
+            if (rng() % (3 + h) == 0) ids.push_back(j);
+          }
+          offsets.push_back(static_cast<uint32_t>(ids.size()));
+        }
+        EXPECT_TRUE(gpu[i]->Record(step, live, attended, offsets, ids).ok());
+        EXPECT_TRUE(cpu[i]->Record(step, live, attended, offsets, ids).ok());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_LT(batcher->launches(), uint64_t{kSequences * kSteps})
+      << "no two sequences ever shared a launch";
+  kernels::ScissorhandsParams p{kLive - 50, kWindow, 4, 0, 2};
+  for (int i = 0; i < kSequences; ++i) {
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      std::vector<uint32_t> a, b;
+      ASSERT_TRUE(gpu[i]->LowCounts(h, kLive, &a).ok());
+      ASSERT_TRUE(cpu[i]->LowCounts(h, kLive, &b).ok());
+      EXPECT_EQ(a, b) << "sequence " << i << " head " << h;
+    }
+    std::vector<uint8_t> keep_gpu, keep_cpu;
+    ASSERT_TRUE(gpu[i]->Select(0, std::vector<uint32_t>(kHeads, kLive), p, &keep_gpu).ok());
+    ASSERT_TRUE(cpu[i]->Select(0, std::vector<uint32_t>(kHeads, kLive), p, &keep_cpu).ok());
+    EXPECT_EQ(keep_gpu, keep_cpu) << "sequence " << i;
   }
 }
 

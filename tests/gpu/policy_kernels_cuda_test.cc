@@ -2,6 +2,7 @@
 // with the CPU references on random inputs (printed gtest seed) over odd sizes.
 // Label gpu: skips without a device.
 
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -20,12 +21,32 @@ namespace {
 
 using testing::DeviceBuffer;
 
+// One sequence's step through the CUDA record kernel, its head descriptors built on the
+// host as the daemon builds them.
+KernelStatus RecordStepOnDevice(const std::vector<uint32_t>& offsets, ScissorhandsHistory gpu_hist,
+                                uint64_t step, const std::vector<uint32_t>& att,
+                                const std::vector<uint32_t>& lo, const std::vector<uint32_t>& ids) {
+  std::vector<ScissorhandsRecordHead> heads;
+  const Segments seg{static_cast<uint32_t>(offsets.size() - 1), offsets.data()};
+  if (KernelStatus k =
+          AppendScissorhandsRecordHeads(seg, gpu_hist, step, att.data(), lo.data(), 0, &heads);
+      k != KernelStatus::kOk) {
+    return k;
+  }
+  DeviceBuffer<ScissorhandsRecordHead> d_heads(heads);
+  DeviceBuffer<uint32_t> d_ids(ids);
+  const KernelStatus k = ScissorhandsRecordHeadsCuda(
+      d_heads.get(), static_cast<uint32_t>(heads.size()), d_ids.get(), nullptr);
+  cudaDeviceSynchronize();
+  return k;
+}
+
 class PolicyCudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
   }
-  std::mt19937 rng_{::testing::UnitTest::GetInstance()->random_seed()};
+  std::mt19937 rng_{static_cast<uint32_t>(::testing::UnitTest::GetInstance()->random_seed())};
 };
 
 TEST_F(PolicyCudaTest, ScissorhandsExample) {
@@ -34,11 +55,8 @@ TEST_F(PolicyCudaTest, ScissorhandsExample) {
   DeviceBuffer<uint32_t> d_offsets(offsets), history(ex.n * ScissorhandsWords(ex.params.window));
   const ScissorhandsHistory hist{history.get(), ex.params.window, ex.n};
   for (const auto& step : ex.steps) {
-    DeviceBuffer<uint32_t> att(std::vector<uint32_t>{step.attended});
-    DeviceBuffer<uint32_t> lo(std::vector<uint32_t>{0, static_cast<uint32_t>(step.listed.size())});
-    DeviceBuffer<uint32_t> ids(step.listed);
-    ASSERT_EQ(ScissorhandsRecordStepCuda({1, d_offsets.get()}, hist, step.step, att.get(), lo.get(),
-                                         ids.get(), nullptr),
+    ASSERT_EQ(RecordStepOnDevice(offsets, hist, step.step, {step.attended},
+                                 {0, static_cast<uint32_t>(step.listed.size())}, step.listed),
               KernelStatus::kOk);
   }
   DeviceBuffer<uint8_t> keep(ex.n);
@@ -94,9 +112,7 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
           lo.push_back(ids.size());
         }
         ScissorhandsRecordStepCpu(cpu_seg, cpu_hist, step, att.data(), lo.data(), ids.data());
-        DeviceBuffer<uint32_t> d_att(att), d_lo(lo), d_ids(ids);
-        ASSERT_EQ(ScissorhandsRecordStepCuda(gpu_seg, gpu_hist, step, d_att.get(), d_lo.get(), d_ids.get(), nullptr),
-                  KernelStatus::kOk);
+        ASSERT_EQ(RecordStepOnDevice(offsets, gpu_hist, step, att, lo, ids), KernelStatus::kOk);
       }
       ASSERT_EQ(d_history.ToHost(), history);
       std::vector<uint8_t> keep(cpu_seg.total());
@@ -132,6 +148,56 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       EXPECT_EQ(d_wkeep.ToHost(), wkeep);
     }
   }
+}
+
+// The daemon's batching: steps of several sequences (own histories, windows, strides and
+// head counts) in one launch leave each history as its own CPU record does.
+TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
+  struct Seq {
+    uint32_t heads, window, stride;
+    std::vector<uint32_t> offsets{0}, history;
+  };
+  std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
+  std::vector<std::unique_ptr<DeviceBuffer<uint32_t>>> d_hist;
+  for (Seq& q : seqs) {
+    for (uint32_t h = 0; h < q.heads; ++h)
+      q.offsets.push_back(q.offsets.back() + q.stride - (rng_() % q.stride) / 2);
+    q.history.resize(size_t{q.heads} * ScissorhandsWords(q.window) * q.stride);
+    for (uint32_t& w : q.history) w = rng_();
+    d_hist.push_back(std::make_unique<DeviceBuffer<uint32_t>>(q.history));
+  }
+  for (uint64_t step = 0; step < 40; ++step) {
+    std::vector<ScissorhandsRecordHead> heads;
+    std::vector<uint32_t> ids;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Seq& q = seqs[i];
+      const Segments seg{q.heads, q.offsets.data()};
+      std::vector<uint32_t> att(q.heads), lo = {0}, own_ids;
+      for (uint32_t h = 0; h < q.heads; ++h) {
+        att[h] = seg.size(h) - rng_() % (seg.size(h) / 4 + 1);
+        for (uint32_t j = 0; j < att[h]; ++j) {
+          if (rng_() % 4 == 0) own_ids.push_back(j);
+        }
+        lo.push_back(own_ids.size());
+      }
+      ASSERT_EQ(ScissorhandsRecordStepCpu(seg, {q.history.data(), q.window, q.stride}, step + i,
+                                          att.data(), lo.data(), own_ids.data()),
+                KernelStatus::kOk);
+      ASSERT_EQ(AppendScissorhandsRecordHeads(seg, {d_hist[i]->get(), q.window, q.stride}, step + i,
+                                              att.data(), lo.data(),
+                                              static_cast<uint32_t>(ids.size()), &heads),
+                KernelStatus::kOk);
+      ids.insert(ids.end(), own_ids.begin(), own_ids.end());
+    }
+    DeviceBuffer<ScissorhandsRecordHead> d_heads(heads);
+    DeviceBuffer<uint32_t> d_ids(ids);
+    ASSERT_EQ(ScissorhandsRecordHeadsCuda(d_heads.get(), static_cast<uint32_t>(heads.size()),
+                                          d_ids.get(), nullptr),
+              KernelStatus::kOk);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i)
+    EXPECT_EQ(d_hist[i]->ToHost(), seqs[i].history) << "sequence " << i;
 }
 
 TEST_F(PolicyCudaTest, CompactionMatchesCpu) {

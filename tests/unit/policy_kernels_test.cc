@@ -324,6 +324,82 @@ TEST(ScissorhandsCompactTest, MovesTheKeptBitsToTheFrontAndZeroesTheRest) {
   EXPECT_EQ(ScissorhandsCompactHeadCpu(hist, 1, past, 1, 5), KernelStatus::kInvalidArgument);
 }
 
+// The record kernel's descriptors (what the daemon stages for a CUDA launch covering
+// several sequences): applied by the host twin of the kernel, each sequence's history
+// ends as its own ScissorhandsRecordStepCpu leaves it.
+TEST(ScissorhandsRecordHeadsTest, BatchedDescriptorsEqualEachSequencesRecordStep) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  struct Seq {
+    uint32_t heads, window, stride;
+    std::vector<uint32_t> offsets{0}, history, twin;
+  };
+  std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
+  for (Seq& q : seqs) {
+    for (uint32_t h = 0; h < q.heads; ++h)
+      q.offsets.push_back(q.offsets.back() + q.stride - (rng() % q.stride) / 2);
+    q.history.resize(size_t{q.heads} * ScissorhandsWords(q.window) * q.stride);
+    for (uint32_t& w : q.history) w = rng();
+    q.twin = q.history;
+  }
+  for (uint64_t step = 0; step < 60; ++step) {
+    std::vector<ScissorhandsRecordHead> heads;
+    std::vector<uint32_t> ids;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Seq& q = seqs[i];
+      const Segments seg{q.heads, q.offsets.data()};
+      std::vector<uint32_t> att(q.heads), lo = {0}, own_ids;
+      for (uint32_t h = 0; h < q.heads; ++h) {
+        att[h] = seg.size(h) - rng() % (seg.size(h) / 4 + 1);
+        for (uint32_t j = 0; j < att[h]; ++j) {
+          if (rng() % 4 == 0) own_ids.push_back(j);
+        }
+        lo.push_back(own_ids.size());
+      }
+      ASSERT_EQ(ScissorhandsRecordStepCpu(seg, {q.history.data(), q.window, q.stride}, step + i,
+                                          att.data(), lo.data(), own_ids.data()),
+                KernelStatus::kOk);
+      ASSERT_EQ(AppendScissorhandsRecordHeads(seg, {q.twin.data(), q.window, q.stride}, step + i,
+                                              att.data(), lo.data(),
+                                              static_cast<uint32_t>(ids.size()), &heads),
+                KernelStatus::kOk);
+      ids.insert(ids.end(), own_ids.begin(), own_ids.end());
+    }
+    ASSERT_EQ(
+        ScissorhandsRecordHeadsCpu(heads.data(), static_cast<uint32_t>(heads.size()), ids.data()),
+        KernelStatus::kOk);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i)
+    EXPECT_EQ(seqs[i].twin, seqs[i].history) << "sequence " << i;
+}
+
+// A step that does not fit its history appends nothing (all of it or none).
+TEST(ScissorhandsRecordHeadsTest, AnInvalidStepAppendsNothing) {
+  std::vector<uint32_t> planes(2 * 8, 0);
+  const uint32_t offsets[3] = {0, 4, 12}, lo[3] = {0, 0, 0};
+  std::vector<ScissorhandsRecordHead> heads(1);
+  const uint32_t over_attended[2] = {4, 9};  // head 1 has 8 live
+  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 16, 8}, 3, over_attended,
+                                          lo, 0, &heads),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(heads.size(), 1u);
+  const uint32_t offsets_past_stride[3] = {0, 4, 13}, attended[2] = {4, 8};
+  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets_past_stride}, {planes.data(), 16, 8}, 3,
+                                          attended, lo, 0, &heads),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 0, 8}, 3, attended, lo, 0,
+                                          &heads),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(heads.size(), 1u);
+  ASSERT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 16, 8}, 35, attended, lo, 7,
+                                          &heads),
+            KernelStatus::kOk);
+  ASSERT_EQ(heads.size(), 3u);
+  EXPECT_EQ(heads[2].plane, planes.data() + 8);  // head 1, word 0 (bit 35 % 16 = 3)
+  EXPECT_EQ(heads[2].mask, 1u << 3);
+  EXPECT_EQ(heads[2].live, 8u);
+  EXPECT_EQ(heads[2].listed_begin, 7u);
+}
+
 // The CPU selection is a histogram now (as on the GPU); it must equal the plain rule:
 // stable-sort the candidates by low count, descending, and evict the first `evict`.
 TEST(ScissorhandsSelectTest, HistogramSelectionEqualsAStableSortOnRandomHistories) {
