@@ -61,8 +61,9 @@ TEST_F(PolicyCudaTest, ScissorhandsExample) {
   }
   DeviceBuffer<uint8_t> keep(ex.n);
   DeviceBuffer<uint32_t> low(ex.n);
-  ASSERT_EQ(ScissorhandsSelectCuda({1, d_offsets.get()}, hist, ex.params, keep.get(), low.get(), nullptr),
-            KernelStatus::kOk);
+  ASSERT_EQ(
+      ScissorhandsSelectCuda({1, d_offsets.get()}, hist, ex.params, keep.get(), low.get(), nullptr),
+      KernelStatus::kOk);
   EXPECT_THAT(low.ToHost(), ::testing::ElementsAre(0, 3, 0, 3, 2, 1, 0));
   EXPECT_THAT(keep.ToHost(), ::testing::ElementsAre(1, 0, 1, 0, 0, 1, 1));
 }
@@ -91,7 +92,8 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       SCOPED_TRACE(::testing::Message() << "heads " << heads << " delta " << delta);
       const uint32_t budget = 64;
       std::vector<uint32_t> offsets = {0};
-      for (uint32_t h = 0; h < heads; ++h) offsets.push_back(offsets.back() + budget + delta + h % 3);
+      for (uint32_t h = 0; h < heads; ++h)
+        offsets.push_back(offsets.back() + budget + delta + h % 3);
       const Segments cpu_seg{heads, offsets.data()};
       DeviceBuffer<uint32_t> d_offsets(offsets);
       const Segments gpu_seg{heads, d_offsets.get()};
@@ -128,7 +130,8 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       std::vector<uint8_t> skeep(cpu_seg.total());
       StreamingSelectCpu(cpu_seg, {budget, 4}, skeep.data());
       DeviceBuffer<uint8_t> d_skeep(cpu_seg.total());
-      ASSERT_EQ(StreamingSelectCuda(gpu_seg, {budget, 4}, d_skeep.get(), nullptr), KernelStatus::kOk);
+      ASSERT_EQ(StreamingSelectCuda(gpu_seg, {budget, 4}, d_skeep.get(), nullptr),
+                KernelStatus::kOk);
       EXPECT_EQ(d_skeep.ToHost(), skeep);
 
       const uint32_t n = budget * 4 + delta + 8;
@@ -142,8 +145,10 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       DeviceBuffer<float> d_t(t);
       DeviceBuffer<double> d_scores(scores.size());
       DeviceBuffer<uint8_t> d_wkeep(n);
-      ASSERT_EQ(WindowKvScoreCuda(d_t.get(), heads, n, wp, d_scores.get(), nullptr), KernelStatus::kOk);
-      ASSERT_EQ(WindowKvSelectCuda(d_scores.get(), n, wp, d_wkeep.get(), nullptr), KernelStatus::kOk);
+      ASSERT_EQ(WindowKvScoreCuda(d_t.get(), heads, n, wp, d_scores.get(), nullptr),
+                KernelStatus::kOk);
+      ASSERT_EQ(WindowKvSelectCuda(d_scores.get(), n, wp, d_wkeep.get(), nullptr),
+                KernelStatus::kOk);
       EXPECT_EQ(d_scores.ToHost(), scores);
       EXPECT_EQ(d_wkeep.ToHost(), wkeep);
     }
@@ -201,33 +206,38 @@ TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
 }
 
 TEST_F(PolicyCudaTest, CompactionMatchesCpu) {
+  // head_dim 8 and 64 (16- and 128-byte rows) take the 16-byte moves, 3 (6-byte rows) bytes.
   for (uint32_t pt : {1u, 3u, 16u}) {
     for (uint32_t heads : {1u, 7u, 32u}) {
-      PageGeometry g{heads, 8, pt, 2};
-      const uint32_t pages = 6;
-      std::vector<uint8_t> host(g.page_bytes() * pages);
-      for (auto& b : host) b = static_cast<uint8_t>(rng_());
-      DeviceBuffer<uint8_t> dev(host);
-      std::vector<uint8_t*> hptrs, dptrs;
-      for (uint32_t i = 0; i < pages; ++i) {
-        hptrs.push_back(host.data() + i * g.page_bytes());
-        dptrs.push_back(dev.get() + i * g.page_bytes());
-      }
-      DeviceBuffer<uint8_t*> d_ptrs(dptrs);
-      std::vector<uint32_t> offsets = {0}, kept;
-      for (uint32_t h = 0; h < heads; ++h) {
-        for (uint32_t j = 0; j < pages * pt; ++j) {
-          if (rng_() % 3) kept.push_back(j);
+      for (uint32_t head_dim : {8u, 3u, 64u}) {
+        PageGeometry g{heads, head_dim, pt, 2};
+        const uint32_t pages = 6;
+        std::vector<uint8_t> host(g.page_bytes() * pages);
+        for (auto& b : host) b = static_cast<uint8_t>(rng_());
+        DeviceBuffer<uint8_t> dev(host);
+        std::vector<uint8_t*> hptrs, dptrs;
+        for (uint32_t i = 0; i < pages; ++i) {
+          hptrs.push_back(host.data() + i * g.page_bytes());
+          dptrs.push_back(dev.get() + i * g.page_bytes());
         }
-        offsets.push_back(kept.size());
+        DeviceBuffer<uint8_t*> d_ptrs(dptrs);
+        std::vector<uint32_t> offsets = {0}, kept;
+        for (uint32_t h = 0; h < heads; ++h) {
+          for (uint32_t j = 0; j < pages * pt; ++j) {
+            if (rng_() % 3) kept.push_back(j);
+          }
+          offsets.push_back(kept.size());
+        }
+        ASSERT_EQ(CompactLayerCpu({g, hptrs.data(), pages}, offsets.data(), kept.data()),
+                  KernelStatus::kOk);
+        DeviceBuffer<uint32_t> d_off(offsets), d_kept(kept);
+        DeviceBuffer<uint8_t> scratch(2 * kept.size() * g.token_bytes() + 1);
+        ASSERT_EQ(CompactLayerCuda({g, d_ptrs.get(), pages}, d_off.get(), d_kept.get(),
+                                   static_cast<uint32_t>(kept.size()), scratch.get(), nullptr),
+                  KernelStatus::kOk);
+        EXPECT_EQ(dev.ToHost(), host)
+            << "pt " << pt << " heads " << heads << " head_dim " << head_dim;
       }
-      ASSERT_EQ(CompactLayerCpu({g, hptrs.data(), pages}, offsets.data(), kept.data()), KernelStatus::kOk);
-      DeviceBuffer<uint32_t> d_off(offsets), d_kept(kept);
-      DeviceBuffer<uint8_t> scratch(2 * kept.size() * g.token_bytes() + 1);
-      ASSERT_EQ(CompactLayerCuda({g, d_ptrs.get(), pages}, d_off.get(), d_kept.get(),
-                                 static_cast<uint32_t>(kept.size()), scratch.get(), nullptr),
-                KernelStatus::kOk);
-      EXPECT_EQ(dev.ToHost(), host) << "pt " << pt << " heads " << heads;
     }
   }
 }
@@ -250,7 +260,8 @@ TEST_F(PolicyCudaTest, HistoryCompactionMatchesCpu) {
                                          static_cast<uint32_t>(kept.size()), old_live),
               KernelStatus::kOk);
     ASSERT_EQ(ScissorhandsCompactHeadCuda({d_history.get(), window, stride}, 3, d_kept.get(),
-                                          static_cast<uint32_t>(kept.size()), old_live, scratch.get(), nullptr),
+                                          static_cast<uint32_t>(kept.size()), old_live,
+                                          scratch.get(), nullptr),
               KernelStatus::kOk);
     EXPECT_EQ(d_history.ToHost(), history) << "window " << window;
   }
