@@ -32,24 +32,32 @@ CudaQueue::~CudaQueue() {
   if (device_ != nullptr) cudaFree(device_);
 }
 
-absl::Status CudaQueue::Grow(size_t bytes) {
-  if (bytes <= capacity_) return absl::OkStatus();
-  const size_t want = std::max<size_t>({bytes, 2 * capacity_, 1 << 20});
+// The pinned and device arenas grow apart: staged inputs need both, device-only scratch
+// (a compaction's gather buffer can be megabytes) only the device side.
+absl::Status CudaQueue::GrowPinned(size_t bytes) {
+  if (bytes <= pinned_capacity_) return absl::OkStatus();
+  const size_t want = std::max<size_t>({bytes, 2 * pinned_capacity_, 1 << 20});
   if (pinned_ != nullptr) cudaFreeHost(pinned_);
-  if (device_ != nullptr) cudaFree(device_);
   pinned_ = nullptr;
-  device_ = nullptr;
-  capacity_ = 0;
+  pinned_capacity_ = 0;
   void* host = nullptr;
-  void* dev = nullptr;
-  if (absl::Status s = CudaError(cudaMallocHost(&host, want), "cudaMallocHost staging"); !s.ok()) return s;
-  if (absl::Status s = CudaError(cudaMalloc(&dev, want), "cudaMalloc staging"); !s.ok()) {
-    cudaFreeHost(host);
+  if (absl::Status s = CudaError(cudaMallocHost(&host, want), "cudaMallocHost staging"); !s.ok())
     return s;
-  }
   pinned_ = static_cast<uint8_t*>(host);
+  pinned_capacity_ = want;
+  return absl::OkStatus();
+}
+
+absl::Status CudaQueue::GrowDevice(size_t bytes) {
+  if (bytes <= device_capacity_) return absl::OkStatus();
+  const size_t want = std::max<size_t>({bytes, 2 * device_capacity_, 1 << 20});
+  if (device_ != nullptr) cudaFree(device_);
+  device_ = nullptr;
+  device_capacity_ = 0;
+  void* dev = nullptr;
+  if (absl::Status s = CudaError(cudaMalloc(&dev, want), "cudaMalloc staging"); !s.ok()) return s;
   device_ = static_cast<uint8_t*>(dev);
-  capacity_ = want;
+  device_capacity_ = want;
   return absl::OkStatus();
 }
 
@@ -63,7 +71,8 @@ absl::StatusOr<std::vector<void*>> CudaQueue::Stage(const std::vector<Part>& par
     end += p.bytes;
     if (p.host != nullptr) copied = end;
   }
-  if (absl::Status s = Grow(end); !s.ok()) return s;
+  if (absl::Status s = GrowPinned(copied); !s.ok()) return s;
+  if (absl::Status s = GrowDevice(end); !s.ok()) return s;
   std::vector<void*> out;
   for (size_t i = 0; i < parts.size(); ++i) {
     if (parts[i].host != nullptr && parts[i].bytes > 0) std::memcpy(pinned_ + at[i], parts[i].host, parts[i].bytes);
@@ -84,7 +93,7 @@ absl::StatusOr<const void*> CudaQueue::Fetch(const void* device, size_t bytes) {
   // The staged inputs may still be read by queued kernels: fetch past nothing they use
   // by waiting first, then reuse the pinned arena from its start.
   if (absl::Status s = Sync(); !s.ok()) return s;
-  if (absl::Status s = Grow(bytes); !s.ok()) return s;
+  if (absl::Status s = GrowPinned(bytes); !s.ok()) return s;
   if (absl::Status s = CudaError(cudaMemcpyAsync(pinned_, device, bytes, cudaMemcpyDeviceToHost, stream_),
                                  "cudaMemcpyAsync fetch");
       !s.ok()) {

@@ -42,7 +42,8 @@ class CudaQueue {
   };
   // Lays `parts` out in the arena (256-byte aligned), copies the host ones into pinned
   // memory and issues one host-to-device copy on the stream. Returns each part's
-  // device address. Requires mu().
+  // device address. Requires mu(). Growing the arena waits for nothing: callers sync
+  // before they release mu(), so no queued work still uses the old one.
   absl::StatusOr<std::vector<void*>> Stage(const std::vector<Part>& parts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies `bytes` from the device to the arena's pinned memory and waits for the
   // stream; returns the pinned address (valid until mu() is released). Requires mu().
@@ -54,14 +55,16 @@ class CudaQueue {
 
  private:
   explicit CudaQueue(int ordinal) : ordinal_(ordinal) {}
-  absl::Status Grow(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status GrowPinned(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status GrowDevice(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int ordinal_;
   cudaStream_t stream_ = nullptr;
   absl::Mutex mu_;
   uint8_t* pinned_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint8_t* device_ ABSL_GUARDED_BY(mu_) = nullptr;
-  size_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pinned_capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t device_capacity_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kvwarden

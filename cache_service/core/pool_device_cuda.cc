@@ -126,23 +126,42 @@ class CudaDevice final : public PoolDevice {
     return s;
   }
 
+  // One staging copy (page table, kept lists) and the gather/scatter kernels on the
+  // policy queue's stream, one synchronisation of that stream only. The gather buffer is
+  // device-only arena space up to kArenaScratch; a bigger layer (a long sequence's) takes
+  // an allocation for the call instead of keeping the arena that large.
   absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                        const std::vector<uint32_t>& kept_offsets, const std::vector<uint32_t>& kept_slots) override {
-    absl::MutexLock lock(&mu_);
-    cudaSetDevice(ordinal_);
-    DeviceBuffer d_pages, d_offsets, d_kept, scratch;
-    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
-    if (s.ok()) s = d_offsets.Upload(kept_offsets.data(), kept_offsets.size() * 4);
-    if (s.ok()) s = d_kept.Upload(kept_slots.data(), kept_slots.size() * 4);
-    if (s.ok()) s = scratch.Allocate(2 * kept_slots.size() * geometry.token_bytes());
-    if (!s.ok()) return s;
-    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
-    if (kernels::CompactLayerCuda(view, d_offsets.as<uint32_t>(), d_kept.as<uint32_t>(),
-                                  static_cast<uint32_t>(kept_slots.size()), scratch.as<uint8_t>(),
-                                  nullptr) != kernels::KernelStatus::kOk) {
-      return absl::InternalError("CUDA compaction kernel refused its arguments");
+    if (kept_slots.empty()) return absl::OkStatus();
+    constexpr size_t kArenaScratch = size_t{64} << 20;
+    const size_t scratch_bytes = 2 * kept_slots.size() * geometry.token_bytes();
+    const bool in_arena = scratch_bytes <= kArenaScratch;
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<std::vector<void*>> d =
+        queue_->Stage({{pages.data(), pages.size() * sizeof(uint8_t*)},
+                       {kept_offsets.data(), kept_offsets.size() * 4},
+                       {kept_slots.data(), kept_slots.size() * 4},
+                       {nullptr, in_arena ? scratch_bytes : 0}});
+    if (!d.ok()) return d.status();
+    void* scratch = (*d)[3];
+    if (!in_arena) {
+      if (absl::Status s =
+              CudaError(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc compaction scratch");
+          !s.ok()) {
+        (void)queue_->Sync();
+        return s;
+      }
     }
-    return CudaError(cudaDeviceSynchronize(), "compaction kernel");
+    const kernels::PagedLayerView view{geometry, static_cast<uint8_t* const*>((*d)[0]),
+                                       static_cast<uint32_t>(pages.size())};
+    const kernels::KernelStatus k = kernels::CompactLayerCuda(
+        view, static_cast<const uint32_t*>((*d)[1]), static_cast<const uint32_t*>((*d)[2]),
+        static_cast<uint32_t>(kept_slots.size()), static_cast<uint8_t*>(scratch), queue_->stream());
+    const absl::Status synced = queue_->Sync();
+    if (!in_arena) cudaFree(scratch);
+    if (k != kernels::KernelStatus::kOk)
+      return absl::InternalError("CUDA compaction kernel refused its arguments");
+    return synced;
   }
 
   absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
@@ -173,6 +192,7 @@ class CudaDevice final : public PoolDevice {
                                    queue_->stream()) != kernels::KernelStatus::kOk ||
         kernels::WindowKvSelectCuda(static_cast<const double*>((*d)[1]), n, p, static_cast<uint8_t*>((*d)[2]),
                                     queue_->stream()) != kernels::KernelStatus::kOk) {
+      (void)queue_->Sync();  // what was queued still reads the arena
       return absl::InternalError("windowkv CUDA kernels failed");
     }
     absl::StatusOr<const void*> host = queue_->Fetch((*d)[2], n);
