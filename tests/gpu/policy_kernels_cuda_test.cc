@@ -158,41 +158,26 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
 // The daemon's batching: steps of several sequences (own histories, windows, strides and
 // head counts) in one launch leave each history as its own CPU record does.
 TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
-  struct Seq {
-    uint32_t heads, window, stride;
-    std::vector<uint32_t> offsets{0}, history;
-  };
-  std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
+  testing::RecordBatchCase c(rng_);
   std::vector<std::unique_ptr<DeviceBuffer<uint32_t>>> d_hist;
-  for (Seq& q : seqs) {
-    for (uint32_t h = 0; h < q.heads; ++h)
-      q.offsets.push_back(q.offsets.back() + q.stride - (rng_() % q.stride) / 2);
-    q.history.resize(size_t{q.heads} * ScissorhandsWords(q.window) * q.stride);
-    for (uint32_t& w : q.history) w = rng_();
+  for (const auto& q : c.seqs)
     d_hist.push_back(std::make_unique<DeviceBuffer<uint32_t>>(q.history));
-  }
   for (uint64_t step = 0; step < 40; ++step) {
     std::vector<ScissorhandsRecordHead> heads;
     std::vector<uint32_t> ids;
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      Seq& q = seqs[i];
-      const Segments seg{q.heads, q.offsets.data()};
-      std::vector<uint32_t> att(q.heads), lo = {0}, own_ids;
-      for (uint32_t h = 0; h < q.heads; ++h) {
-        att[h] = seg.size(h) - rng_() % (seg.size(h) / 4 + 1);
-        for (uint32_t j = 0; j < att[h]; ++j) {
-          if (rng_() % 4 == 0) own_ids.push_back(j);
-        }
-        lo.push_back(own_ids.size());
-      }
-      ASSERT_EQ(ScissorhandsRecordStepCpu(seg, {q.history.data(), q.window, q.stride}, step + i,
-                                          att.data(), lo.data(), own_ids.data()),
-                KernelStatus::kOk);
-      ASSERT_EQ(AppendScissorhandsRecordHeads(seg, {d_hist[i]->get(), q.window, q.stride}, step + i,
-                                              att.data(), lo.data(),
-                                              static_cast<uint32_t>(ids.size()), &heads),
-                KernelStatus::kOk);
-      ids.insert(ids.end(), own_ids.begin(), own_ids.end());
+    for (size_t i = 0; i < c.seqs.size(); ++i) {
+      auto& q = c.seqs[i];
+      const testing::RecordBatchCase::Step st = c.RandomStep(i, rng_);
+      ASSERT_EQ(
+          ScissorhandsRecordStepCpu(q.segments(), {q.history.data(), q.window, q.stride}, step + i,
+                                    st.attended.data(), st.listed_offsets.data(), st.ids.data()),
+          KernelStatus::kOk);
+      ASSERT_EQ(
+          AppendScissorhandsRecordHeads(q.segments(), {d_hist[i]->get(), q.window, q.stride},
+                                        step + i, st.attended.data(), st.listed_offsets.data(),
+                                        static_cast<uint32_t>(ids.size()), &heads),
+          KernelStatus::kOk);
+      ids.insert(ids.end(), st.ids.begin(), st.ids.end());
     }
     DeviceBuffer<ScissorhandsRecordHead> d_heads(heads);
     DeviceBuffer<uint32_t> d_ids(ids);
@@ -201,8 +186,8 @@ TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
               KernelStatus::kOk);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
-  for (size_t i = 0; i < seqs.size(); ++i)
-    EXPECT_EQ(d_hist[i]->ToHost(), seqs[i].history) << "sequence " << i;
+  for (size_t i = 0; i < c.seqs.size(); ++i)
+    EXPECT_EQ(d_hist[i]->ToHost(), c.seqs[i].history) << "sequence " << i;
 }
 
 TEST_F(PolicyCudaTest, CompactionMatchesCpu) {

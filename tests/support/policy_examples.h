@@ -4,6 +4,7 @@
 // end-to-end tests so every implementation reproduces the same numbers.
 
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "kernels/scissorhands.h"
@@ -55,5 +56,42 @@ inline WindowKvExample MakeWindowKvExample() {
   ex.t = {.9f, .1f, .1f, .1f, .35f, .3f, .3f, .3f, .05f, .05f, .05f, .05f, .6f, .5f, 0.f, 0.f};
   return ex;
 }
+
+// Sequences of different shapes (heads, window, stride, live counts per head) with
+// random histories, and random decode steps for them: the batched record kernel's cases
+// (CPU twin and CUDA), where one launch covers steps of all of them.
+struct RecordBatchCase {
+  struct Seq {
+    uint32_t heads, window, stride;
+    std::vector<uint32_t> offsets{0}, history;
+    kernels::Segments segments() const { return {heads, offsets.data()}; }
+  };
+  struct Step {
+    std::vector<uint32_t> attended, listed_offsets{0}, ids;
+  };
+  std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
+
+  explicit RecordBatchCase(std::mt19937& rng) {
+    for (Seq& q : seqs) {
+      for (uint32_t h = 0; h < q.heads; ++h)
+        q.offsets.push_back(q.offsets.back() + q.stride - (rng() % q.stride) / 2);
+      q.history.resize(size_t{q.heads} * kernels::ScissorhandsWords(q.window) * q.stride);
+      for (uint32_t& w : q.history) w = rng();
+    }
+  }
+  // Most slots attended, about a quarter of those listed.
+  Step RandomStep(size_t i, std::mt19937& rng) const {
+    const kernels::Segments seg = seqs[i].segments();
+    Step st;
+    for (uint32_t h = 0; h < seg.num_heads; ++h) {
+      st.attended.push_back(seg.size(h) - rng() % (seg.size(h) / 4 + 1));
+      for (uint32_t j = 0; j < st.attended.back(); ++j) {
+        if (rng() % 4 == 0) st.ids.push_back(j);
+      }
+      st.listed_offsets.push_back(static_cast<uint32_t>(st.ids.size()));
+    }
+    return st;
+  }
+};
 
 }  // namespace kvwarden::testing

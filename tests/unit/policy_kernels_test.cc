@@ -329,47 +329,32 @@ TEST(ScissorhandsCompactTest, MovesTheKeptBitsToTheFrontAndZeroesTheRest) {
 // ends as its own ScissorhandsRecordStepCpu leaves it.
 TEST(ScissorhandsRecordHeadsTest, BatchedDescriptorsEqualEachSequencesRecordStep) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
-  struct Seq {
-    uint32_t heads, window, stride;
-    std::vector<uint32_t> offsets{0}, history, twin;
-  };
-  std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
-  for (Seq& q : seqs) {
-    for (uint32_t h = 0; h < q.heads; ++h)
-      q.offsets.push_back(q.offsets.back() + q.stride - (rng() % q.stride) / 2);
-    q.history.resize(size_t{q.heads} * ScissorhandsWords(q.window) * q.stride);
-    for (uint32_t& w : q.history) w = rng();
-    q.twin = q.history;
-  }
+  testing::RecordBatchCase c(rng);
+  std::vector<std::vector<uint32_t>> twins;
+  for (const auto& q : c.seqs) twins.push_back(q.history);
   for (uint64_t step = 0; step < 60; ++step) {
     std::vector<ScissorhandsRecordHead> heads;
     std::vector<uint32_t> ids;
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      Seq& q = seqs[i];
-      const Segments seg{q.heads, q.offsets.data()};
-      std::vector<uint32_t> att(q.heads), lo = {0}, own_ids;
-      for (uint32_t h = 0; h < q.heads; ++h) {
-        att[h] = seg.size(h) - rng() % (seg.size(h) / 4 + 1);
-        for (uint32_t j = 0; j < att[h]; ++j) {
-          if (rng() % 4 == 0) own_ids.push_back(j);
-        }
-        lo.push_back(own_ids.size());
-      }
-      ASSERT_EQ(ScissorhandsRecordStepCpu(seg, {q.history.data(), q.window, q.stride}, step + i,
-                                          att.data(), lo.data(), own_ids.data()),
-                KernelStatus::kOk);
-      ASSERT_EQ(AppendScissorhandsRecordHeads(seg, {q.twin.data(), q.window, q.stride}, step + i,
-                                              att.data(), lo.data(),
-                                              static_cast<uint32_t>(ids.size()), &heads),
-                KernelStatus::kOk);
-      ids.insert(ids.end(), own_ids.begin(), own_ids.end());
+    for (size_t i = 0; i < c.seqs.size(); ++i) {
+      auto& q = c.seqs[i];
+      const testing::RecordBatchCase::Step st = c.RandomStep(i, rng);
+      ASSERT_EQ(
+          ScissorhandsRecordStepCpu(q.segments(), {q.history.data(), q.window, q.stride}, step + i,
+                                    st.attended.data(), st.listed_offsets.data(), st.ids.data()),
+          KernelStatus::kOk);
+      ASSERT_EQ(
+          AppendScissorhandsRecordHeads(q.segments(), {twins[i].data(), q.window, q.stride},
+                                        step + i, st.attended.data(), st.listed_offsets.data(),
+                                        static_cast<uint32_t>(ids.size()), &heads),
+          KernelStatus::kOk);
+      ids.insert(ids.end(), st.ids.begin(), st.ids.end());
     }
     ASSERT_EQ(
         ScissorhandsRecordHeadsCpu(heads.data(), static_cast<uint32_t>(heads.size()), ids.data()),
         KernelStatus::kOk);
   }
-  for (size_t i = 0; i < seqs.size(); ++i)
-    EXPECT_EQ(seqs[i].twin, seqs[i].history) << "sequence " << i;
+  for (size_t i = 0; i < c.seqs.size(); ++i)
+    EXPECT_EQ(twins[i], c.seqs[i].history) << "sequence " << i;
 }
 
 // A step that does not fit its history appends nothing (all of it or none).
