@@ -14,15 +14,19 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
   const uint32_t bit = static_cast<uint32_t>(step % history.window);
   const uint32_t mask = 1u << (bit % 32);
   for (uint32_t h = 0; h < slots.num_heads; ++h) {
-    const uint32_t n = slots.size(h);
-    if (attended[h] > n || n > history.stride) return KernelStatus::kInvalidArgument;
+    // Bounds in locals: read through the pointers, they would be reloaded after every
+    // store to the plane (same type, may alias), which kept the loops scalar.
+    const uint32_t n = slots.size(h), att = attended[h];
+    const uint32_t listed_begin = listed_offsets[h], listed_end = listed_offsets[h + 1];
+    if (att > n || n > history.stride) return KernelStatus::kInvalidArgument;
     uint32_t* plane = history.plane(h, bit / 32);
     // Low unless listed; slots newer than the step have no say in it.
-    for (uint32_t j = 0; j < attended[h]; ++j) plane[j] |= mask;
-    for (uint32_t j = attended[h]; j < n; ++j) plane[j] &= ~mask;
-    for (uint32_t i = listed_offsets[h]; i < listed_offsets[h + 1]; ++i) {
-      if (listed_ids[i] >= attended[h]) return KernelStatus::kInvalidArgument;
-      plane[listed_ids[i]] &= ~mask;
+    for (uint32_t j = 0; j < att; ++j) plane[j] |= mask;
+    for (uint32_t j = att; j < n; ++j) plane[j] &= ~mask;
+    for (uint32_t i = listed_begin; i < listed_end; ++i) {
+      const uint32_t id = listed_ids[i];
+      if (id >= att) return KernelStatus::kInvalidArgument;
+      plane[id] &= ~mask;
     }
   }
   return KernelStatus::kOk;
@@ -54,7 +58,7 @@ KernelStatus ScissorhandsRecordHeadsCpu(const ScissorhandsRecordHead* heads, uin
                                         const uint32_t* listed_ids) {
   if (num_heads > 0 && heads == nullptr) return KernelStatus::kInvalidArgument;
   for (uint32_t i = 0; i < num_heads; ++i) {
-    const ScissorhandsRecordHead& h = heads[i];
+    const ScissorhandsRecordHead h = heads[i];  // a copy: stores to the plane cannot alias it
     for (uint32_t j = 0; j < h.live; ++j)
       h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
     for (uint32_t k = h.listed_begin; k < h.listed_end; ++k) {
