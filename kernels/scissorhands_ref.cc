@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "kernels/scissorhands.h"
@@ -28,6 +29,69 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
       if (id >= att) return KernelStatus::kInvalidArgument;
       plane[id] &= ~mask;
     }
+  }
+  return KernelStatus::kOk;
+}
+
+KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory history,
+                                        uint64_t first_step, uint32_t num_steps,
+                                        const uint32_t* attended, const uint32_t* listed_offsets,
+                                        const uint32_t* listed_ids) {
+  if (history.window == 0 || history.planes == nullptr || slots.offsets == nullptr ||
+      (num_steps > 0 && (attended == nullptr || listed_offsets == nullptr))) {
+    return KernelStatus::kInvalidArgument;
+  }
+  const uint32_t heads = slots.num_heads;
+  for (uint32_t h = 0; h < heads; ++h) {
+    const uint32_t n = slots.size(h);
+    if (n > history.stride) return KernelStatus::kInvalidArgument;
+    for (uint32_t s = 0; s < num_steps; ++s) {
+      const size_t at = size_t{s} * heads + h;
+      const uint32_t att = attended[at], begin = listed_offsets[at], end = listed_offsets[at + 1];
+      if (att > n || end < begin) return KernelStatus::kInvalidArgument;
+      for (uint32_t i = begin; i < end; ++i) {
+        if (listed_ids[i] >= att) return KernelStatus::kInvalidArgument;
+      }
+    }
+  }
+  std::vector<std::pair<uint32_t, uint32_t>> bounds;  // (attended, the step's bit mask)
+  for (uint32_t g = 0; g < num_steps;) {
+    // A group: consecutive steps on one plane word, fewer than `window` (distinct bits).
+    const uint32_t word = static_cast<uint32_t>((first_step + g) % history.window) / 32;
+    uint32_t g_end = g + 1;
+    while (g_end < num_steps && g_end - g < history.window &&
+           static_cast<uint32_t>((first_step + g_end) % history.window) / 32 == word) {
+      ++g_end;
+    }
+    for (uint32_t h = 0; h < heads; ++h) {
+      const uint32_t n = slots.size(h);
+      uint32_t* plane = history.plane(h, word);
+      // Slot j's bit of step s is set iff j < attended (low unless listed), so between
+      // consecutive attended counts the group's bits take one value: plane[j] =
+      // (plane[j] & ~all) | set, `set` losing a step's bit past its attended count.
+      bounds.clear();
+      uint32_t all = 0;
+      for (uint32_t s = g; s < g_end; ++s) {
+        const uint32_t mask = 1u << (static_cast<uint32_t>((first_step + s) % history.window) % 32);
+        all |= mask;
+        bounds.emplace_back(attended[size_t{s} * heads + h], mask);
+      }
+      std::sort(bounds.begin(), bounds.end());
+      uint32_t set = all, from = 0;
+      for (const auto& [att, mask] : bounds) {
+        for (uint32_t j = from; j < att; ++j) plane[j] = (plane[j] & ~all) | set;
+        set &= ~mask;
+        from = std::max(from, att);
+      }
+      for (uint32_t j = from; j < n; ++j) plane[j] &= ~all;
+      for (uint32_t s = g; s < g_end; ++s) {
+        const uint32_t mask = 1u << (static_cast<uint32_t>((first_step + s) % history.window) % 32);
+        const size_t at = size_t{s} * heads + h;
+        const uint32_t begin = listed_offsets[at], end = listed_offsets[at + 1];
+        for (uint32_t i = begin; i < end; ++i) plane[listed_ids[i]] &= ~mask;
+      }
+    }
+    g = g_end;
   }
   return KernelStatus::kOk;
 }

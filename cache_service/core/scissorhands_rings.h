@@ -30,11 +30,13 @@ class ScissorhandsRings {
   uint32_t stride() const { return stride_; }
   // Every head's planes hold at least `slots` slots (grown by doubling, bits kept).
   virtual absl::Status Reserve(uint32_t slots) = 0;
-  // One decode step for every head: live[lh] slots, of which the first attended[lh]
-  // existed at the step; listed ids (listed_ids[listed_offsets[lh] ..
-  // listed_offsets[lh + 1]), each < attended[lh]) had attention at or above the
-  // threshold. Validated by the caller.
-  virtual absl::Status Record(uint64_t step, const std::vector<uint32_t>& live,
+  // Decode steps first_step .. first_step + num_steps - 1 for every head, which holds
+  // live[lh] slots throughout. Step s: the first attended[s * heads + lh] slots existed;
+  // the ids listed_ids[listed_offsets[s * heads + lh] .. listed_offsets[s * heads + lh + 1])
+  // (each below that attended count) had attention at or above the threshold. Validated by
+  // the caller. Equal to recording the steps one by one, in order.
+  virtual absl::Status Record(uint64_t first_step, uint32_t num_steps,
+                              const std::vector<uint32_t>& live,
                               const std::vector<uint32_t>& attended,
                               const std::vector<uint32_t>& listed_offsets,
                               const std::vector<uint32_t>& listed_ids) = 0;

@@ -75,19 +75,33 @@ class CudaRings final : public ScissorhandsRings {
     return absl::OkStatus();
   }
 
-  absl::Status Record(uint64_t step, const std::vector<uint32_t>& live, const std::vector<uint32_t>& attended,
-                      const std::vector<uint32_t>& listed_offsets, const std::vector<uint32_t>& listed_ids) override {
-    // The heads' descriptors are built here (host side, this ring's planes); the batcher
-    // stages them with the ids, possibly together with other sequences' steps.
+  // One launch per step (two steps of one ring in a launch would race on their plane
+  // word); each step's launch may carry other sequences' steps (CudaRecordBatcher).
+  absl::Status Record(uint64_t first_step, uint32_t num_steps, const std::vector<uint32_t>& live,
+                      const std::vector<uint32_t>& attended,
+                      const std::vector<uint32_t>& listed_offsets,
+                      const std::vector<uint32_t>& listed_ids) override {
     const std::vector<uint32_t> offsets = SegmentOffsets(live);
+    const size_t lhs = live.size();
     std::vector<kernels::ScissorhandsRecordHead> heads;
-    heads.reserve(live.size());
-    if (kernels::AppendScissorhandsRecordHeads(
-            {static_cast<uint32_t>(live.size()), offsets.data()}, History(0), step, attended.data(),
-            listed_offsets.data(), 0, &heads) != kernels::KernelStatus::kOk) {
-      return absl::InternalError("scissorhands record: a step that does not fit the history rings");
+    std::vector<uint32_t> step_offsets(lhs + 1), step_ids;
+    for (uint32_t s = 0; s < num_steps; ++s) {
+      // The step's ids alone, its offsets rebased onto them.
+      const uint32_t first_id = listed_offsets[s * lhs], end_id = listed_offsets[(s + 1) * lhs];
+      for (size_t lh = 0; lh <= lhs; ++lh)
+        step_offsets[lh] = listed_offsets[s * lhs + lh] - first_id;
+      step_ids.assign(listed_ids.begin() + first_id, listed_ids.begin() + end_id);
+      heads.clear();
+      if (kernels::AppendScissorhandsRecordHeads({static_cast<uint32_t>(lhs), offsets.data()},
+                                                 History(0), first_step + s,
+                                                 attended.data() + s * lhs, step_offsets.data(), 0,
+                                                 &heads) != kernels::KernelStatus::kOk) {
+        return absl::InternalError(
+            "scissorhands record: a step that does not fit the history rings");
+      }
+      if (absl::Status st = records_->Record(heads, step_ids); !st.ok()) return st;
     }
-    return records_->Record(heads, listed_ids);
+    return absl::OkStatus();
   }
 
   absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,

@@ -95,62 +95,94 @@ void RemapThroughCompaction(HeadStepStats& hs, const std::vector<uint32_t>& kept
   hs.listed = std::move(listed);
 }
 
-// Records each step (one batch for every head), then evicts in every layer where a head
-// is over its budget (one selection per layer), remapping the batch's later steps
-// through each compaction.
+// Whether some head of some layer holds more slots than its layer's budget.
+bool AnyLayerOverBudget(const Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
+  const KvLayout& l = seq.layout();
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    const uint32_t budget = seq.Budget(layer);
+    for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
+      if (seq.slots[size_t{layer} * l.num_kv_heads + h].size() > budget) return true;
+    }
+  }
+  return false;
+}
+
+// Appends one step's attended counts and listed ids, (layer, head) by (layer, head), to
+// the flat arrays ScissorhandsRings::Record takes.
+void AppendStep(const DecodeStepStats& step, uint32_t heads, size_t lhs,
+                std::vector<uint32_t>* attended, std::vector<uint32_t>* listed_offsets,
+                std::vector<uint32_t>* listed_ids) {
+  std::vector<const HeadStepStats*> by_lh(lhs, nullptr);
+  for (const HeadStepStats& hs : step.heads) by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
+  for (size_t lh = 0; lh < lhs; ++lh) {
+    attended->push_back(by_lh[lh]->attended);
+    listed_ids->insert(listed_ids->end(), by_lh[lh]->listed.begin(), by_lh[lh]->listed.end());
+    listed_offsets->push_back(static_cast<uint32_t>(listed_ids->size()));
+  }
+}
+
+// Records the steps and evicts in every layer where a head is over its budget (one
+// selection per layer), right after the step that found it over, remapping the batch's
+// later steps through each compaction. Live counts change only by eviction, so when no
+// head is over budget none will be for the rest of the batch: those steps are recorded
+// in one call (the rings then pass over each history plane once for all of them).
 absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps, RetentionResult* out)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
   const KvLayout& l = seq.layout();
   const uint32_t heads = l.num_kv_heads;
   const size_t lhs = seq.slots.size();
   ScissorhandsState& state = StateOf(seq);
-  std::vector<uint32_t> live(lhs), attended(lhs), listed_offsets(lhs + 1), listed_ids;
-  for (size_t s = 0; s < steps.size(); ++s) {
+  std::vector<uint32_t> live(lhs), attended, listed_offsets, listed_ids;
+  for (size_t s = 0; s < steps.size();) {
+    const bool over = AnyLayerOverBudget(seq);
+    const size_t end = over ? s + 1 : steps.size();
     for (size_t lh = 0; lh < lhs; ++lh) live[lh] = seq.slots[lh].size();
-    std::vector<const HeadStepStats*> by_lh(lhs, nullptr);
-    for (const HeadStepStats& hs : steps[s].heads) by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
+    attended.clear();
     listed_ids.clear();
-    for (size_t lh = 0; lh < lhs; ++lh) {
-      attended[lh] = by_lh[lh]->attended;
-      listed_offsets[lh] = static_cast<uint32_t>(listed_ids.size());
-      listed_ids.insert(listed_ids.end(), by_lh[lh]->listed.begin(), by_lh[lh]->listed.end());
-    }
-    listed_offsets[lhs] = static_cast<uint32_t>(listed_ids.size());
+    listed_offsets.assign(1, 0);
+    for (size_t t = s; t < end; ++t)
+      AppendStep(steps[t], heads, lhs, &attended, &listed_offsets, &listed_ids);
     // No slot anywhere yet: nothing to record (the rings hold no planes).
     if (state.rings().stride() > 0) {
-      if (absl::Status st = state.rings().Record(state.decode_steps(), live, attended, listed_offsets, listed_ids);
+      if (absl::Status st =
+              state.rings().Record(state.decode_steps(), static_cast<uint32_t>(end - s), live,
+                                   attended, listed_offsets, listed_ids);
           !st.ok()) {
         return st;
       }
     }
-    state.CountStep();
-    ++out->steps_applied;
-    bool changed = false;
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      kernels::ScissorhandsParams p = seq.policy.scissorhands;
-      p.budget = seq.Budget(layer);
-      bool over = false;
-      std::vector<uint32_t> layer_live(heads);
-      for (uint32_t h = 0; h < heads; ++h) {
-        layer_live[h] = seq.slots[size_t{layer} * heads + h].size();
-        over = over || layer_live[h] > p.budget;
-      }
-      if (!over) continue;
-      std::vector<uint8_t> keep;
-      if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok()) return st;
-      std::vector<std::vector<uint32_t>> kept(heads);
-      for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
-        kept[h] = KeptSlots(absl::MakeConstSpan(keep).subspan(base, layer_live[h]));
-        for (size_t later = s + 1; later < steps.size(); ++later) {
-          for (HeadStepStats& hs : steps[later].heads) {
-            if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);
+    for (size_t t = s; t < end; ++t) state.CountStep();
+    out->steps_applied += static_cast<uint32_t>(end - s);
+    if (over) {
+      bool changed = false;
+      for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+        kernels::ScissorhandsParams p = seq.policy.scissorhands;
+        p.budget = seq.Budget(layer);
+        bool layer_over = false;
+        std::vector<uint32_t> layer_live(heads);
+        for (uint32_t h = 0; h < heads; ++h) {
+          layer_live[h] = seq.slots[size_t{layer} * heads + h].size();
+          layer_over = layer_over || layer_live[h] > p.budget;
+        }
+        if (!layer_over) continue;
+        std::vector<uint8_t> keep;
+        if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok())
+          return st;
+        std::vector<std::vector<uint32_t>> kept(heads);
+        for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
+          kept[h] = KeptSlots(absl::MakeConstSpan(keep).subspan(base, layer_live[h]));
+          for (size_t later = s + 1; later < steps.size(); ++later) {
+            for (HeadStepStats& hs : steps[later].heads) {
+              if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);
+            }
           }
         }
+        CompactLayer(seq, layer, kept, out);
+        changed = true;
       }
-      CompactLayer(seq, layer, kept, out);
-      changed = true;
+      if (changed) ++seq.epoch;
     }
-    if (changed) ++seq.epoch;
+    s = end;
   }
   return absl::OkStatus();
 }

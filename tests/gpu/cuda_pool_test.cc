@@ -2,6 +2,7 @@
 // reads, forks and Scissorhands compaction must leave byte-identical results on both.
 // Label gpu: skips when no CUDA device is visible.
 
+#include <algorithm>
 #include <random>
 #include <thread>
 
@@ -127,17 +128,23 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
   for (int i = 0; i < kSequences; ++i) {
     threads.emplace_back([&, i] {
       std::mt19937 rng(1000 + i);
-      for (uint64_t step = 0; step < kSteps; ++step) {
-        std::vector<uint32_t> live(kHeads, kLive), attended(kHeads), offsets = {0}, ids;
-        for (uint32_t h = 0; h < kHeads; ++h) {
-          attended[h] = kLive - rng() % 20;
-          for (uint32_t j = 0; j < attended[h]; ++j) {
-            if (rng() % (3 + h) == 0) ids.push_back(j);
+      // Messages of 1 to 3 steps: the cpu rings fuse them, the cuda rings launch per step.
+      for (uint64_t step = 0; step < kSteps;) {
+        const uint32_t steps =
+            static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 3, kSteps - step));
+        std::vector<uint32_t> live(kHeads, kLive), attended, offsets = {0}, ids;
+        for (uint32_t s = 0; s < steps; ++s) {
+          for (uint32_t h = 0; h < kHeads; ++h) {
+            attended.push_back(kLive - rng() % 20);
+            for (uint32_t j = 0; j < attended.back(); ++j) {
+              if (rng() % (3 + h) == 0) ids.push_back(j);
+            }
+            offsets.push_back(static_cast<uint32_t>(ids.size()));
           }
-          offsets.push_back(static_cast<uint32_t>(ids.size()));
         }
-        EXPECT_TRUE(gpu[i]->Record(step, live, attended, offsets, ids).ok());
-        EXPECT_TRUE(cpu[i]->Record(step, live, attended, offsets, ids).ok());
+        EXPECT_TRUE(gpu[i]->Record(step, steps, live, attended, offsets, ids).ok());
+        EXPECT_TRUE(cpu[i]->Record(step, steps, live, attended, offsets, ids).ok());
+        step += steps;
       }
     });
   }

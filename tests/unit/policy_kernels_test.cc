@@ -324,6 +324,61 @@ TEST(ScissorhandsCompactTest, MovesTheKeptBitsToTheFrontAndZeroesTheRest) {
   EXPECT_EQ(ScissorhandsCompactHeadCpu(hist, 1, past, 1, 5), KernelStatus::kInvalidArgument);
 }
 
+// The fused multi-step record equals recording the steps one by one, across plane words,
+// ring wrap-around (messages longer than the window hit a bit twice) and odd live counts.
+TEST(ScissorhandsRecordStepsTest, EqualsRecordingEachStepInOrder) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  for (uint32_t window : {5u, 7u, 32u, 33u, 100u, 400u}) {
+    for (uint32_t num_steps : {1u, 3u, 31u, 77u}) {
+      SCOPED_TRACE(::testing::Message() << "window " << window << " steps " << num_steps);
+      const uint32_t heads = 3, stride = 90;
+      std::vector<uint32_t> offsets = {0};
+      for (uint32_t h = 0; h < heads; ++h) offsets.push_back(offsets.back() + stride - rng() % 40);
+      const Segments seg{heads, offsets.data()};
+      std::vector<uint32_t> one(size_t{heads} * ScissorhandsWords(window) * stride);
+      for (uint32_t& w : one) w = rng();
+      std::vector<uint32_t> fused = one;
+      const uint64_t first = rng() % 1000;
+      std::vector<uint32_t> att, lo = {0}, ids;
+      for (uint32_t s = 0; s < num_steps; ++s) {
+        std::vector<uint32_t> step_att, step_lo = {0}, step_ids;
+        for (uint32_t h = 0; h < heads; ++h) {
+          step_att.push_back(seg.size(h) - rng() % (seg.size(h) / 3 + 1));
+          for (uint32_t j = 0; j < step_att.back(); ++j) {
+            if (rng() % 5 == 0) step_ids.push_back(j);
+          }
+          step_lo.push_back(step_ids.size());
+          lo.push_back(ids.size() + step_ids.size());
+        }
+        ASSERT_EQ(ScissorhandsRecordStepCpu(seg, {one.data(), window, stride}, first + s,
+                                            step_att.data(), step_lo.data(), step_ids.data()),
+                  KernelStatus::kOk);
+        att.insert(att.end(), step_att.begin(), step_att.end());
+        ids.insert(ids.end(), step_ids.begin(), step_ids.end());
+      }
+      ASSERT_EQ(ScissorhandsRecordStepsCpu(seg, {fused.data(), window, stride}, first, num_steps,
+                                           att.data(), lo.data(), ids.data()),
+                KernelStatus::kOk);
+      EXPECT_EQ(fused, one);
+    }
+  }
+}
+
+// A bad step anywhere in the batch is refused before any step is recorded.
+TEST(ScissorhandsRecordStepsTest, ABadStepChangesNothing) {
+  const uint32_t offsets[2] = {0, 4};
+  std::vector<uint32_t> planes(8, 0x5a5a5a5au);
+  const std::vector<uint32_t> before = planes;
+  const uint32_t att[2] = {4, 3}, lo[3] = {0, 1, 2}, ids[2] = {1, 3};  // step 1 lists 3 >= its 3
+  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, att, lo, ids),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(planes, before);
+  const uint32_t over[2] = {4, 5};  // more attended than live
+  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, over, lo, ids),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(planes, before);
+}
+
 // The record kernel's descriptors (what the daemon stages for a CUDA launch covering
 // several sequences): applied by the host twin of the kernel, each sequence's history
 // ends as its own ScissorhandsRecordStepCpu leaves it.
