@@ -74,16 +74,19 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
                                        const uint32_t* attended, const uint32_t* listed_offsets,
                                        const uint32_t* listed_ids);
 
+// One (step, head)'s listed slot ids, where the caller holds them (no gathering copy).
+struct ListedIds {
+  const uint32_t* ids = nullptr;
+  uint32_t count = 0;
+};
 // Consecutive decode steps first_step .. first_step + num_steps - 1 at once, equal to
 // ScissorhandsRecordStepCpu for each in order: steps whose bits share a plane word (up to
 // 32 in a row, fewer than `window`, so all distinct) are applied in one pass over that
-// word plane instead of one pass each. Step s of head h: attended[s * heads + h], ids
-// listed_ids[listed_offsets[s * heads + h] .. listed_offsets[s * heads + h + 1]). Checked
-// whole before anything changes.
+// word plane instead of one pass each. Step s of head h: attended[s * heads + h] and
+// listed[s * heads + h]. Checked whole before anything changes.
 KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory history,
                                         uint64_t first_step, uint32_t num_steps,
-                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids);
+                                        const uint32_t* attended, const ListedIds* listed);
 
 // One head of a decode step for the CUDA record kernel. A launch takes any number of
 // them from any number of sequences, each with its own history, so concurrent steps of

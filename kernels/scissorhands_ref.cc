@@ -35,10 +35,9 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
 
 KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory history,
                                         uint64_t first_step, uint32_t num_steps,
-                                        const uint32_t* attended, const uint32_t* listed_offsets,
-                                        const uint32_t* listed_ids) {
+                                        const uint32_t* attended, const ListedIds* listed) {
   if (history.window == 0 || history.planes == nullptr || slots.offsets == nullptr ||
-      (num_steps > 0 && (attended == nullptr || listed_offsets == nullptr))) {
+      (num_steps > 0 && (attended == nullptr || listed == nullptr))) {
     return KernelStatus::kInvalidArgument;
   }
   const uint32_t heads = slots.num_heads;
@@ -47,10 +46,11 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
     if (n > history.stride) return KernelStatus::kInvalidArgument;
     for (uint32_t s = 0; s < num_steps; ++s) {
       const size_t at = size_t{s} * heads + h;
-      const uint32_t att = attended[at], begin = listed_offsets[at], end = listed_offsets[at + 1];
-      if (att > n || end < begin) return KernelStatus::kInvalidArgument;
-      for (uint32_t i = begin; i < end; ++i) {
-        if (listed_ids[i] >= att) return KernelStatus::kInvalidArgument;
+      const uint32_t att = attended[at];
+      if (att > n || (listed[at].count > 0 && listed[at].ids == nullptr))
+        return KernelStatus::kInvalidArgument;
+      for (uint32_t i = 0; i < listed[at].count; ++i) {
+        if (listed[at].ids[i] >= att) return KernelStatus::kInvalidArgument;
       }
     }
   }
@@ -86,9 +86,8 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
       for (uint32_t j = from; j < n; ++j) plane[j] &= ~all;
       for (uint32_t s = g; s < g_end; ++s) {
         const uint32_t mask = 1u << (static_cast<uint32_t>((first_step + s) % history.window) % 32);
-        const size_t at = size_t{s} * heads + h;
-        const uint32_t begin = listed_offsets[at], end = listed_offsets[at + 1];
-        for (uint32_t i = begin; i < end; ++i) plane[listed_ids[i]] &= ~mask;
+        const ListedIds ids = listed[size_t{s} * heads + h];
+        for (uint32_t i = 0; i < ids.count; ++i) plane[ids.ids[i]] &= ~mask;
       }
     }
     g = g_end;

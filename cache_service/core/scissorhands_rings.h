@@ -32,14 +32,13 @@ class ScissorhandsRings {
   virtual absl::Status Reserve(uint32_t slots) = 0;
   // Decode steps first_step .. first_step + num_steps - 1 for every head, which holds
   // live[lh] slots throughout. Step s: the first attended[s * heads + lh] slots existed;
-  // the ids listed_ids[listed_offsets[s * heads + lh] .. listed_offsets[s * heads + lh + 1])
-  // (each below that attended count) had attention at or above the threshold. Validated by
+  // the ids listed[s * heads + lh] (each below that attended count; memory the caller
+  // keeps until Record returns) had attention at or above the threshold. Validated by
   // the caller. Equal to recording the steps one by one, in order.
   virtual absl::Status Record(uint64_t first_step, uint32_t num_steps,
                               const std::vector<uint32_t>& live,
                               const std::vector<uint32_t>& attended,
-                              const std::vector<uint32_t>& listed_offsets,
-                              const std::vector<uint32_t>& listed_ids) = 0;
+                              const std::vector<kernels::ListedIds>& listed) = 0;
   // Keep masks for heads [first_lh, first_lh + live.size()) holding live[i] slots,
   // packed head after head into *keep (one launch for the heads of a layer).
   virtual absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live,

@@ -35,13 +35,11 @@ class CpuRings final : public ScissorhandsRings {
   // message of several steps reads and writes the history once, not once per step.
   absl::Status Record(uint64_t first_step, uint32_t num_steps, const std::vector<uint32_t>& live,
                       const std::vector<uint32_t>& attended,
-                      const std::vector<uint32_t>& listed_offsets,
-                      const std::vector<uint32_t>& listed_ids) override {
+                      const std::vector<kernels::ListedIds>& listed) override {
     const std::vector<uint32_t> offsets = SegmentOffsets(live);
     if (kernels::ScissorhandsRecordStepsCpu({static_cast<uint32_t>(live.size()), offsets.data()},
                                             History(0), first_step, num_steps, attended.data(),
-                                            listed_offsets.data(),
-                                            listed_ids.data()) != kernels::KernelStatus::kOk) {
+                                            listed.data()) != kernels::KernelStatus::kOk) {
       return KernelError("record");
     }
     return absl::OkStatus();

@@ -79,18 +79,20 @@ class CudaRings final : public ScissorhandsRings {
   // word); each step's launch may carry other sequences' steps (CudaRecordBatcher).
   absl::Status Record(uint64_t first_step, uint32_t num_steps, const std::vector<uint32_t>& live,
                       const std::vector<uint32_t>& attended,
-                      const std::vector<uint32_t>& listed_offsets,
-                      const std::vector<uint32_t>& listed_ids) override {
+                      const std::vector<kernels::ListedIds>& listed) override {
     const std::vector<uint32_t> offsets = SegmentOffsets(live);
     const size_t lhs = live.size();
     std::vector<kernels::ScissorhandsRecordHead> heads;
     std::vector<uint32_t> step_offsets(lhs + 1), step_ids;
     for (uint32_t s = 0; s < num_steps; ++s) {
-      // The step's ids alone, its offsets rebased onto them.
-      const uint32_t first_id = listed_offsets[s * lhs], end_id = listed_offsets[(s + 1) * lhs];
-      for (size_t lh = 0; lh <= lhs; ++lh)
-        step_offsets[lh] = listed_offsets[s * lhs + lh] - first_id;
-      step_ids.assign(listed_ids.begin() + first_id, listed_ids.begin() + end_id);
+      // The step's ids gathered into one array (staged in one copy), offsets onto it.
+      step_ids.clear();
+      for (size_t lh = 0; lh < lhs; ++lh) {
+        const kernels::ListedIds& ids = listed[s * lhs + lh];
+        step_offsets[lh] = static_cast<uint32_t>(step_ids.size());
+        step_ids.insert(step_ids.end(), ids.ids, ids.ids + ids.count);
+      }
+      step_offsets[lhs] = static_cast<uint32_t>(step_ids.size());
       heads.clear();
       if (kernels::AppendScissorhandsRecordHeads({static_cast<uint32_t>(lhs), offsets.data()},
                                                  History(0), first_step + s,

@@ -107,17 +107,15 @@ bool AnyLayerOverBudget(const Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.m
   return false;
 }
 
-// Appends one step's attended counts and listed ids, (layer, head) by (layer, head), to
-// the flat arrays ScissorhandsRings::Record takes.
+// Appends one step's attended counts and listed ids (views of the step's own vectors),
+// (layer, head) by (layer, head), to the arrays ScissorhandsRings::Record takes.
 void AppendStep(const DecodeStepStats& step, uint32_t heads, size_t lhs,
-                std::vector<uint32_t>* attended, std::vector<uint32_t>* listed_offsets,
-                std::vector<uint32_t>* listed_ids) {
+                std::vector<uint32_t>* attended, std::vector<kernels::ListedIds>* listed) {
   std::vector<const HeadStepStats*> by_lh(lhs, nullptr);
   for (const HeadStepStats& hs : step.heads) by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
   for (size_t lh = 0; lh < lhs; ++lh) {
     attended->push_back(by_lh[lh]->attended);
-    listed_ids->insert(listed_ids->end(), by_lh[lh]->listed.begin(), by_lh[lh]->listed.end());
-    listed_offsets->push_back(static_cast<uint32_t>(listed_ids->size()));
+    listed->push_back({by_lh[lh]->listed.data(), static_cast<uint32_t>(by_lh[lh]->listed.size())});
   }
 }
 
@@ -132,21 +130,19 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
   const uint32_t heads = l.num_kv_heads;
   const size_t lhs = seq.slots.size();
   ScissorhandsState& state = StateOf(seq);
-  std::vector<uint32_t> live(lhs), attended, listed_offsets, listed_ids;
+  std::vector<uint32_t> live(lhs), attended;
+  std::vector<kernels::ListedIds> listed;
   for (size_t s = 0; s < steps.size();) {
     const bool over = AnyLayerOverBudget(seq);
     const size_t end = over ? s + 1 : steps.size();
     for (size_t lh = 0; lh < lhs; ++lh) live[lh] = seq.slots[lh].size();
     attended.clear();
-    listed_ids.clear();
-    listed_offsets.assign(1, 0);
-    for (size_t t = s; t < end; ++t)
-      AppendStep(steps[t], heads, lhs, &attended, &listed_offsets, &listed_ids);
+    listed.clear();
+    for (size_t t = s; t < end; ++t) AppendStep(steps[t], heads, lhs, &attended, &listed);
     // No slot anywhere yet: nothing to record (the rings hold no planes).
     if (state.rings().stride() > 0) {
-      if (absl::Status st =
-              state.rings().Record(state.decode_steps(), static_cast<uint32_t>(end - s), live,
-                                   attended, listed_offsets, listed_ids);
+      if (absl::Status st = state.rings().Record(
+              state.decode_steps(), static_cast<uint32_t>(end - s), live, attended, listed);
           !st.ok()) {
         return st;
       }

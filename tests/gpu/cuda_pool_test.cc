@@ -142,8 +142,12 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
             offsets.push_back(static_cast<uint32_t>(ids.size()));
           }
         }
-        EXPECT_TRUE(gpu[i]->Record(step, steps, live, attended, offsets, ids).ok());
-        EXPECT_TRUE(cpu[i]->Record(step, steps, live, attended, offsets, ids).ok());
+        std::vector<kernels::ListedIds> listed;
+        for (size_t k = 0; k + 1 < offsets.size(); ++k) {
+          listed.push_back({ids.data() + offsets[k], offsets[k + 1] - offsets[k]});
+        }
+        EXPECT_TRUE(gpu[i]->Record(step, steps, live, attended, listed).ok());
+        EXPECT_TRUE(cpu[i]->Record(step, steps, live, attended, listed).ok());
         step += steps;
       }
     });

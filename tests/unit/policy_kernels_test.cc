@@ -356,8 +356,11 @@ TEST(ScissorhandsRecordStepsTest, EqualsRecordingEachStepInOrder) {
         att.insert(att.end(), step_att.begin(), step_att.end());
         ids.insert(ids.end(), step_ids.begin(), step_ids.end());
       }
+      std::vector<ListedIds> listed;
+      for (size_t i = 0; i + 1 < lo.size(); ++i)
+        listed.push_back({ids.data() + lo[i], lo[i + 1] - lo[i]});
       ASSERT_EQ(ScissorhandsRecordStepsCpu(seg, {fused.data(), window, stride}, first, num_steps,
-                                           att.data(), lo.data(), ids.data()),
+                                           att.data(), listed.data()),
                 KernelStatus::kOk);
       EXPECT_EQ(fused, one);
     }
@@ -369,12 +372,18 @@ TEST(ScissorhandsRecordStepsTest, ABadStepChangesNothing) {
   const uint32_t offsets[2] = {0, 4};
   std::vector<uint32_t> planes(8, 0x5a5a5a5au);
   const std::vector<uint32_t> before = planes;
-  const uint32_t att[2] = {4, 3}, lo[3] = {0, 1, 2}, ids[2] = {1, 3};  // step 1 lists 3 >= its 3
-  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, att, lo, ids),
+  const uint32_t ids[2] = {1, 3};
+  const ListedIds listed[2] = {{ids, 1}, {ids + 1, 1}};
+  const uint32_t att[2] = {4, 3};  // step 1 lists slot 3, past its 3 attended
+  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, att, listed),
             KernelStatus::kInvalidArgument);
   EXPECT_EQ(planes, before);
   const uint32_t over[2] = {4, 5};  // more attended than live
-  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, over, lo, ids),
+  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, over, listed),
+            KernelStatus::kInvalidArgument);
+  EXPECT_EQ(planes, before);
+  const ListedIds missing[2] = {{nullptr, 2}, {ids, 0}};  // a count without ids
+  EXPECT_EQ(ScissorhandsRecordStepsCpu({1, offsets}, {planes.data(), 16, 8}, 0, 2, att, missing),
             KernelStatus::kInvalidArgument);
   EXPECT_EQ(planes, before);
 }
