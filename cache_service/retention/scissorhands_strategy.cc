@@ -119,11 +119,47 @@ void AppendStep(const DecodeStepStats& step, uint32_t heads, size_t lhs,
   }
 }
 
-// Records the steps and evicts in every layer where a head is over its budget (one
-// selection per layer), right after the step that found it over, remapping the batch's
-// later steps through each compaction. Live counts change only by eviction, so when no
-// head is over budget none will be for the rest of the batch: those steps are recorded
-// in one call (the rings then pass over each history plane once for all of them).
+// Evicts in every layer where a head is over its budget (one selection per layer) after
+// step `s` was recorded, remapping the batch's later steps through each compaction.
+absl::Status EvictOverBudgetLayers(Sequence& seq, std::vector<DecodeStepStats>& steps, size_t s,
+                                   RetentionResult* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
+  const KvLayout& l = seq.layout();
+  const uint32_t heads = l.num_kv_heads;
+  ScissorhandsState& state = StateOf(seq);
+  bool changed = false;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    kernels::ScissorhandsParams p = seq.policy.scissorhands;
+    p.budget = seq.Budget(layer);
+    bool layer_over = false;
+    std::vector<uint32_t> layer_live(heads);
+    for (uint32_t h = 0; h < heads; ++h) {
+      layer_live[h] = seq.slots[size_t{layer} * heads + h].size();
+      layer_over = layer_over || layer_live[h] > p.budget;
+    }
+    if (!layer_over) continue;
+    std::vector<uint8_t> keep;
+    if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok())
+      return st;
+    std::vector<std::vector<uint32_t>> kept(heads);
+    for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
+      kept[h] = KeptSlots(absl::MakeConstSpan(keep).subspan(base, layer_live[h]));
+      for (size_t later = s + 1; later < steps.size(); ++later) {
+        for (HeadStepStats& hs : steps[later].heads) {
+          if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);
+        }
+      }
+    }
+    CompactLayer(seq, layer, kept, out);
+    changed = true;
+  }
+  if (changed) ++seq.epoch;
+  return absl::OkStatus();
+}
+
+// Records the steps; after a step that finds a head over its budget, evicts
+// (EvictOverBudgetLayers). Live counts change only by eviction, so when no head is over
+// budget none will be for the rest of the batch: those steps are recorded in one call
+// (the rings then pass over each history plane once for all of them).
 absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps, RetentionResult* out)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
   const KvLayout& l = seq.layout();
@@ -150,33 +186,7 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
     for (size_t t = s; t < end; ++t) state.CountStep();
     out->steps_applied += static_cast<uint32_t>(end - s);
     if (over) {
-      bool changed = false;
-      for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-        kernels::ScissorhandsParams p = seq.policy.scissorhands;
-        p.budget = seq.Budget(layer);
-        bool layer_over = false;
-        std::vector<uint32_t> layer_live(heads);
-        for (uint32_t h = 0; h < heads; ++h) {
-          layer_live[h] = seq.slots[size_t{layer} * heads + h].size();
-          layer_over = layer_over || layer_live[h] > p.budget;
-        }
-        if (!layer_over) continue;
-        std::vector<uint8_t> keep;
-        if (absl::Status st = state.rings().Select(layer * heads, layer_live, p, &keep); !st.ok())
-          return st;
-        std::vector<std::vector<uint32_t>> kept(heads);
-        for (uint32_t h = 0, base = 0; h < heads; base += layer_live[h], ++h) {
-          kept[h] = KeptSlots(absl::MakeConstSpan(keep).subspan(base, layer_live[h]));
-          for (size_t later = s + 1; later < steps.size(); ++later) {
-            for (HeadStepStats& hs : steps[later].heads) {
-              if (hs.layer == layer && hs.head == h) RemapThroughCompaction(hs, kept[h]);
-            }
-          }
-        }
-        CompactLayer(seq, layer, kept, out);
-        changed = true;
-      }
-      if (changed) ++seq.epoch;
+      if (absl::Status st = EvictOverBudgetLayers(seq, steps, s, out); !st.ok()) return st;
     }
     s = end;
   }
