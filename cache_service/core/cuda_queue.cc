@@ -3,9 +3,11 @@
 #if defined(KVW_HAVE_CUDA)
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "cache_service/core/log.h"
 
 namespace kvwarden {
 
@@ -28,7 +30,7 @@ CudaQueue::~CudaQueue() {
   Use();
   absl::MutexLock lock(&mu_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
-  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+  FreeHostArena();
   if (device_ != nullptr) cudaFree(device_);
 }
 
@@ -37,15 +39,33 @@ CudaQueue::~CudaQueue() {
 absl::Status CudaQueue::GrowPinned(size_t bytes) {
   if (bytes <= pinned_capacity_) return absl::OkStatus();
   const size_t want = std::max<size_t>({bytes, 2 * pinned_capacity_, 1 << 20});
-  if (pinned_ != nullptr) cudaFreeHost(pinned_);
-  pinned_ = nullptr;
-  pinned_capacity_ = 0;
+  FreeHostArena();
   void* host = nullptr;
-  if (absl::Status s = CudaError(cudaMallocHost(&host, want), "cudaMallocHost staging"); !s.ok())
-    return s;
+  if (cudaMallocHost(&host, want) != cudaSuccess) {
+    // Page-locking refused (a sandbox, or a locked-memory limit): ordinary memory still
+    // copies correctly, cudaMemcpyAsync then returns once the driver has taken the bytes.
+    cudaGetLastError();
+    host = std::malloc(want);
+    if (host == nullptr)
+      return absl::ResourceExhaustedError("CUDA staging arena: out of host memory");
+    if (!pageable_) {
+      LogEvent(LogLevel::kWarning, "cuda_staging_pageable")
+          .Field("device", ordinal_)
+          .Field("bytes", want);
+    }
+    pageable_ = true;
+  } else {
+    pageable_ = false;
+  }
   pinned_ = static_cast<uint8_t*>(host);
   pinned_capacity_ = want;
   return absl::OkStatus();
+}
+
+void CudaQueue::FreeHostArena() {
+  if (pinned_ != nullptr) pageable_ ? std::free(pinned_) : static_cast<void>(cudaFreeHost(pinned_));
+  pinned_ = nullptr;
+  pinned_capacity_ = 0;
 }
 
 absl::Status CudaQueue::GrowDevice(size_t bytes) {

@@ -1,8 +1,9 @@
 #pragma once
 
 // One CUDA device's queue for the daemon's policy work (Scissorhands rings, WindowKV):
-// a stream, and an arena of pinned host memory mirrored by device memory through which
-// a message's small arrays go to the device in one copy. Only with KVW_HAVE_CUDA.
+// a stream, and an arena of pinned host memory (ordinary memory where page-locking is
+// refused) mirrored by device memory, through which a message's small arrays go to the
+// device in one copy. Only with KVW_HAVE_CUDA.
 //
 // Thread-safety: callers hold mu() from staging their inputs until they synchronized
 // the stream, so the arena is one caller's at a time.
@@ -56,6 +57,7 @@ class CudaQueue {
  private:
   explicit CudaQueue(int ordinal) : ordinal_(ordinal) {}
   absl::Status GrowPinned(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeHostArena() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status GrowDevice(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int ordinal_;
@@ -64,6 +66,7 @@ class CudaQueue {
   uint8_t* pinned_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint8_t* device_ ABSL_GUARDED_BY(mu_) = nullptr;
   size_t pinned_capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  bool pageable_ ABSL_GUARDED_BY(mu_) = false;  // pinned_ from malloc: page-locking was refused
   size_t device_capacity_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
