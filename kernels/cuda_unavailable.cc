@@ -15,8 +15,8 @@ KernelStatus CopyKvCuda(const PagedLayerView&, HeadSlotRanges, CopyDirection, ui
 KernelStatus StreamingSelectCuda(Segments, StreamingParams, uint8_t*, void*) {
   return KernelStatus::kNotCompiled;
 }
-KernelStatus ScissorhandsRecordHeadsCuda(const ScissorhandsRecordHead*, uint32_t, const uint32_t*,
-                                         void*) {
+KernelStatus ScissorhandsRecordBatchCuda(const ScissorhandsRecordHead*, const uint32_t*, uint32_t,
+                                         const uint32_t*, void*) {
   return KernelStatus::kNotCompiled;
 }
 KernelStatus ScissorhandsSelectCuda(Segments, ScissorhandsHistory, ScissorhandsParams, uint8_t*,

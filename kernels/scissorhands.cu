@@ -10,17 +10,22 @@ namespace {
 
 constexpr uint32_t kThreads = 256;
 
-// One block per head; a head's plane is written by its block alone (heads of one batch
-// never share a plane: each is a different (sequence, layer, head)).
-__global__ void RecordHeadsKernel(const ScissorhandsRecordHead* heads, const uint32_t* listed_ids) {
-  const ScissorhandsRecordHead h = heads[blockIdx.x];
-  for (uint32_t j = threadIdx.x; j < h.live; j += blockDim.x) {
-    h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
-  }
-  __syncthreads();
-  for (uint32_t i = h.listed_begin + threadIdx.x; i < h.listed_end; i += blockDim.x) {
-    const uint32_t j = listed_ids[i];
-    if (j < h.attended) h.plane[j] &= ~h.mask;
+// One block per group (one head of one sequence and its steps), walking the group's
+// descriptors in order: a plane is only ever written by one block, and its steps in turn.
+__global__ void RecordBatchKernel(const ScissorhandsRecordHead* heads, const uint32_t* group_ends,
+                                  const uint32_t* ids) {
+  const uint32_t begin = blockIdx.x > 0 ? group_ends[blockIdx.x - 1] : 0, end = group_ends[blockIdx.x];
+  for (uint32_t d = begin; d < end; ++d) {
+    const ScissorhandsRecordHead h = heads[d];
+    for (uint32_t j = threadIdx.x; j < h.live; j += blockDim.x) {
+      h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
+    }
+    __syncthreads();
+    for (uint32_t i = h.listed_begin + threadIdx.x; i < h.listed_end; i += blockDim.x) {
+      const uint32_t j = ids[i];
+      if (j < h.attended) h.plane[j] &= ~h.mask;
+    }
+    __syncthreads();  // the next step of this head reads what this one wrote
   }
 }
 
@@ -106,11 +111,11 @@ KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t h
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 
-KernelStatus ScissorhandsRecordHeadsCuda(const ScissorhandsRecordHead* heads, uint32_t num_heads,
-                                         const uint32_t* listed_ids, void* stream) {
-  if (num_heads == 0) return KernelStatus::kOk;
-  if (heads == nullptr) return KernelStatus::kInvalidArgument;
-  RecordHeadsKernel<<<num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(heads, listed_ids);
+KernelStatus ScissorhandsRecordBatchCuda(const ScissorhandsRecordHead* heads, const uint32_t* group_ends,
+                                         uint32_t num_groups, const uint32_t* ids, void* stream) {
+  if (num_groups == 0) return KernelStatus::kOk;
+  if (heads == nullptr || group_ends == nullptr) return KernelStatus::kInvalidArgument;
+  RecordBatchKernel<<<num_groups, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(heads, group_ends, ids);
   return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
 }
 

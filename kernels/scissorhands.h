@@ -88,34 +88,45 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
                                         uint64_t first_step, uint32_t num_steps,
                                         const uint32_t* attended, const ListedIds* listed);
 
-// One head of a decode step for the CUDA record kernel. A launch takes any number of
-// them from any number of sequences, each with its own history, so concurrent steps of
-// many sequences of one pool share one launch; the kernel does for each what
-// ScissorhandsRecordStepCpu does for one head (the reference it is tested against).
+// One head of one decode step for the CUDA record kernel: what ScissorhandsRecordStepCpu
+// does for that head (the reference it is tested against).
 struct ScissorhandsRecordHead {
   uint32_t* plane = nullptr;  // the step's word plane of the head in its history
   uint32_t mask = 0;          // the step's bit in that word
   uint32_t live = 0;          // the head's slots
   uint32_t attended = 0;      // of which the first `attended` existed at the step
-  uint32_t listed_begin = 0;  // its ids: listed_ids[listed_begin .. listed_end)
+  uint32_t listed_begin = 0;  // its ids: ids[listed_begin .. listed_end)
   uint32_t listed_end = 0;
 };
-// Appends the heads of one sequence's step (the arguments of ScissorhandsRecordStepCpu,
-// host arrays) to *out, their listed ranges shifted by ids_base. Host-side: `history`
-// may point to device memory, it is not dereferenced. Invalid: attended > live, live >
-// stride or a zero window.
-KernelStatus AppendScissorhandsRecordHeads(Segments slots, ScissorhandsHistory history,
-                                           uint64_t step, const uint32_t* attended,
-                                           const uint32_t* listed_offsets, uint32_t ids_base,
-                                           std::vector<ScissorhandsRecordHead>* out);
-// The record kernel's host twin over the same descriptors (host memory): for tests of
-// the descriptors against ScissorhandsRecordStepCpu, and of the CUDA kernel against it.
-KernelStatus ScissorhandsRecordHeadsCpu(const ScissorhandsRecordHead* heads, uint32_t num_heads,
-                                        const uint32_t* listed_ids);
-// `heads` and `listed_ids` in device memory. Ids at or past a head's attended count are
-// ignored (callers validate them first).
-KernelStatus ScissorhandsRecordHeadsCuda(const ScissorhandsRecordHead* heads, uint32_t num_heads,
-                                         const uint32_t* listed_ids, void* stream);
+// The record kernel's input, built on the host. Descriptors come in groups, one CUDA block
+// per group walking its descriptors in order: a group is one head of one sequence with its
+// steps, so steps sharing a plane word never run at once, and groups (different planes)
+// run in parallel. Steps of many sequences (each with its own history, window and stride)
+// and several steps of each go to the device in one launch.
+struct ScissorhandsRecordBatch {
+  std::vector<ScissorhandsRecordHead> heads;
+  std::vector<uint32_t>
+      group_ends;             // group g: heads[g > 0 ? group_ends[g - 1] : 0 .. group_ends[g])
+  std::vector<uint32_t> ids;  // the listed ranges index this
+};
+// Appends steps first_step .. first_step + num_steps - 1 of one sequence (the arguments of
+// ScissorhandsRecordStepsCpu) to *batch: a group per head, its steps in order, ids gathered.
+// Host-side: `history` may point to device memory, it is not dereferenced. All or nothing:
+// invalid when attended > live, live > stride, the window is zero or a count has no ids.
+KernelStatus AppendScissorhandsRecordSteps(Segments slots, ScissorhandsHistory history,
+                                           uint64_t first_step, uint32_t num_steps,
+                                           const uint32_t* attended, const ListedIds* listed,
+                                           ScissorhandsRecordBatch* batch);
+// Appends `from` to *to (its descriptors, groups and ids rebased).
+void AppendScissorhandsRecordBatch(const ScissorhandsRecordBatch& from,
+                                   ScissorhandsRecordBatch* to);
+// The record kernel's host twin over a batch in host memory: group by group, in order.
+KernelStatus ScissorhandsRecordBatchCpu(const ScissorhandsRecordBatch& batch);
+// A batch's arrays in device memory. Ids at or past a head's attended count are ignored
+// (callers validate them first).
+KernelStatus ScissorhandsRecordBatchCuda(const ScissorhandsRecordHead* heads,
+                                         const uint32_t* group_ends, uint32_t num_groups,
+                                         const uint32_t* ids, void* stream);
 
 // Marks survivors: keep[i] = 1 or 0 over slots.total(); low_counts (optional, may be
 // null) receives I[j] before protection. Heads at or under budget keep everything.

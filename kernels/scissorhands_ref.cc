@@ -95,38 +95,69 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
   return KernelStatus::kOk;
 }
 
-KernelStatus AppendScissorhandsRecordHeads(Segments slots, ScissorhandsHistory history,
-                                           uint64_t step, const uint32_t* attended,
-                                           const uint32_t* listed_offsets, uint32_t ids_base,
-                                           std::vector<ScissorhandsRecordHead>* out) {
-  if (history.window == 0 || slots.offsets == nullptr || attended == nullptr ||
-      listed_offsets == nullptr) {
+KernelStatus AppendScissorhandsRecordSteps(Segments slots, ScissorhandsHistory history,
+                                           uint64_t first_step, uint32_t num_steps,
+                                           const uint32_t* attended, const ListedIds* listed,
+                                           ScissorhandsRecordBatch* batch) {
+  if (history.window == 0 || slots.offsets == nullptr ||
+      (num_steps > 0 && (attended == nullptr || listed == nullptr))) {
     return KernelStatus::kInvalidArgument;
   }
-  const uint32_t bit = static_cast<uint32_t>(step % history.window);
-  const size_t appended = out->size();
-  for (uint32_t h = 0; h < slots.num_heads; ++h) {
+  const uint32_t heads = slots.num_heads;
+  for (uint32_t h = 0; h < heads; ++h) {
     const uint32_t n = slots.size(h);
-    if (attended[h] > n || n > history.stride || listed_offsets[h + 1] < listed_offsets[h]) {
-      out->resize(appended);  // all of the step or nothing
-      return KernelStatus::kInvalidArgument;
+    if (n > history.stride) return KernelStatus::kInvalidArgument;
+    for (uint32_t s = 0; s < num_steps; ++s) {
+      const size_t at = size_t{s} * heads + h;
+      if (attended[at] > n || (listed[at].count > 0 && listed[at].ids == nullptr)) {
+        return KernelStatus::kInvalidArgument;
+      }
     }
-    out->push_back({history.plane(h, bit / 32), 1u << (bit % 32), n, attended[h],
-                    ids_base + listed_offsets[h], ids_base + listed_offsets[h + 1]});
+  }
+  for (uint32_t h = 0; h < heads; ++h) {
+    for (uint32_t s = 0; s < num_steps; ++s) {
+      const size_t at = size_t{s} * heads + h;
+      const uint32_t bit = static_cast<uint32_t>((first_step + s) % history.window);
+      const uint32_t begin = static_cast<uint32_t>(batch->ids.size());
+      batch->ids.insert(batch->ids.end(), listed[at].ids, listed[at].ids + listed[at].count);
+      batch->heads.push_back({history.plane(h, bit / 32), 1u << (bit % 32), slots.size(h),
+                              attended[at], begin, static_cast<uint32_t>(batch->ids.size())});
+    }
+    if (num_steps > 0) batch->group_ends.push_back(static_cast<uint32_t>(batch->heads.size()));
   }
   return KernelStatus::kOk;
 }
 
-KernelStatus ScissorhandsRecordHeadsCpu(const ScissorhandsRecordHead* heads, uint32_t num_heads,
-                                        const uint32_t* listed_ids) {
-  if (num_heads > 0 && heads == nullptr) return KernelStatus::kInvalidArgument;
-  for (uint32_t i = 0; i < num_heads; ++i) {
-    const ScissorhandsRecordHead h = heads[i];  // a copy: stores to the plane cannot alias it
-    for (uint32_t j = 0; j < h.live; ++j)
-      h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
-    for (uint32_t k = h.listed_begin; k < h.listed_end; ++k) {
-      if (listed_ids[k] < h.attended) h.plane[listed_ids[k]] &= ~h.mask;
+void AppendScissorhandsRecordBatch(const ScissorhandsRecordBatch& from,
+                                   ScissorhandsRecordBatch* to) {
+  const uint32_t head_base = static_cast<uint32_t>(to->heads.size());
+  const uint32_t id_base = static_cast<uint32_t>(to->ids.size());
+  for (ScissorhandsRecordHead h : from.heads) {
+    h.listed_begin += id_base;
+    h.listed_end += id_base;
+    to->heads.push_back(h);
+  }
+  for (uint32_t end : from.group_ends) to->group_ends.push_back(head_base + end);
+  to->ids.insert(to->ids.end(), from.ids.begin(), from.ids.end());
+}
+
+KernelStatus ScissorhandsRecordBatchCpu(const ScissorhandsRecordBatch& batch) {
+  uint32_t begin = 0;
+  for (const uint32_t end : batch.group_ends) {
+    if (end < begin || end > batch.heads.size()) return KernelStatus::kInvalidArgument;
+    for (uint32_t i = begin; i < end; ++i) {
+      const ScissorhandsRecordHead h =
+          batch.heads[i];  // a copy: stores to the plane cannot alias it
+      if (h.listed_end < h.listed_begin || h.listed_end > batch.ids.size())
+        return KernelStatus::kInvalidArgument;
+      for (uint32_t j = 0; j < h.live; ++j) {
+        h.plane[j] = j < h.attended ? (h.plane[j] | h.mask) : (h.plane[j] & ~h.mask);
+      }
+      for (uint32_t k = h.listed_begin; k < h.listed_end; ++k) {
+        if (batch.ids[k] < h.attended) h.plane[batch.ids[k]] &= ~h.mask;
+      }
     }
+    begin = end;
   }
   return KernelStatus::kOk;
 }

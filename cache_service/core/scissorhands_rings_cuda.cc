@@ -75,35 +75,19 @@ class CudaRings final : public ScissorhandsRings {
     return absl::OkStatus();
   }
 
-  // One launch per step (two steps of one ring in a launch would race on their plane
-  // word); each step's launch may carry other sequences' steps (CudaRecordBatcher).
+  // All steps in one launch (a group per head walks them in order), which may also carry
+  // other sequences' steps (CudaRecordBatcher).
   absl::Status Record(uint64_t first_step, uint32_t num_steps, const std::vector<uint32_t>& live,
                       const std::vector<uint32_t>& attended,
                       const std::vector<kernels::ListedIds>& listed) override {
     const std::vector<uint32_t> offsets = SegmentOffsets(live);
-    const size_t lhs = live.size();
-    std::vector<kernels::ScissorhandsRecordHead> heads;
-    std::vector<uint32_t> step_offsets(lhs + 1), step_ids;
-    for (uint32_t s = 0; s < num_steps; ++s) {
-      // The step's ids gathered into one array (staged in one copy), offsets onto it.
-      step_ids.clear();
-      for (size_t lh = 0; lh < lhs; ++lh) {
-        const kernels::ListedIds& ids = listed[s * lhs + lh];
-        step_offsets[lh] = static_cast<uint32_t>(step_ids.size());
-        step_ids.insert(step_ids.end(), ids.ids, ids.ids + ids.count);
-      }
-      step_offsets[lhs] = static_cast<uint32_t>(step_ids.size());
-      heads.clear();
-      if (kernels::AppendScissorhandsRecordHeads({static_cast<uint32_t>(lhs), offsets.data()},
-                                                 History(0), first_step + s,
-                                                 attended.data() + s * lhs, step_offsets.data(), 0,
-                                                 &heads) != kernels::KernelStatus::kOk) {
-        return absl::InternalError(
-            "scissorhands record: a step that does not fit the history rings");
-      }
-      if (absl::Status st = records_->Record(heads, step_ids); !st.ok()) return st;
+    kernels::ScissorhandsRecordBatch batch;
+    if (kernels::AppendScissorhandsRecordSteps(
+            {static_cast<uint32_t>(live.size()), offsets.data()}, History(0), first_step, num_steps,
+            attended.data(), listed.data(), &batch) != kernels::KernelStatus::kOk) {
+      return absl::InternalError("scissorhands record: steps that do not fit the history rings");
     }
-    return absl::OkStatus();
+    return records_->Record(batch);
   }
 
   absl::Status Select(uint32_t first_lh, const std::vector<uint32_t>& live, const kernels::ScissorhandsParams& p,
@@ -189,45 +173,36 @@ CudaRecordBatcher::CudaRecordBatcher(std::shared_ptr<CudaQueue> queue)
     : queue_(std::move(queue)),
       combiner_([this](const std::vector<const Job*>& batch) { return LaunchBatch(batch); }) {}
 
-absl::Status CudaRecordBatcher::Record(const std::vector<kernels::ScissorhandsRecordHead>& heads,
-                                       const std::vector<uint32_t>& ids) {
-  if (heads.empty()) return absl::OkStatus();
-  return combiner_.Run(Job{&heads, &ids});
+absl::Status CudaRecordBatcher::Record(const kernels::ScissorhandsRecordBatch& batch) {
+  if (batch.group_ends.empty()) return absl::OkStatus();
+  return combiner_.Run(batch);
 }
 
-// One staging copy of every job's descriptors and ids (listed ranges rebased onto the
-// joined ids), one kernel, one synchronisation. Runs on whichever caller combines.
+// One staging copy of every job's descriptors, groups and ids (joined, ranges rebased),
+// one kernel, one synchronisation. Runs on whichever caller combines.
 absl::Status CudaRecordBatcher::LaunchBatch(const std::vector<const Job*>& batch) {
-  const std::vector<kernels::ScissorhandsRecordHead>* heads = batch.front()->heads;
-  const std::vector<uint32_t>* ids = batch.front()->ids;
-  std::vector<kernels::ScissorhandsRecordHead> joined_heads;
-  std::vector<uint32_t> joined_ids;
+  const kernels::ScissorhandsRecordBatch* all = batch.front();
+  kernels::ScissorhandsRecordBatch joined;
   if (batch.size() > 1) {
-    for (const Job* job : batch) {
-      if (joined_ids.size() + job->ids->size() > UINT32_MAX) {
-        return absl::ResourceExhaustedError("scissorhands record: a batch of more than 2^32 ids");
-      }
-      const uint32_t base = static_cast<uint32_t>(joined_ids.size());
-      for (kernels::ScissorhandsRecordHead h : *job->heads) {
-        h.listed_begin += base;
-        h.listed_end += base;
-        joined_heads.push_back(h);
-      }
-      joined_ids.insert(joined_ids.end(), job->ids->begin(), job->ids->end());
-    }
-    heads = &joined_heads;
-    ids = &joined_ids;
+    size_t ids = 0;
+    for (const Job* job : batch) ids += job->ids.size();
+    if (ids > UINT32_MAX)
+      return absl::ResourceExhaustedError("scissorhands record: a batch of more than 2^32 ids");
+    for (const Job* job : batch) kernels::AppendScissorhandsRecordBatch(*job, &joined);
+    all = &joined;
   }
   absl::MutexLock lock(&queue_->mu());
-  absl::StatusOr<std::vector<void*>> d =
-      queue_->Stage({{heads->data(), heads->size() * sizeof(kernels::ScissorhandsRecordHead)},
-                     {ids->data(), ids->size() * 4}});
+  absl::StatusOr<std::vector<void*>> d = queue_->Stage(
+      {{all->heads.data(), all->heads.size() * sizeof(kernels::ScissorhandsRecordHead)},
+       {all->group_ends.data(), all->group_ends.size() * 4},
+       {all->ids.data(), all->ids.size() * 4}});
   if (!d.ok()) return d.status();
-  if (absl::Status s = Launch(kernels::ScissorhandsRecordHeadsCuda(
-                                  static_cast<const kernels::ScissorhandsRecordHead*>((*d)[0]),
-                                  static_cast<uint32_t>(heads->size()),
-                                  static_cast<const uint32_t*>((*d)[1]), queue_->stream()),
-                              "record");
+  if (absl::Status s = Launch(
+          kernels::ScissorhandsRecordBatchCuda(
+              static_cast<const kernels::ScissorhandsRecordHead*>((*d)[0]),
+              static_cast<const uint32_t*>((*d)[1]), static_cast<uint32_t>(all->group_ends.size()),
+              static_cast<const uint32_t*>((*d)[2]), queue_->stream()),
+          "record");
       !s.ok()) {
     (void)queue_->Sync();  // the staged copy may still be queued: drain before the arena is reused
     return s;

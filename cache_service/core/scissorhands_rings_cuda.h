@@ -12,28 +12,24 @@
 
 namespace kvwarden {
 
-// The record step of every ring on one device queue goes through one BatchCombiner:
-// stats messages of many sequences that arrive while a launch is in flight share the
-// next one (one staging copy, one kernel, one synchronisation) instead of queueing for
-// a round trip to the device each. A lone message launches at once. Thread-safe. A
-// ring's owner waits in Record, so one launch never holds two steps of one ring (their
-// read-modify-writes of a plane word would race).
+// The record steps of every ring on one device queue go through one BatchCombiner: stats
+// messages of many sequences that arrive while a launch is in flight share the next one
+// (one staging copy, one kernel, one synchronisation) instead of queueing for a round
+// trip to the device each; a lone message launches at once, all its steps together.
+// Thread-safe. A ring's owner waits in Record, so a launch never holds two messages of
+// one ring, and a message's steps of one head are one group the kernel walks in order.
 class CudaRecordBatcher {
  public:
   explicit CudaRecordBatcher(std::shared_ptr<CudaQueue> queue);
   const std::shared_ptr<CudaQueue>& queue() const { return queue_; }
-  // Records `heads` (device planes; listed ranges index `ids`), possibly in one launch
-  // with other callers' heads; returns when they are recorded.
-  absl::Status Record(const std::vector<kernels::ScissorhandsRecordHead>& heads,
-                      const std::vector<uint32_t>& ids);
+  // Records `batch` (device planes), possibly in one launch with other callers' batches;
+  // returns when it is recorded.
+  absl::Status Record(const kernels::ScissorhandsRecordBatch& batch);
   // Launches so far (records / launches is the batching).
   uint64_t launches() const { return combiner_.batches(); }
 
  private:
-  struct Job {
-    const std::vector<kernels::ScissorhandsRecordHead>* heads;
-    const std::vector<uint32_t>* ids;
-  };
+  using Job = kernels::ScissorhandsRecordBatch;
   absl::Status LaunchBatch(const std::vector<const Job*>& batch);
 
   const std::shared_ptr<CudaQueue> queue_;

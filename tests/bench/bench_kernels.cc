@@ -256,7 +256,7 @@ void TimeCuda(benchmark::State& state, Fn&& fn) {
 void BM_ScissorhandsUpdateSelect_Cuda(benchmark::State& state) {
   if (!CudaDeviceAvailable()) return state.SkipWithError("no CUDA device");
   ScissorhandsInput& in = Input();
-  uint32_t *off, *hist, *ids, *low;
+  uint32_t *off, *hist, *ids, *low, *groups;
   uint8_t* keep;
   ScissorhandsRecordHead* heads;
   const uint32_t num_heads = kLayers * kHeads;
@@ -267,28 +267,44 @@ void BM_ScissorhandsUpdateSelect_Cuda(benchmark::State& state) {
   cudaMalloc(&keep, in.offsets.back());
   cudaMemcpy(off, in.offsets.data(), in.offsets.size() * 4, cudaMemcpyHostToDevice);
   cudaMemcpy(hist, in.history.data(), in.history_bytes(), cudaMemcpyHostToDevice);
-  cudaMemcpy(ids, in.listed.data(), in.listed.size() * 4, cudaMemcpyHostToDevice);
-  // The record kernel's head descriptors for every ring position, built before timing
-  // (the daemon builds one step's on the host and stages them with the ids).
+  // The record kernel's batch for every ring position, built before timing (the daemon
+  // builds a message's on the host and stages it with the ids).
   const ScissorhandsHistory h{hist, kWindow, kSlots};
+  std::vector<ListedIds> listed;
+  for (uint32_t lh = 0; lh < num_heads; ++lh) {
+    listed.push_back({in.listed.data() + in.listed_offsets[lh],
+                      in.listed_offsets[lh + 1] - in.listed_offsets[lh]});
+  }
+  ScissorhandsRecordBatch batch;
+  AppendScissorhandsRecordSteps({num_heads, in.offsets.data()}, h, 0, 1, in.attended.data(),
+                                listed.data(), &batch);
   std::vector<ScissorhandsRecordHead> all_heads;
   for (uint32_t step = 0; step < kWindow; ++step) {
-    AppendScissorhandsRecordHeads({num_heads, in.offsets.data()}, h, step, in.attended.data(),
-                                  in.listed_offsets.data(), 0, &all_heads);
+    for (ScissorhandsRecordHead d : batch.heads) {
+      const uint32_t bit = step % kWindow;
+      d.plane = d.plane + (bit / 32) * kSlots;  // word 0's plane -> this step's word plane
+      d.mask = 1u << (bit % 32);
+      all_heads.push_back(d);
+    }
   }
   cudaMalloc(&heads, all_heads.size() * sizeof(ScissorhandsRecordHead));
   cudaMemcpy(heads, all_heads.data(), all_heads.size() * sizeof(ScissorhandsRecordHead),
              cudaMemcpyHostToDevice);
+  cudaMalloc(&groups, num_heads * 4);
+  cudaMemcpy(groups, batch.group_ends.data(), num_heads * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(ids, batch.ids.data(), batch.ids.size() * 4, cudaMemcpyHostToDevice);
   const Segments seg{num_heads, off};
   ScissorhandsParams p{kSlots - 1, kWindow, 10, 0, 0};
   uint64_t step = 0;
   TimeCuda(state, [&] {
-    ScissorhandsRecordHeadsCuda(heads + (step++ % kWindow) * num_heads, num_heads, ids, nullptr);
+    ScissorhandsRecordBatchCuda(heads + (step++ % kWindow) * num_heads, groups, num_heads, ids,
+                                nullptr);
     ScissorhandsSelectCuda(seg, h, p, keep, low, nullptr);
   });
   Report(state, "scissorhands_cuda", 2.0 * in.history_bytes());
   for (void* ptr : {static_cast<void*>(off), static_cast<void*>(hist), static_cast<void*>(ids),
-                    static_cast<void*>(low), static_cast<void*>(keep), static_cast<void*>(heads)}) {
+                    static_cast<void*>(low), static_cast<void*>(keep), static_cast<void*>(heads),
+                    static_cast<void*>(groups)}) {
     cudaFree(ptr);
   }
 }

@@ -21,24 +21,33 @@ namespace {
 
 using testing::DeviceBuffer;
 
-// One sequence's step through the CUDA record kernel, its head descriptors built on the
-// host as the daemon builds them.
+// A record batch through the CUDA kernel (its arrays copied to the device), synchronised.
+KernelStatus RecordBatchOnDevice(const ScissorhandsRecordBatch& batch) {
+  DeviceBuffer<ScissorhandsRecordHead> d_heads(batch.heads);
+  DeviceBuffer<uint32_t> d_groups(batch.group_ends), d_ids(batch.ids);
+  const KernelStatus k = ScissorhandsRecordBatchCuda(d_heads.get(), d_groups.get(),
+                                                     static_cast<uint32_t>(batch.group_ends.size()),
+                                                     d_ids.get(), nullptr);
+  cudaDeviceSynchronize();
+  return k;
+}
+
+// One sequence's step through the CUDA record kernel, its batch built on the host as the
+// daemon builds it. `lo` indexes `ids` (ScissorhandsRecordStepCpu's arguments).
 KernelStatus RecordStepOnDevice(const std::vector<uint32_t>& offsets, ScissorhandsHistory gpu_hist,
                                 uint64_t step, const std::vector<uint32_t>& att,
                                 const std::vector<uint32_t>& lo, const std::vector<uint32_t>& ids) {
-  std::vector<ScissorhandsRecordHead> heads;
   const Segments seg{static_cast<uint32_t>(offsets.size() - 1), offsets.data()};
+  std::vector<ListedIds> listed;
+  for (size_t h = 0; h + 1 < lo.size(); ++h)
+    listed.push_back({ids.data() + lo[h], lo[h + 1] - lo[h]});
+  ScissorhandsRecordBatch batch;
   if (KernelStatus k =
-          AppendScissorhandsRecordHeads(seg, gpu_hist, step, att.data(), lo.data(), 0, &heads);
+          AppendScissorhandsRecordSteps(seg, gpu_hist, step, 1, att.data(), listed.data(), &batch);
       k != KernelStatus::kOk) {
     return k;
   }
-  DeviceBuffer<ScissorhandsRecordHead> d_heads(heads);
-  DeviceBuffer<uint32_t> d_ids(ids);
-  const KernelStatus k = ScissorhandsRecordHeadsCuda(
-      d_heads.get(), static_cast<uint32_t>(heads.size()), d_ids.get(), nullptr);
-  cudaDeviceSynchronize();
-  return k;
+  return RecordBatchOnDevice(batch);
 }
 
 class PolicyCudaTest : public ::testing::Test {
@@ -157,34 +166,28 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
 
 // The daemon's batching: steps of several sequences (own histories, windows, strides and
 // head counts) in one launch leave each history as its own CPU record does.
+// The daemon's batching: messages of 1 to 4 steps from several sequences (own histories,
+// windows, strides, head counts) in one launch leave each history as recording its steps
+// one by one on the CPU does.
 TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
   testing::RecordBatchCase c(rng_);
   std::vector<std::unique_ptr<DeviceBuffer<uint32_t>>> d_hist;
   for (const auto& q : c.seqs)
     d_hist.push_back(std::make_unique<DeviceBuffer<uint32_t>>(q.history));
-  for (uint64_t step = 0; step < 40; ++step) {
-    std::vector<ScissorhandsRecordHead> heads;
-    std::vector<uint32_t> ids;
+  for (int launch = 0; launch < 30; ++launch) {
+    ScissorhandsRecordBatch batch;
     for (size_t i = 0; i < c.seqs.size(); ++i) {
-      auto& q = c.seqs[i];
-      const testing::RecordBatchCase::Step st = c.RandomStep(i, rng_);
+      const auto& q = c.seqs[i];
+      const testing::RecordBatchCase::Message m = c.RandomMessage(i, 1 + rng_() % 4, rng_);
+      const uint64_t first = c.RecordOneByOne(i, m);
+      ScissorhandsRecordBatch own;
       ASSERT_EQ(
-          ScissorhandsRecordStepCpu(q.segments(), {q.history.data(), q.window, q.stride}, step + i,
-                                    st.attended.data(), st.listed_offsets.data(), st.ids.data()),
+          AppendScissorhandsRecordSteps(q.segments(), {d_hist[i]->get(), q.window, q.stride}, first,
+                                        m.steps, m.attended.data(), m.listed().data(), &own),
           KernelStatus::kOk);
-      ASSERT_EQ(
-          AppendScissorhandsRecordHeads(q.segments(), {d_hist[i]->get(), q.window, q.stride},
-                                        step + i, st.attended.data(), st.listed_offsets.data(),
-                                        static_cast<uint32_t>(ids.size()), &heads),
-          KernelStatus::kOk);
-      ids.insert(ids.end(), st.ids.begin(), st.ids.end());
+      AppendScissorhandsRecordBatch(own, &batch);
     }
-    DeviceBuffer<ScissorhandsRecordHead> d_heads(heads);
-    DeviceBuffer<uint32_t> d_ids(ids);
-    ASSERT_EQ(ScissorhandsRecordHeadsCuda(d_heads.get(), static_cast<uint32_t>(heads.size()),
-                                          d_ids.get(), nullptr),
-              KernelStatus::kOk);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ASSERT_EQ(RecordBatchOnDevice(batch), KernelStatus::kOk);
   }
   for (size_t i = 0; i < c.seqs.size(); ++i)
     EXPECT_EQ(d_hist[i]->ToHost(), c.seqs[i].history) << "sequence " << i;

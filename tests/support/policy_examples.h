@@ -58,16 +58,27 @@ inline WindowKvExample MakeWindowKvExample() {
 }
 
 // Sequences of different shapes (heads, window, stride, live counts per head) with
-// random histories, and random decode steps for them: the batched record kernel's cases
-// (CPU twin and CUDA), where one launch covers steps of all of them.
+// random histories, and random stats messages of one or more decode steps for them: the
+// batched record kernel's cases (CPU twin and CUDA), where one launch covers several
+// steps of each of them.
 struct RecordBatchCase {
   struct Seq {
     uint32_t heads, window, stride;
     std::vector<uint32_t> offsets{0}, history;
+    uint64_t next_step = 0;
     kernels::Segments segments() const { return {heads, offsets.data()}; }
   };
-  struct Step {
+  // Steps [step][head]: attended counts, listed ids (flat, offsets into them).
+  struct Message {
+    uint32_t steps = 0;
     std::vector<uint32_t> attended, listed_offsets{0}, ids;
+    std::vector<kernels::ListedIds> listed() const {
+      std::vector<kernels::ListedIds> out;
+      for (size_t i = 0; i + 1 < listed_offsets.size(); ++i) {
+        out.push_back({ids.data() + listed_offsets[i], listed_offsets[i + 1] - listed_offsets[i]});
+      }
+      return out;
+    }
   };
   std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
 
@@ -79,18 +90,34 @@ struct RecordBatchCase {
       for (uint32_t& w : q.history) w = rng();
     }
   }
-  // Most slots attended, about a quarter of those listed.
-  Step RandomStep(size_t i, std::mt19937& rng) const {
+  // `steps` steps for sequence i: most slots attended, about a quarter of those listed.
+  Message RandomMessage(size_t i, uint32_t steps, std::mt19937& rng) const {
     const kernels::Segments seg = seqs[i].segments();
-    Step st;
-    for (uint32_t h = 0; h < seg.num_heads; ++h) {
-      st.attended.push_back(seg.size(h) - rng() % (seg.size(h) / 4 + 1));
-      for (uint32_t j = 0; j < st.attended.back(); ++j) {
-        if (rng() % 4 == 0) st.ids.push_back(j);
+    Message m;
+    m.steps = steps;
+    for (uint32_t s = 0; s < steps; ++s) {
+      for (uint32_t h = 0; h < seg.num_heads; ++h) {
+        m.attended.push_back(seg.size(h) - rng() % (seg.size(h) / 4 + 1));
+        for (uint32_t j = 0; j < m.attended.back(); ++j) {
+          if (rng() % 4 == 0) m.ids.push_back(j);
+        }
+        m.listed_offsets.push_back(static_cast<uint32_t>(m.ids.size()));
       }
-      st.listed_offsets.push_back(static_cast<uint32_t>(st.ids.size()));
     }
-    return st;
+    return m;
+  }
+  // Records `m` into sequence i's host history one step at a time (the reference) and
+  // advances its step counter; returns the message's first step.
+  uint64_t RecordOneByOne(size_t i, const Message& m) {
+    Seq& q = seqs[i];
+    const uint64_t first = q.next_step;
+    for (uint32_t s = 0; s < m.steps; ++s) {
+      kernels::ScissorhandsRecordStepCpu(q.segments(), {q.history.data(), q.window, q.stride},
+                                         first + s, m.attended.data() + s * q.heads,
+                                         m.listed_offsets.data() + s * q.heads, m.ids.data());
+    }
+    q.next_step += m.steps;
+    return first;
   }
 };
 

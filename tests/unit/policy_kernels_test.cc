@@ -388,65 +388,69 @@ TEST(ScissorhandsRecordStepsTest, ABadStepChangesNothing) {
   EXPECT_EQ(planes, before);
 }
 
-// The record kernel's descriptors (what the daemon stages for a CUDA launch covering
-// several sequences): applied by the host twin of the kernel, each sequence's history
-// ends as its own ScissorhandsRecordStepCpu leaves it.
-TEST(ScissorhandsRecordHeadsTest, BatchedDescriptorsEqualEachSequencesRecordStep) {
+// The record kernel's batch (what the daemon stages for one CUDA launch: messages of 1 to
+// 4 steps from sequences of different shapes), applied by the kernel's host twin, leaves
+// each history as recording its steps one by one does.
+TEST(ScissorhandsRecordBatchTest, EqualsRecordingEachSequencesStepsOneByOne) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
   testing::RecordBatchCase c(rng);
   std::vector<std::vector<uint32_t>> twins;
   for (const auto& q : c.seqs) twins.push_back(q.history);
-  for (uint64_t step = 0; step < 60; ++step) {
-    std::vector<ScissorhandsRecordHead> heads;
-    std::vector<uint32_t> ids;
+  for (int launch = 0; launch < 40; ++launch) {
+    ScissorhandsRecordBatch batch;
     for (size_t i = 0; i < c.seqs.size(); ++i) {
-      auto& q = c.seqs[i];
-      const testing::RecordBatchCase::Step st = c.RandomStep(i, rng);
+      const auto& q = c.seqs[i];
+      const testing::RecordBatchCase::Message m = c.RandomMessage(i, 1 + rng() % 4, rng);
+      const uint64_t first = c.RecordOneByOne(i, m);
+      ScissorhandsRecordBatch own;
       ASSERT_EQ(
-          ScissorhandsRecordStepCpu(q.segments(), {q.history.data(), q.window, q.stride}, step + i,
-                                    st.attended.data(), st.listed_offsets.data(), st.ids.data()),
+          AppendScissorhandsRecordSteps(q.segments(), {twins[i].data(), q.window, q.stride}, first,
+                                        m.steps, m.attended.data(), m.listed().data(), &own),
           KernelStatus::kOk);
-      ASSERT_EQ(
-          AppendScissorhandsRecordHeads(q.segments(), {twins[i].data(), q.window, q.stride},
-                                        step + i, st.attended.data(), st.listed_offsets.data(),
-                                        static_cast<uint32_t>(ids.size()), &heads),
-          KernelStatus::kOk);
-      ids.insert(ids.end(), st.ids.begin(), st.ids.end());
+      EXPECT_EQ(own.group_ends.size(), q.heads);  // a group per head
+      AppendScissorhandsRecordBatch(own, &batch);
     }
-    ASSERT_EQ(
-        ScissorhandsRecordHeadsCpu(heads.data(), static_cast<uint32_t>(heads.size()), ids.data()),
-        KernelStatus::kOk);
+    ASSERT_EQ(ScissorhandsRecordBatchCpu(batch), KernelStatus::kOk);
   }
   for (size_t i = 0; i < c.seqs.size(); ++i)
     EXPECT_EQ(twins[i], c.seqs[i].history) << "sequence " << i;
 }
 
-// A step that does not fit its history appends nothing (all of it or none).
-TEST(ScissorhandsRecordHeadsTest, AnInvalidStepAppendsNothing) {
+// Steps that do not fit their history append nothing (all of them or none).
+TEST(ScissorhandsRecordBatchTest, InvalidStepsAppendNothing) {
   std::vector<uint32_t> planes(2 * 8, 0);
-  const uint32_t offsets[3] = {0, 4, 12}, lo[3] = {0, 0, 0};
-  std::vector<ScissorhandsRecordHead> heads(1);
-  const uint32_t over_attended[2] = {4, 9};  // head 1 has 8 live
-  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 16, 8}, 3, over_attended,
-                                          lo, 0, &heads),
+  const uint32_t offsets[3] = {0, 4, 12};
+  const uint32_t ids[1] = {2};
+  const ListedIds listed[4] = {{ids, 1}, {nullptr, 0}, {nullptr, 0}, {nullptr, 0}};
+  ScissorhandsRecordBatch batch;
+  const uint32_t over_attended[4] = {4, 8, 4, 9};  // step 1, head 1: 9 attended of 8 live
+  EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 3, 2, over_attended,
+                                          listed, &batch),
             KernelStatus::kInvalidArgument);
-  EXPECT_EQ(heads.size(), 1u);
-  const uint32_t offsets_past_stride[3] = {0, 4, 13}, attended[2] = {4, 8};
-  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets_past_stride}, {planes.data(), 16, 8}, 3,
-                                          attended, lo, 0, &heads),
+  const uint32_t offsets_past_stride[3] = {0, 4, 13}, attended[4] = {4, 8, 4, 8};
+  EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets_past_stride}, {planes.data(), 16, 8}, 3, 2,
+                                          attended, listed, &batch),
             KernelStatus::kInvalidArgument);
-  EXPECT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 0, 8}, 3, attended, lo, 0,
-                                          &heads),
+  EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 0, 8}, 3, 2, attended,
+                                          listed, &batch),
             KernelStatus::kInvalidArgument);
-  EXPECT_EQ(heads.size(), 1u);
-  ASSERT_EQ(AppendScissorhandsRecordHeads({2, offsets}, {planes.data(), 16, 8}, 35, attended, lo, 7,
-                                          &heads),
+  const ListedIds no_ids[4] = {{nullptr, 3}, {nullptr, 0}, {nullptr, 0}, {nullptr, 0}};
+  EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 3, 2, attended,
+                                          no_ids, &batch),
+            KernelStatus::kInvalidArgument);
+  EXPECT_TRUE(batch.heads.empty() && batch.group_ends.empty() && batch.ids.empty());
+  // Two steps from step 35 (bits 3 and 4 of word 0, window 16): head-major groups.
+  ASSERT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 35, 2, attended,
+                                          listed, &batch),
             KernelStatus::kOk);
-  ASSERT_EQ(heads.size(), 3u);
-  EXPECT_EQ(heads[2].plane, planes.data() + 8);  // head 1, word 0 (bit 35 % 16 = 3)
-  EXPECT_EQ(heads[2].mask, 1u << 3);
-  EXPECT_EQ(heads[2].live, 8u);
-  EXPECT_EQ(heads[2].listed_begin, 7u);
+  ASSERT_EQ(batch.heads.size(), 4u);
+  EXPECT_EQ(batch.group_ends, (std::vector<uint32_t>{2, 4}));
+  EXPECT_EQ(batch.heads[0].mask, 1u << 3);
+  EXPECT_EQ(batch.heads[1].mask, 1u << 4);
+  EXPECT_EQ(batch.heads[2].plane, planes.data() + 8);  // head 1, word 0
+  EXPECT_EQ(batch.heads[2].live, 8u);
+  EXPECT_EQ(batch.ids, std::vector<uint32_t>{2});
+  EXPECT_EQ(batch.heads[0].listed_end, 1u);
 }
 
 // The CPU selection is a histogram now (as on the GPU); it must equal the plain rule:
