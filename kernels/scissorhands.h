@@ -112,7 +112,8 @@ struct ScissorhandsRecordBatch {
 // Appends steps first_step .. first_step + num_steps - 1 of one sequence (the arguments of
 // ScissorhandsRecordStepsCpu) to *batch: a group per head, its steps in order, ids gathered.
 // Host-side: `history` may point to device memory, it is not dereferenced. All or nothing:
-// invalid when attended > live, live > stride, the window is zero or a count has no ids.
+// invalid when attended > live, live > stride, the window is zero, a count has no ids or
+// an id is not below its step's attended count.
 KernelStatus AppendScissorhandsRecordSteps(Segments slots, ScissorhandsHistory history,
                                            uint64_t first_step, uint32_t num_steps,
                                            const uint32_t* attended, const ListedIds* listed,

@@ -33,27 +33,41 @@ KernelStatus ScissorhandsRecordStepCpu(Segments slots, ScissorhandsHistory histo
   return KernelStatus::kOk;
 }
 
-KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory history,
-                                        uint64_t first_step, uint32_t num_steps,
-                                        const uint32_t* attended, const ListedIds* listed) {
-  if (history.window == 0 || history.planes == nullptr || slots.offsets == nullptr ||
+namespace {
+
+// Steps' arguments fit the history: every head within the stride, attended within live,
+// listed ids present and below attended. Checked whole before anything changes.
+bool StepsFit(Segments slots, ScissorhandsHistory history, uint32_t num_steps,
+              const uint32_t* attended, const ListedIds* listed) {
+  if (history.window == 0 || slots.offsets == nullptr ||
       (num_steps > 0 && (attended == nullptr || listed == nullptr))) {
-    return KernelStatus::kInvalidArgument;
+    return false;
   }
   const uint32_t heads = slots.num_heads;
   for (uint32_t h = 0; h < heads; ++h) {
     const uint32_t n = slots.size(h);
-    if (n > history.stride) return KernelStatus::kInvalidArgument;
+    if (n > history.stride) return false;
     for (uint32_t s = 0; s < num_steps; ++s) {
       const size_t at = size_t{s} * heads + h;
       const uint32_t att = attended[at];
-      if (att > n || (listed[at].count > 0 && listed[at].ids == nullptr))
-        return KernelStatus::kInvalidArgument;
+      if (att > n || (listed[at].count > 0 && listed[at].ids == nullptr)) return false;
       for (uint32_t i = 0; i < listed[at].count; ++i) {
-        if (listed[at].ids[i] >= att) return KernelStatus::kInvalidArgument;
+        if (listed[at].ids[i] >= att) return false;
       }
     }
   }
+  return true;
+}
+
+}  // namespace
+
+KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory history,
+                                        uint64_t first_step, uint32_t num_steps,
+                                        const uint32_t* attended, const ListedIds* listed) {
+  if (history.planes == nullptr || !StepsFit(slots, history, num_steps, attended, listed)) {
+    return KernelStatus::kInvalidArgument;
+  }
+  const uint32_t heads = slots.num_heads;
   std::vector<std::pair<uint32_t, uint32_t>> bounds;  // (attended, the step's bit mask)
   for (uint32_t g = 0; g < num_steps;) {
     // A group: consecutive steps on one plane word, fewer than `window` (distinct bits).
@@ -99,21 +113,8 @@ KernelStatus AppendScissorhandsRecordSteps(Segments slots, ScissorhandsHistory h
                                            uint64_t first_step, uint32_t num_steps,
                                            const uint32_t* attended, const ListedIds* listed,
                                            ScissorhandsRecordBatch* batch) {
-  if (history.window == 0 || slots.offsets == nullptr ||
-      (num_steps > 0 && (attended == nullptr || listed == nullptr))) {
-    return KernelStatus::kInvalidArgument;
-  }
+  if (!StepsFit(slots, history, num_steps, attended, listed)) return KernelStatus::kInvalidArgument;
   const uint32_t heads = slots.num_heads;
-  for (uint32_t h = 0; h < heads; ++h) {
-    const uint32_t n = slots.size(h);
-    if (n > history.stride) return KernelStatus::kInvalidArgument;
-    for (uint32_t s = 0; s < num_steps; ++s) {
-      const size_t at = size_t{s} * heads + h;
-      if (attended[at] > n || (listed[at].count > 0 && listed[at].ids == nullptr)) {
-        return KernelStatus::kInvalidArgument;
-      }
-    }
-  }
   for (uint32_t h = 0; h < heads; ++h) {
     for (uint32_t s = 0; s < num_steps; ++s) {
       const size_t at = size_t{s} * heads + h;

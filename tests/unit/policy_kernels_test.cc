@@ -438,6 +438,11 @@ TEST(ScissorhandsRecordBatchTest, InvalidStepsAppendNothing) {
   EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 3, 2, attended,
                                           no_ids, &batch),
             KernelStatus::kInvalidArgument);
+  const uint32_t past[1] = {4};
+  const ListedIds id_past_attended[4] = {{past, 1}, {nullptr, 0}, {nullptr, 0}, {nullptr, 0}};
+  EXPECT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 3, 2, attended,
+                                          id_past_attended, &batch),
+            KernelStatus::kInvalidArgument);
   EXPECT_TRUE(batch.heads.empty() && batch.group_ends.empty() && batch.ids.empty());
   // Two steps from step 35 (bits 3 and 4 of word 0, window 16): head-major groups.
   ASSERT_EQ(AppendScissorhandsRecordSteps({2, offsets}, {planes.data(), 16, 8}, 35, 2, attended,
