@@ -68,15 +68,13 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
     return KernelStatus::kInvalidArgument;
   }
   const uint32_t heads = slots.num_heads;
+  auto bit = [&](uint32_t s) { return static_cast<uint32_t>((first_step + s) % history.window); };
   std::vector<std::pair<uint32_t, uint32_t>> bounds;  // (attended, the step's bit mask)
   for (uint32_t g = 0; g < num_steps;) {
     // A group: consecutive steps on one plane word, fewer than `window` (distinct bits).
-    const uint32_t word = static_cast<uint32_t>((first_step + g) % history.window) / 32;
+    const uint32_t word = bit(g) / 32;
     uint32_t g_end = g + 1;
-    while (g_end < num_steps && g_end - g < history.window &&
-           static_cast<uint32_t>((first_step + g_end) % history.window) / 32 == word) {
-      ++g_end;
-    }
+    while (g_end < num_steps && g_end - g < history.window && bit(g_end) / 32 == word) ++g_end;
     for (uint32_t h = 0; h < heads; ++h) {
       const uint32_t n = slots.size(h);
       uint32_t* plane = history.plane(h, word);
@@ -86,7 +84,7 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
       bounds.clear();
       uint32_t all = 0;
       for (uint32_t s = g; s < g_end; ++s) {
-        const uint32_t mask = 1u << (static_cast<uint32_t>((first_step + s) % history.window) % 32);
+        const uint32_t mask = 1u << (bit(s) % 32);
         all |= mask;
         bounds.emplace_back(attended[size_t{s} * heads + h], mask);
       }
@@ -99,7 +97,7 @@ KernelStatus ScissorhandsRecordStepsCpu(Segments slots, ScissorhandsHistory hist
       }
       for (uint32_t j = from; j < n; ++j) plane[j] &= ~all;
       for (uint32_t s = g; s < g_end; ++s) {
-        const uint32_t mask = 1u << (static_cast<uint32_t>((first_step + s) % history.window) % 32);
+        const uint32_t mask = 1u << (bit(s) % 32);
         const ListedIds ids = listed[size_t{s} * heads + h];
         for (uint32_t i = 0; i < ids.count; ++i) plane[ids.ids[i]] &= ~mask;
       }

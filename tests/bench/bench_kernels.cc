@@ -52,8 +52,13 @@ struct ScissorhandsInput {
       }
       listed_offsets.push_back(listed.size());
     }
+    for (uint32_t h = 0; h < heads; ++h) {
+      listed_ids.push_back(
+          {listed.data() + listed_offsets[h], listed_offsets[h + 1] - listed_offsets[h]});
+    }
   }
   size_t history_bytes() const { return history.size() * 4; }
+  std::vector<ListedIds> listed_ids;  // each head's ids, as the daemon passes them
 };
 
 ScissorhandsInput& Input() {
@@ -61,15 +66,15 @@ ScissorhandsInput& Input() {
   return *in;
 }
 
-// One decode step's update alone (what stats ingest pays per step), against a copy of the
-// plane it writes (4 bytes per slot per head).
+// One decode step's update alone (what stats ingest pays per step, through the daemon's
+// ScissorhandsRecordStepsCpu), against a copy of the plane it writes (4 bytes per slot per head).
 void BM_ScissorhandsRecordStep_Cpu(benchmark::State& state) {
   ScissorhandsInput& in = Input();
   const Segments seg{kLayers * kHeads, in.offsets.data()};
   const ScissorhandsHistory hist{in.history.data(), kWindow, kSlots};
   uint64_t step = 0;
   for (auto _ : state) {
-    ScissorhandsRecordStepCpu(seg, hist, step++, in.attended.data(), in.listed_offsets.data(), in.listed.data());
+    ScissorhandsRecordStepsCpu(seg, hist, step++, 1, in.attended.data(), in.listed_ids.data());
     benchmark::ClobberMemory();
   }
   Report(state, "record_cpu", 4.0 * kLayers * kHeads * kSlots);
@@ -86,8 +91,7 @@ void BM_ScissorhandsUpdateSelect_Cpu(benchmark::State& state) {
   uint64_t step = 0;
   for (auto _ : state) {
     const ScissorhandsHistory hist{in.history.data(), kWindow, kSlots};
-    ScissorhandsRecordStepCpu(seg, hist, step++, in.attended.data(), in.listed_offsets.data(),
-                              in.listed.data());
+    ScissorhandsRecordStepsCpu(seg, hist, step++, 1, in.attended.data(), in.listed_ids.data());
     ScissorhandsSelectCpu(seg, hist, p, keep.data(), nullptr);
     benchmark::DoNotOptimize(keep.data());
   }
