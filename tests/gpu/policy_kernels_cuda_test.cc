@@ -172,21 +172,14 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
 TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
   testing::RecordBatchCase c(rng_);
   std::vector<std::unique_ptr<DeviceBuffer<uint32_t>>> d_hist;
-  for (const auto& q : c.seqs)
+  std::vector<uint32_t*> targets;
+  for (const auto& q : c.seqs) {
     d_hist.push_back(std::make_unique<DeviceBuffer<uint32_t>>(q.history));
+    targets.push_back(d_hist.back()->get());
+  }
   for (int launch = 0; launch < 30; ++launch) {
     ScissorhandsRecordBatch batch;
-    for (size_t i = 0; i < c.seqs.size(); ++i) {
-      const auto& q = c.seqs[i];
-      const testing::RecordBatchCase::Message m = c.RandomMessage(i, 1 + rng_() % 4, rng_);
-      const uint64_t first = c.RecordOneByOne(i, m);
-      ScissorhandsRecordBatch own;
-      ASSERT_EQ(
-          AppendScissorhandsRecordSteps(q.segments(), {d_hist[i]->get(), q.window, q.stride}, first,
-                                        m.steps, m.attended.data(), m.listed().data(), &own),
-          KernelStatus::kOk);
-      AppendScissorhandsRecordBatch(own, &batch);
-    }
+    ASSERT_TRUE(c.RandomLaunch(targets, rng_, &batch));
     ASSERT_EQ(RecordBatchOnDevice(batch), KernelStatus::kOk);
   }
   for (size_t i = 0; i < c.seqs.size(); ++i)

@@ -119,6 +119,27 @@ struct RecordBatchCase {
     q.next_step += m.steps;
     return first;
   }
+  // One launch's batch: a random message of 1 to 4 steps per sequence, recorded one by one
+  // into the host histories (the reference) and appended to *batch over targets[i] (the
+  // histories under test, host or device memory). False if a message's steps were refused
+  // or did not form one group per head.
+  bool RandomLaunch(const std::vector<uint32_t*>& targets, std::mt19937& rng,
+                    kernels::ScissorhandsRecordBatch* batch) {
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Message m = RandomMessage(i, 1 + rng() % 4, rng);
+      const uint64_t first = RecordOneByOne(i, m);
+      const Seq& q = seqs[i];
+      kernels::ScissorhandsRecordBatch own;
+      if (kernels::AppendScissorhandsRecordSteps(
+              q.segments(), {targets[i], q.window, q.stride}, first, m.steps, m.attended.data(),
+              m.listed().data(), &own) != kernels::KernelStatus::kOk ||
+          own.group_ends.size() != q.heads) {
+        return false;
+      }
+      kernels::AppendScissorhandsRecordBatch(own, batch);
+    }
+    return true;
+  }
 };
 
 }  // namespace kvwarden::testing

@@ -395,21 +395,12 @@ TEST(ScissorhandsRecordBatchTest, EqualsRecordingEachSequencesStepsOneByOne) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
   testing::RecordBatchCase c(rng);
   std::vector<std::vector<uint32_t>> twins;
+  std::vector<uint32_t*> targets;
   for (const auto& q : c.seqs) twins.push_back(q.history);
+  for (auto& t : twins) targets.push_back(t.data());
   for (int launch = 0; launch < 40; ++launch) {
     ScissorhandsRecordBatch batch;
-    for (size_t i = 0; i < c.seqs.size(); ++i) {
-      const auto& q = c.seqs[i];
-      const testing::RecordBatchCase::Message m = c.RandomMessage(i, 1 + rng() % 4, rng);
-      const uint64_t first = c.RecordOneByOne(i, m);
-      ScissorhandsRecordBatch own;
-      ASSERT_EQ(
-          AppendScissorhandsRecordSteps(q.segments(), {twins[i].data(), q.window, q.stride}, first,
-                                        m.steps, m.attended.data(), m.listed().data(), &own),
-          KernelStatus::kOk);
-      EXPECT_EQ(own.group_ends.size(), q.heads);  // a group per head
-      AppendScissorhandsRecordBatch(own, &batch);
-    }
+    ASSERT_TRUE(c.RandomLaunch(targets, rng, &batch));  // a group per head, each message accepted
     ASSERT_EQ(ScissorhandsRecordBatchCpu(batch), KernelStatus::kOk);
   }
   for (size_t i = 0; i < c.seqs.size(); ++i)
