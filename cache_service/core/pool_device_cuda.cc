@@ -2,6 +2,7 @@
 // bytes staged through device buffers. Compiled only when the build has CUDA
 // (KVW_HAVE_CUDA); otherwise CudaPoolDevice says the build has none.
 
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -22,7 +23,7 @@ namespace kvwarden {
 #if defined(KVW_HAVE_CUDA)
 namespace {
 
-// Device memory with RAII; moves only.
+// Device memory with RAII; not copyable.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -35,10 +36,6 @@ class DeviceBuffer {
     if (ptr_ != nullptr) cudaFree(ptr_);
     ptr_ = nullptr;
     return CudaError(cudaMalloc(&ptr_, bytes ? bytes : 1), "cudaMalloc");
-  }
-  absl::Status Upload(const void* src, size_t bytes) {
-    if (absl::Status s = Allocate(bytes); !s.ok()) return s;
-    return CudaError(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
   }
   template <typename T>
   T* as() const { return static_cast<T*>(ptr_); }
@@ -86,6 +83,9 @@ class CudaDevice final : public PoolDevice {
         records_(std::make_shared<CudaRecordBatcher>(queue_)) {}
   std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
 
+  // The most device-only arena space one call takes; beyond it a call allocates its own.
+  static constexpr size_t kArenaScratch = size_t{64} << 20;
+
   absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string&, size_t bytes) override {
     cudaSetDevice(ordinal_);
     void* p = nullptr;
@@ -97,33 +97,90 @@ class CudaDevice final : public PoolDevice {
     return std::unique_ptr<ChunkMemory>(new CudaChunk(ordinal_, static_cast<uint8_t*>(p), bytes));
   }
 
+  // WriteKV/ReadKV on this pool: page table, ranges and (up to kArenaScratch) the dense
+  // K and V go through the policy queue's arena in one staging copy; the kernel and the
+  // copies back run on that queue's stream, and only that stream is waited for. A bigger
+  // copy allocates its dense buffers for the call instead of keeping the arena that large.
   absl::Status CopyKv(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                       const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
                       kernels::CopyDirection direction, uint8_t* k_host, uint8_t* v_host) override {
-    size_t slots = 0;
-    for (uint32_t c : count) slots += c;
+    // The device kernel cannot refuse a bad range, so the CPU kernel's check runs here.
+    if (begin.size() != geometry.num_kv_heads || count.size() != geometry.num_kv_heads ||
+        k_host == nullptr || v_host == nullptr) {
+      return absl::InvalidArgumentError(
+          "CopyKv: one slot range per KV head and both dense buffers are required");
+    }
+    const uint64_t capacity = uint64_t{pages.size()} * geometry.page_tokens;
+    uint64_t slots = 0;
+    for (size_t h = 0; h < begin.size(); ++h) {
+      if (uint64_t{begin[h]} + count[h] > capacity)
+        return absl::InvalidArgumentError(
+            "CopyKv: a head's slot range runs past the layer's pages");
+      slots += count[h];
+    }
     const size_t bytes = slots * geometry.token_bytes();
-    absl::MutexLock lock(&mu_);  // one staging sequence at a time on this device
-    cudaSetDevice(ordinal_);
-    DeviceBuffer d_pages, d_begin, d_count, d_k, d_v;
-    absl::Status s = d_pages.Upload(pages.data(), pages.size() * sizeof(uint8_t*));
-    if (s.ok()) s = d_begin.Upload(begin.data(), begin.size() * 4);
-    if (s.ok()) s = d_count.Upload(count.data(), count.size() * 4);
+    if (bytes == 0) return absl::OkStatus();
     const bool to_pages = direction == kernels::CopyDirection::kDenseToPages;
-    if (s.ok()) s = to_pages ? d_k.Upload(k_host, bytes) : d_k.Allocate(bytes);
-    if (s.ok()) s = to_pages ? d_v.Upload(v_host, bytes) : d_v.Allocate(bytes);
-    if (!s.ok()) return s;
-    const kernels::PagedLayerView view{geometry, d_pages.as<uint8_t*>(), static_cast<uint32_t>(pages.size())};
-    if (kernels::CopyKvCuda(view, {d_begin.as<uint32_t>(), d_count.as<uint32_t>()}, direction,
-                            d_k.as<uint8_t>(), d_v.as<uint8_t>(), nullptr) != kernels::KernelStatus::kOk) {
+    const bool in_arena = 2 * bytes <= kArenaScratch;
+    absl::MutexLock lock(&queue_->mu());
+    std::vector<CudaQueue::Part> parts = {{pages.data(), pages.size() * sizeof(uint8_t*)},
+                                          {begin.data(), begin.size() * 4},
+                                          {count.data(), count.size() * 4}};
+    if (in_arena) {
+      parts.push_back({to_pages ? k_host : nullptr, bytes});
+      parts.push_back({to_pages ? v_host : nullptr, bytes});
+    }
+    absl::StatusOr<std::vector<void*>> d = queue_->Stage(parts);
+    if (!d.ok()) return d.status();
+    DeviceBuffer dense;  // only outside the arena
+    uint8_t *d_k = nullptr, *d_v = nullptr;
+    if (in_arena) {
+      d_k = static_cast<uint8_t*>((*d)[3]);
+      d_v = static_cast<uint8_t*>((*d)[4]);
+    } else {
+      const size_t v_at = (bytes + 255) / 256 * 256;  // 16-byte aligned halves for the vector copy
+      absl::Status s = dense.Allocate(v_at + bytes);
+      d_k = dense.as<uint8_t>();
+      d_v = d_k + v_at;
+      if (s.ok() && to_pages) {
+        s = CudaError(cudaMemcpyAsync(d_k, k_host, bytes, cudaMemcpyHostToDevice, queue_->stream()),
+                      "KV upload");
+        if (s.ok())
+          s = CudaError(
+              cudaMemcpyAsync(d_v, v_host, bytes, cudaMemcpyHostToDevice, queue_->stream()),
+              "KV upload");
+      }
+      if (!s.ok()) {
+        (void)queue_->Sync();  // what was queued still reads the arena
+        return s;
+      }
+    }
+    const kernels::PagedLayerView view{geometry, static_cast<uint8_t* const*>((*d)[0]),
+                                       static_cast<uint32_t>(pages.size())};
+    if (kernels::CopyKvCuda(
+            view, {static_cast<const uint32_t*>((*d)[1]), static_cast<const uint32_t*>((*d)[2])},
+            direction, d_k, d_v, queue_->stream()) != kernels::KernelStatus::kOk) {
+      (void)queue_->Sync();
       return absl::InternalError("CUDA copy kernel refused its arguments");
     }
-    if (s = CudaError(cudaDeviceSynchronize(), "copy kernel"); !s.ok()) return s;
-    if (!to_pages) {
-      s = CudaError(cudaMemcpy(k_host, d_k.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
-      if (s.ok()) s = CudaError(cudaMemcpy(v_host, d_v.as<uint8_t>(), bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    if (to_pages) return queue_->Sync();
+    if (in_arena) {
+      // K and V are neighbours in the arena: one copy back covers both.
+      absl::StatusOr<const void*> host = queue_->Fetch(d_k, static_cast<size_t>(d_v - d_k) + bytes);
+      if (!host.ok()) return host.status();
+      const uint8_t* fetched = static_cast<const uint8_t*>(*host);
+      std::memcpy(k_host, fetched, bytes);
+      std::memcpy(v_host, fetched + (d_v - d_k), bytes);
+      return absl::OkStatus();
     }
-    return s;
+    absl::Status s =
+        CudaError(cudaMemcpyAsync(k_host, d_k, bytes, cudaMemcpyDeviceToHost, queue_->stream()),
+                  "KV download");
+    if (s.ok())
+      s = CudaError(cudaMemcpyAsync(v_host, d_v, bytes, cudaMemcpyDeviceToHost, queue_->stream()),
+                    "KV download");
+    const absl::Status synced = queue_->Sync();
+    return s.ok() ? synced : s;
   }
 
   // One staging copy (page table, kept lists) and the gather/scatter kernels on the
@@ -133,7 +190,6 @@ class CudaDevice final : public PoolDevice {
   absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                        const std::vector<uint32_t>& kept_offsets, const std::vector<uint32_t>& kept_slots) override {
     if (kept_slots.empty()) return absl::OkStatus();
-    constexpr size_t kArenaScratch = size_t{64} << 20;
     const size_t scratch_bytes = 2 * kept_slots.size() * geometry.token_bytes();
     const bool in_arena = scratch_bytes <= kArenaScratch;
     absl::MutexLock lock(&queue_->mu());
@@ -143,14 +199,14 @@ class CudaDevice final : public PoolDevice {
                        {kept_slots.data(), kept_slots.size() * 4},
                        {nullptr, in_arena ? scratch_bytes : 0}});
     if (!d.ok()) return d.status();
+    DeviceBuffer own_scratch;  // only outside the arena
     void* scratch = (*d)[3];
     if (!in_arena) {
-      if (absl::Status s =
-              CudaError(cudaMalloc(&scratch, scratch_bytes), "cudaMalloc compaction scratch");
-          !s.ok()) {
+      if (absl::Status s = own_scratch.Allocate(scratch_bytes); !s.ok()) {
         (void)queue_->Sync();
         return s;
       }
+      scratch = own_scratch.as<void>();
     }
     const kernels::PagedLayerView view{geometry, static_cast<uint8_t* const*>((*d)[0]),
                                        static_cast<uint32_t>(pages.size())};
@@ -158,7 +214,6 @@ class CudaDevice final : public PoolDevice {
         view, static_cast<const uint32_t*>((*d)[1]), static_cast<const uint32_t*>((*d)[2]),
         static_cast<uint32_t>(kept_slots.size()), static_cast<uint8_t*>(scratch), queue_->stream());
     const absl::Status synced = queue_->Sync();
-    if (!in_arena) cudaFree(scratch);
     if (k != kernels::KernelStatus::kOk)
       return absl::InternalError("CUDA compaction kernel refused its arguments");
     return synced;
@@ -206,7 +261,6 @@ class CudaDevice final : public PoolDevice {
   const int ordinal_;
   std::shared_ptr<CudaQueue> queue_;
   std::shared_ptr<CudaRecordBatcher> records_;  // every ring of this device records through it
-  absl::Mutex mu_;
 };
 
 }  // namespace

@@ -130,7 +130,8 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
   for (int i = 0; i < kSequences; ++i) {
     threads.emplace_back([&, i] {
       std::mt19937 rng(1000 + i);
-      // Messages of 1 to 3 steps: the cpu rings fuse them, the cuda rings launch per step.
+      // Messages of 1 to 3 steps: the cpu rings fuse them, the cuda rings launch once per
+      // message or share a launch with other sequences' messages.
       for (uint64_t step = 0; step < kSteps;) {
         const uint32_t steps =
             static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 3, kSteps - step));
@@ -170,6 +171,65 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
     ASSERT_TRUE(gpu[i]->Select(0, std::vector<uint32_t>(kHeads, kLive), p, &keep_gpu).ok());
     ASSERT_TRUE(cpu[i]->Select(0, std::vector<uint32_t>(kHeads, kLive), p, &keep_cpu).ok());
     EXPECT_EQ(keep_gpu, keep_cpu) << "sequence " << i;
+  }
+}
+
+// WriteKV/ReadKV's device copy, staged through the queue arena (small) and through
+// buffers of its own (K and V over the arena's 64 MiB): the pages end as the CPU kernel
+// reads them, and the copy back returns what was written. A range past the pages is
+// refused before anything runs.
+TEST(CudaPoolTest, CopyKvInAndOutOfTheStagingArenaMatchesTheCpuKernel) {
+  auto device = CudaPoolDevice(0);
+  if (!device.ok()) GTEST_SKIP() << device.status();
+  const kernels::PageGeometry g{8, 128, 16, 2};
+  for (const uint32_t per_head : {37u, 20000u}) {  // 2 x 8 x 20000 x 256 bytes = 80 MiB
+    SCOPED_TRACE(per_head);
+    const uint32_t num_pages = (per_head + 40) / g.page_tokens + 1;
+    auto chunk = (*device)->NewChunk("copy", size_t{num_pages} * g.page_bytes());
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    std::vector<uint8_t*> pages;
+    for (uint32_t i = 0; i < num_pages; ++i)
+      pages.push_back((*chunk)->data() + size_t{i} * g.page_bytes());
+    std::vector<uint32_t> begin, count(g.num_kv_heads, per_head);
+    for (uint32_t h = 0; h < g.num_kv_heads; ++h) begin.push_back(h * 5);  // heads start mid-page
+    const size_t bytes = size_t{per_head} * g.num_kv_heads * g.token_bytes();
+    std::mt19937 rng(per_head);
+    std::vector<uint8_t> k(bytes), v(bytes);
+    for (size_t i = 0; i < bytes; ++i)
+      k[i] = static_cast<uint8_t>(rng()), v[i] = static_cast<uint8_t>(rng());
+    ASSERT_TRUE((*device)
+                    ->CopyKv(g, pages, begin, count, kernels::CopyDirection::kDenseToPages,
+                             k.data(), v.data())
+                    .ok());
+
+    std::vector<uint8_t> k_back(bytes), v_back(bytes);
+    ASSERT_TRUE((*device)
+                    ->CopyKv(g, pages, begin, count, kernels::CopyDirection::kPagesToDense,
+                             k_back.data(), v_back.data())
+                    .ok());
+    EXPECT_TRUE(k_back == k && v_back == v) << "copy back differs";
+
+    // The same pages on the host, read by the CPU kernel.
+    std::vector<uint8_t> host((*chunk)->size());
+    ASSERT_TRUE((*device)->CopyToHost(host.data(), (*chunk)->data(), host.size()).ok());
+    std::vector<uint8_t*> host_pages;
+    for (uint32_t i = 0; i < num_pages; ++i)
+      host_pages.push_back(host.data() + size_t{i} * g.page_bytes());
+    std::vector<uint8_t> k_cpu(bytes), v_cpu(bytes);
+    ASSERT_EQ(kernels::CopyKvCpu({g, host_pages.data(), num_pages}, {begin.data(), count.data()},
+                                 kernels::CopyDirection::kPagesToDense, k_cpu.data(), v_cpu.data()),
+              kernels::KernelStatus::kOk);
+    EXPECT_TRUE(k_cpu == k && v_cpu == v)
+        << "the device wrote another layout than the CPU kernel reads";
+
+    std::vector<uint32_t> past = begin;
+    past.back() = num_pages * g.page_tokens - per_head + 1;
+    const absl::Status refused = (*device)->CopyKv(
+        g, pages, past, count, kernels::CopyDirection::kDenseToPages, k.data(), v.data());
+    EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+    std::vector<uint8_t> after((*chunk)->size());
+    ASSERT_TRUE((*device)->CopyToHost(after.data(), (*chunk)->data(), after.size()).ok());
+    EXPECT_TRUE(after == host) << "a refused copy changed the pages";
   }
 }
 
