@@ -23,6 +23,16 @@ namespace kvwarden {
 #if defined(KVW_HAVE_CUDA)
 namespace {
 
+// Waits for the legacy default stream. cudaMemset, device-to-device cudaMemcpy and
+// host-to-device cudaMemcpy from pageable memory may return before the device is done,
+// and the policy queue's stream is non-blocking, so it is not ordered after them: a
+// chunk zeroed for its next tenant, a forked page or an uploaded one must be complete
+// before this returns, or a copy queued next could run first.
+absl::Status FinishDefaultStream(absl::Status issued, const char* what) {
+  if (!issued.ok()) return issued;
+  return CudaError(cudaStreamSynchronize(cudaStreamLegacy), what);
+}
+
 // Device memory with RAII; not copyable.
 class DeviceBuffer {
  public:
@@ -56,7 +66,7 @@ class CudaChunk final : public ChunkMemory {
   // Zeroes in place (see ipc_handle on what that leaves a previous owner).
   absl::Status Renew() override {
     cudaSetDevice(ordinal_);
-    return CudaError(cudaMemset(data_, 0, size_), "cudaMemset");
+    return FinishDefaultStream(CudaError(cudaMemset(data_, 0, size_), "cudaMemset"), "cudaMemset");
   }
   // Same-host workers open this with cudaIpcOpenMemHandle. The handle names the whole
   // allocation, which is exactly this chunk (one cudaMalloc per chunk). Renew keeps the
@@ -90,7 +100,9 @@ class CudaDevice final : public PoolDevice {
     cudaSetDevice(ordinal_);
     void* p = nullptr;
     if (absl::Status s = CudaError(cudaMalloc(&p, bytes), "cudaMalloc chunk"); !s.ok()) return s;
-    if (absl::Status s = CudaError(cudaMemset(p, 0, bytes), "cudaMemset chunk"); !s.ok()) {
+    if (absl::Status s = FinishDefaultStream(CudaError(cudaMemset(p, 0, bytes), "cudaMemset chunk"),
+                                             "cudaMemset chunk");
+        !s.ok()) {
       cudaFree(p);
       return s;
     }
@@ -221,15 +233,20 @@ class CudaDevice final : public PoolDevice {
 
   absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
     cudaSetDevice(ordinal_);
-    return CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D");
+    return FinishDefaultStream(
+        CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D"),
+        "cudaMemcpy D2D");
   }
+  // To pageable host memory cudaMemcpy returns only once the copy is done.
   absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {
     cudaSetDevice(ordinal_);
     return CudaError(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
   }
   absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) override {
     cudaSetDevice(ordinal_);
-    return CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+    return FinishDefaultStream(
+        CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D"),
+        "cudaMemcpy H2D");
   }
 
   absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
