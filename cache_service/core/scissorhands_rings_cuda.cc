@@ -104,6 +104,7 @@ class CudaRings final : public ScissorhandsRings {
                                                                 static_cast<uint32_t*>((*d)[2]), queue_->stream()),
                                 "select");
         !s.ok()) {
+      (void)queue_->Sync();  // the staging copy still reads the arena
       return s;
     }
     absl::StatusOr<const void*> host = queue_->Fetch((*d)[1], total);
