@@ -39,8 +39,12 @@ class PoolDevice {
   virtual absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                                const std::vector<uint32_t>& kept_offsets,
                                const std::vector<uint32_t>& kept_slots) = 0;
-  // Copies one page to another on this device.
-  virtual absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) = 0;
+  // Copies pages on this device, `bytes` each (a fork's copies, all queued together).
+  struct PageCopy {
+    uint8_t* dst;
+    const uint8_t* src;
+  };
+  virtual absl::Status CopyPages(const std::vector<PageCopy>& copies, size_t bytes) = 0;
   // Pool bytes to host memory and back: staging for transports that cannot reach this
   // device's memory (UCX without CUDA support).
   virtual absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) = 0;

@@ -33,8 +33,8 @@ class CpuDevice final : public PoolDevice {
     return FromKernel(kernels::CompactLayerCpu(view, kept_offsets.data(), kept_slots.data()), "compaction");
   }
 
-  absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
-    std::memcpy(dst, src, bytes);
+  absl::Status CopyPages(const std::vector<PageCopy>& copies, size_t bytes) override {
+    for (const PageCopy& c : copies) std::memcpy(c.dst, c.src, bytes);
     return absl::OkStatus();
   }
   absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {

@@ -23,10 +23,10 @@ namespace kvwarden {
 #if defined(KVW_HAVE_CUDA)
 namespace {
 
-// Waits for the legacy default stream. cudaMemset, device-to-device cudaMemcpy and
-// host-to-device cudaMemcpy from pageable memory may return before the device is done,
+// Waits for the legacy default stream. cudaMemset and host-to-device cudaMemcpy from
+// pageable memory may return before the device is done,
 // and the policy queue's stream is non-blocking, so it is not ordered after them: a
-// chunk zeroed for its next tenant, a forked page or an uploaded one must be complete
+// chunk zeroed for its next tenant or an uploaded page must be complete
 // before this returns, or a copy queued next could run first.
 absl::Status FinishDefaultStream(absl::Status issued, const char* what) {
   if (!issued.ok()) return issued;
@@ -231,11 +231,20 @@ class CudaDevice final : public PoolDevice {
     return synced;
   }
 
-  absl::Status CopyPage(uint8_t* dst, const uint8_t* src, size_t bytes) override {
-    cudaSetDevice(ordinal_);
-    return FinishDefaultStream(
-        CudaError(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy D2D"),
-        "cudaMemcpy D2D");
+  // Every copy queued on the policy queue's stream, one wait.
+  absl::Status CopyPages(const std::vector<PageCopy>& copies, size_t bytes) override {
+    if (copies.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&queue_->mu());
+    queue_->Use();
+    absl::Status s;
+    for (const PageCopy& c : copies) {
+      s = CudaError(
+          cudaMemcpyAsync(c.dst, c.src, bytes, cudaMemcpyDeviceToDevice, queue_->stream()),
+          "cudaMemcpyAsync page");
+      if (!s.ok()) break;
+    }
+    const absl::Status synced = queue_->Sync();
+    return s.ok() ? synced : s;
   }
   // To pageable host memory cudaMemcpy returns only once the copy is done.
   absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) override {

@@ -413,16 +413,16 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     child->reserved_at_ms = parent.reserved_at_ms;
     child->retention = std::move(state);
     child->pages = parent.pages;
+    std::vector<PoolDevice::PageCopy> page_copies;
     for (size_t i = 0; i < copy_list.size(); ++i) {
       PageId& page = child->pages[copy_list[i].first][copy_list[i].second];
-      if (absl::Status s = pool.device_ops().CopyPage(pool.PageData(fresh[i]), pool.PageData(page),
-                                                       pool.page_bytes());
-          !s.ok()) {
-        // Device failure mid-fork: give the fresh pages back; the parent is untouched.
-        pool.Unref(fresh);
-        return s;
-      }
+      page_copies.push_back({pool.PageData(fresh[i]), pool.PageData(page)});
       page = fresh[i];
+    }
+    if (absl::Status s = pool.device_ops().CopyPages(page_copies, pool.page_bytes()); !s.ok()) {
+      // Device failure mid-fork: give the fresh pages back; the parent is untouched.
+      pool.Unref(fresh);
+      return s;
     }
     std::vector<PageId> shared;
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
