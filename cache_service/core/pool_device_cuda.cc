@@ -24,10 +24,10 @@ namespace kvwarden {
 namespace {
 
 // Waits for the legacy default stream. cudaMemset and host-to-device cudaMemcpy from
-// pageable memory may return before the device is done,
-// and the policy queue's stream is non-blocking, so it is not ordered after them: a
-// chunk zeroed for its next tenant or an uploaded page must be complete
-// before this returns, or a copy queued next could run first.
+// pageable memory may return before the device is done, and the policy queue's stream
+// is non-blocking, so not ordered after them: a chunk zeroed for its next tenant or an
+// uploaded page must be complete before this returns, or a copy queued next could run
+// first.
 absl::Status FinishDefaultStream(absl::Status issued, const char* what) {
   if (!issued.ok()) return issued;
   return CudaError(cudaStreamSynchronize(cudaStreamLegacy), what);
