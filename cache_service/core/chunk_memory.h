@@ -26,6 +26,11 @@ class ChunkMemory {
   virtual int fd() const { return -1; }
   // A CUDA IPC handle (cudaIpcMemHandle_t bytes) for a device chunk, or empty.
   virtual std::string ipc_handle() const { return {}; }
+  // False when what was shared of this chunk (its ipc_handle) keeps reaching its memory
+  // after Renew: a legacy CUDA IPC handle is a bearer token that cannot be revoked, and
+  // freeing memory a peer still maps is undefined. The pool then never gives such a
+  // chunk, once shared, to another tenant (PagePool::ShareTenantChunks).
+  virtual bool RenewRevokesSharing() const { return true; }
   // A UCX remote key packed by the allocator (memory UCX allocated), or null.
   virtual const std::string* packed_rkey() const { return nullptr; }
 };

@@ -67,13 +67,28 @@ void PagePool::RemoveOpen(TenantChunks& t, std::vector<Chunk>& chunks, uint32_t 
 
 uint64_t PagePool::FreePagesLocked() const { return free_pages_; }
 
+uint64_t PagePool::ClaimableChunksLocked(TenantId tenant) const {
+  if (bound_chunks_ == 0) return unowned_chunks_.size();
+  uint64_t n = 0;
+  for (uint32_t c : unowned_chunks_)
+    n += chunks_[c].bound_to == kNoTenant || chunks_[c].bound_to == tenant;
+  return n;
+}
+
 absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
-  if (unowned_chunks_.empty()) {
+  // The most recently returned chunk this tenant may claim (usually the last one).
+  size_t at = unowned_chunks_.size();
+  while (at > 0) {
+    const TenantId bound = chunks_[unowned_chunks_[at - 1]].bound_to;
+    if (bound == kNoTenant || bound == tenant) break;
+    --at;
+  }
+  if (at == 0) {
     // Only the caller's own numbers: pool-wide free pages would show other tenants' usage.
     return absl::ResourceExhaustedError(absl::StrFormat(
         "pool '%s' is full: no free chunk of %u pages for this tenant", name(), options_.chunk_pages));
   }
-  const uint32_t c = unowned_chunks_.back();
+  const uint32_t c = unowned_chunks_[at - 1];
   Chunk& chunk = chunks_[c];
   if (chunk.memory == nullptr) {
     // First use: fresh memory, nobody's bytes. Made under the pool lock, once per chunk
@@ -84,7 +99,7 @@ absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
     if (absl::Status s = chunk.memory->Renew(); !s.ok()) return s;
     ++chunk.generation;
   }
-  unowned_chunks_.pop_back();
+  unowned_chunks_.erase(unowned_chunks_.begin() + static_cast<ptrdiff_t>(at - 1));
   chunk.owner = tenant;
   chunk.last_owner = tenant;
   TenantChunks& t = tenants_[tenant];
@@ -99,7 +114,7 @@ absl::Status PagePool::Allocate(TenantId tenant, uint32_t n, std::vector<PageId>
   if (n == 0) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   // Check first so a refusal changes nothing.
-  uint64_t available = uint64_t{unowned_chunks_.size()} * options_.chunk_pages;
+  uint64_t available = ClaimableChunksLocked(tenant) * options_.chunk_pages;
   if (auto it = tenants_.find(tenant); it != tenants_.end()) available += it->second.free_pages;
   if (available < n) {
     // Only the caller's own numbers (see ClaimChunkLocked).
@@ -236,12 +251,12 @@ TenantId PagePool::OwnerOf(PageId page) const {
 }
 
 absl::StatusOr<std::vector<PagePool::ChunkShare>> PagePool::ShareTenantChunks(
-    TenantId tenant, bool read_only, const absl::flat_hash_map<uint32_t, uint64_t>& known) const {
+    TenantId tenant, bool read_only, const absl::flat_hash_map<uint32_t, uint64_t>& known) {
   std::vector<ChunkShare> out;
   // Under the lock: Renew (at a claim) swaps a chunk's fd.
   absl::MutexLock lock(&mu_);
   for (uint32_t c = 0; c < chunks_.size(); ++c) {
-    const Chunk& chunk = chunks_[c];
+    Chunk& chunk = chunks_[c];
     if (chunk.owner != tenant) continue;
     if (auto it = known.find(c); it != known.end() && it->second == chunk.generation) continue;
     ChunkShare share{c, chunk.generation, -1, chunk.memory->ipc_handle()};
@@ -255,6 +270,11 @@ absl::StatusOr<std::vector<PagePool::ChunkShare>> PagePool::ShareTenantChunks(
         for (ChunkShare& s : out) close(s.fd);
         return absl::InternalError(absl::StrCat("reopen ", path, ": ", std::strerror(err)));
       }
+    }
+    if (!share.ipc_handle.empty() && !chunk.memory->RenewRevokesSharing() &&
+        chunk.bound_to != tenant) {
+      chunk.bound_to = tenant;  // owned by `tenant` now, so bound to nobody else before
+      ++bound_chunks_;
     }
     out.push_back(std::move(share));
   }
@@ -319,6 +339,16 @@ absl::Status PagePool::CheckInvariants() const {
   if (unowned != unowned_chunks_.size()) {
     return absl::InternalError("unowned chunk list out of step");
   }
+  uint32_t bound = 0;
+  for (const Chunk& c : chunks_) {
+    if (c.bound_to == kNoTenant) continue;
+    ++bound;
+    if (c.owner != kNoTenant && c.owner != c.bound_to) {
+      return absl::InternalError(
+          absl::StrCat("a chunk bound to tenant ", c.bound_to, " is owned by ", c.owner));
+    }
+  }
+  if (bound != bound_chunks_) return absl::InternalError("bound chunk count out of step");
   uint64_t free_recount = 0;
   for (const Chunk& c : chunks_) free_recount += c.free_slots.size();
   if (free_recount != free_pages_) {

@@ -138,9 +138,10 @@ class PagePool {
   // The chunks `tenant` owns now (ascending), except those in `known` at the same
   // generation. Each share carries a new fd for the chunk's memory (when it has one),
   // opened read-only when `read_only` (so a mapping of it cannot be made writable).
+  // A chunk whose share Renew cannot revoke (ChunkMemory::RenewRevokesSharing) is bound
+  // to `tenant` by it: no other tenant ever claims it.
   absl::StatusOr<std::vector<ChunkShare>> ShareTenantChunks(
-      TenantId tenant, bool read_only,
-      const absl::flat_hash_map<uint32_t, uint64_t>& known = {}) const;
+      TenantId tenant, bool read_only, const absl::flat_hash_map<uint32_t, uint64_t>& known = {});
   // The chunk's generation and owner (kNoTenant when unowned).
   std::pair<uint64_t, TenantId> ChunkState(uint32_t chunk) const;
 
@@ -161,6 +162,9 @@ class PagePool {
     TenantId owner = kNoTenant;
     TenantId last_owner = kNoTenant;  // renew before handing to someone else
     uint64_t generation = 1;          // grows at every renewal
+    // Shared with this tenant in a way Renew cannot revoke (a CUDA IPC handle): only it
+    // may claim the chunk from now on.
+    TenantId bound_to = kNoTenant;
     std::vector<uint32_t> free_slots;  // in-chunk page indices
     int32_t open_index = -1;           // position in the owner's open_chunks, or -1
   };
@@ -173,6 +177,8 @@ class PagePool {
 
   explicit PagePool(PagePoolOptions options);
   absl::StatusOr<uint32_t> ClaimChunkLocked(TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unowned chunks `tenant` may claim: all of them unless some are bound to others.
+  uint64_t ClaimableChunksLocked(TenantId tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives chunk c its memory from the factory.
   absl::Status MakeChunkLocked(uint32_t c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Pages freed per tenant by one call; almost always one tenant, so no heap allocation.
@@ -190,6 +196,7 @@ class PagePool {
   std::vector<Chunk> chunks_;
   std::vector<PageMeta> pages_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unowned_chunks_ ABSL_GUARDED_BY(mu_);
+  uint32_t bound_chunks_ ABSL_GUARDED_BY(mu_) = 0;  // chunks with bound_to set
   uint64_t free_pages_ ABSL_GUARDED_BY(mu_) = 0;  // on any free list
   absl::flat_hash_map<TenantId, TenantChunks> tenants_ ABSL_GUARDED_BY(mu_);
 };

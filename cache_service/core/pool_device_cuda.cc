@@ -70,14 +70,17 @@ class CudaChunk final : public ChunkMemory {
   }
   // Same-host workers open this with cudaIpcOpenMemHandle. The handle names the whole
   // allocation, which is exactly this chunk (one cudaMalloc per chunk). Renew keeps the
-  // allocation, so a previous owner's handle survives a tenant change: swapping physical
-  // backing under a fixed address needs the VMM API (cuMemCreate/cuMemMap), a follow-up.
+  // allocation, so a handle handed out survives a tenant change (and freeing memory a
+  // peer maps is undefined): once shared, the pool keeps the chunk with that tenant
+  // (RenewRevokesSharing). Fresh physical backing under a fixed address, revoking old
+  // handles, needs the VMM API (cuMemCreate/cuMemMap, fd handles): a follow-up.
   std::string ipc_handle() const override {
     cudaSetDevice(ordinal_);
     cudaIpcMemHandle_t h;
     if (cudaIpcGetMemHandle(&h, data_) != cudaSuccess) return {};
     return std::string(reinterpret_cast<const char*>(&h), sizeof(h));
   }
+  bool RenewRevokesSharing() const override { return false; }
 
  private:
   const int ordinal_;

@@ -83,5 +83,52 @@ TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
   }
 }
 
+// A CUDA IPC handle cannot be revoked: once a tenant's worker was given one for a chunk,
+// that chunk never goes to another tenant (whose KV the old handle would reach). Two
+// chunks; t attaches to the one it used, releases everything; u then gets only the
+// other chunk, and t gets its own back.
+constexpr const char* kTwoTenantConfig = R"pb(
+  admin_token: "a"
+  pools {
+    name: "gpu"
+    device: "cuda:0"
+    layout { num_layers: 2 num_kv_heads: 4 head_dim: 64 dtype: DTYPE_FP16 page_tokens: 16 }
+    capacity_bytes: 8388608
+    chunk_bytes: 4194304
+  }
+  tenants { name: "t" token: "t" quota_pages: 4096 }
+  tenants { name: "u" token: "u" quota_pages: 4096 }
+)pb";
+
+TEST(AttachCudaTest, AChunkWhoseHandleWasHandedOutNeverGoesToAnotherTenant) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  testing::TempDir dir;
+  auto daemon = testing::DaemonProcess::Start(kTwoTenantConfig,
+                                              {"--attach-socket=" + dir.path() + "/a.sock"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto t = *Client::Connect({(*daemon)->target(), "t", absl::Seconds(10)});
+  auto u = *Client::Connect({(*daemon)->target(), "u", absl::Seconds(10)});
+  auto t_lease = t->RegisterWorker("t", client::Role::kBoth, 60000);
+  auto u_lease = u->RegisterWorker("u", client::Role::kBoth, 60000);
+  ASSERT_TRUE(t_lease.ok() && u_lease.ok());
+  // 16 KiB pages, 256 to a chunk; a sequence of 2 layers takes 2 pages per 16 tokens.
+  auto t_seq = t->CreateSequence(t_lease->id, "gpu", 4096);
+  ASSERT_TRUE(t_seq.ok() && t->ReserveSlots(t_seq->id, 16).ok());
+  auto attached = client::AttachedPool::Attach(t.get(), t_lease->id, {"gpu"});
+  ASSERT_TRUE(attached.ok()) << attached.status();
+  ASSERT_TRUE(t->ReleaseSequence(t_seq->id).ok());
+
+  auto u_seq = u->CreateSequence(u_lease->id, "gpu", 4096);
+  ASSERT_TRUE(u_seq.ok());
+  // Both chunks' worth (264 pages) needs t's chunk too: refused, not handed over.
+  const auto both = u->ReserveSlots(u_seq->id, 2100);
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kResourceExhausted) << both.status();
+  ASSERT_TRUE(u->ReserveSlots(u_seq->id, 2000).ok());  // 250 pages: the other chunk
+
+  auto t_again = t->CreateSequence(t_lease->id, "gpu", 4096);
+  ASSERT_TRUE(t_again.ok());
+  EXPECT_TRUE(t->ReserveSlots(t_again->id, 16).ok()) << "t's own chunk was not given back to it";
+}
+
 }  // namespace
 }  // namespace kvwarden

@@ -3,10 +3,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
-
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -208,6 +209,77 @@ TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
   munmap(seen, pool->chunk_bytes());
   close(old.fd);
   EXPECT_TRUE(pool->CheckInvariants().ok());
+}
+
+// Memory whose shared handle, like a legacy CUDA IPC handle, keeps reaching it after
+// Renew (cuda chunks; this test runs without a device). The pool under test is real.
+class UnrevokableChunk final : public ChunkMemory {
+ public:
+  explicit UnrevokableChunk(size_t bytes) : bytes_(bytes, 0) {}
+  uint8_t* data() const override { return const_cast<uint8_t*>(bytes_.data()); }
+  size_t size() const override { return bytes_.size(); }
+  absl::Status Renew() override {
+    std::fill(bytes_.begin(), bytes_.end(), 0);
+    return absl::OkStatus();
+  }
+  std::string ipc_handle() const override { return "handle"; }
+  bool RenewRevokesSharing() const override { return false; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+// A chunk shared with a handle Renew cannot revoke stays with the tenant it was shared
+// with: another tenant never claims it (its pages would be readable through the old
+// handle), the first tenant gets it back. Chunks never shared move between tenants.
+TEST_F(PagePoolTest, AChunkSharedBeyondRevocationStaysWithItsTenant) {
+  PagePoolOptions opts;
+  opts.name = "ipc";
+  opts.layout = KvLayout{1, 2, 8, DType::kFp32, 4};
+  opts.chunk_pages = 4;
+  opts.num_chunks = 2;
+  opts.chunk_factory = [](size_t bytes, size_t) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+    return std::unique_ptr<ChunkMemory>(new UnrevokableChunk(bytes));
+  };
+  auto made = PagePool::Create(std::move(opts));
+  ASSERT_TRUE(made.ok()) << made.status();
+  PagePool& pool = **made;
+
+  std::vector<PageId> a;
+  ASSERT_TRUE(pool.Allocate(0, 2, &a).ok());
+  const uint32_t shared_chunk = pool.ChunkOf(a[0]);
+  auto shares = pool.ShareTenantChunks(0, /*read_only=*/false);
+  ASSERT_TRUE(shares.ok()) << shares.status();
+  ASSERT_EQ(shares->size(), 1u);
+  EXPECT_EQ((*shares)[0].ipc_handle, "handle");
+  pool.Unref(a);
+  EXPECT_EQ(pool.ChunkState(shared_chunk).second, kNoTenant);
+  ASSERT_TRUE(pool.CheckInvariants().ok()) << pool.CheckInvariants();
+
+  // Tenant 1 gets only the other chunk: asking for both chunks' pages is refused whole.
+  std::vector<PageId> b;
+  const absl::Status refused = pool.Allocate(1, 8, &b);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(b.empty());
+  ASSERT_TRUE(pool.Allocate(1, 4, &b).ok());
+  for (PageId p : b) EXPECT_NE(pool.ChunkOf(p), shared_chunk);
+  std::vector<PageId> more;
+  EXPECT_EQ(pool.Allocate(1, 1, &more).code(), absl::StatusCode::kResourceExhausted);
+
+  // Tenant 0 claims its chunk again, not renewed (nobody else held it).
+  const uint64_t generation = pool.ChunkState(shared_chunk).first;
+  ASSERT_TRUE(pool.Allocate(0, 1, &a).ok());
+  EXPECT_EQ(pool.ChunkOf(a.back()), shared_chunk);
+  EXPECT_EQ(pool.ChunkState(shared_chunk).first, generation);
+
+  // The never-shared chunk still moves: tenant 1 releases it and tenant 0 takes it
+  // (3 pages fill its own chunk, the 4th claims the other).
+  const uint32_t other_chunk = 1 - shared_chunk;
+  pool.Unref(b);
+  std::vector<PageId> c;
+  ASSERT_TRUE(pool.Allocate(0, 4, &c).ok());
+  EXPECT_EQ(pool.ChunkState(other_chunk).second, 0u);
+  EXPECT_TRUE(pool.CheckInvariants().ok()) << pool.CheckInvariants();
 }
 
 }  // namespace
