@@ -4,8 +4,9 @@
 //
 // Memory comes in chunks; a chunk belongs to at most one tenant at a time and a tenant's
 // pages come only from its own chunks. An empty chunk goes back to the pool and is
-// renewed (fresh, zeroed memory) before another tenant gets it. Allocation and free are
-// O(1) per page.
+// renewed (fresh, zeroed memory) before another tenant gets it; one shared in a way
+// renewal cannot revoke (a CUDA IPC handle) only ever goes back to its tenant.
+// Allocation and free are O(1) per page.
 //
 // Each page carries a refcount (sequences sharing it after a fork) and a pin count
 // (transfers or mapped reads in flight). A page is returned to its chunk only when
