@@ -298,6 +298,7 @@ PagePoolStats PagePool::Stats() const {
   }
   s.chunks_total = options_.num_chunks;
   s.chunks_unowned = static_cast<uint32_t>(unowned_chunks_.size());
+  s.chunks_bound = bound_chunks_;
   for (const auto& [tenant, t] : tenants_) {
     if (t.chunks > 0) s.tenants.push_back({tenant, t.chunks, t.pages});
   }

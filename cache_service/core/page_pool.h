@@ -70,6 +70,7 @@ struct PagePoolStats {
   uint64_t orphan_pinned_pages = 0;  // released by every owner, waiting for an unpin
   uint32_t chunks_total = 0;
   uint32_t chunks_unowned = 0;
+  uint32_t chunks_bound = 0;  // kept for the tenant they were shared with (see ShareTenantChunks)
   std::vector<PoolTenantStats> tenants;  // tenants owning at least one chunk
 };
 

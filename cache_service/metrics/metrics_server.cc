@@ -120,10 +120,12 @@ class SnapshotCollector final : public prometheus::Collectable {
                 {"kvwarden_pool_page_bytes", "Bytes of one page (K and V of every head)", G,
                  [](const P& p) { return static_cast<double>(p.page_bytes()); }}});
     MetricFamily& chunks =
-        fs.Family("kvwarden_pool_chunks", "Chunks of a pool, by state (total, unowned)", G);
+        fs.Family("kvwarden_pool_chunks",
+                  "Chunks of a pool, by state (total, unowned, bound: kept for one tenant)", G);
     for (const P& p : pools.pools()) {
       Families::Gauge(chunks, {{"pool", p.name()}, {"state", "total"}}, p.chunks_total());
       Families::Gauge(chunks, {{"pool", p.name()}, {"state", "unowned"}}, p.chunks_unowned());
+      Families::Gauge(chunks, {{"pool", p.name()}, {"state", "bound"}}, p.chunks_bound());
     }
     Families::Gauge(fs.Family("kvwarden_process_open_fds", "File descriptors the daemon holds", G),
                     {}, pools.open_fds());

@@ -68,6 +68,7 @@ void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* ou
   out->set_pinned_pages(s.pinned_pages);
   out->set_chunks_total(s.chunks_total);
   out->set_chunks_unowned(s.chunks_unowned);
+  out->set_chunks_bound(s.chunks_bound);
   for (const PoolTenantStats& t : s.tenants) {
     v1::PoolTenantUsage* u = out->add_tenants();
     u->set_tenant(ledger.spec(t.tenant).name);

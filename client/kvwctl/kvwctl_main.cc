@@ -130,12 +130,15 @@ class Cli {
              "CHUNKS(owned/total)"});
     Table by_tenant({"POOL", "TENANT", "CHUNKS", "PAGES", "BYTES"});
     for (const v1::PoolStats& p : resp.pools()) {
-      t.Add({p.name(), p.device(), LayoutText(p.layout()), Bytes(p.page_bytes()),
-             absl::StrCat(p.capacity_pages(), " (", Bytes(p.capacity_pages() * p.page_bytes()), ")"),
-             absl::StrCat(p.used_pages(), " (", Pct(p.used_pages(), p.capacity_pages()), ")"),
-             absl::StrCat(p.free_pages()), absl::StrCat(p.shared_pages()),
-             absl::StrCat(p.pinned_pages()),
-             absl::StrCat(p.chunks_total() - p.chunks_unowned(), "/", p.chunks_total())});
+      t.Add(
+          {p.name(), p.device(), LayoutText(p.layout()), Bytes(p.page_bytes()),
+           absl::StrCat(p.capacity_pages(), " (", Bytes(p.capacity_pages() * p.page_bytes()), ")"),
+           absl::StrCat(p.used_pages(), " (", Pct(p.used_pages(), p.capacity_pages()), ")"),
+           absl::StrCat(p.free_pages()), absl::StrCat(p.shared_pages()),
+           absl::StrCat(p.pinned_pages()),
+           absl::StrCat(
+               p.chunks_total() - p.chunks_unowned(), "/", p.chunks_total(),
+               p.chunks_bound() > 0 ? absl::StrCat(", ", p.chunks_bound(), " bound") : "")});
       for (const v1::PoolTenantUsage& u : p.tenants()) {
         by_tenant.Add({p.name(), u.tenant(), absl::StrCat(u.chunks()), absl::StrCat(u.pages()),
                        Bytes(u.pages() * p.page_bytes())});

@@ -254,6 +254,7 @@ TEST_F(PagePoolTest, AChunkSharedBeyondRevocationStaysWithItsTenant) {
   EXPECT_EQ((*shares)[0].ipc_handle, "handle");
   pool.Unref(a);
   EXPECT_EQ(pool.ChunkState(shared_chunk).second, kNoTenant);
+  EXPECT_EQ(pool.Stats().chunks_bound, 1u);
   ASSERT_TRUE(pool.CheckInvariants().ok()) << pool.CheckInvariants();
 
   // Tenant 1 gets only the other chunk: asking for both chunks' pages is refused whole.
