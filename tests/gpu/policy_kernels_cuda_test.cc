@@ -164,8 +164,6 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
   }
 }
 
-// The daemon's batching: steps of several sequences (own histories, windows, strides and
-// head counts) in one launch leave each history as its own CPU record does.
 // The daemon's batching: messages of 1 to 4 steps from several sequences (own histories,
 // windows, strides, head counts) in one launch leave each history as recording its steps
 // one by one on the CPU does.
