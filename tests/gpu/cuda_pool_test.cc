@@ -12,6 +12,7 @@
 #include "kernels/copy_kv.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
+#include "tests/support/policy_examples.h"
 
 namespace kvwarden {
 namespace {
@@ -145,10 +146,7 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
             offsets.push_back(static_cast<uint32_t>(ids.size()));
           }
         }
-        std::vector<kernels::ListedIds> listed;
-        for (size_t k = 0; k + 1 < offsets.size(); ++k) {
-          listed.push_back({ids.data() + offsets[k], offsets[k + 1] - offsets[k]});
-        }
+        const std::vector<kernels::ListedIds> listed = testing::ListedIdsOf(ids, offsets);
         EXPECT_TRUE(gpu[i]->Record(step, steps, live, attended, listed).ok());
         EXPECT_TRUE(cpu[i]->Record(step, steps, live, attended, listed).ok());
         step += steps;

@@ -38,9 +38,7 @@ KernelStatus RecordStepOnDevice(const std::vector<uint32_t>& offsets, Scissorhan
                                 uint64_t step, const std::vector<uint32_t>& att,
                                 const std::vector<uint32_t>& lo, const std::vector<uint32_t>& ids) {
   const Segments seg{static_cast<uint32_t>(offsets.size() - 1), offsets.data()};
-  std::vector<ListedIds> listed;
-  for (size_t h = 0; h + 1 < lo.size(); ++h)
-    listed.push_back({ids.data() + lo[h], lo[h + 1] - lo[h]});
+  const std::vector<ListedIds> listed = testing::ListedIdsOf(ids, lo);
   ScissorhandsRecordBatch batch;
   if (KernelStatus k =
           AppendScissorhandsRecordSteps(seg, gpu_hist, step, 1, att.data(), listed.data(), &batch);

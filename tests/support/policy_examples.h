@@ -57,6 +57,17 @@ inline WindowKvExample MakeWindowKvExample() {
   return ex;
 }
 
+// Views of flat listed ids: entry k is ids[offsets[k] .. offsets[k + 1]) (the
+// ScissorhandsRecordStepCpu layout, as ScissorhandsRecordStepsCpu and the rings take it).
+inline std::vector<kernels::ListedIds> ListedIdsOf(const std::vector<uint32_t>& ids,
+                                                   const std::vector<uint32_t>& offsets) {
+  std::vector<kernels::ListedIds> out;
+  for (size_t k = 0; k + 1 < offsets.size(); ++k) {
+    out.push_back({ids.data() + offsets[k], offsets[k + 1] - offsets[k]});
+  }
+  return out;
+}
+
 // Sequences of different shapes (heads, window, stride, live counts per head) with
 // random histories, and random stats messages of one or more decode steps for them: the
 // batched record kernel's cases (CPU twin and CUDA), where one launch covers several
@@ -72,13 +83,7 @@ struct RecordBatchCase {
   struct Message {
     uint32_t steps = 0;
     std::vector<uint32_t> attended, listed_offsets{0}, ids;
-    std::vector<kernels::ListedIds> listed() const {
-      std::vector<kernels::ListedIds> out;
-      for (size_t i = 0; i + 1 < listed_offsets.size(); ++i) {
-        out.push_back({ids.data() + listed_offsets[i], listed_offsets[i + 1] - listed_offsets[i]});
-      }
-      return out;
-    }
+    std::vector<kernels::ListedIds> listed() const { return ListedIdsOf(ids, listed_offsets); }
   };
   std::vector<Seq> seqs = {{1, 7, 40}, {5, 33, 64}, {3, 400, 100}, {8, 64, 17}};
 

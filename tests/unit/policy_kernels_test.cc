@@ -356,9 +356,7 @@ TEST(ScissorhandsRecordStepsTest, EqualsRecordingEachStepInOrder) {
         att.insert(att.end(), step_att.begin(), step_att.end());
         ids.insert(ids.end(), step_ids.begin(), step_ids.end());
       }
-      std::vector<ListedIds> listed;
-      for (size_t i = 0; i + 1 < lo.size(); ++i)
-        listed.push_back({ids.data() + lo[i], lo[i + 1] - lo[i]});
+      const std::vector<ListedIds> listed = testing::ListedIdsOf(ids, lo);
       ASSERT_EQ(ScissorhandsRecordStepsCpu(seg, {fused.data(), window, stride}, first, num_steps,
                                            att.data(), listed.data()),
                 KernelStatus::kOk);
