@@ -23,6 +23,11 @@ struct HeadSlotRanges {
 
 enum class CopyDirection { kDenseToPages, kPagesToDense };
 
+// Every head's slot range lies inside the layer's num_pages pages (host arrays). The one
+// range check of both versions: the CPU one runs it, callers of the device one (which
+// cannot refuse) run it on the host first.
+bool HeadRangesFit(const PageGeometry& geometry, uint32_t num_pages, HeadSlotRanges ranges);
+
 // CPU reference. All pointers are host pointers.
 KernelStatus CopyKvCpu(const PagedLayerView& layer, HeadSlotRanges ranges,
                        CopyDirection direction, uint8_t* k_dense, uint8_t* v_dense);

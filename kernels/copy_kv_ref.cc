@@ -5,11 +5,20 @@
 
 namespace kvwarden::kernels {
 
+bool HeadRangesFit(const PageGeometry& geometry, uint32_t num_pages, HeadSlotRanges ranges) {
+  if (ranges.begin == nullptr || ranges.count == nullptr) return false;
+  const uint64_t capacity = uint64_t{num_pages} * geometry.page_tokens;
+  for (uint32_t h = 0; h < geometry.num_kv_heads; ++h) {
+    if (uint64_t{ranges.begin[h]} + ranges.count[h] > capacity) return false;
+  }
+  return true;
+}
+
 KernelStatus CopyKvCpu(const PagedLayerView& layer, HeadSlotRanges ranges,
                        CopyDirection direction, uint8_t* k_dense, uint8_t* v_dense) {
   const PageGeometry& g = layer.geometry;
-  if (g.page_tokens == 0 || g.token_bytes() == 0 || ranges.begin == nullptr ||
-      ranges.count == nullptr || k_dense == nullptr || v_dense == nullptr) {
+  if (g.page_tokens == 0 || g.token_bytes() == 0 || k_dense == nullptr || v_dense == nullptr ||
+      !HeadRangesFit(g, layer.num_pages, ranges)) {
     return KernelStatus::kInvalidArgument;
   }
   const size_t tb = g.token_bytes();
@@ -17,7 +26,6 @@ KernelStatus CopyKvCpu(const PagedLayerView& layer, HeadSlotRanges ranges,
   for (uint32_t h = 0; h < g.num_kv_heads; ++h) {
     const uint32_t begin = ranges.begin[h];
     const uint32_t count = ranges.count[h];
-    if (uint64_t{begin} + count > layer.capacity_slots()) return KernelStatus::kInvalidArgument;
     uint32_t slot = begin;
     const uint32_t end = begin + count;
     // Copy runs of slots that share a page: within a page a head's slots are contiguous.

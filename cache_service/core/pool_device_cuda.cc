@@ -119,20 +119,18 @@ class CudaDevice final : public PoolDevice {
   absl::Status CopyKv(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                       const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
                       kernels::CopyDirection direction, uint8_t* k_host, uint8_t* v_host) override {
-    // The device kernel cannot refuse a bad range, so the CPU kernel's check runs here.
+    // The device kernel cannot refuse a bad range: the CPU kernel's check runs here.
     if (begin.size() != geometry.num_kv_heads || count.size() != geometry.num_kv_heads ||
         k_host == nullptr || v_host == nullptr) {
       return absl::InvalidArgumentError(
           "CopyKv: one slot range per KV head and both dense buffers are required");
     }
-    const uint64_t capacity = uint64_t{pages.size()} * geometry.page_tokens;
-    uint64_t slots = 0;
-    for (size_t h = 0; h < begin.size(); ++h) {
-      if (uint64_t{begin[h]} + count[h] > capacity)
-        return absl::InvalidArgumentError(
-            "CopyKv: a head's slot range runs past the layer's pages");
-      slots += count[h];
+    if (!kernels::HeadRangesFit(geometry, static_cast<uint32_t>(pages.size()),
+                                {begin.data(), count.data()})) {
+      return absl::InvalidArgumentError("CopyKv: a head's slot range runs past the layer's pages");
     }
+    uint64_t slots = 0;
+    for (uint32_t c : count) slots += c;
     const size_t bytes = slots * geometry.token_bytes();
     if (bytes == 0) return absl::OkStatus();
     const bool to_pages = direction == kernels::CopyDirection::kDenseToPages;

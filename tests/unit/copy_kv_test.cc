@@ -82,12 +82,18 @@ TEST_P(CopyKvTest, MatchesNaiveIndexingAndStaysInBounds) {
   EXPECT_EQ(v2, v);
 }
 
+// Checked whole first (HeadRangesFit): the heads before the bad one copy nothing either.
 TEST_P(CopyKvTest, RangeBeyondThePagesIsRefused) {
-  std::vector<uint32_t> begin(GetParam().heads, 0), count(GetParam().heads, 0);
+  std::vector<uint32_t> begin(GetParam().heads, 0), count(GetParam().heads, 1);
   count.back() = GetParam().num_pages * GetParam().page_tokens + 1;
-  std::vector<uint8_t> buf(count.back() * geo_.token_bytes());
+  std::vector<uint8_t> buf((GetParam().heads + count.back()) * geo_.token_bytes(), 0xEE);
+  const std::vector<uint8_t> before = buf;
   EXPECT_EQ(CopyKvCpu(view_, {begin.data(), count.data()}, CopyDirection::kPagesToDense, buf.data(), buf.data()),
             KernelStatus::kInvalidArgument);
+  EXPECT_EQ(buf, before);
+  EXPECT_FALSE(HeadRangesFit(geo_, GetParam().num_pages, {begin.data(), count.data()}));
+  count.back() = 1;
+  EXPECT_TRUE(HeadRangesFit(geo_, GetParam().num_pages, {begin.data(), count.data()}));
 }
 
 INSTANTIATE_TEST_SUITE_P(OddSizes, CopyKvTest,
