@@ -28,8 +28,8 @@ namespace {
 // is non-blocking, so not ordered after them: a chunk zeroed for its next tenant or an
 // uploaded page must be complete before this returns, or a copy queued next could run
 // first.
-absl::Status FinishDefaultStream(absl::Status issued, const char* what) {
-  if (!issued.ok()) return issued;
+absl::Status FinishDefaultStream(cudaError_t issued, const char* what) {
+  if (absl::Status s = CudaError(issued, what); !s.ok()) return s;
   return CudaError(cudaStreamSynchronize(cudaStreamLegacy), what);
 }
 
@@ -66,7 +66,7 @@ class CudaChunk final : public ChunkMemory {
   // Zeroes in place (see ipc_handle on what that leaves a previous owner).
   absl::Status Renew() override {
     cudaSetDevice(ordinal_);
-    return FinishDefaultStream(CudaError(cudaMemset(data_, 0, size_), "cudaMemset"), "cudaMemset");
+    return FinishDefaultStream(cudaMemset(data_, 0, size_), "cudaMemset");
   }
   // Same-host workers open this with cudaIpcOpenMemHandle. The handle names the whole
   // allocation, which is exactly this chunk (one cudaMalloc per chunk). Renew keeps the
@@ -103,8 +103,7 @@ class CudaDevice final : public PoolDevice {
     cudaSetDevice(ordinal_);
     void* p = nullptr;
     if (absl::Status s = CudaError(cudaMalloc(&p, bytes), "cudaMalloc chunk"); !s.ok()) return s;
-    if (absl::Status s = FinishDefaultStream(CudaError(cudaMemset(p, 0, bytes), "cudaMemset chunk"),
-                                             "cudaMemset chunk");
+    if (absl::Status s = FinishDefaultStream(cudaMemset(p, 0, bytes), "cudaMemset chunk");
         !s.ok()) {
       cudaFree(p);
       return s;
@@ -254,9 +253,8 @@ class CudaDevice final : public PoolDevice {
   }
   absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) override {
     cudaSetDevice(ordinal_);
-    return FinishDefaultStream(
-        CudaError(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D"),
-        "cudaMemcpy H2D");
+    return FinishDefaultStream(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice),
+                               "cudaMemcpy H2D");
   }
 
   absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
