@@ -70,19 +70,14 @@ uint64_t PagePool::FreePagesLocked() const { return free_pages_; }
 uint64_t PagePool::ClaimableChunksLocked(TenantId tenant) const {
   if (bound_chunks_ == 0) return unowned_chunks_.size();
   uint64_t n = 0;
-  for (uint32_t c : unowned_chunks_)
-    n += chunks_[c].bound_to == kNoTenant || chunks_[c].bound_to == tenant;
+  for (uint32_t c : unowned_chunks_) n += chunks_[c].ClaimableBy(tenant);
   return n;
 }
 
 absl::StatusOr<uint32_t> PagePool::ClaimChunkLocked(TenantId tenant) {
   // The most recently returned chunk this tenant may claim (usually the last one).
   size_t at = unowned_chunks_.size();
-  while (at > 0) {
-    const TenantId bound = chunks_[unowned_chunks_[at - 1]].bound_to;
-    if (bound == kNoTenant || bound == tenant) break;
-    --at;
-  }
+  while (at > 0 && !chunks_[unowned_chunks_[at - 1]].ClaimableBy(tenant)) --at;
   if (at == 0) {
     // Only the caller's own numbers: pool-wide free pages would show other tenants' usage.
     return absl::ResourceExhaustedError(absl::StrFormat(

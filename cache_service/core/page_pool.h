@@ -167,6 +167,7 @@ class PagePool {
     // Shared with this tenant in a way Renew cannot revoke (a CUDA IPC handle): only it
     // may claim the chunk from now on.
     TenantId bound_to = kNoTenant;
+    bool ClaimableBy(TenantId tenant) const { return bound_to == kNoTenant || bound_to == tenant; }
     std::vector<uint32_t> free_slots;  // in-chunk page indices
     int32_t open_index = -1;           // position in the owner's open_chunks, or -1
   };

@@ -24,12 +24,15 @@ struct Freed {
 
 class PagePoolTest : public ::testing::Test {
  protected:
-  std::unique_ptr<PagePool> MakePool(uint32_t chunk_pages, uint32_t num_chunks) {
+  // `chunk_factory` empty: the device's default chunks (memfd).
+  std::unique_ptr<PagePool> MakePool(uint32_t chunk_pages, uint32_t num_chunks,
+                                     ChunkFactory chunk_factory = {}) {
     PagePoolOptions opts;
     opts.name = "t";
     opts.layout = KvLayout{1, 2, 8, DType::kFp32, 4};
     opts.chunk_pages = chunk_pages;
     opts.num_chunks = num_chunks;
+    opts.chunk_factory = std::move(chunk_factory);
     opts.on_pages_freed = [this](TenantId t, uint64_t n, uint64_t) { freed_.push_back({t, n}); };
     auto pool = PagePool::Create(std::move(opts));
     EXPECT_TRUE(pool.ok()) << pool.status();
@@ -233,17 +236,12 @@ class UnrevokableChunk final : public ChunkMemory {
 // with: another tenant never claims it (its pages would be readable through the old
 // handle), the first tenant gets it back. Chunks never shared move between tenants.
 TEST_F(PagePoolTest, AChunkSharedBeyondRevocationStaysWithItsTenant) {
-  PagePoolOptions opts;
-  opts.name = "ipc";
-  opts.layout = KvLayout{1, 2, 8, DType::kFp32, 4};
-  opts.chunk_pages = 4;
-  opts.num_chunks = 2;
-  opts.chunk_factory = [](size_t bytes, size_t) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
-    return std::unique_ptr<ChunkMemory>(new UnrevokableChunk(bytes));
-  };
-  auto made = PagePool::Create(std::move(opts));
-  ASSERT_TRUE(made.ok()) << made.status();
-  PagePool& pool = **made;
+  auto made =
+      MakePool(4, 2, [](size_t bytes, size_t) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+        return std::unique_ptr<ChunkMemory>(new UnrevokableChunk(bytes));
+      });
+  ASSERT_NE(made, nullptr);
+  PagePool& pool = *made;
 
   std::vector<PageId> a;
   ASSERT_TRUE(pool.Allocate(0, 2, &a).ok());
