@@ -183,7 +183,7 @@ absl::Status ApplyDecodeSteps(Sequence& seq, std::vector<DecodeStepStats>& steps
         return st;
       }
     }
-    for (size_t t = s; t < end; ++t) state.CountStep();
+    state.CountSteps(end - s);
     out->steps_applied += static_cast<uint32_t>(end - s);
     if (over) {
       if (absl::Status st = EvictOverBudgetLayers(seq, steps, s, out); !st.ok()) return st;

@@ -21,7 +21,7 @@ class ScissorhandsState final : public RetentionState {
   uint64_t decode_steps() const override { return decode_steps_; }
 
   ScissorhandsRings& rings() { return *rings_; }
-  void CountStep() { ++decode_steps_; }
+  void CountSteps(uint64_t n) { decode_steps_ += n; }
 
  private:
   std::unique_ptr<ScissorhandsRings> rings_;
