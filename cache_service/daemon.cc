@@ -132,6 +132,24 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     };
   }
   d->table_ = std::make_unique<SequenceTable>(std::move(table_options));
+  if (settings.tcp_data) {
+    TcpDataServer::Options tcp;
+    tcp.listen = settings.tcp_data_listen;
+    if (tcp.listen.empty()) {
+      const std::string host = ListenHost(settings.listen);
+      tcp.listen = absl::StrCat(host.find(':') != std::string::npos ? "[" + host + "]" : host, ":0");
+    }
+    tcp.max_connections = settings.max_tcp_data_connections;
+    tcp.max_per_tenant = settings.max_tcp_data_connections_per_tenant;
+    absl::StatusOr<std::unique_ptr<TcpDataServer>> started =
+        TcpDataServer::Start(tcp, d->table_.get());
+    if (!started.ok()) return Prefixed(started.status(), "TCP data path: ");
+    d->tcp_data_ = *std::move(started);
+    d->data_plane_.tcp_data_port = d->tcp_data_->port();
+    LogEvent(LogLevel::kInfo, "tcp_data_listening")
+        .Field("listen", tcp.listen)
+        .Field("port", d->tcp_data_->port());
+  }
   std::vector<std::string> tokens;
   for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
   d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
@@ -140,6 +158,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   // Room kept for what must never be refused for want of an fd: one per chunk (shm or
   // memfd backing), the attach connections, and UCX, gRPC and log files.
   d->fd_reserve_ = 1024 + uint64_t{settings.max_attach_connections};
+  if (settings.tcp_data) {
+    d->fd_reserve_ += uint64_t{settings.max_tcp_data_connections} +
+                      TcpDataServer::Options().max_unauthenticated;
+  }
   for (const PoolSpec& p : settings.pools) d->fd_reserve_ += p.num_chunks;
   d->reaper_ = std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
 

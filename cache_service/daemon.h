@@ -19,6 +19,7 @@
 #include "cache_service/rpc/service_context.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/rpc/transfer_service.h"
+#include "cache_service/dataplane/tcp_data_server.h"
 #include "cache_service/dataplane/ucx_data_plane.h"
 #include "cache_service/core/worker_leases.h"
 #include "cache_service/metrics/daemon_metrics.h"
@@ -73,6 +74,7 @@ class Daemon {
   ParkedCalls parked_;  // outlives the table, which wakes it
   std::unique_ptr<DaemonMetrics> metrics_;  // null when metrics are off; outlives the table
   std::unique_ptr<SequenceTable> table_;
+  std::unique_ptr<TcpDataServer> tcp_data_;  // reads the table: declared after it
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<LeaseReaper> reaper_;
   PolicyDefaults policy_defaults_;

@@ -14,6 +14,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "cache_service/retention/policy_config.h"
+#include "common/ucx/ucx.h"
 #include "kvwarden/v1/config.pb.h"
 
 namespace kvwarden {
@@ -276,6 +277,23 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   }
   out->ucx = !in.data_plane().disable_ucx();
   out->ucx_transports = in.data_plane().ucx_transports();
+  if (absl::StatusOr<std::string> tls = ucx::BoundedTransports(out->ucx_transports); tls.ok()) {
+    out->ucx_transports = *tls;
+  } else {
+    return FieldError("data_plane.ucx_transports", std::string(tls.status().message()));
+  }
+  out->tcp_data = !in.data_plane().disable_tcp();
+  out->tcp_data_listen = in.data_plane().tcp_listen();
+  if (!out->tcp_data_listen.empty() && out->tcp_data_listen.rfind(':') == std::string::npos) {
+    return FieldError("data_plane.tcp_listen",
+                      absl::StrCat("'", out->tcp_data_listen, "' is not HOST:PORT"));
+  }
+  if (in.data_plane().max_tcp_connections()) {
+    out->max_tcp_data_connections = in.data_plane().max_tcp_connections();
+  }
+  if (in.data_plane().max_tcp_connections_per_tenant()) {
+    out->max_tcp_data_connections_per_tenant = in.data_plane().max_tcp_connections_per_tenant();
+  }
   out->ucx_net_devices = in.data_plane().ucx_net_devices();
   out->attach_socket = in.data_plane().attach_socket();
   out->metrics_listen = in.metrics().listen();

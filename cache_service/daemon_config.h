@@ -60,6 +60,10 @@ struct DaemonSettings {
   std::string ucx_transports;
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
   std::string attach_socket;  // empty: attach off
+  bool tcp_data = true;
+  std::string tcp_data_listen;  // "" = the gRPC listen host, a free port
+  uint32_t max_tcp_data_connections = 1024;
+  uint32_t max_tcp_data_connections_per_tenant = 64;
   std::string metrics_listen;  // empty: no /metrics
   // The config as loaded, every token replaced by "<redacted>" (admin GetConfig).
   std::string redacted_config;

@@ -227,7 +227,8 @@ absl::StatusOr<std::unique_ptr<AttachedPool::Mapping>> AttachedPool::Map(const P
   absl::MutexLock lock(&d.mu);
   std::vector<ChunkRef> known;
   for (const auto& [id, c] : d.chunks) known.push_back({id, c.generation});
-  absl::StatusOr<TransferGrant> grant = d.client->BeginTransfer(d.lease, range, mode, 0, known);
+  absl::StatusOr<TransferGrant> grant =
+      d.client->BeginTransfer(d.lease, range, mode, 0, known, TransferPath::kInPlace);
   if (!grant.ok()) return grant.status();
   if (grant->instance_id != d.info.instance_id) {
     (void)d.client->EndTransfer(grant->id);

@@ -1,4 +1,6 @@
-// DataPlane: pages moved by UCX RMA against the daemon's registered chunks.
+// DataPlane: pages moved by UCX RMA against the daemon's registered chunks (shared
+// memory, same host), or through the daemon-served TCP data path (TcpDataChannel) when
+// transports are "tcp" or UCX cannot reach the daemon (another host).
 //
 // One UCX worker per DataPlane, used under one mutex (UCX workers here are
 // single-threaded), so a DataPlane is thread-safe and operations on it serialize.
@@ -21,6 +23,7 @@
 #include "common/sync/plain_mutex.h"
 #include "common/ucx/ucx.h"
 #include "end_lease.h"
+#include "tcp_data_channel.h"
 
 namespace kvwarden {
 namespace client {
@@ -58,6 +61,10 @@ struct DataPlane::Impl {
   std::atomic<uint64_t> lease{0};
 
   mutable PlainMutex mu;
+  // The TCP data path instead of UCX: asked for ("tcp"), or UCX could not reach the
+  // daemon with the default transports.
+  bool use_tcp = false;
+  std::optional<TcpDataChannel> tcp;
   ucx::Context context;
   ucx::Worker worker;
   DataPlaneInfo info;  // the instance the endpoint talks to
@@ -82,18 +89,74 @@ struct DataPlane::Impl {
     }
     keys.clear();
     ep.reset();
-    absl::StatusOr<ucx::Endpoint> made = ucx::Endpoint::Connect(
-        worker, got->ucx_worker_address, !ucx::UsesSharedMemory(options.transports));
-    if (!made.ok()) return made.status();
+    tcp.reset();
+    if (!use_tcp) {
+      absl::StatusOr<ucx::Endpoint> made = ucx::Endpoint::Connect(
+          worker, got->ucx_worker_address, !ucx::UsesSharedMemory(options.transports));
+      if (made.ok()) {
+        if (!info.instance_id.empty()) ++reconnects;
+        ep = *std::move(made);
+        info = *std::move(got);
+        return absl::OkStatus();
+      }
+      // The daemon's UCX is shared memory only: from another host, the TCP data path.
+      if (!options.transports.empty() || got->tcp_data_port == 0) return made.status();
+      use_tcp = true;
+    }
     if (!info.instance_id.empty()) ++reconnects;
-    ep = *std::move(made);
     info = *std::move(got);
+    return ConnectTcpLocked(deadline);
+  }
+
+  absl::Status ConnectTcpLocked(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    tcp.reset();
+    if (info.tcp_data_port == 0) {
+      return absl::FailedPreconditionError("kvwardend serves no TCP data path (data_plane.disable_tcp)");
+    }
+    const std::string host = TargetHost(client->options().target);
+    if (host.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the TCP data path needs a host to connect to; the target is ", client->options().target));
+    }
+    absl::StatusOr<TcpDataChannel> ch = TcpDataChannel::Connect(host, info.tcp_data_port, deadline);
+    if (!ch.ok()) return ch.status();
+    tcp = *std::move(ch);
     return absl::OkStatus();
+  }
+
+  bool ConnectedLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu) {
+    return use_tcp ? (tcp && !tcp->broken()) : (ep && !ep->failed());
+  }
+
+  // One grant's layers over the TCP data path, all requests in flight together.
+  absl::Status TcpMoveLocked(const TransferGrant& g, TransferMode mode, uint32_t layer,
+                             uint32_t layers, uint32_t page, uint32_t count, uint8_t* buf,
+                             absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (g.data_secret.size() != net::kDataSecretBytes) {
+      return absl::InternalError("the grant has no TCP data secret (an older kvwardend?)");
+    }
+    if (uint64_t{layer} + layers > g.layers.size() || uint64_t{page} + count > g.num_pages ||
+        count == 0) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "pages [%u, %d) of layer index %u are outside the transfer (%d layers x %u pages)", page,
+          uint64_t{page} + count, layer, g.layers.size(), g.num_pages));
+    }
+    if (!tcp || tcp->broken()) {
+      if (absl::Status s = ConnectTcpLocked(deadline); !s.ok()) return s;
+    }
+    net::DataSecret secret;
+    std::copy(g.data_secret.begin(), g.data_secret.end(), secret.begin());
+    absl::InlinedVector<TcpPageOp, 8> ops;
+    for (uint32_t l = 0; l < layers; ++l) {
+      ops.push_back({layer + l, page, count, buf + size_t{l} * count * g.page_bytes});
+    }
+    return tcp->Move(g.id, secret, mode == TransferMode::kWrite, g.page_bytes, ops, deadline);
   }
 
   void DropEndpointLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     keys.clear();
     ep.reset();
+    tcp.reset();
   }
 
   std::vector<ChunkRef> KnownLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu) {
@@ -106,14 +169,15 @@ struct DataPlane::Impl {
   absl::StatusOr<TransferGrant> BeginLocked(const PageRange& range, TransferMode mode,
                                             absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (int round = 0; round < 3; ++round) {
-      if (!ep || ep->failed()) {
+      if (!ConnectedLocked()) {
         if (absl::Status s = ConnectLocked(deadline); !s.ok()) return s;
       }
       const std::vector<ChunkRef> known = KnownLocked();
       absl::StatusOr<TransferGrant> grant = RetryUnavailable(
           *client,
           [&] {
-            return client->BeginTransfer(lease.load(), range, mode, options.transfer_ttl_ms, known);
+            return client->BeginTransfer(lease.load(), range, mode, options.transfer_ttl_ms, known,
+                                         use_tcp ? TransferPath::kTcp : TransferPath::kUcx);
           },
           deadline);
       if (!grant.ok()) {
@@ -136,6 +200,7 @@ struct DataPlane::Impl {
         if (absl::Status s = ConnectLocked(deadline); !s.ok()) return s;
         continue;
       }
+      if (use_tcp) return grant;
       absl::Status installed = InstallKeysLocked(*grant);
       if (installed.ok()) return grant;
       (void)client->EndTransfer(grant->id);
@@ -233,6 +298,12 @@ struct DataPlane::Impl {
     if (mode == TransferMode::kWrite && granted != TransferMode::kWrite) {
       return absl::FailedPreconditionError("the transfer was begun for reading");
     }
+    if (use_tcp) {
+      if (info.instance_id != g.instance_id) {
+        return absl::UnavailableError("the daemon restarted since this transfer began; begin again");
+      }
+      return TcpMoveLocked(g, mode, layer, 1, page, count, buf, now + options.op_timeout);
+    }
     if (!ep || info.instance_id != g.instance_id) {
       return absl::UnavailableError(
           "the endpoint was rebuilt since this transfer began; begin again");
@@ -266,12 +337,15 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Connect(Client* client, ui
   impl->client = client;
   impl->options = options;
   impl->lease = lease_id;
-  absl::StatusOr<ucx::Context> context = ucx::Context::Create({options.transports});
-  if (!context.ok()) return context.status();
-  impl->context = *std::move(context);
-  absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(impl->context);
-  if (!worker.ok()) return worker.status();
-  impl->worker = *std::move(worker);
+  impl->use_tcp = options.transports == "tcp";
+  if (!impl->use_tcp) {
+    absl::StatusOr<ucx::Context> context = ucx::Context::Create({options.transports});
+    if (!context.ok()) return context.status();
+    impl->context = *std::move(context);
+    absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(impl->context);
+    if (!worker.ok()) return worker.status();
+    impl->worker = *std::move(worker);
+  }
   {
     PlainMutexLock lock(&impl->mu);
     if (absl::Status s = impl->ConnectLocked(absl::Now() + options.op_timeout); !s.ok()) return s;
@@ -291,6 +365,10 @@ uint64_t DataPlane::reconnects() const {
 
 std::string DataPlane::DescribeEndpoint() const {
   PlainMutexLock lock(&impl_->mu);
+  if (impl_->use_tcp) {
+    return absl::StrCat("kvwarden TCP data path to ", TargetHost(impl_->client->options().target),
+                        ":", impl_->info.tcp_data_port, impl_->tcp ? "" : " (not connected)");
+  }
   return impl_->ep ? impl_->ep->Describe() : "";
 }
 
@@ -356,7 +434,13 @@ void DataPlane::Submit(absl::Span<TransferRequest> requests) {
     std::vector<Impl::Requests> reqs(active.size());
     std::vector<absl::Status> result(active.size());
     bool any_write = false;
-    for (size_t a = 0; a < active.size(); ++a) {
+    for (size_t a = 0; a < active.size() && d.use_tcp; ++a) {
+      TransferRequest& r = requests[active[a].first];
+      const TransferGrant& g = active[a].second;
+      result[a] = d.TcpMoveLocked(g, r.mode, 0, static_cast<uint32_t>(g.layers.size()), 0,
+                                  g.num_pages, r.buffer, deadline);
+    }
+    for (size_t a = 0; a < active.size() && !d.use_tcp; ++a) {
       TransferRequest& r = requests[active[a].first];
       const TransferGrant& g = active[a].second;
       any_write |= r.mode == TransferMode::kWrite;
@@ -368,7 +452,7 @@ void DataPlane::Submit(absl::Span<TransferRequest> requests) {
     for (size_t a = 0; a < active.size(); ++a) result[a].Update(d.WaitLocked(reqs[a], deadline));
     absl::Status flushed;
     if (any_write && d.ep) flushed = d.ep->Flush(deadline);
-    bool endpoint_broken = d.ep && d.ep->failed();
+    bool endpoint_broken = d.use_tcp ? (d.tcp && d.tcp->broken()) : (d.ep && d.ep->failed());
     bool retry = false;
     for (size_t a = 0; a < active.size(); ++a) {
       const size_t i = active[a].first;
@@ -444,6 +528,8 @@ absl::Status DataPlane::Transfer::ReadPages(uint32_t layer, uint32_t page, uint3
 absl::Status DataPlane::Transfer::Flush() {
   Impl& d = *state_->dp;
   PlainMutexLock lock(&d.mu);
+  // The daemon answers a TCP write once its pages hold the bytes.
+  if (d.use_tcp) return absl::OkStatus();
   if (!d.ep || d.info.instance_id != state_->grant.instance_id) {
     return absl::UnavailableError("the endpoint was rebuilt since this transfer began");
   }

@@ -22,12 +22,14 @@ absl::StatusOr<DataPlaneInfo> Client::GetDataPlane(const std::string& pool) {
   out.page_bytes = resp.page_bytes();
   out.chunk_bytes = resp.chunk_bytes();
   out.device = resp.device();
+  out.tcp_data_port = static_cast<uint16_t>(resp.tcp_data_port());
   return out;
 }
 
 absl::StatusOr<TransferGrant> Client::BeginTransfer(uint64_t lease_id, const PageRange& range,
                                                     TransferMode mode, uint32_t ttl_ms,
-                                                    absl::Span<const ChunkRef> known_chunks) {
+                                                    absl::Span<const ChunkRef> known_chunks,
+                                                    TransferPath path) {
   auto ctx = impl_->Context();
   v1::BeginTransferRequest req;
   req.set_lease_id(lease_id);
@@ -38,6 +40,7 @@ absl::StatusOr<TransferGrant> Client::BeginTransfer(uint64_t lease_id, const Pag
   req.set_slot_end(range.slot_end);
   req.set_mode(static_cast<v1::TransferMode>(mode));
   req.set_ttl_ms(ttl_ms);
+  req.set_path(static_cast<v1::TransferPath>(path));
   for (const ChunkRef& k : known_chunks) {
     v1::ChunkRef* ref = req.add_known_chunks();
     ref->set_chunk(k.chunk);
@@ -63,6 +66,7 @@ absl::StatusOr<TransferGrant> Client::BeginTransfer(uint64_t lease_id, const Pag
     out.keys.push_back({k.chunk(), k.generation(), k.remote_address(), k.size(), k.rkey()});
   }
   out.expires = absl::FromUnixMillis(resp.expires_unix_ms());
+  out.data_secret = resp.data_secret();
   return out;
 }
 

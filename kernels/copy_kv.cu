@@ -1,6 +1,7 @@
 // CUDA version of CopyKvCpu (copy_kv_ref.cc): same arguments, same result.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/copy_kv.h"
@@ -42,7 +43,7 @@ __global__ void CopyKvKernel(PagedLayerView layer, HeadSlotRanges ranges, bool t
 
 KernelStatus CopyKvCuda(const PagedLayerView& layer, HeadSlotRanges ranges,
                         CopyDirection direction, uint8_t* k_dense, uint8_t* v_dense,
-                        void* stream) {
+                        void* stream, uint32_t max_count) {
   const PageGeometry& g = layer.geometry;
   if (g.page_tokens == 0 || g.token_bytes() == 0 || g.num_kv_heads == 0 ||
       ranges.begin == nullptr || ranges.count == nullptr || k_dense == nullptr ||
@@ -50,12 +51,18 @@ KernelStatus CopyKvCuda(const PagedLayerView& layer, HeadSlotRanges ranges,
     return KernelStatus::kInvalidArgument;
   }
   const bool to_pages = direction == CopyDirection::kDenseToPages;
-  const dim3 grid(64, g.num_kv_heads);
-  const dim3 block(256);
   auto s = static_cast<cudaStream_t>(stream);
   const bool aligned16 = g.token_bytes() % 16 == 0 &&
                          reinterpret_cast<uintptr_t>(k_dense) % 16 == 0 &&
                          reinterpret_cast<uintptr_t>(v_dense) % 16 == 0;
+  constexpr uint32_t kThreads = 256, kMaxBlocks = 64;
+  uint32_t blocks = kMaxBlocks;
+  if (max_count != 0) {
+    const uint64_t units = uint64_t{max_count} * (g.token_bytes() / (aligned16 ? 16 : 1));
+    blocks = static_cast<uint32_t>(std::min<uint64_t>(kMaxBlocks, (units + kThreads - 1) / kThreads));
+  }
+  const dim3 grid(blocks, g.num_kv_heads);
+  const dim3 block(kThreads);
   if (aligned16) {
     CopyKvKernel<uint4><<<grid, block, 0, s>>>(layer, ranges, to_pages, k_dense, v_dense);
   } else {

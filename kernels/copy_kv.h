@@ -34,10 +34,11 @@ KernelStatus CopyKvCpu(const PagedLayerView& layer, HeadSlotRanges ranges,
 
 // CUDA version: `layer.pages` is a device array of device pointers, `ranges` arrays and
 // the dense buffers are device memory; `stream` is a cudaStream_t (nullptr = default).
-// Returns kNotCompiled in builds without CUDA. Asynchronous on `stream`.
-KernelStatus CopyKvCuda(const PagedLayerView& layer, HeadSlotRanges ranges,
-                        CopyDirection direction, uint8_t* k_dense, uint8_t* v_dense,
-                        void* stream);
+// Returns kNotCompiled in builds without CUDA. Asynchronous on `stream`. `max_count`,
+// the largest of `ranges.count` where the caller knows it on the host (0 = unknown),
+// sizes the grid: a one-token decode write then launches one block per head, not 64.
+KernelStatus CopyKvCuda(const PagedLayerView& layer, HeadSlotRanges ranges, CopyDirection direction,
+                        uint8_t* k_dense, uint8_t* v_dense, void* stream, uint32_t max_count = 0);
 
 // True when this build has CUDA kernels and a device is visible.
 bool CudaDeviceAvailable();

@@ -8,8 +8,8 @@
 
 namespace kvwarden::kernels {
 
-KernelStatus CopyKvCuda(const PagedLayerView&, HeadSlotRanges, CopyDirection, uint8_t*,
-                        uint8_t*, void*) {
+KernelStatus CopyKvCuda(const PagedLayerView&, HeadSlotRanges, CopyDirection, uint8_t*, uint8_t*,
+                        void*, uint32_t) {
   return KernelStatus::kNotCompiled;
 }
 KernelStatus StreamingSelectCuda(Segments, StreamingParams, uint8_t*, void*) {

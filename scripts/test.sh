@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs every test: the Release build (CUDA kernels compiled when nvcc is
 # present; gpu-labelled tests skip without a device; a short soak), an ASan+UBSan build
-# of the unit and integration tests, then every libFuzzer target for a bounded time
-# (KVW_FUZZ_SECONDS, default 20 each). .ci/run calls exactly this.
+# on the CUDA emulator (tests/cuda_emulator) of the unit, integration and gpu tests, then
+# every libFuzzer target for a bounded time (KVW_FUZZ_SECONDS, default 20 each).
+# .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -19,10 +20,11 @@ echo "== Release build + all tests"
 bash scripts/build.sh build
 (cd build && ctest --output-on-failure --timeout 300 -j2)
 
-echo "== ASan+UBSan build + unit and integration tests"
-bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DKVW_SANITIZE=ON -DKVW_BUILD_BENCH=OFF
+echo "== ASan+UBSan build on the CUDA emulator + unit, integration and gpu tests"
+bash scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DKVW_SANITIZE=ON -DKVW_BUILD_BENCH=OFF \
+  -DKVW_CUDA_EMULATOR=ON
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure --timeout 600 -j2 -L 'unit|integration')
+  ctest --output-on-failure --timeout 600 -j2 -L 'unit|integration|gpu')
 
 echo "== fuzzers, ${KVW_FUZZ_SECONDS:-20} s each"
 bash scripts/fuzz.sh "${KVW_FUZZ_SECONDS:-20}"

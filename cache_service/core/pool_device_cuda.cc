@@ -2,6 +2,7 @@
 // bytes staged through device buffers. Compiled only when the build has CUDA
 // (KVW_HAVE_CUDA); otherwise CudaPoolDevice says the build has none.
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -171,7 +172,8 @@ class CudaDevice final : public PoolDevice {
                                        static_cast<uint32_t>(pages.size())};
     if (kernels::CopyKvCuda(
             view, {static_cast<const uint32_t*>((*d)[1]), static_cast<const uint32_t*>((*d)[2])},
-            direction, d_k, d_v, queue_->stream()) != kernels::KernelStatus::kOk) {
+            direction, d_k, d_v, queue_->stream(),
+            *std::max_element(count.begin(), count.end())) != kernels::KernelStatus::kOk) {
       (void)queue_->Sync();
       return absl::InternalError("CUDA copy kernel refused its arguments");
     }

@@ -28,6 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/page_pool.h"
@@ -38,6 +39,7 @@
 #include "cache_service/core/table_events.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"
+#include "common/net/data_frames.h"
 
 namespace kvwarden {
 
@@ -149,6 +151,16 @@ struct TransferGrant {
   std::vector<std::vector<PageRun>> layers;  // [layer - layer_start]
   std::vector<std::pair<uint32_t, uint64_t>> chunks;  // (chunk, generation) named, ascending
   absl::Time expires;
+  // Proves the grant on the daemon-served data path (TcpDataServer): random, known only
+  // to the daemon and the caller of BeginTransfer.
+  net::DataSecret secret{};
+};
+
+// Pages of one layer of a transfer, as the served data path copies them.
+struct TransferPages {
+  TenantId tenant = kNoTenant;
+  PagePool* pool = nullptr;
+  std::vector<PageRun> runs;  // in page order
 };
 
 struct TransferSnapshot {
@@ -247,6 +259,14 @@ class SequenceTable {
   absl::Status EndTransfer(TransferId id, const Caller& caller);
   // Ends transfers past their expiry; returns how many.
   size_t ExpireTransfers();
+  // The served data path: checks that transfer `id` exists with `secret` (NOT_FOUND
+  // otherwise, the same for both), has not expired (ABORTED), was begun for writing when
+  // `mode` writes (FAILED_PRECONDITION), and holds pages [first_page, first_page + count)
+  // of its layer index `layer` (OUT_OF_RANGE); then runs `fn` on those pages while they
+  // stay pinned. `fn` runs under the table's reader lock: keep it to a bounded copy.
+  absl::Status WithTransferPages(TransferId id, const net::DataSecret& secret, TransferMode mode,
+                                 uint32_t layer, uint32_t first_page, uint32_t count,
+                                 absl::FunctionRef<absl::Status(const TransferPages&)> fn) const;
   std::vector<TransferSnapshot> ListTransfers(std::optional<TenantId> tenant) const;
 
   // Pool refcounts equal references from sequences, page owners match, ledger usage
@@ -272,6 +292,7 @@ class SequenceTable {
                                       std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   struct Transfer {
     TransferSnapshot info;
+    net::DataSecret secret{};
     std::shared_ptr<Sequence> seq;
     std::vector<PageId> pinned;
   };

@@ -1,10 +1,12 @@
 // Transfer leases: pins on a sequence's pages while a worker moves them by RMA or reads
 // them in place. See SequenceTable's header for what waits on them.
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <utility>
 
 #include "cache_service/core/random_id.h"
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -46,6 +48,11 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
         absl::StrCat("ttl_ms: must be in [0, ", absl::ToInt64Milliseconds(kMaxTransferTtl), "]"));
   }
   const absl::Duration ttl = args.ttl == absl::ZeroDuration() ? kDefaultTransferTtl : args.ttl;
+  // getrandom() of 16 bytes never returns short once the entropy pool is initialized.
+  net::DataSecret secret;
+  if (getrandom(secret.data(), secret.size(), 0) != static_cast<ssize_t>(secret.size())) {
+    return absl::InternalError("getrandom failed: no transfer secret");
+  }
   // Table lock first (lease check and the record), then the sequence: the header's order.
   absl::MutexLock table_lock(&mu_);
   if (absl::Status s = options_.leases->CheckActive(args.lease, args.tenant); !s.ok()) return s;
@@ -107,7 +114,9 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
     grant.id = RandomId();
   } while (transfers_.contains(grant.id));
   grant.expires = now + ttl;
+  grant.secret = secret;
   Transfer t;
+  t.secret = secret;
   t.info = TransferSnapshot{grant.id,         args.tenant,     args.lease,       seq->id,
                             pool.name(),      args.mode,       args.layer_start, args.layer_count,
                             grant.first_page, grant.num_pages, pinned.size(),    now,
@@ -175,6 +184,49 @@ size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&
 size_t SequenceTable::ExpireTransfers() {
   const absl::Time now = options_.leases->clock()->Now();
   return EndTransfersWhere([now](const Transfer& t) { return t.info.expires <= now; }, TransferEnd::kExpired);
+}
+
+absl::Status SequenceTable::WithTransferPages(
+    TransferId id, const net::DataSecret& secret, TransferMode mode, uint32_t layer,
+    uint32_t first_page, uint32_t count,
+    absl::FunctionRef<absl::Status(const TransferPages&)> fn) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = transfers_.find(id);
+  if (it == transfers_.end() || !net::SecretsEqual(it->second.secret, secret)) {
+    return absl::NotFoundError(absl::StrCat("transfer ", id, " not found (or a wrong secret)"));
+  }
+  const Transfer& t = it->second;
+  if (options_.leases->clock()->Now() >= t.info.expires) {
+    return absl::AbortedError(absl::StrFormat("transfer lease %d expired at %s; begin a new transfer",
+                                              id, absl::FormatTime(t.info.expires)));
+  }
+  if (mode == TransferMode::kWrite && t.info.mode != TransferMode::kWrite) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("transfer ", id, " was begun for reading; it cannot write"));
+  }
+  if (layer >= t.info.layer_count || count == 0 ||
+      uint64_t{first_page} + count > t.info.num_pages) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "pages [%u, %d) of layer index %u are outside transfer %d (%u layers x %u pages)",
+        first_page, uint64_t{first_page} + count, layer, id, t.info.layer_count,
+        t.info.num_pages));
+  }
+  PagePool& pool = *t.seq->pool;
+  TransferPages pages{t.info.tenant, &pool, {}};
+  const size_t at = size_t{layer} * t.info.num_pages + first_page;
+  for (size_t i = at; i < at + count; ++i) {
+    const PageId page = t.pinned[i];
+    const uint32_t chunk = pool.ChunkOf(page);
+    const uint64_t offset = pool.OffsetInChunk(page);
+    std::vector<PageRun>& runs = pages.runs;
+    if (!runs.empty() && runs.back().chunk == chunk &&
+        runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
+      ++runs.back().pages;
+    } else {
+      runs.push_back({chunk, offset, 1});
+    }
+  }
+  return fn(pages);
 }
 
 std::vector<TransferSnapshot> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {

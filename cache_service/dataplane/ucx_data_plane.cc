@@ -92,6 +92,8 @@ absl::StatusOr<std::unique_ptr<ChunkMemory>> UcxDataPlane::NewChunk(size_t bytes
 }
 
 absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options& options) {
+  absl::StatusOr<std::string> transports = ucx::BoundedTransports(options.transports);
+  if (!transports.ok()) return transports.status();
   std::unique_ptr<UcxDataPlane> dp(new UcxDataPlane());
   dp->stage_all_ = options.stage_all_pools;
   const char* dir = std::getenv("UCX_POSIX_DIR");
@@ -102,7 +104,8 @@ absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options&
   }
   // Chunks come from the POSIX domain: it keeps a file per allocation, which attach needs.
   absl::StatusOr<ucx::Context> context = ucx::Context::Create(
-      {options.transports, "md:posix", options.net_devices, /*wakeup=*/true, /*shared_by_threads=*/true});
+      {*transports, "md:posix", options.net_devices, /*wakeup=*/true,
+       /*shared_by_threads=*/true, /*rma=*/false});
   if (!context.ok()) return context.status();
   dp->context_ = *std::move(context);
   absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(dp->context_);

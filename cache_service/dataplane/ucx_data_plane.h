@@ -1,10 +1,13 @@
 #pragma once
 
-// The daemon's UCX side of the data plane: one UCX worker whose address workers connect
-// to, and per-chunk memory registrations whose packed remote keys go (over gRPC) only to
-// the chunk's current tenant. Workers move pages with one-sided RMA; for transports
-// without hardware RMA (TCP) UCX emulates it, which needs this side to progress, so a
-// thread named "kvw-ucx" progresses the worker and sleeps on its event fd.
+// The daemon's UCX side of the data plane: one UCX worker whose address workers on this
+// host connect to, and per-chunk memory registrations whose packed remote keys go (over
+// gRPC) only to the chunk's current tenant. Workers move pages with one-sided RMA over
+// shared memory: a key maps that chunk's file into the worker, nothing else. The worker
+// runs only such transports (daemon_config.cc refuses the rest: UCX's TCP serves a peer's
+// RMA at any address) and its context does no RMA of its own, so UCX installs none of
+// its software-RMA handlers here. A thread named "kvw-ucx" progresses the worker
+// (wire-up) and sleeps on its event fd. Network workers use TcpDataServer.
 //
 // Chunks from NewChunk carry the key of their allocation. Other chunks (memfd) are
 // registered lazily, on the first key asked for them, and again when their generation

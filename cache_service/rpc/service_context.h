@@ -39,6 +39,7 @@ struct DataPlaneParts {
   std::string instance_id;  // changes on every daemon start
   UcxDataPlane* ucx = nullptr;
   AttachServer* attach = nullptr;
+  uint16_t tcp_data_port = 0;  // TcpDataServer's; 0 when off
 };
 
 // The parts the gRPC services talk to, wired in main. Not owned; all outlive the server.

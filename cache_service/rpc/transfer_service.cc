@@ -39,9 +39,9 @@ grpc::ServerUnaryReactor* TransferServiceImpl::GetDataPlane(grpc::CallbackServer
     absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
     if (!pool.ok()) return pool.status();
     const DataPlaneParts& dp = PartsOf(ctx_);
-    if (dp.ucx == nullptr && dp.attach == nullptr) {
+    if (dp.ucx == nullptr && dp.attach == nullptr && dp.tcp_data_port == 0) {
       return absl::UnavailableError(
-          "this kvwardend runs without a data plane (UCX and attach off)");
+          "this kvwardend runs without a data plane (UCX, TCP and attach off)");
     }
     resp->set_instance_id(dp.instance_id);
     if (dp.ucx != nullptr) resp->set_ucx_worker_address(dp.ucx->worker_address());
@@ -50,6 +50,7 @@ grpc::ServerUnaryReactor* TransferServiceImpl::GetDataPlane(grpc::CallbackServer
     resp->set_page_bytes((*pool)->page_bytes());
     resp->set_chunk_bytes((*pool)->chunk_bytes());
     resp->set_device((*pool)->device());
+    resp->set_tcp_data_port(dp.tcp_data_port);
     return absl::OkStatus();
   });
 }
@@ -62,6 +63,13 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
     if (!tenant.ok()) return tenant.status();
     absl::StatusOr<TransferMode> mode = ModeFromProto(req->mode());
     if (!mode.ok()) return mode.status();
+    if (!v1::TransferPath_IsValid(req->path())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("path: ", req->path(), " is not a TransferPath"));
+    }
+    if (req->path() == v1::TRANSFER_PATH_TCP && PartsOf(ctx_).tcp_data_port == 0) {
+      return absl::FailedPreconditionError("this kvwardend serves no TCP data path");
+    }
     TransferArgs args;
     args.tenant = *tenant;
     args.lease = req->lease_id();
@@ -76,7 +84,10 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
     if (!grant.ok()) return grant.status();
     const DataPlaneParts& dp = PartsOf(ctx_);
     const uint64_t page_bytes = grant->pool->page_bytes();
-    if (dp.ucx != nullptr && dp.ucx->NeedsStaging(*grant->pool)) {
+    // In place (an attachment on this host) the pool's own chunks are what the caller maps,
+    // and the TCP path is served by the daemon: no staging and no UCX keys for either.
+    const bool via_ucx = dp.ucx != nullptr && req->path() == v1::TRANSFER_PATH_UCX;
+    if (via_ucx && dp.ucx->NeedsStaging(*grant->pool)) {
       // UCX cannot reach this pool's memory: the grant names a staging buffer instead.
       absl::StatusOr<ChunkRemoteKey> key = dp.ucx->Stage(*tenant, args.mode, *grant);
       if (!key.ok()) {
@@ -101,7 +112,7 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
       v1::ChunkRef* ref = resp->add_chunks();
       ref->set_chunk(chunk);
       ref->set_generation(generation);
-      if (dp.ucx == nullptr || (chunk & UcxDataPlane::kStagingChunkBit) != 0) continue;
+      if (!via_ucx || (chunk & UcxDataPlane::kStagingChunkBit) != 0) continue;
       if (auto it = known.find(chunk); it != known.end() && it->second == generation) continue;
       absl::StatusOr<ChunkRemoteKey> key = dp.ucx->Key(*grant->pool, chunk, generation);
       if (!key.ok()) {
@@ -132,6 +143,7 @@ grpc::ServerUnaryReactor* TransferServiceImpl::BeginTransfer(grpc::CallbackServe
       }
     }
     resp->set_expires_unix_ms(absl::ToUnixMillis(grant->expires));
+    resp->set_data_secret(grant->secret.data(), grant->secret.size());
     return absl::OkStatus();
   });
 }

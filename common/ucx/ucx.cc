@@ -2,12 +2,15 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <cstdlib>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace kvwarden::ucx {
@@ -47,6 +50,31 @@ bool UsesSharedMemory(absl::string_view transports) {
   return false;
 }
 
+// UCX's tcp serves PUT and emulated GET at any address a peer names
+// (uct_tcp_ep_handle_put_req, ucp's software RMA), cma reads and writes the whole
+// process, xpmem exports it; RDMA transports bound keys in hardware but are not proven
+// here, so they are refused too.
+absl::StatusOr<std::string> BoundedTransports(const std::string& configured) {
+  if (configured.empty()) return std::string("posix,self");
+  std::vector<std::string> out;
+  for (absl::string_view t : absl::StrSplit(configured, ',')) {
+    if (t == "shm" || t == "sm") {
+      out.push_back("posix");
+      out.push_back("sysv");
+    } else if (t == "posix" || t == "sysv" || t == "self") {
+      out.emplace_back(t);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", t, "' is refused: the daemon's UCX runs only transports that bound a peer's "
+          "RMA to the memory its key names (posix, sysv, self; shm); network workers use the "
+          "TCP data path (data_plane.tcp_listen)"));
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return absl::StrJoin(out, ",");
+}
+
 absl::StatusOr<Context> Context::Create(const ContextOptions& options) {
   ucp_config_t* config = nullptr;
   if (absl::Status s = FromUcs(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read");
@@ -68,7 +96,8 @@ absl::StatusOr<Context> Context::Create(const ContextOptions& options) {
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-  params.features = UCP_FEATURE_RMA | (options.wakeup ? UCP_FEATURE_WAKEUP : 0);
+  params.features = (options.rma ? UCP_FEATURE_RMA : UCP_FEATURE_AM) |
+                    (options.wakeup ? UCP_FEATURE_WAKEUP : 0);
   params.mt_workers_shared = options.shared_by_threads ? 1 : 0;
   Context ctx;
   ucp_context_h handle = nullptr;

@@ -36,6 +36,10 @@ struct ContextOptions {
   // interfaces the worker listens on and advertises.
   std::string net_devices;
   bool wakeup = false;             // Worker::Wait (event fd) support
+  // Whether this context issues RMA. A context that only exposes memory (the daemon's)
+  // leaves it off: with it UCX also serves peers' software-emulated PUT/GET at any
+  // address they name.
+  bool rma = true;
   bool shared_by_threads = false;  // see the header comment
 };
 
@@ -153,5 +157,11 @@ class RemoteKey {
 // Whether a UCX_TLS value keeps the shared-memory transports (so peer error handling
 // must stay off for them to be used).
 bool UsesSharedMemory(absl::string_view transports);
+
+// The UCX_TLS a process that exposes memory to untrusted peers may run: only transports
+// over which a peer's RMA reaches no more than the memory its key names (posix, sysv,
+// self; "shm"/"sm" = posix,sysv), normalised and sorted. "" = "posix,self". Anything
+// else is INVALID_ARGUMENT with the reason.
+absl::StatusOr<std::string> BoundedTransports(const std::string& configured);
 
 }  // namespace kvwarden::ucx

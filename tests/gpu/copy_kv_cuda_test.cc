@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -42,7 +43,8 @@ TEST(CopyKvCudaTest, MatchesCpuReference) {
       count[h] = std::uniform_int_distribution<uint32_t>(0, cap - begin[h])(rng);
       total += count[h];
     }
-    std::vector<uint8_t> k(total * g.token_bytes()), v(k.size());
+    // At least one token so the dense buffers are never null when every count drew 0.
+    std::vector<uint8_t> k(std::max<size_t>(total, 1) * g.token_bytes()), v(k.size());
     for (auto& b : k) b = static_cast<uint8_t>(rng());
     for (auto& b : v) b = static_cast<uint8_t>(rng());
     ASSERT_EQ(CopyKvCpu(PagedLayerView{g, host_ptrs.data(), c.num_pages}, {begin.data(), count.data()},
@@ -57,12 +59,18 @@ TEST(CopyKvCudaTest, MatchesCpuReference) {
     cudaMemcpy(dc, count.data(), 4 * c.heads, cudaMemcpyHostToDevice);
     cudaMemcpy(dk, k.data(), k.size(), cudaMemcpyHostToDevice);
     cudaMemcpy(dv, v.data(), v.size(), cudaMemcpyHostToDevice);
-    ASSERT_EQ(CopyKvCuda(PagedLayerView{g, dev_ptrs, c.num_pages}, {db, dc}, CopyDirection::kDenseToPages,
-                         dk, dv, nullptr), KernelStatus::kOk);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    std::vector<uint8_t> from_gpu(host_pages.size());
-    cudaMemcpy(from_gpu.data(), dev_arena, from_gpu.size(), cudaMemcpyDeviceToHost);
-    EXPECT_EQ(from_gpu, host_pages);
+    // The full grid, and the grid sized by the largest count (fewer blocks stride further).
+    const uint32_t max_count = *std::max_element(count.begin(), count.end());
+    for (uint32_t hint : {0u, max_count}) {
+      ASSERT_EQ(cudaMemset(dev_arena, 0, pb * c.num_pages), cudaSuccess);
+      ASSERT_EQ(CopyKvCuda(PagedLayerView{g, dev_ptrs, c.num_pages}, {db, dc},
+                           CopyDirection::kDenseToPages, dk, dv, nullptr, hint),
+                KernelStatus::kOk);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint8_t> from_gpu(host_pages.size());
+      cudaMemcpy(from_gpu.data(), dev_arena, from_gpu.size(), cudaMemcpyDeviceToHost);
+      EXPECT_EQ(from_gpu, host_pages) << "max_count hint " << hint;
+    }
     cudaFree(db); cudaFree(dc); cudaFree(dk); cudaFree(dv); cudaFree(dev_ptrs); cudaFree(dev_arena);
   }
 }

@@ -2,6 +2,7 @@
 // with the CPU references on random inputs (printed gtest seed) over odd sizes.
 // Label gpu: skips without a device.
 
+#include <algorithm>
 #include <memory>
 #include <random>
 #include <vector>
@@ -159,6 +160,39 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
       EXPECT_EQ(d_scores.ToHost(), scores);
       EXPECT_EQ(d_wkeep.ToHost(), wkeep);
     }
+  }
+}
+
+// Heads longer than one block's tile (256 slots), with a short window so low counts tie
+// by the hundred: the ties at the threshold are ranked across tiles, by age, as the CPU
+// ranks them. (The segments above fit in one tile.)
+TEST_F(PolicyCudaTest, ScissorhandsSelectRanksTiesAcrossTiles) {
+  for (uint32_t window : {3u, 40u}) {
+    const std::vector<uint32_t> sizes = {300, 1500, 257, 2049, 700};
+    std::vector<uint32_t> offsets = {0};
+    for (uint32_t s : sizes) offsets.push_back(offsets.back() + s);
+    const uint32_t heads = static_cast<uint32_t>(sizes.size()), stride = 2049;
+    const ScissorhandsParams p{250, window, 7, 0, 3};
+    const uint32_t words = ScissorhandsWords(window);
+    std::vector<uint32_t> history(size_t{heads} * words * stride);
+    for (size_t i = 0; i < history.size(); ++i) {
+      const uint32_t word = static_cast<uint32_t>(i / stride % words),
+                     bits = std::min(32u, window - 32 * word);
+      history[i] = static_cast<uint32_t>(rng_()) &
+                   (bits == 32 ? ~0u : (1u << bits) - 1);  // no step past the window
+    }
+    const Segments cpu_seg{heads, offsets.data()};
+    const ScissorhandsHistory cpu_hist{history.data(), window, stride};
+    std::vector<uint8_t> keep(cpu_seg.total());
+    std::vector<uint32_t> low(cpu_seg.total());
+    ScissorhandsSelectCpu(cpu_seg, cpu_hist, p, keep.data(), low.data());
+    DeviceBuffer<uint32_t> d_offsets(offsets), d_history(history), d_low(cpu_seg.total());
+    DeviceBuffer<uint8_t> d_keep(cpu_seg.total());
+    ASSERT_EQ(ScissorhandsSelectCuda({heads, d_offsets.get()}, {d_history.get(), window, stride}, p,
+                                     d_keep.get(), d_low.get(), nullptr),
+              KernelStatus::kOk);
+    EXPECT_EQ(d_low.ToHost(), low) << "window " << window;
+    EXPECT_EQ(d_keep.ToHost(), keep) << "window " << window;
   }
 }
 

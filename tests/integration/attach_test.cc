@@ -201,5 +201,40 @@ TEST_F(AttachTest, BadAttachRequestsGetExactCodes) {
   EXPECT_EQ(Attachments().attachments_size(), 0);
 }
 
+// Where UCX stages a pool (cuda pools; stage_all_pools routes CPU pools the same way) a
+// Map still names the pool's own chunks: an attachment reads in place, never through a
+// staging buffer it was not passed.
+TEST(AttachStagedPoolTest, MapsNameThePoolsOwnChunksNotAStagingBuffer) {
+  testing::UseLoopbackUcx();
+  testing::TempDir dir;
+  auto daemon = DaemonProcess::Start(
+      std::string(testing::kDataPlaneConfig) + "data_plane { stage_all_pools: true }\n",
+      {"--attach-socket=" + dir.path() + "/a.sock"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto c = *Client::Connect({(*daemon)->target(), "alpha-token", absl::Seconds(10)});
+  const uint64_t lease = c->RegisterWorker("w", client::Role::kBoth, 60000)->id;
+  auto seq = c->CreateSequence(lease, "pt16", 40);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 40).ok());
+  const PageRange r{seq->id, 0, 3, 0, 40};
+  auto bytes = RandomBytes(client::RangeBytes(r, seq->layout), 9);
+  auto dp = DataPlane::Connect(c.get(), lease, {"pt16", "shm"});
+  ASSERT_TRUE(dp.ok() && (*dp)->Put(r, bytes).ok());
+  auto pool = AttachedPool::Attach(c.get(), lease, {"pt16"});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto m = (*pool)->Map(r);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const size_t pb = client::PageBytes((*pool)->layout());
+  for (uint32_t layer = 0; layer < 3; ++layer) {
+    for (uint32_t p = 0; p < (*m)->num_pages(); ++p) {
+      ASSERT_EQ(0, memcmp((*m)->page(layer, p),
+                          bytes.data() + (size_t{layer} * (*m)->num_pages() + p) * pb, pb));
+    }
+  }
+  // The same range by UCX still goes through staging and reads the same bytes.
+  std::vector<uint8_t> back(bytes.size());
+  ASSERT_TRUE((*dp)->Get(r, absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, bytes);
+}
+
 }  // namespace
 }  // namespace kvwarden

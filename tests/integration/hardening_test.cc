@@ -398,7 +398,8 @@ std::vector<std::string> ListeningAddresses(pid_t pid) {
 }
 
 // Finding 11: the UCX worker listened on every interface while gRPC was bound to
-// 127.0.0.1. Every socket the daemon listens on is on loopback now.
+// 127.0.0.1. Every socket the daemon listens on (gRPC, the TCP data path) is on
+// loopback now, and UCX runs shared memory only.
 TEST_F(HardeningTest, EveryListeningSocketIsWhereGrpcListens) {
   const std::vector<std::string> addresses = ListeningAddresses(daemon_->pid());
   ASSERT_FALSE(addresses.empty());
@@ -409,7 +410,7 @@ TEST_F(HardeningTest, EveryListeningSocketIsWhereGrpcListens) {
                 ip == "0000000000000000FFFF00000100007F")
         << "listening on " << a;
   }
-  EXPECT_THAT(daemon_->log(), HasSubstr("event=ucx_ready transports=default interfaces=lo"));
+  EXPECT_THAT(daemon_->log(), HasSubstr("event=ucx_ready transports=posix,self interfaces=lo"));
 }
 
 // The daemon's resident memory in KiB (VmRSS).

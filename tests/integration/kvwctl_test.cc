@@ -2,6 +2,7 @@
 // codes with one readable line for each failure.
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -133,7 +134,15 @@ TEST_F(KvwctlTest, ExitCodesAndOneLineErrors) {
 }
 
 TEST(KvwardendCliTest, CudaPoolWithoutADeviceRefusesToStart) {
+#if defined(KVW_CUDA_EMULATOR)
+  // The emulated runtime can hide its device: the daemon then sees none, as CI's would.
+  setenv("KVW_CUDA_EMULATOR_DEVICES", "0", 1);
+  struct Restore {
+    ~Restore() { unsetenv("KVW_CUDA_EMULATOR_DEVICES"); }
+  } restore;
+#else
   if (kernels::CudaDeviceAvailable()) GTEST_SKIP() << "a CUDA device is visible";
+#endif
   testing::TempDir dir;
   const std::string cfg = dir.Write("gpu.textproto", R"pb(
     admin_token: "a"

@@ -199,8 +199,13 @@ struct DataPlaneInfo {
   uint64_t page_bytes = 0;
   uint64_t chunk_bytes = 0;
   std::string device;  // "cpu" or "cuda:N"
+  uint16_t tcp_data_port = 0;  // the daemon-served TCP data path; 0 = off
 };
 enum class TransferMode { kRead = 1, kWrite = 2 };
+// How a transfer's pages are reached: by UCX RMA over shared memory (a staging buffer
+// where UCX cannot reach the pool's memory), in place through an AttachedPool on the
+// daemon's host, or through the daemon-served TCP data path (any host).
+enum class TransferPath { kUcx = 0, kInPlace = 1, kTcp = 2 };
 // Whole pages of layers [layer_start, layer_start + layer_count) covering slots
 // [slot_start, slot_end) of each (the range is widened to page boundaries).
 struct PageRange {
@@ -238,6 +243,7 @@ struct TransferGrant {
   std::vector<ChunkRef> chunks;       // every chunk named in layers
   std::vector<ChunkKeyInfo> keys;     // remote keys not in the request's known chunks
   absl::Time expires;
+  std::string data_secret;  // proves the grant on the TCP data path (16 bytes)
 };
 
 class Client {
@@ -286,7 +292,8 @@ class Client {
   absl::StatusOr<DataPlaneInfo> GetDataPlane(const std::string& pool);
   absl::StatusOr<TransferGrant> BeginTransfer(uint64_t lease_id, const PageRange& range,
                                               TransferMode mode, uint32_t ttl_ms = 0,
-                                              absl::Span<const ChunkRef> known_chunks = {});
+                                              absl::Span<const ChunkRef> known_chunks = {},
+                                              TransferPath path = TransferPath::kUcx);
   absl::Status EndTransfer(uint64_t transfer_id);
   const Options& options() const;
   // After UNAVAILABLE: reconnects now (not after gRPC's growing backoff) and waits up to
