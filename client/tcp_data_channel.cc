@@ -170,7 +170,10 @@ absl::Status TcpDataChannel::Move(uint64_t transfer_id, const net::DataSecret& s
   absl::Status first;
   for (const TcpPageOp& op : ops) {
     net::DataResponseHeader r;
-    if (absl::Status s = RecvAll(&r, sizeof(r), deadline); !s.ok()) return Broken(s);
+    // The daemon closes after some refusals: then the refusal is the answer.
+    if (absl::Status s = RecvAll(&r, sizeof(r), deadline); !s.ok()) {
+      return Broken(first.ok() ? s : first);
+    }
     if (r.magic != net::kDataResponseMagic || r.message_bytes > net::kMaxDataMessageBytes ||
         r.code > 16) {
       return Broken(absl::UnavailableError("TCP data path: not a kvwarden data response"));
