@@ -182,6 +182,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
                            &d->config_text_, &d->config_path_, &d->set_serving_};
   d->config_text_ = settings.redacted_config;
   d->tls_ = settings.tls;
+  d->grpc_idle_timeout_ = settings.grpc_idle_timeout;
   d->config_path_ = settings.config_path;
   d->control_.emplace(ctx);
   d->admin_.emplace(ctx);
@@ -235,6 +236,9 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
   // Bounds per connection: streams at once, and time to finish the handshake.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
+  // Idle connections (no call in flight) go, so they cannot hold the per-peer cap.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(grpc_idle_timeout_)));
 }
 
 }  // namespace kvwarden

@@ -75,6 +75,7 @@ struct DaemonSettings {
   uint32_t max_grpc_connections = 4096;
   uint32_t max_grpc_connections_per_peer = 1024;
   absl::Duration grpc_preface_timeout = absl::Seconds(5);
+  absl::Duration grpc_idle_timeout = absl::Minutes(5);
   bool stage_all_pools = false;
   bool memfd_chunks = false;
 };

@@ -149,6 +149,10 @@ GrpcAcceptor::~GrpcAcceptor() {
   if (thread_.joinable()) thread_.join();
 }
 
+// How often a socket that sent part of its preface is looked at again (it is out of
+// poll's set: its unread bytes would make poll return at once, forever).
+constexpr absl::Duration kRepeek = absl::Milliseconds(20);
+
 void GrpcAcceptor::Run() {
   std::vector<pollfd> fds;
   while (!stop_) {
@@ -160,8 +164,12 @@ void GrpcAcceptor::Run() {
     absl::Time next = now + absl::Seconds(1);
     if (!accepting) next = std::min(next, accept_paused_until_);
     for (const Pending& p : pending_) {
-      fds.push_back({p.fd.get(), POLLIN, 0});
       next = std::min(next, p.deadline);
+      if (p.peeked > 0) {
+        next = std::min(next, now + kRepeek);  // see Pending::peeked
+      } else {
+        fds.push_back({p.fd.get(), POLLIN, 0});
+      }
     }
     const int timeout_ms = static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(next - now) + 1, 0, 1000));
     if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) {
@@ -246,6 +254,7 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
     }
     if (verdict == kWait && now >= p.deadline) verdict = kRefuse;
     if (verdict == kWait) {
+      if (n > 0) p.peeked = n;
       ++i;
       continue;
     }

@@ -68,6 +68,10 @@ class GrpcAcceptor {
     UniqueFd fd;
     std::string peer;
     absl::Time deadline;
+    // Bytes of a partial preface already seen. They stay in the socket (gRPC reads
+    // them), so poll() would report it readable forever: such a socket is left out of
+    // poll and peeked again every kRepeek instead.
+    ssize_t peeked = 0;
   };
   struct Open {
     uint64_t inode = 0;

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -20,6 +22,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/fd/seqpacket.h"
 #include "gmock/gmock.h"
@@ -413,6 +416,77 @@ TEST_F(LimitsTest, GrpcConnectionsAreCappedPerPeerAndMustSpeakHttp2) {
   ASSERT_EQ(send(http1.get(), get.data(), get.size(), MSG_NOSIGNAL), static_cast<ssize_t>(get.size()));
   EXPECT_TRUE(ClosedWithin(http1.get(), absl::Milliseconds(200)));
   EXPECT_GE(Pools().grpc_connections_refused(), 3u);
+}
+
+// Issue 24, finding 4: one byte of the HTTP/2 preface kept kvw-accept at 100% CPU (it
+// peeked the byte and polled the same socket again). Reconnecting every 250 ms as the
+// attacker did, the thread now stays near idle.
+uint64_t ThreadCpuTicks(pid_t pid, const std::string& name) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"), ec)) {
+    std::ifstream comm(e.path() / "comm");
+    std::string n;
+    std::getline(comm, n);
+    if (n != name) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
+    std::vector<std::string> f = absl::StrSplit(line.substr(line.rfind(')') + 2), ' ');
+    uint64_t user = 0, sys = 0;
+    if (f.size() > 12 && absl::SimpleAtoi(f[11], &user) && absl::SimpleAtoi(f[12], &sys)) {
+      return user + sys;
+    }
+  }
+  return 0;
+}
+
+TEST_F(LimitsTest, AcceptLoopDoesNotSpinOnAPartialPreface) {
+  const uint64_t before = ThreadCpuTicks(daemon_->pid(), "kvw-accept");
+  const absl::Time end = absl::Now() + absl::Milliseconds(1500);
+  while (absl::Now() < end) {
+    UniqueFd partial = Tcp(false);
+    ASSERT_EQ(send(partial.get(), "P", 1, MSG_NOSIGNAL), 1);
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  const uint64_t ticks = ThreadCpuTicks(daemon_->pid(), "kvw-accept") - before;
+  // Spinning, the thread takes ~150 ticks (1.5 s at 100 Hz) here.
+  EXPECT_LT(ticks, 30u) << "kvw-accept used " << ticks << " ticks in 1.5 s";
+  // And it still hands a whole preface over.
+  EXPECT_TRUE(CallOnNewConnection(3, absl::Seconds(2)).ok());
+}
+
+// Finding 7: connections that sent the preface and then idled held the per-peer cap
+// for good. With grpc_connections.idle_timeout_ms they are closed.
+TEST(GrpcIdleTest, IdleConnectionsAreClosed) {
+  std::string config = kLimitsConfig;
+  const std::string from = "preface_timeout_ms: 300 }";
+  config.replace(config.find(from), from.size(), "preface_timeout_ms: 300 idle_timeout_ms: 1000 }");
+  auto d = DaemonProcess::Start(config);
+  ASSERT_TRUE(d.ok()) << d.status();
+  const std::string& t = (*d)->target();
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // The preface and an empty SETTINGS frame, then nothing.
+  static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+  ASSERT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
+  const absl::Time start = absl::Now();
+  char buf[4096];
+  timeval tv{1, 0};
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  bool closed = false;
+  while (!closed && absl::Now() - start < absl::Seconds(6)) {
+    const ssize_t n = recv(sock.get(), buf, sizeof(buf), 0);
+    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+  EXPECT_TRUE(closed) << "an idle connection stayed open";
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
 }
 
 // Finding 5: at EMFILE the listener drains its queue with a reserved fd and serves new
