@@ -12,6 +12,7 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -27,6 +28,10 @@ namespace kvwarden::kvwctl {
 namespace {
 
 enum ExitCode { kOk = 0, kRefused = 1, kUsage = 2, kUnreachable = 3 };
+// Bounds on following ListSequences' pages: a daemon holds at most 16384 sequences per
+// tenant and 256 tenants' worth fits easily; a server past these is not a daemon.
+constexpr size_t kMaxPages = 100000;
+constexpr size_t kMaxListed = 10000000;
 
 struct Globals {
   std::string target = "127.0.0.1:50051";
@@ -106,15 +111,17 @@ class Cli {
           "{\n  \"status\": \"%s\",\n  \"version\": \"%s\",\n  \"uptime_ms\": %d,\n  \"rtt_us\": %d\n}\n",
           status, ping.version(), ping.uptime_ms(), absl::ToInt64Microseconds(rtt));
     } else {
-      std::cout << absl::StrFormat("%s  %s  kvwardend %s  up %.1fs  rtt %.2f ms\n", status,
-                                   g_.target, ping.version(), ping.uptime_ms() / 1000.0,
-                                   absl::ToDoubleMilliseconds(rtt));
+      std::cout << Printable(absl::StrFormat("%s  %s  kvwardend %s  up %.1fs  rtt %.2f ms\n",
+                                             status, g_.target, ping.version(),
+                                             ping.uptime_ms() / 1000.0,
+                                             absl::ToDoubleMilliseconds(rtt)),
+                             true);
     }
     if (!g_.token.empty() && !g_.json) {
       v1::ListPoolsResponse pools;
       if (Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &pools).ok()) {
         for (const v1::PoolStats& p : pools.pools()) {
-          if (p.draining()) std::cout << "pool " << p.name() << ": draining\n";
+          if (p.draining()) std::cout << "pool " << Printable(p.name()) << ": draining\n";
         }
       }
     }
@@ -230,12 +237,23 @@ class Cli {
     req.set_tenant(tenant);
     req.set_pool(pool);
     v1::ListSequencesResponse resp;
-    // Page by page: one answer would exceed gRPC's message limit past ~50k sequences.
+    // Page by page: one answer would exceed gRPC's message limit past ~50k sequences. A
+    // server whose tokens repeat, or that pages on past what any daemon holds, is refused
+    // rather than followed without end.
+    absl::flat_hash_set<std::string> seen;
     for (bool first = true; first || !req.page_token().empty(); first = false) {
       v1::ListSequencesResponse page;
       const grpc::Status s = Call(*admin_, &Admin::ListSequences, req, &page);
       if (!s.ok()) return Fail(s);
       for (v1::SequenceInfo& q : *page.mutable_sequences()) *resp.add_sequences() = std::move(q);
+      if (!page.next_page_token().empty() &&
+          (!seen.insert(page.next_page_token()).second || seen.size() > kMaxPages ||
+           static_cast<size_t>(resp.sequences_size()) > kMaxListed)) {
+        return Fail(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                 absl::StrFormat("the daemon's page tokens do not end (%d pages, %d "
+                                                 "sequences, a token repeated or past the bound)",
+                                                 seen.size(), resp.sequences_size())));
+      }
       req.set_page_token(page.next_page_token());
     }
     if (g_.json) return PrintJson(resp);
@@ -260,7 +278,7 @@ class Cli {
     const grpc::Status s = Call(*admin_, &Admin::SetPoolDraining, req, &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
-    std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", resp.name(),
+    std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", Printable(resp.name()),
                                  resp.draining() ? "draining: new sequences are refused, existing ones finish"
                                                  : "accepting new sequences",
                                  resp.used_pages());
@@ -272,7 +290,8 @@ class Cli {
     const grpc::Status s = Call(*admin_, &Admin::GetConfig, v1::GetConfigRequest(), &resp);
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(resp);
-    std::cout << "# " << resp.path() << " (tokens redacted)\n" << resp.text();
+    std::cout << "# " << Printable(resp.path()) << " (tokens redacted)\n"
+              << Printable(resp.text(), true);
     return kOk;
   }
 
@@ -381,7 +400,7 @@ class Cli {
     if (!s.ok()) return Fail(s);
     if (g_.json) return PrintJson(q);
     const v1::KvLayout& l = q.layout();
-    std::cout << absl::StrFormat(
+    std::cout << Printable(absl::StrFormat(
         "sequence %d  tenant %s  pool %s  lease %d  policy %s\n"
         "layout     %u layers x %u kv heads x %u dim %s, %u tokens/page\n"
         "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n"
@@ -391,7 +410,7 @@ class Cli {
         q.max_tokens(), q.epoch(), q.pages_held(), q.shared_pages(),
         q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "",
         q.policy_summary(), q.decode_steps(),
-        q.budget_note().empty() ? "" : absl::StrCat("pressure   ", q.budget_note(), "\n"));
+        q.budget_note().empty() ? "" : absl::StrCat("pressure   ", q.budget_note(), "\n")), true);
     // One row per layer; per head "live/budget", then "-evicted" once retention ran and
     // "low max/mean" for scissorhands.
     std::vector<std::string> header = {"LAYER", "PAGES"};
@@ -442,10 +461,7 @@ class Cli {
         "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
         "UNAUTHENTICATED"};
     if (s.error_code() >= 0 && s.error_code() <= 16) code = kNames[s.error_code()];
-    std::string msg = s.error_message();
-    for (char& c : msg) {
-      if (c == '\n') c = ' ';
-    }
+    const std::string msg = Printable(s.error_message());  // one line, no terminal codes
     std::fprintf(stderr, "kvwctl: %s%s: %s\n", unreachable ? "cannot reach daemon: " : "",
                  code.c_str(), msg.c_str());
     return unreachable ? kUnreachable : kRefused;

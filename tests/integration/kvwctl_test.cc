@@ -2,10 +2,14 @@
 // codes with one readable line for each failure.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
 #include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "kvwarden/v1/admin.grpc.pb.h"
 #include "kernels/copy_kv.h"
 #include "kvwarden/client.h"
 #include "tests/support/process.h"
@@ -240,6 +244,58 @@ TEST_F(KvwctlTest, ConfigTopAndCompletion) {
   std::fclose(f);
   EXPECT_EQ(RunCommand({"/bin/bash", "-n", script}).exit_code, 0);  // it parses
   EXPECT_EQ(Ctl({"completion", "fish"}, false).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// Issue 24, finding 9: a worker named with terminal escapes and a newline made
+// `kvwctl workers` clear the screen and print a forged row. Server strings are escaped.
+TEST_F(KvwctlTest, ServerStringsCannotDriveTheTerminal) {
+  auto lease = client_->RegisterWorker("evil\x1b[2J\x1b[H\nforged-row\xc2\x9b" "31m", client::Role::kBoth, 60000);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  CommandResult r = Ctl({"workers"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\xc2\x9b"), std::string::npos) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("evil\\x1b[2J\\x1b[H\\x0aforged-row\\u009b31m"));
+  // No line of the table starts with the forged text.
+  EXPECT_EQ(r.out.find("\nforged-row"), std::string::npos) << r.out;
+  ASSERT_TRUE(client_->ReleaseWorker(lease->id).ok());
+}
+
+// Finding 10: kvwctl followed an endless next_page_token and grew without bound. A
+// fake AdminService answering the same token forever gets exit 1 and one line.
+class EndlessPages final : public v1::AdminService::Service {
+ public:
+  grpc::Status ListSequences(grpc::ServerContext*, const v1::ListSequencesRequest*,
+                             v1::ListSequencesResponse* resp) override {
+    resp->add_sequences()->set_sequence_id(++calls_);
+    resp->set_next_page_token("again");
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::atomic<uint64_t> calls_{0};
+};
+
+TEST(KvwctlFakeServerTest, EndlessPageTokensStopWithAnError) {
+  EndlessPages service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+  CommandResult r = RunCommand({BinPath("kvwctl"), absl::StrCat("--target=127.0.0.1:", port),
+                                "--token=x", "seqs"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("page tokens do not end"));
+  ExpectOneLineStatic(r.err);
+  server->Shutdown();
 }
 
 }  // namespace
