@@ -1,6 +1,5 @@
 #include "cache_service/dataplane/tcp_data_server.h"
 
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -16,11 +15,11 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/net/data_frames.h"
+#include "common/net/tcp_listen.h"
 
 namespace kvwarden {
 namespace {
@@ -33,24 +32,6 @@ constexpr size_t kCopyBytes = size_t{1} << 20;  // one bounded copy under the ta
 
 absl::Status Errno(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", strerror(errno)));
-}
-
-// "HOST:PORT" / "[V6]:PORT" -> host, port.
-absl::Status SplitListen(const std::string& listen, std::string* host, std::string* port) {
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("data listen '", listen, "': want HOST:PORT"));
-  }
-  *host = listen.substr(0, colon);
-  *port = listen.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  uint32_t p = 0;
-  if (!absl::SimpleAtoi(*port, &p) || p > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("data listen '", listen, "': bad port"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -516,42 +497,14 @@ class TcpDataServer::Loop {
 
 absl::StatusOr<std::unique_ptr<TcpDataServer>> TcpDataServer::Start(const Options& options,
                                                                     const SequenceTable* table) {
-  std::string host, port;
-  if (absl::Status s = SplitListen(options.listen, &host, &port); !s.ok()) return s;
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
-      rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("data listen '", options.listen, "': ", gai_strerror(rc)));
+  absl::StatusOr<net::TcpListener> listener = net::ListenTcp(options.listen);
+  if (!listener.ok()) {
+    return absl::Status(listener.status().code(),
+                        absl::StrCat("data listen ", listener.status().message()));
   }
   std::unique_ptr<TcpDataServer> server(new TcpDataServer());
-  absl::Status bound = absl::UnavailableError("no address");
-  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    UniqueFd fd(socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd.valid()) continue;
-    const int one = 1;
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || listen(fd.get(), 256) != 0) {
-      bound = absl::UnavailableError(
-          absl::StrCat("data listen '", options.listen, "': ", strerror(errno)));
-      continue;
-    }
-    sockaddr_storage addr{};
-    socklen_t len = sizeof(addr);
-    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    server->port_ = ntohs(addr.ss_family == AF_INET6
-                              ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
-                              : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    server->listener_ = std::move(fd);
-    bound = absl::OkStatus();
-    break;
-  }
-  freeaddrinfo(found);
-  if (!bound.ok()) return bound;
+  server->port_ = listener->port;
+  server->listener_ = std::move(listener->fd);
   server->wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!server->wake_.valid()) return Errno("eventfd");
   server->loop_ =

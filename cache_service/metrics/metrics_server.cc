@@ -3,16 +3,16 @@
 #include <dirent.h>
 
 #include <deque>
-#include <exception>
 #include <initializer_list>
 #include <iterator>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "cache_service/metrics/metrics_http.h"
 #include "cache_service/rpc/admin_snapshots.h"
 #include "prometheus/collectable.h"
-#include "prometheus/exposer.h"
+#include "prometheus/text_serializer.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
@@ -190,8 +190,17 @@ class SnapshotCollector final : public prometheus::Collectable {
 }  // namespace
 
 struct MetricsServer::Impl {
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<prometheus::Registry> events;
   std::shared_ptr<SnapshotCollector> snapshots;
+  std::unique_ptr<MetricsHttp> http;  // last: its thread reads the two above
+
+  std::string Render() const {
+    std::vector<MetricFamily> families = events->Collect();
+    std::vector<MetricFamily> snapshot = snapshots->Collect();
+    families.insert(families.end(), std::make_move_iterator(snapshot.begin()),
+                    std::make_move_iterator(snapshot.end()));
+    return prometheus::TextSerializer().Serialize(families);
+  }
 };
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address,
@@ -199,19 +208,18 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
                                                                     const ServiceContext& ctx) {
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->impl_ = std::make_unique<Impl>();
-  try {
-    s->impl_->exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
-  }
+  s->impl_->events = events->registry();
   s->impl_->snapshots = std::make_shared<SnapshotCollector>(ctx);
-  s->impl_->exposer->RegisterCollectable(
-      std::shared_ptr<prometheus::Collectable>(events->registry()));
-  s->impl_->exposer->RegisterCollectable(s->impl_->snapshots);
-  const std::vector<int> ports = s->impl_->exposer->GetListeningPorts();
+  Impl* impl = s->impl_.get();
+  absl::StatusOr<std::unique_ptr<MetricsHttp>> http =
+      MetricsHttp::Start({address}, [impl] { return impl->Render(); });
+  if (!http.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: cannot listen on ", address, ": ", http.status().message()));
+  }
+  s->impl_->http = *std::move(http);
   const size_t colon = address.rfind(':');
-  s->address_ = absl::StrCat(address.substr(0, colon), ":", ports.empty() ? 0 : ports.front());
+  s->address_ = absl::StrCat(address.substr(0, colon), ":", s->impl_->http->port());
   return s;
 }
 

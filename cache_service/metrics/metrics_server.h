@@ -1,6 +1,6 @@
 #pragma once
 
-// kvwardend's /metrics endpoint (prometheus-cpp's Exposer on its own HTTP threads): the
+// kvwardend's /metrics endpoint (MetricsHttp, one non-blocking thread): the
 // event metrics of DaemonMetrics, and gauges read at scrape time from the same snapshots
 // as the admin listings (rpc/admin_snapshots.h) — pool pages, tenants' usage and quotas,
 // attachments, connections, the process's fds and threads. Labels are pools, tenants,

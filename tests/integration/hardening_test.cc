@@ -3,6 +3,9 @@
 // transfer lease, and shutdown with such calls pending. Each case checks the exact
 // status, that the daemon still serves the other tenant, and that nothing changed.
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +26,7 @@
 #include "grpcpp/impl/codegen/client_unary_call.h"
 #include "grpcpp/impl/codegen/sync_stream.h"
 #include "gtest/gtest.h"
+#include "common/fd/unique_fd.h"
 #include "kvwarden/client.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 #include "kvwarden/v1/transfer.grpc.pb.h"
@@ -506,6 +510,74 @@ TEST_F(HardeningTest, ReadKvChunksEmptiedByRetentionAddNoPositions) {
               want);
   }
   EXPECT_EQ(kv.positions.size(), 8 * want.size());
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Issue 24, finding 11: 50 half-sent HTTP requests blocked metrics scrapes for 8 s (two
+// civetweb threads, each waiting on one). /metrics now serves from one non-blocking
+// loop: a whole request is answered at once whatever the others do.
+TEST(MetricsHardeningTest, SlowClientsDoNotBlockAScrape) {
+  auto d = testing::DaemonProcess::Start(
+      absl::StrCat(testing::kTestConfig, "metrics { listen: \"127.0.0.1:0\" }\n"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  int port = 0;
+  for (int i = 0; i < 100 && port == 0; ++i) {
+    const std::string log = (*d)->log();
+    const size_t at = log.find("url=http://127.0.0.1:");
+    if (at != std::string::npos) {
+      (void)absl::SimpleAtoi(log.substr(at + 21, log.find('/', at + 21) - at - 21), &port);
+    }
+    if (port == 0) absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_NE(port, 0) << (*d)->log();
+  auto dial = [port] {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    timeval tv{5, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+  };
+  std::vector<UniqueFd> slow;
+  for (int i = 0; i < 50; ++i) {
+    slow.push_back(dial());
+    (void)!send(slow.back().get(), "GET /metr", 9, MSG_NOSIGNAL);
+  }
+  const absl::Time start = absl::Now();
+  UniqueFd scrape = dial();
+  const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(send(scrape.get(), get.data(), get.size(), MSG_NOSIGNAL), static_cast<ssize_t>(get.size()));
+  std::string body;
+  char buf[65536];
+  for (ssize_t n; (n = recv(scrape.get(), buf, sizeof(buf), 0)) > 0;) body.append(buf, static_cast<size_t>(n));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  EXPECT_THAT(body, HasSubstr("HTTP/1.1 200 OK"));
+  EXPECT_THAT(body, HasSubstr("kvwarden_pool_capacity_pages"));
+  // Other paths and methods get their codes.
+  UniqueFd other = dial();
+  const std::string post = "POST /metrics HTTP/1.1\r\n\r\n";
+  ASSERT_GT(send(other.get(), post.data(), post.size(), MSG_NOSIGNAL), 0);
+  ssize_t n = recv(other.get(), buf, sizeof(buf), 0);
+  ASSERT_GT(n, 0);
+  EXPECT_THAT(std::string(buf, static_cast<size_t>(n)), HasSubstr("405"));
+  // The half-sent requests are closed at their 5 s deadline.
+  int closed = 0;
+  for (UniqueFd& fd : slow) {
+    timeval tv{7, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (recv(fd.get(), buf, sizeof(buf), 0) <= 0) ++closed;
+  }
+  EXPECT_EQ(closed, 50);
 }
 
 }  // namespace
