@@ -142,15 +142,17 @@ void AttachServer::Serve() {
       // Non-blocking: a peer that does not read its answers fails the send (and is
       // closed) instead of blocking this thread for every tenant.
       UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-      bool full = false;
-      {
+      if (fd.valid()) {
+        // Not attached yet: capped apart from attached connections, oldest out first.
         absl::MutexLock lock(&mu_);
-        full = conns_.size() >= options_.max_connections;
-      }
-      if (fd.valid() && full) {
-        Answer(fd.get(), absl::ResourceExhaustedError(absl::StrFormat(
-                             "the attach socket serves at most %d connections", options_.max_connections)));
-        fd.reset();  // accepted and closed at once, so the backlog drains
+        size_t unattached = 0;
+        auto oldest = conns_.end();
+        for (auto it = conns_.begin(); it != conns_.end(); ++it) {
+          if ((*it)->info.id != 0) continue;
+          ++unattached;
+          if (oldest == conns_.end() || (*it)->accepted < (*oldest)->accepted) oldest = it;
+        }
+        if (unattached >= kMaxUnattached && oldest != conns_.end()) conns_.erase(oldest);
       }
       if (fd.valid()) {
         auto conn = std::make_unique<Connection>();
@@ -229,6 +231,19 @@ bool AttachServer::Handle(Connection& conn) {
     c->set_has_fd(fd.valid());
     if (fd.valid()) fds.push_back(fd.get());
     owned.push_back(std::move(fd));
+  }
+  if (conn.info.id == 0) {
+    size_t attached = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& c : conns_) attached += c->info.id != 0 ? 1 : 0;
+    }
+    if (attached >= options_.max_connections) {
+      Answer(conn.fd.get(), absl::ResourceExhaustedError(absl::StrFormat(
+                                "the attach socket serves at most %d attached connections",
+                                options_.max_connections)));
+      return false;
+    }
   }
   if (conn.info.id == 0 && options_.ledger != nullptr) {
     // Only this thread attaches connections: the count cannot grow before ours does.

@@ -46,11 +46,12 @@ struct AttachmentSnapshot {
 
 // Serves the attach socket on one thread, "kvw-attach", with non-blocking sockets: an
 // answer the peer does not read (its socket buffer full) closes that connection rather
-// than stalling the others. Connections are capped in total and per tenant
-// (TenantLimits.max_attach_connections), and one that has not attached within
-// kAuthDeadline is closed.
+// than stalling the others. Attached connections are capped in total and per tenant
+// (TenantLimits.max_attach_connections). Connections that have not attached yet are
+// capped apart (kMaxUnattached; a new one closes the oldest, so a flood of them cannot
+// hold the room tenants attach into) and each is closed after kAuthDeadline.
 struct AttachServerOptions {
-  size_t max_connections = 1024;  // in total, authenticated or not
+  size_t max_connections = 1024;  // attached, in total
   TenantLedger* ledger = nullptr;  // per-tenant caps (and refusal counts); null = none
 };
 
@@ -58,6 +59,7 @@ class AttachServer {
  public:
   using Options = AttachServerOptions;
   static constexpr absl::Duration kAuthDeadline = absl::Seconds(5);
+  static constexpr size_t kMaxUnattached = 64;
 
   // Binds `path` (an existing socket file there is replaced) with mode 0660.
   static absl::StatusOr<std::unique_ptr<AttachServer>> Start(const std::string& path,

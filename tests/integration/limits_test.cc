@@ -59,7 +59,7 @@ constexpr const char* kLimitsConfig = R"pb(
   tenant_limits { max_sequences: 5 max_worker_leases: 3 max_open_streams: 4 max_transfers: 2 max_attach_connections: 2 }
   grpc_connections { max_connections_per_peer: 6 preface_timeout_ms: 300 }
   leases { default_ttl_ms: 60000 min_ttl_ms: 100 max_ttl_ms: 60000 reap_interval_ms: 20 }
-  data_plane { disable_ucx: true }
+  data_plane { disable_ucx: true max_attach_connections: 100 }
 )pb";
 
 constexpr const char* kAlpha = "alpha-token";
@@ -374,6 +374,25 @@ TEST_F(LimitsTest, AttachClientsThatDoNotReadOrAuthenticateAreDropped) {
   // The silent connection is closed after the authentication deadline (5 s).
   EXPECT_EQ(RecvRecord(silent.get(), &fds, absl::Seconds(10)).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_GE(absl::Now() - start, absl::Seconds(4));
+}
+
+// Issue 24, finding 5: connections that never authenticate, reopened as each deadline
+// closed them, kept the global attach cap (100 here) full. They are capped apart now
+// (64, oldest out first): 200 of them leave a tenant's attach untouched.
+TEST_F(LimitsTest, UnauthenticatedAttachConnectionsDoNotKeepTenantsOut) {
+  uint64_t beta = 0;
+  ASSERT_TRUE(Lease(kBeta, &beta).ok());
+  std::vector<UniqueFd> flood;
+  for (int i = 0; i < 200; ++i) flood.push_back(AttachSocket());
+  absl::SleepFor(absl::Milliseconds(200));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    UniqueFd b = AttachSocket();
+    ASSERT_EQ(Attach(b.get(), kBeta, beta), 0) << "attempt " << attempt;
+  }
+  // The oldest of the flood were closed to make room.
+  std::vector<UniqueFd> fds;
+  EXPECT_EQ(RecvRecord(flood.front().get(), &fds, absl::Seconds(1)).status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST_F(LimitsTest, FdLimitIsRaisedAndReported) {
