@@ -125,6 +125,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     table_options.events = d->metrics_.get();
   }
   ParkedCalls* parked = &d->parked_;
+  // Every tenant's fair share of the parked-call room, so one cannot fill it for all.
+  parked->SetTenantShare(std::max<size_t>(16, 4096 / std::max<size_t>(1, settings.tenants.size())));
   table_options.on_transfers_changed = [parked] { parked->Wake(); };
   if (d->ucx_ != nullptr) {
     table_options.on_transfer_ended = [dp = d->ucx_.get()](TransferId id, bool completed) {

@@ -35,7 +35,9 @@ void ParkedCalls::Run(Call call) {
     absl::MutexLock lock(&mu_);
     if (stopping_) {
       s = ShuttingDown();
-    } else if (parked_.size() + in_sweep_ < max_parked_) {
+    } else if (parked_.size() + in_sweep_ < max_parked_ &&
+               by_tenant_[call.tenant] < per_tenant_) {
+      ++by_tenant_[call.tenant];
       parked_.push_back(std::move(call));
       // The transfer may have ended between the attempt and now: try once more.
       woken_ = true;
@@ -43,6 +45,11 @@ void ParkedCalls::Run(Call call) {
     }
   }
   call.finish(std::move(s));
+}
+
+void ParkedCalls::SetTenantShare(size_t per_tenant) {
+  absl::MutexLock lock(&mu_);
+  per_tenant_ = per_tenant;
 }
 
 void ParkedCalls::Wake() {
@@ -57,6 +64,7 @@ void ParkedCalls::Shutdown() {
     stopping_ = true;
     calls = std::move(parked_);
     parked_.clear();
+    by_tenant_.clear();
   }
   for (Call& c : calls) c.finish(ShuttingDown());
   if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
@@ -89,6 +97,7 @@ void ParkedCalls::Loop() {
     mu_.Lock();
     in_sweep_ = 0;
     if (stopping_) {
+      by_tenant_.clear();
       mu_.Unlock();
       for (Call& c : still) c.finish(ShuttingDown());
       mu_.Lock();
@@ -106,6 +115,9 @@ std::vector<ParkedCalls::Call> ParkedCalls::Sweep(std::vector<Call> calls, bool 
     {
       absl::MutexLock lock(&mu_);
       --in_sweep_;
+      if (auto it = by_tenant_.find(c.tenant); it != by_tenant_.end() && --it->second == 0) {
+        by_tenant_.erase(it);
+      }
     }
     c.finish(std::move(s));
   };

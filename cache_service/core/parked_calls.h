@@ -1,11 +1,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -29,6 +31,8 @@ class ParkedCalls {
     // The work: a status with IsTransferBusy() means "not yet", anything else is final.
     std::function<absl::Status()> attempt;
     std::function<void(absl::Status)> finish;
+    // Whose call it is: each tenant parks at most its share (SetTenantShare).
+    uint64_t tenant = 0;
   };
 
   explicit ParkedCalls(size_t max_parked = 4096);
@@ -37,8 +41,12 @@ class ParkedCalls {
   ParkedCalls& operator=(const ParkedCalls&) = delete;
 
   // Runs the attempt now; parks the call when it answers transfer-busy. Over
-  // `max_parked` parked calls the busy answer is final (UNAVAILABLE, retryable).
+  // `max_parked` parked calls, or its tenant's share, the busy answer is final
+  // (UNAVAILABLE, retryable).
   void Run(Call call);
+  // Each tenant parks at most `per_tenant` calls (default: no share of its own), so one
+  // tenant cannot fill the room every tenant's calls wait in.
+  void SetTenantShare(size_t per_tenant);
   // A transfer lease ended somewhere: every parked call is tried again.
   void Wake();
   // Fails every parked call with UNAVAILABLE and parks none from now on. Idempotent.
@@ -54,6 +62,9 @@ class ParkedCalls {
   const size_t max_parked_;
   mutable absl::Mutex mu_;
   std::vector<Call> parked_ ABSL_GUARDED_BY(mu_);
+  size_t per_tenant_ ABSL_GUARDED_BY(mu_) = SIZE_MAX;
+  // Parked (or in a sweep) per tenant.
+  absl::flat_hash_map<uint64_t, size_t> by_tenant_ ABSL_GUARDED_BY(mu_);
   size_t in_sweep_ ABSL_GUARDED_BY(mu_) = 0;  // taken out by the loop, counted in parked()
   bool woken_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

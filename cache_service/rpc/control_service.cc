@@ -115,11 +115,11 @@ grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
 grpc::ServerUnaryReactor* ControlServiceImpl::ForkSequence(grpc::CallbackServerContext* call,
                                                            const v1::ForkSequenceRequest* req,
                                                            v1::ForkSequenceResponse* resp) {
-  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
-    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
-    if (!tenant.ok()) return tenant.status();
+  const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+  if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
+  return FinishParkable(call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
     absl::StatusOr<ForkResult> fork =
-        ctx_.table->Fork(req->sequence_id(), *tenant, req->lease_id());
+        ctx_.table->Fork(req->sequence_id(), tenant, req->lease_id());
     if (!fork.ok()) return fork.status();
     resp->set_sequence_id(fork->id);
     resp->set_shared_pages(fork->shared_pages);
@@ -158,11 +158,11 @@ grpc::ServerUnaryReactor* ControlServiceImpl::DescribeSequence(
 grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerContext* call,
                                                            const v1::ReserveSlotsRequest* req,
                                                            v1::ReserveSlotsResponse* resp) {
-  return FinishParkable(call, ctx_.parked, [this, call, req, resp]() -> absl::Status {
-    absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
-    if (!tenant.ok()) return tenant.status();
+  const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+  if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
+  return FinishParkable(call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
     absl::StatusOr<ReserveResult> r =
-        ctx_.table->Reserve(req->sequence_id(), *tenant, req->num_tokens());
+        ctx_.table->Reserve(req->sequence_id(), tenant, req->num_tokens());
     if (!r.ok()) return r.status();
     resp->set_first_position(r->first_position);
     resp->set_num_tokens(r->num_tokens);

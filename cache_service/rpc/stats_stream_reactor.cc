@@ -32,7 +32,7 @@ class StatsStreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer
     }
     // A compaction under a transfer lease waits parked, off this callback thread; the
     // next read starts only once this message is answered, so at most one is parked.
-    ctx_.parked->Run(ParkedCall(call_, [this] { return Apply(); }, [this](absl::Status s) {
+    ctx_.parked->Run(ParkedCall(call_, tenant_, [this] { return Apply(); }, [this](absl::Status s) {
       if (s.ok()) {
         SerializeMessage(resp_, &out_);
         StartWrite(&out_);

@@ -23,9 +23,11 @@ grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* call, Fn&& fn)
 
 // The caller's deadline and cancellation as ParkedCalls wants them, `work` and `finish`
 // around them. `call` outlives the parked call: gRPC keeps it until the call finishes.
-inline ParkedCalls::Call ParkedCall(grpc::CallbackServerContext* call, std::function<absl::Status()> work,
+inline ParkedCalls::Call ParkedCall(grpc::CallbackServerContext* call, uint64_t tenant,
+                                    std::function<absl::Status()> work,
                                     std::function<void(absl::Status)> finish) {
   ParkedCalls::Call c;
+  c.tenant = tenant;
   const auto deadline = call->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) c.deadline = absl::FromChrono(deadline);
   c.cancelled = [call] { return call->IsCancelled(); };
@@ -35,12 +37,15 @@ inline ParkedCalls::Call ParkedCall(grpc::CallbackServerContext* call, std::func
 }
 
 // FinishWith for work that may have to wait for a transfer lease to end: `fn` runs now
-// and, while it answers TransferBusyError, again on ParkedCalls' thread. `fn` outlives
-// the handler: capture by value only (call, request, response pointers).
+// and, while it answers TransferBusyError, again on ParkedCalls' thread, parked under
+// `tenant`'s share. `fn` outlives the handler: capture by value only (call, request,
+// response pointers, the tenant).
 template <typename Fn>
-grpc::ServerUnaryReactor* FinishParkable(grpc::CallbackServerContext* call, ParkedCalls* parked, Fn fn) {
+grpc::ServerUnaryReactor* FinishParkable(grpc::CallbackServerContext* call, ParkedCalls* parked,
+                                         uint64_t tenant, Fn fn) {
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  parked->Run(ParkedCall(call, std::move(fn), [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); }));
+  parked->Run(ParkedCall(call, tenant, std::move(fn),
+                         [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); }));
   return reactor;
 }
 

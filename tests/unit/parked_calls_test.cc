@@ -24,8 +24,9 @@ struct Probe {
   absl::Notification done;
   absl::Status status;
 
-  ParkedCalls::Call Call(absl::Duration timeout = absl::InfiniteDuration()) {
+  ParkedCalls::Call Call(absl::Duration timeout = absl::InfiniteDuration(), uint64_t tenant = 0) {
     ParkedCalls::Call c;
+    c.tenant = tenant;
     c.deadline = absl::Now() + timeout;
     c.cancelled = [this] { return cancelled.load(); };
     c.attempt = [this] {
@@ -105,6 +106,32 @@ TEST(ParkedCallsTest, OverTheCapTheBusyAnswerIsFinal) {
   ASSERT_TRUE(c.done.HasBeenNotified());
   EXPECT_TRUE(IsTransferBusy(c.status)) << c.status;
   EXPECT_EQ(parked.parked(), 2u);
+}
+
+// Issue 24, finding 6: one tenant filled the whole parked-call room and another's call
+// was refused at once. Each tenant now parks at most its share; the other tenant's call
+// still waits its turn, and a slot comes back when a parked call finishes.
+TEST(ParkedCallsTest, ATenantParksAtMostItsShare) {
+  Probe hog[3], other, later;
+  ParkedCalls parked(/*max_parked=*/8);
+  parked.SetTenantShare(2);
+  for (Probe& p : hog) parked.Run(p.Call(absl::InfiniteDuration(), /*tenant=*/1));
+  ASSERT_TRUE(hog[2].done.HasBeenNotified());  // over tenant 1's share: final at once
+  EXPECT_TRUE(IsTransferBusy(hog[2].status));
+  parked.Run(other.Call(absl::InfiniteDuration(), /*tenant=*/2));
+  EXPECT_FALSE(other.done.HasBeenNotified()) << "tenant 2's call was refused, not parked";
+  EXPECT_EQ(parked.parked(), 3u);
+  // Tenant 1's first call finishes: its share has room again.
+  hog[0].busy = false;
+  parked.Wake();
+  hog[0].done.WaitForNotification();
+  for (int i = 0; i < 100 && parked.parked() != 2; ++i) absl::SleepFor(absl::Milliseconds(5));
+  parked.Run(later.Call(absl::InfiniteDuration(), /*tenant=*/1));
+  EXPECT_FALSE(later.done.HasBeenNotified());
+  other.busy = false;
+  parked.Wake();
+  other.done.WaitForNotification();
+  EXPECT_TRUE(other.status.ok()) << other.status;
 }
 
 }  // namespace
