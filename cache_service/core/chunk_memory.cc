@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,6 +29,10 @@ absl::StatusOr<int> NewSealedMemfd(const std::string& name, size_t bytes) {
   }
   // The size never changes after this: workers may rely on it when they map the fd.
   fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  // Owner read-only: a read-only fd handed to a decode worker cannot be reopened
+  // read-write through /proc/self/fd (the daemon's own fd and the read-write fds it
+  // hands out are open already; they do not reopen). Root ignores modes.
+  fchmod(fd, 0400);
   return fd;
 }
 

@@ -256,14 +256,17 @@ absl::StatusOr<std::vector<PagePool::ChunkShare>> PagePool::ShareTenantChunks(
     if (auto it = known.find(c); it != known.end() && it->second == chunk.generation) continue;
     ChunkShare share{c, chunk.generation, -1, chunk.memory->ipc_handle()};
     if (chunk.memory->fd() >= 0) {
-      // Reopening through /proc gives a new open file with its own access mode; a
-      // plain dup would carry the daemon's read-write mode.
+      // Read-only: reopened through /proc, a new open file of its own access mode (a dup
+      // would carry the daemon's read-write mode). Read-write: a dup, since memfd chunks
+      // are mode 0400 so that no read-only holder can reopen them for writing.
       const std::string path = absl::StrCat("/proc/self/fd/", chunk.memory->fd());
-      share.fd = open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+      share.fd = read_only ? open(path.c_str(), O_RDONLY | O_CLOEXEC)
+                           : fcntl(chunk.memory->fd(), F_DUPFD_CLOEXEC, 0);
       if (share.fd < 0) {
         const int err = errno;
         for (ChunkShare& s : out) close(s.fd);
-        return absl::InternalError(absl::StrCat("reopen ", path, ": ", std::strerror(err)));
+        return absl::InternalError(absl::StrCat(read_only ? "reopen " : "dup ", path, ": ",
+                                                std::strerror(err)));
       }
     }
     if (!share.ipc_handle.empty() && !chunk.memory->RenewRevokesSharing() &&

@@ -1,6 +1,8 @@
 #include "cache_service/core/page_pool.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace kvwarden {
@@ -195,6 +198,22 @@ TEST_F(PagePoolTest, SharedChunkFdsNeverReachTheNextTenantsBytes) {
   auto* seen = static_cast<uint8_t*>(mmap(nullptr, pool->chunk_bytes(), PROT_READ, MAP_SHARED, old.fd, 0));
   ASSERT_NE(seen, MAP_FAILED);
   EXPECT_EQ(seen[0], 0xAA);
+  // Nor can it be reopened for writing through /proc/self/fd (issue 24, finding 8): the
+  // file is owner read-only (root ignores that; a worker does not run as root).
+  struct stat st {};
+  ASSERT_EQ(fstat(old.fd, &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0400u);
+  if (geteuid() != 0) {
+    EXPECT_LT(open(absl::StrCat("/proc/self/fd/", old.fd).c_str(), O_RDWR | O_CLOEXEC), 0);
+    EXPECT_EQ(errno, EACCES);
+  }
+  // A read-write share still maps writable (a dup of the daemon's read-write fd).
+  auto rw = pool->ShareTenantChunks(0, /*read_only=*/false);
+  ASSERT_TRUE(rw.ok()) << rw.status();
+  void* w = mmap(nullptr, pool->chunk_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, (*rw)[0].fd, 0);
+  ASSERT_NE(w, MAP_FAILED);
+  munmap(w, pool->chunk_bytes());
+  close((*rw)[0].fd);
   // Beta shares nothing of alpha's.
   EXPECT_TRUE(pool->ShareTenantChunks(1, /*read_only=*/false)->empty());
 
