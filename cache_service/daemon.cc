@@ -15,6 +15,7 @@
 #include "cache_service/dataplane/listen_interface.h"
 #include "cache_service/core/log.h"
 #include "cache_service/metrics/rpc_metrics_interceptor.h"
+#include "cache_service/rpc/connection_auth.h"
 #include "cache_service/rpc/parse_failure_interceptor.h"
 #include "cache_service/core/pool_device.h"
 
@@ -156,7 +157,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
   d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
   d->grpc_limits_ = {settings.max_grpc_connections, settings.max_grpc_connections_per_peer,
-                     settings.grpc_preface_timeout};
+                     settings.grpc_preface_timeout, settings.grpc_auth_timeout,
+                     &d->connection_marks_};
   // Room kept for what must never be refused for want of an fd: one per chunk (shm or
   // memfd backing), the attach connections, and UCX, gRPC and log files.
   d->fd_reserve_ = 1024 + uint64_t{settings.max_attach_connections};
@@ -233,6 +235,7 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
   builder.RegisterService(&*transfer_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseFailureInterceptorFactory());
+  interceptors.push_back(NewConnectionAuthInterceptorFactory(auth_.get(), &connection_marks_));
   if (metrics_ != nullptr) interceptors.push_back(NewRpcMetricsInterceptorFactory(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Bounds per connection: streams at once, and time to finish the handshake.

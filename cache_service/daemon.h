@@ -82,6 +82,7 @@ class Daemon {
   // ListenGrpc's inputs, from the settings: the configured caps, and the fds kept for
   // every chunk, the attach connections and the daemon itself.
   GrpcConnectionLimits grpc_limits_;
+  ConnectionAuthMarks connection_marks_;  // which gRPC connections authenticated
   absl::Duration grpc_idle_timeout_ = absl::Minutes(5);
   uint64_t fd_reserve_ = 0;
   std::unique_ptr<AttachServer> attach_;

@@ -324,6 +324,12 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
     }
     out->grpc_idle_timeout = absl::Milliseconds(conns.idle_timeout_ms());
   }
+  if (conns.auth_timeout_ms()) {
+    if (conns.auth_timeout_ms() < 1000) {
+      return FieldError("grpc_connections.auth_timeout_ms", "at least 1000 (1 second)");
+    }
+    out->grpc_auth_timeout = absl::Milliseconds(conns.auth_timeout_ms());
+  }
   out->stage_all_pools = in.data_plane().stage_all_pools();
   out->memfd_chunks = in.data_plane().memfd_chunks();
   if (out->attach_socket.size() > 107) {

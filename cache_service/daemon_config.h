@@ -76,6 +76,7 @@ struct DaemonSettings {
   uint32_t max_grpc_connections_per_peer = 1024;
   absl::Duration grpc_preface_timeout = absl::Seconds(5);
   absl::Duration grpc_idle_timeout = absl::Minutes(5);
+  absl::Duration grpc_auth_timeout = absl::Seconds(30);
   bool stage_all_pools = false;
   bool memfd_chunks = false;
 };

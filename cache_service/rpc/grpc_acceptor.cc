@@ -272,7 +272,10 @@ void GrpcAcceptor::CheckPending(absl::Time now) {
         if (auto stale = open_.find(raw); stale != open_.end()) {
           Forget(stale->second.peer);
         }
-        open_[raw] = {inode, std::move(peer)};
+        const bool reapable = tls_ == nullptr && limits_.marks != nullptr &&
+                              limits_.auth_timeout > absl::ZeroDuration();
+        if (limits_.marks != nullptr) limits_.marks->Clear(raw);  // a new connection on this fd
+        open_[raw] = {inode, std::move(peer), now, reapable};
         ++stats_->accepted;
         if (tls_ != nullptr) {
           grpc::experimental::ExternalConnectionAcceptor::NewConnectionParameters params;
@@ -296,6 +299,15 @@ void GrpcAcceptor::Prune() {
   last_prune_ = absl::Now();
   for (auto it = open_.begin(); it != open_.end();) {
     if (Inode(it->first) == it->second.inode) {
+      Open& o = it->second;
+      if (o.reapable && last_prune_ - o.handed > limits_.auth_timeout &&
+          !limits_.marks->Marked(it->first)) {
+        // Never authenticated: end it. shutdown, not close: gRPC owns the fd and closes
+        // it when it reads the end; the inode check above keeps this to our socket.
+        shutdown(it->first, SHUT_RDWR);
+        o.reapable = false;
+        ++stats_->refused;
+      }
       ++it;
       continue;
     }

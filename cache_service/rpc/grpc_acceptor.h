@@ -26,6 +26,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cache_service/rpc/connection_auth.h"
 #include "common/fd/unique_fd.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -36,6 +37,11 @@ struct GrpcConnectionLimits {
   uint32_t max_connections = 4096;           // open (handed over or awaiting the preface)
   uint32_t max_connections_per_peer = 1024;  // per remote IP address
   absl::Duration preface_timeout = absl::Seconds(5);
+  // A handed-over connection on which no call authenticated by then is closed (its
+  // socket shut down; gRPC then closes it). Needs `marks`; not for TLS connections,
+  // whose peer gRPC does not name by fd. Zero: never.
+  absl::Duration auth_timeout = absl::ZeroDuration();
+  ConnectionAuthMarks* marks = nullptr;
 };
 
 // Written by the accept thread, read by ListPools from any thread.
@@ -76,6 +82,8 @@ class GrpcAcceptor {
   struct Open {
     uint64_t inode = 0;
     std::string peer;
+    absl::Time handed;
+    bool reapable = false;  // plain HTTP/2 (peer "fd:N"), not shut down yet
   };
 
   GrpcAcceptor(GrpcConnectionLimits limits, GrpcConnectionStats* stats) : limits_(limits), stats_(stats) {}

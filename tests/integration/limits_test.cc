@@ -508,6 +508,51 @@ TEST(GrpcIdleTest, IdleConnectionsAreClosed) {
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
 }
 
+// Finding 7, the rest: connections that never authenticate are closed after
+// grpc_connections.auth_timeout_ms, while an authenticated channel keeps its connection.
+TEST(GrpcAuthTimeoutTest, ConnectionsThatNeverAuthenticateAreClosed) {
+  std::string config = kLimitsConfig;
+  const std::string from = "preface_timeout_ms: 300 }";
+  config.replace(config.find(from), from.size(), "preface_timeout_ms: 300 auth_timeout_ms: 1000 }");
+  auto d = DaemonProcess::Start(config);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto channel = grpc::CreateChannel((*d)->target(), grpc::InsecureChannelCredentials());
+  auto admin = v1::AdminService::NewStub(channel);
+  auto pools = [&] {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer test-admin");
+    v1::ListPoolsResponse resp;
+    EXPECT_TRUE(admin->ListPools(&ctx, {}, &resp).ok());
+    return resp;
+  };
+  const uint64_t refused_before = pools().grpc_connections_refused();
+  const std::string& t = (*d)->target();
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+  ASSERT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
+  const absl::Time start = absl::Now();
+  char buf[4096];
+  timeval tv{1, 0};
+  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  bool closed = false;
+  while (!closed && absl::Now() - start < absl::Seconds(5)) {
+    const ssize_t n = recv(sock.get(), buf, sizeof(buf), 0);
+    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+  EXPECT_TRUE(closed) << "a connection that never authenticated stayed open";
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
+  // The authenticated channel was left alone: exactly one connection was refused.
+  EXPECT_EQ(pools().grpc_connections_refused(), refused_before + 1);
+  EXPECT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+}
+
 // Finding 5: at EMFILE the listener drains its queue with a reserved fd and serves new
 // connections again once fds are free (gRPC's own listener never did).
 TEST_F(LimitsTest, ListenerServesAgainAfterRunningOutOfFds) {
