@@ -5,10 +5,10 @@
 #   scripts/bench.sh [seconds per data-plane measurement=1] [rounds=3] [runs=1]
 # With runs > 1 the whole suite runs that many times and the table's ratio column lists
 # every run's ratio (the spread); value and reference are the last run's.
-# Needs ucx_perftest (Debian's ucx-utils; installed when missing) for the data plane rows.
+# Needs ucx_perftest (Debian's ucx-utils) and iperf3 (installed when missing) for the data plane rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh ucx-utils python3-grpcio python3-protobuf python3-numpy
+bash scripts/install_deps.sh ucx-utils iperf3 python3-grpcio python3-protobuf python3-numpy
 bash scripts/build.sh build > /dev/null
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
