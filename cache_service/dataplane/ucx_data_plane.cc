@@ -105,7 +105,7 @@ absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Start(const Options&
   // Chunks come from the POSIX domain: it keeps a file per allocation, which attach needs.
   absl::StatusOr<ucx::Context> context = ucx::Context::Create(
       {*transports, "md:posix", options.net_devices, /*wakeup=*/true,
-       /*shared_by_threads=*/true, /*rma=*/false});
+       /*shared_by_threads=*/true, /*rma=*/false, /*posix_proc_link=*/true});
   if (!context.ok()) return context.status();
   dp->context_ = *std::move(context);
   absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(dp->context_);

@@ -3,11 +3,12 @@
 // The daemon's UCX side of the data plane: one UCX worker whose address workers on this
 // host connect to, and per-chunk memory registrations whose packed remote keys go (over
 // gRPC) only to the chunk's current tenant. Workers move pages with one-sided RMA over
-// shared memory: a key maps that chunk's file into the worker, nothing else. The worker
-// runs only such transports (daemon_config.cc refuses the rest: UCX's TCP serves a peer's
-// RMA at any address) and its context does no RMA of its own, so UCX installs none of
-// its software-RMA handlers here. A thread named "kvw-ucx" progresses the worker
-// (wire-up) and sleeps on its event fd. Network workers use TcpDataServer.
+// shared memory. UCX serves emulated RMA (and RMA with a forged key) at any address, so
+// the boundary is who can connect: the worker runs only posix (and self) with /proc
+// links forced on, which admits only the daemon's own user (ucx::BoundedTransports says
+// why). A thread named "kvw-ucx" progresses the worker (wire-up, emulated RMA into memfd
+// chunks) and sleeps on its event fd. Workers of other users and other hosts use
+// TcpDataServer or attach.
 //
 // Chunks from NewChunk carry the key of their allocation. Other chunks (memfd) are
 // registered lazily, on the first key asked for them, and again when their generation

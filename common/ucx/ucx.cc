@@ -50,24 +50,20 @@ bool UsesSharedMemory(absl::string_view transports) {
   return false;
 }
 
-// UCX's tcp serves PUT and emulated GET at any address a peer names
-// (uct_tcp_ep_handle_put_req, ucp's software RMA), cma reads and writes the whole
-// process, xpmem exports it; RDMA transports bound keys in hardware but are not proven
-// here, so they are refused too.
 absl::StatusOr<std::string> BoundedTransports(const std::string& configured) {
   if (configured.empty()) return std::string("posix,self");
   std::vector<std::string> out;
   for (absl::string_view t : absl::StrSplit(configured, ',')) {
-    if (t == "shm" || t == "sm") {
+    if (t == "shm" || t == "sm" || t == "posix") {
       out.push_back("posix");
-      out.push_back("sysv");
-    } else if (t == "posix" || t == "sysv" || t == "self") {
+    } else if (t == "self") {
       out.emplace_back(t);
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "'", t, "' is refused: the daemon's UCX runs only transports that bound a peer's "
-          "RMA to the memory its key names (posix, sysv, self; shm); network workers use the "
-          "TCP data path (data_plane.tcp_listen)"));
+          "'", t, "' is refused: the daemon's UCX runs only posix shared memory (and self), "
+          "which admits only its own user; over other transports UCX lets a peer read and "
+          "write any of its memory. Network workers use the TCP data path "
+          "(data_plane.tcp_listen)"));
     }
   }
   std::sort(out.begin(), out.end());
@@ -89,6 +85,10 @@ absl::StatusOr<Context> Context::Create(const ContextOptions& options) {
   if (modified.ok() && !options.alloc_prio.empty()) {
     modified = FromUcs(ucp_config_modify(config, "ALLOC_PRIO", options.alloc_prio.c_str()),
                        absl::StrCat("UCX_ALLOC_PRIO=", options.alloc_prio));
+  }
+  if (modified.ok() && options.posix_proc_link) {
+    modified = FromUcs(ucp_config_modify(config, "POSIX_USE_PROC_LINK", "y"),
+                       "UCX_POSIX_USE_PROC_LINK=y");
   }
   if (modified.ok() && !options.net_devices.empty()) {
     modified = FromUcs(ucp_config_modify(config, "NET_DEVICES", options.net_devices.c_str()),

@@ -36,10 +36,13 @@ struct ContextOptions {
   // interfaces the worker listens on and advertises.
   std::string net_devices;
   bool wakeup = false;             // Worker::Wait (event fd) support
-  // Whether this context issues RMA. A context that only exposes memory (the daemon's)
-  // leaves it off: with it UCX also serves peers' software-emulated PUT/GET at any
-  // address they name.
+  // Whether this context issues RMA (a context that only exposes memory, the daemon's,
+  // does not; UCX still serves peers' emulated RMA there: see BoundedTransports).
   bool rma = true;
+  // UCX_POSIX_USE_PROC_LINK=y whatever the environment says: peers then open this
+  // process's shared-memory segments through /proc/<pid>/fd, which the kernel allows
+  // only to its own user and root (a daemon's boundary: see BoundedTransports).
+  bool posix_proc_link = false;
   bool shared_by_threads = false;  // see the header comment
 };
 
@@ -158,10 +161,15 @@ class RemoteKey {
 // must stay off for them to be used).
 bool UsesSharedMemory(absl::string_view transports);
 
-// The UCX_TLS a process that exposes memory to untrusted peers may run: only transports
-// over which a peer's RMA reaches no more than the memory its key names (posix, sysv,
-// self; "shm"/"sm" = posix,sysv), normalised and sorted. "" = "posix,self". Anything
-// else is INVALID_ARGUMENT with the reason.
+// The UCX_TLS a process that exposes memory to untrusted peers may run: "posix" and
+// "self" ("shm"/"sm" = posix), normalised and sorted; "" = "posix,self". Anything else
+// is INVALID_ARGUMENT with the reason. Why: over tcp UCX writes a peer's PUT wherever the
+// peer says and serves emulated GET from any address; cma and xpmem reach the whole
+// process; and even over shared memory UCX serves a peer's emulated RMA at any address
+// (measured: memory it cannot map, or a forged key). So the boundary is who can connect:
+// posix with /proc links (ContextOptions::posix_proc_link) admits only the process's own
+// user, who can open its chunk files anyway; sysv segments would admit that user without
+// the /proc check; network transports would admit anyone.
 absl::StatusOr<std::string> BoundedTransports(const std::string& configured);
 
 }  // namespace kvwarden::ucx

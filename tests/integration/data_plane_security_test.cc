@@ -4,6 +4,7 @@
 // answer, that the daemon lives, and that the other tenant's bytes are untouched.
 
 #include <netinet/in.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -174,14 +175,15 @@ TEST_F(DataPlaneSecurityTest, TheDaemonsUcxWorkerCannotBeReachedOverTcp) {
 }
 
 TEST(DataPlaneConfigSecurityTest, UcxTransportsThatDoNotBoundRmaAreRefused) {
-  for (const char* tls : {"tcp", "cma", "posix,tcp", "all", "rc"}) {
+  for (const char* tls : {"tcp", "cma", "posix,tcp", "all", "rc", "sysv"}) {
     auto d = DaemonProcess::Start(absl::StrCat(testing::kDataPlaneConfig,
                                                "data_plane { ucx_transports: \"", tls, "\" }\n"));
     EXPECT_FALSE(d.ok()) << tls;
     if (!d.ok()) EXPECT_NE(d.status().message().find("refused"), std::string::npos) << d.status();
   }
   EXPECT_EQ(*ucx::BoundedTransports(""), "posix,self");
-  EXPECT_EQ(*ucx::BoundedTransports("shm,self"), "posix,self,sysv");
+  EXPECT_EQ(*ucx::BoundedTransports("shm,self"), "posix,self");
+  EXPECT_FALSE(ucx::BoundedTransports("sysv").ok());
 }
 
 // Every way to name pages the grant does not cover gets its code, and nothing moves.
@@ -373,6 +375,66 @@ TEST_F(DataPlaneSecurityTest, ATenantsTcpDataConnectionsAreCapped) {
   EXPECT_NE(a.message.find("64"), std::string::npos) << a.message;
   ExpectVictimIntact();
   ASSERT_TRUE(alpha_->EndTransfer(mine.id).ok());
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// Over shared memory, UCX serves a peer's emulated RMA (memory it cannot map for the
+// peer, or a forged key) at any address: measured here with memfd chunks, a get aimed
+// outside the tenant's chunk succeeded. So who may reach the daemon's UCX worker at all
+// is the boundary: the posix transport's segments are opened through
+// /proc/<daemon>/fd (forced on, see ucx::BoundedTransports), which the kernel allows
+// only to the daemon's own user (who can open every chunk file there anyway) and root.
+// A worker running as another user cannot connect, so cannot aim RMA anywhere.
+TEST(DataPlaneSecurityUidTest, AnotherUsersProcessCannotReachTheUcxWorker) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the probe as another user";
+  testing::UseLoopbackUcx();
+  auto d = DaemonProcess::Start(std::string(testing::kDataPlaneConfig) +
+                                "data_plane { memfd_chunks: true }\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto c = *Client::Connect({(*d)->target(), "alpha-token", absl::Seconds(10)});
+  const uint64_t lease = c->RegisterWorker("hostile", client::Role::kBoth, 60000)->id;
+  auto seq = c->CreateSequence(lease, "pt16", 64);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 64).ok());
+  auto g = c->BeginTransfer(lease, {seq->id, 0, 3, 0, 64}, TransferMode::kRead);
+  ASSERT_TRUE(g.ok() && !g->keys.empty()) << g.status();
+  auto info = c->GetDataPlane("pt16");
+  ASSERT_TRUE(info.ok());
+  const client::ChunkKeyInfo k = g->keys.front();
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Another user (nobody), then the attack: connect, unpack the key, get outside it.
+    if (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) _exit(3);
+    auto ctx = ucx::Context::Create({"shm"});
+    if (!ctx.ok()) _exit(4);
+    auto worker = ucx::Worker::Create(*ctx);
+    if (!worker.ok()) _exit(4);
+    auto ep = ucx::Endpoint::Connect(*worker, info->ucx_worker_address, /*peer_errors=*/false);
+    if (!ep.ok()) _exit(0);  // cannot reach the worker: the boundary holds
+    auto rkey = ucx::RemoteKey::Unpack(*ep, k.rkey);
+    if (!rkey.ok()) _exit(0);
+    std::vector<uint8_t> buf(4096);
+    ucp_request_param_t param{};
+    ucs_status_ptr_t r = ucp_get_nbx(ep->get(), buf.data(), buf.size(), k.remote_address - 4096,
+                                     rkey->get(), &param);
+    _exit(ucx::Wait(*worker, r, "get", absl::Now() + absl::Seconds(3)).ok() ? 1 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  std::printf("probe as another user: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
+              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  // A crash of the probe (UCX failing to map what it may not open) also means no access.
+  if (WIFEXITED(status)) {
+    EXPECT_NE(WEXITSTATUS(status), 1) << "another user's process read the daemon's memory";
+    EXPECT_NE(WEXITSTATUS(status), 3) << "could not drop to another user";
+  }
+  ASSERT_EQ(kill((*d)->pid(), 0), 0) << "the daemon died";
+  EXPECT_TRUE(c->EndTransfer(g->id).ok());
 }
 
 }  // namespace
