@@ -104,6 +104,15 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
     return FieldError(f + ".chunk_bytes", absl::StrFormat("%d is smaller than one page (%d bytes)",
                                                           chunk_bytes, page_bytes));
   }
+  // cudaMalloc may carve small allocations out of one block, and a CUDA IPC handle opens
+  // the whole block: a tenant attached to one chunk would map its neighbour's too.
+  constexpr uint64_t kCudaChunkGranule = uint64_t{2} << 20;
+  if (out->cuda_ordinal >= 0 && chunk_bytes % kCudaChunkGranule != 0) {
+    return FieldError(f + ".chunk_bytes",
+                      absl::StrFormat("%d: a cuda pool's chunks must be a multiple of 2 MiB (%d) "
+                                      "so that no two share a CUDA allocation block",
+                                      chunk_bytes, kCudaChunkGranule));
+  }
   const uint64_t chunk_pages = chunk_bytes / page_bytes;
   if (chunk_pages > UINT32_MAX) return FieldError(f + ".chunk_bytes", "too large");
   if ((in.capacity_bytes() == 0) == (in.capacity_pages() == 0)) {

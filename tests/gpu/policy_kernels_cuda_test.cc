@@ -165,8 +165,10 @@ TEST_F(PolicyCudaTest, RandomInputsMatchCpuExactly) {
 
 // Heads longer than one block's tile (256 slots), with a short window so low counts tie
 // by the hundred: the ties at the threshold are ranked across tiles, by age, as the CPU
-// ranks them. (The segments above fit in one tile.)
+// ranks them. (The segments above fit in one tile.) With `stale` the words also hold
+// bits past the window (a popcount above it): both sides bin it at the window.
 TEST_F(PolicyCudaTest, ScissorhandsSelectRanksTiesAcrossTiles) {
+  for (const bool stale : {false, true})
   for (uint32_t window : {3u, 40u}) {
     const std::vector<uint32_t> sizes = {300, 1500, 257, 2049, 700};
     std::vector<uint32_t> offsets = {0};
@@ -179,7 +181,7 @@ TEST_F(PolicyCudaTest, ScissorhandsSelectRanksTiesAcrossTiles) {
       const uint32_t word = static_cast<uint32_t>(i / stride % words),
                      bits = std::min(32u, window - 32 * word);
       history[i] = static_cast<uint32_t>(rng_()) &
-                   (bits == 32 ? ~0u : (1u << bits) - 1);  // no step past the window
+                   (stale || bits == 32 ? ~0u : (1u << bits) - 1);  // past the window only if stale
     }
     const Segments cpu_seg{heads, offsets.data()};
     const ScissorhandsHistory cpu_hist{history.data(), window, stride};
@@ -191,8 +193,8 @@ TEST_F(PolicyCudaTest, ScissorhandsSelectRanksTiesAcrossTiles) {
     ASSERT_EQ(ScissorhandsSelectCuda({heads, d_offsets.get()}, {d_history.get(), window, stride}, p,
                                      d_keep.get(), d_low.get(), nullptr),
               KernelStatus::kOk);
-    EXPECT_EQ(d_low.ToHost(), low) << "window " << window;
-    EXPECT_EQ(d_keep.ToHost(), keep) << "window " << window;
+    EXPECT_EQ(d_low.ToHost(), low) << "window " << window << " stale " << stale;
+    EXPECT_EQ(d_keep.ToHost(), keep) << "window " << window << " stale " << stale;
   }
 }
 

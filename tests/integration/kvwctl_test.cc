@@ -154,8 +154,8 @@ TEST(KvwardendCliTest, CudaPoolWithoutADeviceRefusesToStart) {
       name: "gpu"
       device: "cuda:0"
       layout { num_layers: 1 num_kv_heads: 1 head_dim: 8 dtype: DTYPE_FP16 page_tokens: 16 }
-      capacity_pages: 256
-      chunk_bytes: 65536
+      capacity_pages: 4096
+      chunk_bytes: 2097152
     }
     tenants { name: "t" token: "t" quota_pages: 8 }
   )pb");

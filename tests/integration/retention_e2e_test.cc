@@ -42,7 +42,7 @@ std::string E2eConfig() {
     )pb", kMainDevice, R"pb(
     layout { num_layers: 4 num_kv_heads: 2 head_dim: 16 dtype: DTYPE_FP16 page_tokens: 4 }
     capacity_pages: 8192
-    chunk_bytes: 32768
+    chunk_bytes: 2097152
   }
   pools {
     name: "host"
