@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/compaction.h"
+#include "kernels/launch_status.cuh"
 
 namespace kvwarden::kernels {
 namespace {
@@ -62,12 +63,13 @@ KernelStatus CompactLayerCuda(const PagedLayerView& layer, const uint32_t* kept_
     return KernelStatus::kOk;
   }
   auto s = static_cast<cudaStream_t>(stream);
+  ClearStaleCudaError();
   if (layer.geometry.token_bytes() % 16 == 0 && reinterpret_cast<uintptr_t>(scratch) % 16 == 0) {
     LaunchMoves<uint4>(layer, kept_offsets, kept_slots, total_kept, scratch, s);
   } else {
     LaunchMoves<uint8_t>(layer, kept_offsets, kept_slots, total_kept, scratch, s);
   }
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 }  // namespace kvwarden::kernels

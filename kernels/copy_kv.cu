@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/copy_kv.h"
+#include "kernels/launch_status.cuh"
 
 namespace kvwarden::kernels {
 namespace {
@@ -63,12 +64,13 @@ KernelStatus CopyKvCuda(const PagedLayerView& layer, HeadSlotRanges ranges,
   }
   const dim3 grid(blocks, g.num_kv_heads);
   const dim3 block(kThreads);
+  ClearStaleCudaError();
   if (aligned16) {
     CopyKvKernel<uint4><<<grid, block, 0, s>>>(layer, ranges, to_pages, k_dense, v_dense);
   } else {
     CopyKvKernel<uint8_t><<<grid, block, 0, s>>>(layer, ranges, to_pages, k_dense, v_dense);
   }
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 bool CudaDeviceAvailable() {

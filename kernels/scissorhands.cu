@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/scissorhands.h"
+#include "kernels/launch_status.cuh"
 
 namespace kvwarden::kernels {
 namespace {
@@ -108,17 +109,19 @@ KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t h
   }
   if (old_live == 0) return KernelStatus::kOk;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  ClearStaleCudaError();
   if (k > 0) GatherKeptKernel<<<history.words(), kThreads, 0, s>>>(history, head, kept, k, scratch);
   ScatterKeptKernel<<<history.words(), kThreads, 0, s>>>(history, head, k, old_live, scratch);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 KernelStatus ScissorhandsRecordBatchCuda(const ScissorhandsRecordHead* heads, const uint32_t* group_ends,
                                          uint32_t num_groups, const uint32_t* ids, void* stream) {
   if (num_groups == 0) return KernelStatus::kOk;
   if (heads == nullptr || group_ends == nullptr) return KernelStatus::kInvalidArgument;
+  ClearStaleCudaError();
   RecordBatchKernel<<<num_groups, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(heads, group_ends, ids);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history, ScissorhandsParams p,
@@ -129,9 +132,10 @@ KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history,
     return KernelStatus::kInvalidArgument;
   }
   if (slots.num_heads == 0) return KernelStatus::kOk;
+  ClearStaleCudaError();
   SelectKernel<<<slots.num_heads, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       slots, history, p, keep, low_counts);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 }  // namespace kvwarden::kernels

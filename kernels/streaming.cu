@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/streaming.h"
+#include "kernels/launch_status.cuh"
 
 namespace kvwarden::kernels {
 namespace {
@@ -21,8 +22,9 @@ KernelStatus StreamingSelectCuda(Segments slots, StreamingParams p, uint8_t* kee
     return KernelStatus::kInvalidArgument;
   }
   if (slots.num_heads == 0) return KernelStatus::kOk;
+  ClearStaleCudaError();
   StreamingSelectKernel<<<slots.num_heads, 256, 0, static_cast<cudaStream_t>(stream)>>>(slots, p, keep);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 }  // namespace kvwarden::kernels

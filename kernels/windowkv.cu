@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/windowkv.h"
+#include "kernels/launch_status.cuh"
 
 namespace kvwarden::kernels {
 namespace {
@@ -49,9 +50,10 @@ KernelStatus WindowKvScoreCuda(const float* t, uint32_t num_heads, uint32_t n, W
   }
   const uint32_t candidates = n - p.alpha;
   const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
+  ClearStaleCudaError();
   ScoreKernel<<<(windows + 127) / 128, 128, 0, static_cast<cudaStream_t>(stream)>>>(
       t, num_heads, candidates, windows, p.omega, p.top_p, scores);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 KernelStatus WindowKvSelectCuda(const double* scores, uint32_t n, WindowKvParams p, uint8_t* keep,
@@ -59,9 +61,10 @@ KernelStatus WindowKvSelectCuda(const double* scores, uint32_t n, WindowKvParams
   if (!Valid(n, p) || scores == nullptr || keep == nullptr) return KernelStatus::kInvalidArgument;
   const uint32_t candidates = n - p.alpha;
   const uint32_t windows = WindowKvNumWindows(candidates, p.omega);
+  ClearStaleCudaError();
   SelectKernel<<<(windows + 127) / 128, 128, 0, static_cast<cudaStream_t>(stream)>>>(
       scores, n, candidates, windows, p.omega, p.budget - p.alpha, keep);
-  return cudaGetLastError() == cudaSuccess ? KernelStatus::kOk : KernelStatus::kDeviceError;
+  return LaunchStatus();
 }
 
 }  // namespace kvwarden::kernels

@@ -35,7 +35,8 @@ class PoolDevice {
   virtual absl::Status CopyKv(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                               const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
                               kernels::CopyDirection direction, uint8_t* k_host, uint8_t* v_host) = 0;
-  // CompactLayerCpu's contract over one layer's pages.
+  // CompactLayerCpu's contract over one layer's pages. DATA_LOSS when the moves may have
+  // run in part (a device error after launch); any other error: nothing moved.
   virtual absl::Status Compact(const kernels::PageGeometry& geometry, const std::vector<uint8_t*>& pages,
                                const std::vector<uint32_t>& kept_offsets,
                                const std::vector<uint32_t>& kept_slots) = 0;

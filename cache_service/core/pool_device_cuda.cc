@@ -228,9 +228,16 @@ class CudaDevice final : public PoolDevice {
         view, static_cast<const uint32_t*>((*d)[1]), static_cast<const uint32_t*>((*d)[2]),
         static_cast<uint32_t>(kept_slots.size()), static_cast<uint8_t*>(scratch), queue_->stream());
     const absl::Status synced = queue_->Sync();
-    if (k != kernels::KernelStatus::kOk)
+    // Refused arguments: nothing ran. A launch or device error: the moves may have run,
+    // in part: the caller must not believe nothing moved.
+    if (k == kernels::KernelStatus::kInvalidArgument) {
       return absl::InternalError("CUDA compaction kernel refused its arguments");
-    return synced;
+    }
+    if (k != kernels::KernelStatus::kOk || !synced.ok()) {
+      return absl::DataLossError(absl::StrCat("CUDA compaction failed after launch: ",
+                                              synced.ok() ? "launch error" : synced.message()));
+    }
+    return absl::OkStatus();
   }
 
   // Every copy queued on the policy queue's stream, one wait.

@@ -39,6 +39,10 @@ struct Sequence {
 
   mutable absl::Mutex mu;
   bool released ABSL_GUARDED_BY(mu) = false;
+  // Non-empty once a device failure left this sequence's bytes in an unknown state (a
+  // compaction that may have moved them): every read is refused with DATA_LOSS and this
+  // reason, never answered with bytes that may disagree with the slot maps.
+  std::string kv_lost ABSL_GUARDED_BY(mu);
   // Grows whenever retention changes which slots are live.
   uint64_t epoch ABSL_GUARDED_BY(mu) = 0;
   // Token positions handed out so far.

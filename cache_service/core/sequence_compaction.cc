@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "cache_service/core/log.h"
 
 namespace kvwarden {
@@ -20,9 +21,19 @@ void CompactLayer(Sequence& seq, uint32_t layer, const std::vector<std::vector<u
     extent = std::max<uint32_t>(extent, kept[h].size());
   }
   if (absl::Status s = seq.pool->device_ops().Compact(l.geometry(), ptrs, offsets, flat); !s.ok()) {
-    // Only a device failure gets here; the slot maps are left as they were, so reads
-    // stay consistent with the (unmoved) bytes.
-    LogEvent(LogLevel::kError, "compaction_failed").Field("sequence", seq.id).Field("layer", layer).Field("error", s.ToString());
+    // Only a device failure gets here. Refused before anything ran: the slot maps still
+    // match the unmoved bytes. DATA_LOSS: the moves may have run in part, so no slot map
+    // can be trusted to match the bytes; the sequence refuses every read from now on.
+    LogEvent(LogLevel::kError, "compaction_failed")
+        .Field("sequence", seq.id)
+        .Field("layer", layer)
+        .Field("error", s.ToString())
+        .Field("kv_lost", absl::IsDataLoss(s));
+    if (absl::IsDataLoss(s) && seq.kv_lost.empty()) {
+      seq.kv_lost = absl::StrCat("sequence ", seq.id, ": a device error during compaction of layer ",
+                                 layer, " left its KV in an unknown state (", s.message(),
+                                 "); release it and recompute");
+    }
     return;
   }
   std::vector<HeadCompaction> changed;

@@ -275,6 +275,7 @@ absl::Status SequenceTable::CheckReadLocked(const Sequence& seq, uint32_t layer_
                                            uint32_t token_start, uint32_t token_end,
                                            std::optional<uint64_t> epoch) {
   const KvLayout& l = seq.layout();
+  if (!seq.kv_lost.empty()) return absl::DataLossError(seq.kv_lost);
   if (layer_count == 0) return absl::InvalidArgumentError("layer_count: must be >= 1");
   if (uint64_t{layer_start} + layer_count > l.num_layers) {
     return absl::InvalidArgumentError(
@@ -373,6 +374,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
   {
     absl::ReaderMutexLock lock(&parent.mu);
     if (parent.released) return NotFound(parent_id);
+    if (!parent.kv_lost.empty()) return absl::DataLossError(parent.kv_lost);
     // A fork copies or shares the bytes as they are: not while a transfer writes them.
     if (parent.TransfersBusy(/*writes_only=*/true)) return TransferBusyError(parent_id);
     const KvLayout& l = parent.layout();

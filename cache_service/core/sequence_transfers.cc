@@ -68,6 +68,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
                               "transfer leases");
   }
   absl::MutexLock seq_lock(&seq->mu);
+  if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
   if (absl::Status s = CheckRange(*seq, args); !s.ok()) return s;
   PagePool& pool = *seq->pool;
   const uint32_t pt = seq->layout().page_tokens;

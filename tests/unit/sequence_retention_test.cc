@@ -395,3 +395,86 @@ TEST_F(WindowKvRetentionTest, HandWorkedExampleSelectsWholeWindowsForTheGroup) {
 
 }  // namespace
 }  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// A cpu device whose compaction moves the bytes and then reports a device error, as a
+// CUDA launch error after both kernels ran would (issue 30, finding 2).
+class MovedThenFailedDevice final : public PoolDevice {
+ public:
+  std::string name() const override { return cpu_->name(); }
+  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string& n, size_t bytes) override {
+    return cpu_->NewChunk(n, bytes);
+  }
+  absl::Status CopyKv(const kernels::PageGeometry& g, const std::vector<uint8_t*>& pages,
+                      const std::vector<uint32_t>& begin, const std::vector<uint32_t>& count,
+                      kernels::CopyDirection d, uint8_t* k, uint8_t* v) override {
+    return cpu_->CopyKv(g, pages, begin, count, d, k, v);
+  }
+  absl::Status Compact(const kernels::PageGeometry& g, const std::vector<uint8_t*>& pages,
+                       const std::vector<uint32_t>& offsets, const std::vector<uint32_t>& slots) override {
+    (void)cpu_->Compact(g, pages, offsets, slots);  // the moves ran...
+    return absl::DataLossError("injected: launch error after the moves");  // ...then the error
+  }
+  absl::Status CopyPages(const std::vector<PageCopy>& copies, size_t bytes) override {
+    return cpu_->CopyPages(copies, bytes);
+  }
+  absl::Status CopyToHost(uint8_t* dst, const uint8_t* src, size_t bytes) override {
+    return cpu_->CopyToHost(dst, src, bytes);
+  }
+  absl::Status CopyFromHost(uint8_t* dst, const uint8_t* src, size_t bytes) override {
+    return cpu_->CopyFromHost(dst, src, bytes);
+  }
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads,
+                                                                          uint32_t window) override {
+    return cpu_->NewScissorhandsRings(heads, window);
+  }
+  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
+                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
+    return cpu_->WindowKvKeep(sums, heads, n, p, keep);
+  }
+
+ private:
+  std::shared_ptr<PoolDevice> cpu_ = CpuPoolDevice();
+};
+
+// After a compaction that may have moved bytes but reported an error, no slot map can be
+// trusted: the sequence answers DATA_LOSS to every read, transfer and fork, never bytes
+// that disagree with its slots. Other sequences are untouched.
+TEST(CompactionFailureTest, BytesInAnUnknownStateAreNeverServed) {
+  CoreConfig cfg = OneHead();
+  cfg.device = std::make_shared<MovedThenFailedDevice>();
+  Core core(cfg);
+  RetentionPolicy p;
+  p.kind = PolicyKind::kStreaming;
+  p.streaming = {6, 2};
+  auto id = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, p});
+  auto other = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, RetentionPolicy()});
+  ASSERT_TRUE(id.ok() && other.ok());
+  ASSERT_TRUE(core.ReserveAndWrite(*id, kAlpha, 6).ok());
+  ASSERT_TRUE(core.ReserveAndWrite(*other, kAlpha, 6).ok());
+  (void)core.table->Reserve(*id, kAlpha, 3);  // streaming makes room: the compaction "fails"
+  auto read = core.table->ReadKv(*id, Caller::Admin(), 0, 0, 6, std::nullopt);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_THAT(std::string(read.status().message()), HasSubstr("unknown state"));
+  TransferArgs t;
+  t.tenant = kAlpha;
+  t.lease = core.Lease(kAlpha);
+  t.sequence = *id;
+  t.layer_count = 1;
+  t.slot_end = 2;
+  EXPECT_EQ(core.table->BeginTransfer(t).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(core.table->Fork(*id, kAlpha, core.Lease(kAlpha)).status().code(),
+            absl::StatusCode::kDataLoss);
+  // The other sequence reads as written.
+  auto fine = core.table->ReadKv(*other, Caller::Admin(), 0, 0, 6, std::nullopt);
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->k, PatternKv(1, 0, 1, 0, 6, core.pool->layout().token_bytes(), false));
+  // Releasing it gives its pages back.
+  EXPECT_TRUE(core.table->Release(*id, kAlpha).ok());
+  EXPECT_TRUE(core.Check().ok()) << core.Check();
+}
+
+}  // namespace
+}  // namespace kvwarden
