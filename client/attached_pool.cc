@@ -26,6 +26,28 @@
 
 namespace kvwarden {
 namespace client {
+namespace {
+
+#if defined(KVW_HAVE_CUDA)
+// Makes `ordinal` the current device for a scope and restores the caller's after.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int ordinal) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    if (ordinal >= 0 && ordinal != previous_) cudaSetDevice(ordinal);
+  }
+  ~DeviceScope() {
+    if (previous_ >= 0) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+#endif
+
+}  // namespace
 
 struct AttachedPool::Impl {
   Client* client = nullptr;
@@ -43,6 +65,7 @@ struct AttachedPool::Impl {
     uint8_t* base = nullptr;
     size_t size = 0;
     bool device = false;  // opened from a CUDA IPC handle
+    int ordinal = -1;     // this process's number for that device
   };
   absl::flat_hash_map<uint32_t, Chunk> chunks ABSL_GUARDED_BY(mu);
 
@@ -55,6 +78,7 @@ struct AttachedPool::Impl {
     if (c.base == nullptr) return;
 #if defined(KVW_HAVE_CUDA)
     if (c.device) {
+      const DeviceScope on(c.ordinal);
       cudaIpcCloseMemHandle(c.base);
       return;
     }
@@ -62,23 +86,32 @@ struct AttachedPool::Impl {
     munmap(c.base, c.size);
   }
 
-  // A GPU pool's chunk from its CUDA IPC handle (the daemon's cudaMalloc'd chunk).
-  absl::StatusOr<Chunk> OpenDeviceChunk(const v1::AttachedChunk& c) const {
+  // A GPU pool's chunk from its CUDA IPC handle (the daemon's cudaMalloc'd chunk), opened
+  // on the daemon's device as this process numbers it (found by PCI bus id: the daemon's
+  // ordinal means another device under another CUDA_VISIBLE_DEVICES), leaving the
+  // caller's current device as it was.
+  absl::StatusOr<Chunk> OpenDeviceChunk(const v1::AttachedChunk& c, const std::string& bus_id) const {
 #if defined(KVW_HAVE_CUDA)
     cudaIpcMemHandle_t handle;
     if (c.cuda_ipc_handle().size() != sizeof(handle)) {
       return absl::InternalError(absl::StrCat("chunk ", c.chunk(), ": malformed CUDA IPC handle"));
     }
     std::memcpy(&handle, c.cuda_ipc_handle().data(), sizeof(handle));
-    const int ordinal = std::atoi(info.device.substr(info.device.find(':') + 1).c_str());
-    cudaSetDevice(ordinal);
+    int ordinal = std::atoi(info.device.substr(info.device.find(':') + 1).c_str());
+    if (!bus_id.empty() && cudaDeviceGetByPCIBusId(&ordinal, bus_id.c_str()) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "pool '", options.pool, "' is on the daemon's device ", bus_id,
+          ", which this process cannot see (CUDA_VISIBLE_DEVICES?)"));
+    }
+    const DeviceScope on(ordinal);
     void* dev = nullptr;
     if (cudaError_t e = cudaIpcOpenMemHandle(&dev, handle, cudaIpcMemLazyEnablePeerAccess);
         e != cudaSuccess) {
       return absl::FailedPreconditionError(
           absl::StrCat("cudaIpcOpenMemHandle (chunk ", c.chunk(), "): ", cudaGetErrorString(e)));
     }
-    return Chunk{c.generation(), static_cast<uint8_t*>(dev), c.size(), true};
+    return Chunk{c.generation(), static_cast<uint8_t*>(dev), c.size(), true, ordinal};
 #else
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", options.pool, "' is on ", info.device,
@@ -127,7 +160,7 @@ struct AttachedPool::Impl {
         (void)madvise(p, c.size(), MADV_HUGEPAGE);
         fresh = Chunk{c.generation(), static_cast<uint8_t*>(p), c.size(), false};
       } else {
-        absl::StatusOr<Chunk> opened = OpenDeviceChunk(c);
+        absl::StatusOr<Chunk> opened = OpenDeviceChunk(c, resp.cuda_pci_bus_id());
         if (!opened.ok()) return opened.status();
         fresh = *opened;
       }
@@ -191,6 +224,9 @@ struct AttachedPool::Mapping::State {
   TransferGrant grant;
   bool writable = false;
   std::vector<std::vector<uint8_t*>> pages;  // [layer][page]
+  // A writable mapping of device chunks: the device (this process's number) whose queued
+  // writes must land before the lease ends. -1 otherwise.
+  int device_to_sync = -1;
   bool ended = false;
 };
 
@@ -214,7 +250,20 @@ PageView AttachedPool::Mapping::view(uint32_t layer) const {
 absl::Status AttachedPool::Mapping::End() {
   if (state_ == nullptr || state_->ended) return absl::OkStatus();
   state_->ended = true;
-  return EndLease(*state_->client, state_->grant.id);
+  absl::Status synced;
+#if defined(KVW_HAVE_CUDA)
+  // Kernels the worker queued on its streams may still be writing these pages: once the
+  // lease ends the daemon may compact or read them. Wait for the device first.
+  if (state_->device_to_sync >= 0) {
+    const DeviceScope on(state_->device_to_sync);
+    if (cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+      synced = absl::InternalError(absl::StrCat(
+          "cudaDeviceSynchronize before ending a writable mapping: ", cudaGetErrorString(e)));
+    }
+  }
+#endif
+  absl::Status ended = EndLease(*state_->client, state_->grant.id);
+  return synced.ok() ? ended : synced;
 }
 
 absl::StatusOr<std::unique_ptr<AttachedPool::Mapping>> AttachedPool::Map(const PageRange& range,
@@ -259,6 +308,7 @@ absl::StatusOr<std::unique_ptr<AttachedPool::Mapping>> AttachedPool::Map(const P
       for (uint32_t i = 0; i < r.pages; ++i) {
         pages.push_back(it->second.base + r.offset + uint64_t{i} * grant->page_bytes);
       }
+      if (state->writable && it->second.device) state->device_to_sync = it->second.ordinal;
     }
   }
   state->grant = *std::move(grant);

@@ -48,7 +48,7 @@ __global__ void SelectKernel(Segments slots, ScissorhandsHistory history, Scisso
     keep[base + j] = 1;
     // Binned as the CPU bins it: bits past the window (stale words) must neither pick a
     // bin past the histogram's end nor rank differently.
-    if (evict > 0 && j >= lo && j < hi) atomicAdd(&hist[min(c, p.window)], 1u);
+    if (evict > 0 && j >= lo && j < hi) atomicAdd(&hist[c < p.window ? c : p.window], 1u);
   }
   __syncthreads();
   if (evict == 0) return;
@@ -65,7 +65,7 @@ __global__ void SelectKernel(Segments slots, ScissorhandsHistory history, Scisso
   // Tiles in slot order; an exclusive prefix of "I == T" flags ranks the ties by age.
   for (uint32_t tile = lo; tile < hi; tile += blockDim.x) {
     const uint32_t j = tile + threadIdx.x;
-    const uint32_t c = j < hi ? min(low[base + j], p.window) : 0;
+    const uint32_t c = j < hi ? (low[base + j] < p.window ? low[base + j] : p.window) : 0;
     const bool at_t = j < hi && c == threshold;
     const uint32_t ballot = __ballot_sync(0xffffffffu, at_t);
     if (lane == 0) warp_counts[warp] = __popc(ballot);

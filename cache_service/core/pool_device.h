@@ -27,6 +27,9 @@ class PoolDevice {
  public:
   virtual ~PoolDevice() = default;
   virtual std::string name() const = 0;  // "cpu", "cuda:0"
+  // The device's PCI bus id ("0000:3b:00.0"): how another process finds the same device
+  // under its own CUDA_VISIBLE_DEVICES numbering. Empty for host memory.
+  virtual std::string pci_bus_id() const { return ""; }
 
   // Allocates one chunk of pool memory on this device.
   virtual absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string& name, size_t bytes) = 0;

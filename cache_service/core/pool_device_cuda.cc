@@ -96,6 +96,14 @@ class CudaDevice final : public PoolDevice {
         queue_(std::move(queue)),
         records_(std::make_shared<CudaRecordBatcher>(queue_)) {}
   std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
+  std::string pci_bus_id() const override {
+    char id[32] = {};
+    if (cudaDeviceGetPCIBusId(id, sizeof(id), ordinal_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return "";
+    }
+    return id;
+  }
 
   // The most device-only arena space one call takes; beyond it a call allocates its own.
   static constexpr size_t kArenaScratch = size_t{64} << 20;

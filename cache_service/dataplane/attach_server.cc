@@ -209,6 +209,16 @@ bool AttachServer::Handle(Connection& conn) {
   }
   // Decode workers only read; prefill (and both) write KV in place.
   const bool writable = lease->role != WorkerRole::kDecode;
+  if (!writable && (*pool)->device() != "cpu") {
+    // A CUDA IPC mapping is always read-write: read-only cannot be enforced, so it is
+    // refused rather than promised.
+    Answer(conn.fd.get(), absl::FailedPreconditionError(absl::StrCat(
+                              "pool '", req.pool(), "' is on ", (*pool)->device(),
+                              ": CUDA IPC mappings are read-write, so a decode (read-only) lease "
+                              "cannot attach it; read through DataPlane or ReadKV, or attach with "
+                              "a prefill/both lease")));
+    return true;
+  }
   absl::flat_hash_map<uint32_t, uint64_t> known;
   for (const v1::ChunkRef& k : req.known_chunks()) known[k.chunk()] = k.generation();
   absl::StatusOr<std::vector<PagePool::ChunkShare>> shares =
@@ -279,6 +289,7 @@ bool AttachServer::Handle(Connection& conn) {
     }
     conn.info.chunks += static_cast<uint32_t>(resp.chunks_size());
     resp.set_attachment_id(conn.info.id);
+    resp.set_cuda_pci_bus_id((*pool)->device_ops().pci_bus_id());
   }
   return SendRecord(conn.fd.get(), resp.SerializeAsString(), fds).ok();
 }

@@ -325,6 +325,23 @@ cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
+cudaError_t cudaDeviceGetPCIBusId(char* pci_bus_id, int len, int device) {
+  if (pci_bus_id == nullptr || len < 13) return Error(cudaErrorInvalidValue);
+  if (device < 0 || device >= Dev().count) return Error(cudaErrorInvalidDevice);
+  std::snprintf(pci_bus_id, static_cast<size_t>(len), "0000:%02x:00.0", device);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetByPCIBusId(int* device, const char* pci_bus_id) {
+  unsigned bus = 0;
+  if (device == nullptr || pci_bus_id == nullptr ||
+      std::sscanf(pci_bus_id, "0000:%x:00.0", &bus) != 1 || static_cast<int>(bus) >= Dev().count) {
+    return Error(cudaErrorInvalidValue);
+  }
+  *device = static_cast<int>(bus);
+  return cudaSuccess;
+}
+
 cudaError_t cudaDeviceSynchronize() {
   Device& d = Dev();
   std::lock_guard<std::mutex> lock(d.mu);

@@ -35,7 +35,12 @@ TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
       testing::DaemonProcess::Start(kGpuConfig, {"--attach-socket=" + dir.path() + "/a.sock"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto c = *Client::Connect({(*daemon)->target(), "t", absl::Seconds(10)});
-  auto lease = c->RegisterWorker("w", client::Role::kDecode, 60000);
+  // A decode (read-only) lease cannot attach a cuda pool: IPC mappings are read-write.
+  auto decode = c->RegisterWorker("d", client::Role::kDecode, 60000);
+  ASSERT_TRUE(decode.ok());
+  auto refused = client::AttachedPool::Attach(c.get(), decode->id, {"gpu"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  auto lease = c->RegisterWorker("w", client::Role::kBoth, 60000);
   ASSERT_TRUE(lease.ok());
   auto seq = c->CreateSequence(lease->id, "gpu", 64);
   ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 40).ok());

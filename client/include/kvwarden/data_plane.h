@@ -194,6 +194,10 @@ class AttachedPool {
     // Null unless mapped with kWrite on a writable attachment.
     uint8_t* mutable_page(uint32_t layer, uint32_t page_index) const;
     PageView view(uint32_t layer) const;
+    // Ends the lease. A writable mapping of device (cuda) pages first waits for the
+    // device (cudaDeviceSynchronize), so kernels still writing them land before the
+    // daemon may compact or read them; a read-only attach of a cuda pool is refused
+    // (CUDA IPC mappings cannot be read-only).
     absl::Status End();
 
    private:

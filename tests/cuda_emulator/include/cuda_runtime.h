@@ -82,6 +82,9 @@ struct cudaIpcMemHandle_t {
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);
+// Device N's bus id is "0000:0N:00.0" here.
+cudaError_t cudaDeviceGetPCIBusId(char* pci_bus_id, int len, int device);
+cudaError_t cudaDeviceGetByPCIBusId(int* device, const char* pci_bus_id);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
