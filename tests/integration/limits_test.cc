@@ -65,6 +65,45 @@ constexpr const char* kLimitsConfig = R"pb(
 constexpr const char* kAlpha = "alpha-token";
 constexpr const char* kBeta = "beta-token";
 
+// A TCP connection to the gRPC port of `target` (HOST:PORT on loopback). With `hello` it
+// sends HTTP/2's client preface and an empty SETTINGS frame, then nothing (so gRPC holds
+// the connection open, idle and unauthenticated).
+UniqueFd TcpToGrpc(const std::string& target, bool hello) {
+  int port = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(target.substr(target.rfind(':') + 1), &port));
+  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+  if (hello) EXPECT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
+  return sock;
+}
+
+// Whether the daemon closed `sock` within `wait` (anything it sent is read and dropped).
+bool ClosedWithin(int sock, absl::Duration wait) {
+  const absl::Time end = absl::Now() + wait;
+  char buf[4096];
+  while (absl::Now() < end) {
+    pollfd p{sock, POLLIN, 0};
+    if (poll(&p, 1, 20) == 1) {
+      const ssize_t n = recv(sock, buf, sizeof(buf), 0);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    }
+  }
+  return false;
+}
+
+// kLimitsConfig with `extra` fields added to its grpc_connections block.
+std::string WithGrpcConnections(const std::string& extra) {
+  std::string config = kLimitsConfig;
+  const std::string from = "preface_timeout_ms: 300 }";
+  config.replace(config.find(from), from.size(), "preface_timeout_ms: 300 " + extra + " }");
+  return config;
+}
+
 class LimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -140,35 +179,8 @@ class LimitsTest : public ::testing::Test {
     return resp.ParseFromString(*answer) ? resp.code() : -3;
   }
 
-  // A TCP connection to the daemon's gRPC port; `preface` sends HTTP/2's client preface
-  // (and nothing else, so gRPC holds the connection open).
-  UniqueFd Tcp(bool preface) {
-    const std::string& t = daemon_->target();
-    int port = 0;
-    EXPECT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
-    UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    static constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    if (preface) EXPECT_EQ(send(sock.get(), kPreface, sizeof(kPreface) - 1, MSG_NOSIGNAL), 24);
-    return sock;
-  }
-  // Whether the daemon closed `sock` within `wait` (anything it sent is read and dropped).
-  static bool ClosedWithin(int sock, absl::Duration wait) {
-    const absl::Time end = absl::Now() + wait;
-    char buf[4096];
-    while (absl::Now() < end) {
-      pollfd p{sock, POLLIN, 0};
-      if (poll(&p, 1, 20) == 1) {
-        const ssize_t n = recv(sock, buf, sizeof(buf), 0);
-        if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
-      }
-    }
-    return false;
-  }
+  // A TCP connection to the daemon's gRPC port (TcpToGrpc).
+  UniqueFd Tcp(bool preface) { return TcpToGrpc(daemon_->target(), preface); }
   // A Ping-like admin call on a channel of its own (its own TCP connection).
   grpc::Status CallOnNewConnection(int salt, absl::Duration deadline) {
     grpc::ChannelArguments args;
@@ -478,43 +490,18 @@ TEST_F(LimitsTest, AcceptLoopDoesNotSpinOnAPartialPreface) {
 // Finding 7: connections that sent the preface and then idled held the per-peer cap
 // for good. With grpc_connections.idle_timeout_ms they are closed.
 TEST(GrpcIdleTest, IdleConnectionsAreClosed) {
-  std::string config = kLimitsConfig;
-  const std::string from = "preface_timeout_ms: 300 }";
-  config.replace(config.find(from), from.size(), "preface_timeout_ms: 300 idle_timeout_ms: 1000 }");
-  auto d = DaemonProcess::Start(config);
+  auto d = DaemonProcess::Start(WithGrpcConnections("idle_timeout_ms: 1000"));
   ASSERT_TRUE(d.ok()) << d.status();
-  const std::string& t = (*d)->target();
-  int port = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
-  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  // The preface and an empty SETTINGS frame, then nothing.
-  static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-  ASSERT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
+  UniqueFd sock = TcpToGrpc((*d)->target(), /*hello=*/true);
   const absl::Time start = absl::Now();
-  char buf[4096];
-  timeval tv{1, 0};
-  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  bool closed = false;
-  while (!closed && absl::Now() - start < absl::Seconds(6)) {
-    const ssize_t n = recv(sock.get(), buf, sizeof(buf), 0);
-    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-  }
-  EXPECT_TRUE(closed) << "an idle connection stayed open";
+  EXPECT_TRUE(ClosedWithin(sock.get(), absl::Seconds(6))) << "an idle connection stayed open";
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
 }
 
 // Finding 7, the rest: connections that never authenticate are closed after
 // grpc_connections.auth_timeout_ms, while an authenticated channel keeps its connection.
 TEST(GrpcAuthTimeoutTest, ConnectionsThatNeverAuthenticateAreClosed) {
-  std::string config = kLimitsConfig;
-  const std::string from = "preface_timeout_ms: 300 }";
-  config.replace(config.find(from), from.size(), "preface_timeout_ms: 300 auth_timeout_ms: 1000 }");
-  auto d = DaemonProcess::Start(config);
+  auto d = DaemonProcess::Start(WithGrpcConnections("auth_timeout_ms: 1000"));
   ASSERT_TRUE(d.ok()) << d.status();
   auto channel = grpc::CreateChannel((*d)->target(), grpc::InsecureChannelCredentials());
   auto admin = v1::AdminService::NewStub(channel);
@@ -526,27 +513,10 @@ TEST(GrpcAuthTimeoutTest, ConnectionsThatNeverAuthenticateAreClosed) {
     return resp;
   };
   const uint64_t refused_before = pools().grpc_connections_refused();
-  const std::string& t = (*d)->target();
-  int port = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(t.substr(t.rfind(':') + 1), &port));
-  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
-  ASSERT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
+  UniqueFd sock = TcpToGrpc((*d)->target(), /*hello=*/true);
   const absl::Time start = absl::Now();
-  char buf[4096];
-  timeval tv{1, 0};
-  setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  bool closed = false;
-  while (!closed && absl::Now() - start < absl::Seconds(5)) {
-    const ssize_t n = recv(sock.get(), buf, sizeof(buf), 0);
-    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-  }
-  EXPECT_TRUE(closed) << "a connection that never authenticated stayed open";
+  EXPECT_TRUE(ClosedWithin(sock.get(), absl::Seconds(5)))
+      << "a connection that never authenticated stayed open";
   EXPECT_GE(absl::Now() - start, absl::Milliseconds(900));
   // The authenticated channel was left alone: exactly one connection was refused.
   EXPECT_EQ(pools().grpc_connections_refused(), refused_before + 1);
