@@ -12,8 +12,8 @@
 //
 // One thread, "kvw-data", serves every connection with epoll and non-blocking sockets,
 // so a slow or stalled peer holds only its own connection. Bytes move through a
-// per-connection buffer of about 1 MiB: the table's lock is held for one bounded copy,
-// never while waiting on a socket.
+// per-connection buffer of about 1 MiB (given back after a second between requests): the
+// table's lock is held for one bounded copy, never while waiting on a socket.
 //
 // Limits (a tenant must not starve another, an unauthenticated peer must not starve
 // anyone): a connection is unauthenticated until its first request names a live grant;
