@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/fd/unique_fd.h"
 #include "common/net/data_frames.h"
 #include "common/ucx/ucx.h"
@@ -31,6 +33,23 @@ using client::TransferMode;
 using client::TransferPath;
 using testing::DaemonProcess;
 using testing::RandomBytes;
+
+// "fds N, threads N, RSS N KiB" of a process, for the figures these attacks report.
+std::string ProcessFigures(pid_t pid) {
+  size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line, threads = "?", rss = "?";
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) threads = line.substr(line.find_first_not_of(" \t", 8));
+    if (line.rfind("VmRSS:", 0) == 0) rss = line.substr(line.find_first_not_of(" \t", 6));
+  }
+  return absl::StrCat("fds ", fds, ", threads ", threads, ", RSS ", rss);
+}
 
 struct Answer {
   int code = -1;  // -1: the connection closed without an answer
@@ -290,6 +309,8 @@ TEST_F(DataPlaneSecurityTest, AnUnauthenticatedFloodDoesNotKeepTenantsOut) {
     flood.push_back(Dial());
     if (i % 2 == 0) (void)!send(flood.back().get(), "KVWD", 4, MSG_NOSIGNAL);  // a partial header
   }
+  std::printf("daemon during a flood of 300 unauthenticated connections: %s\n",
+              ProcessFigures(daemon_->pid()).c_str());
   auto dp = DataPlane::Connect(alpha_.get(), alpha_lease_, {"pt16", "tcp"});
   ASSERT_TRUE(dp.ok()) << dp.status();
   auto seq = alpha_->CreateSequence(alpha_lease_, "pt16", 32);
@@ -309,6 +330,7 @@ TEST_F(DataPlaneSecurityTest, AnUnauthenticatedFloodDoesNotKeepTenantsOut) {
     if (recv(fd.get(), &b, 1, 0) <= 0) ++closed;
   }
   EXPECT_EQ(closed, 300);
+  std::printf("daemon after the flood: %s\n", ProcessFigures(daemon_->pid()).c_str());
   ExpectVictimIntact();
 }
 
@@ -369,6 +391,8 @@ TEST_F(DataPlaneSecurityTest, ATenantsTcpDataConnectionsAreCapped) {
     Answer a = Raw(held.back().get(), Header(mine, net::DataOp::kRead, 1));
     ASSERT_EQ(a.code, 0) << "connection " << i << ": " << a.message;
   }
+  std::printf("daemon holding 64 authenticated TCP data connections: %s\n",
+              ProcessFigures(daemon_->pid()).c_str());
   UniqueFd over = Dial();
   Answer a = Raw(over.get(), Header(mine, net::DataOp::kRead, 1));
   EXPECT_EQ(a.code, static_cast<int>(absl::StatusCode::kResourceExhausted)) << a.message;
