@@ -71,6 +71,25 @@ TEST(CopyKvCudaTest, MatchesCpuReference) {
       cudaMemcpy(from_gpu.data(), dev_arena, from_gpu.size(), cudaMemcpyDeviceToHost);
       EXPECT_EQ(from_gpu, host_pages) << "max_count hint " << hint;
     }
+    // And back: pages -> dense, the direction ReadKV and staging use, against the CPU
+    // kernel reading the same pages (the device pages now hold what the CPU wrote).
+    std::vector<uint8_t> k_cpu(k.size(), 0), v_cpu(v.size(), 0);
+    ASSERT_EQ(CopyKvCpu(PagedLayerView{g, host_ptrs.data(), c.num_pages}, {begin.data(), count.data()},
+                        CopyDirection::kPagesToDense, k_cpu.data(), v_cpu.data()),
+              KernelStatus::kOk);
+    for (uint32_t hint : {0u, max_count}) {
+      ASSERT_EQ(cudaMemset(dk, 0, k.size()), cudaSuccess);
+      ASSERT_EQ(cudaMemset(dv, 0, v.size()), cudaSuccess);
+      ASSERT_EQ(CopyKvCuda(PagedLayerView{g, dev_ptrs, c.num_pages}, {db, dc},
+                           CopyDirection::kPagesToDense, dk, dv, nullptr, hint),
+                KernelStatus::kOk);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint8_t> k_gpu(k.size()), v_gpu(v.size());
+      cudaMemcpy(k_gpu.data(), dk, k_gpu.size(), cudaMemcpyDeviceToHost);
+      cudaMemcpy(v_gpu.data(), dv, v_gpu.size(), cudaMemcpyDeviceToHost);
+      EXPECT_EQ(k_gpu, k_cpu) << "pages to dense, max_count hint " << hint;
+      EXPECT_EQ(v_gpu, v_cpu) << "pages to dense, max_count hint " << hint;
+    }
     cudaFree(db); cudaFree(dc); cudaFree(dk); cudaFree(dv); cudaFree(dev_ptrs); cudaFree(dev_arena);
   }
 }
