@@ -11,6 +11,7 @@
 #include "kvwarden/client.h"
 #include "kvwarden/data_plane.h"
 #include "tests/support/kv_pattern.h"
+#include "tests/support/data_plane_env.h"
 #include "tests/support/process.h"
 
 namespace kvwarden {
@@ -86,6 +87,48 @@ TEST(AttachCudaTest, DevicePagesReadInPlaceMatchTheByteStream) {
     ASSERT_EQ(cudaMemcpy(host.data(), (*m)->page(1, p), pb, cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(0, memcmp(host.data(), buf.data() + p * pb, pb)) << "page " << p;
   }
+}
+
+// The worker writes K/V into device pages through its IPC mapping (the in-place write
+// path), ends the mapping (which waits for the device), and the daemon reads exactly those
+// bytes back: the write crossed processes through the daemon's own allocation.
+TEST(AttachCudaTest, AWriteThroughTheIpcMappingIsWhatTheDaemonReads) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  testing::TempDir dir;
+  auto daemon =
+      testing::DaemonProcess::Start(kGpuConfig, {"--attach-socket=" + dir.path() + "/a.sock"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto c = *Client::Connect({(*daemon)->target(), "t", absl::Seconds(10)});
+  auto lease = c->RegisterWorker("prefill", client::Role::kPrefill, 60000);
+  ASSERT_TRUE(lease.ok());
+  auto seq = c->CreateSequence(lease->id, "gpu", 64);
+  ASSERT_TRUE(seq.ok() && c->ReserveSlots(seq->id, 40).ok());
+  const client::Layout& l = seq->layout;
+  auto pool = client::AttachedPool::Attach(c.get(), lease->id, {"gpu"});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->on_device());
+  const client::PageRange r{seq->id, 0, l.num_layers, 0, 40};
+  auto m = (*pool)->Map(r, client::TransferMode::kWrite);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const size_t pb = client::PageBytes(l);
+  const std::vector<uint8_t> bytes = testing::RandomBytes(client::RangeBytes(r, l), 31);
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    for (uint32_t p = 0; p < (*m)->num_pages(); ++p) {
+      uint8_t* page = (*m)->mutable_page(layer, p);
+      ASSERT_NE(page, nullptr);
+      ASSERT_EQ(cudaMemcpyAsync(page, bytes.data() + (size_t{layer} * (*m)->num_pages() + p) * pb,
+                                pb, cudaMemcpyHostToDevice, nullptr),
+                cudaSuccess);
+    }
+  }
+  ASSERT_TRUE((*m)->End().ok());  // waits for the device before the lease ends
+  // The daemon's view of the same pages, through the data plane (staged out of device
+  // memory by the daemon itself).
+  auto dp = client::DataPlane::Connect(c.get(), lease->id, {"gpu", "tcp"});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  std::vector<uint8_t> back(bytes.size());
+  ASSERT_TRUE((*dp)->Get(r, absl::MakeSpan(back)).ok());
+  EXPECT_EQ(back, bytes);
 }
 
 // A CUDA IPC handle cannot be revoked: once a tenant's worker was given one for a chunk,

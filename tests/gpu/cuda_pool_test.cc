@@ -2,12 +2,15 @@
 // reads, forks and Scissorhands compaction must leave byte-identical results on both.
 // Label gpu: skips when no CUDA device is visible.
 
+#include <cuda_runtime.h>
+
 #include <algorithm>
 #include <atomic>
 #include <random>
 #include <thread>
 
 #include "cache_service/core/scissorhands_rings_cuda.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/copy_kv.h"
 #include "tests/support/core_fixture.h"
@@ -235,6 +238,38 @@ TEST(CudaPoolTest, CopyKvInAndOutOfTheStagingArenaMatchesTheCpuKernel) {
     ASSERT_TRUE((*device)->CopyToHost(after.data(), (*chunk)->data(), after.size()).ok());
     EXPECT_TRUE(after == host) << "a refused copy changed the pages";
   }
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// cuda:N for every visible N, not only 0: each device makes a chunk and moves bytes
+// through it; the first number past the last device is refused (UNAVAILABLE naming it),
+// never a pool on the wrong device. (On the CUDA emulator, ctest also runs this with
+// two devices: cuda_pool_test_two_devices.)
+TEST(CudaPoolTest, EveryVisibleOrdinalServesAndOnePastTheLastIsRefused) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  int count = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&count), cudaSuccess);
+  for (int d = 0; d < count; ++d) {
+    auto device = CudaPoolDevice(d);
+    ASSERT_TRUE(device.ok()) << "cuda:" << d << ": " << device.status();
+    EXPECT_EQ((*device)->name(), absl::StrCat("cuda:", d));
+    EXPECT_FALSE((*device)->pci_bus_id().empty());
+    auto chunk = (*device)->NewChunk("probe", size_t{2} << 20);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    std::vector<uint8_t> in(size_t{1} << 20), out(in.size(), 0);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(i * 7 + d);
+    // Into the chunk's second MiB and back.
+    ASSERT_TRUE((*device)->CopyFromHost((*chunk)->data() + in.size(), in.data(), in.size()).ok());
+    ASSERT_TRUE((*device)->CopyToHost(out.data(), (*chunk)->data() + in.size(), out.size()).ok());
+    EXPECT_EQ(out, in) << "cuda:" << d;
+  }
+  auto past = CudaPoolDevice(count);
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kUnavailable) << past.status();
 }
 
 }  // namespace
