@@ -274,3 +274,63 @@ TEST(CudaPoolTest, EveryVisibleOrdinalServesAndOnePastTheLastIsRefused) {
 
 }  // namespace
 }  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// Pages past the first 4 GiB of one allocation: K/V in and out at byte offsets that do not
+// fit 32 bits, byte for byte against the CPU kernel on a host copy. (Not on the CUDA
+// emulator: 4.5 GiB of emulated device memory is more than CI's machine should commit.)
+TEST(CudaPoolTest, CopyKvAtByteOffsetsAboveFourGiB) {
+#if defined(KVW_CUDA_EMULATOR)
+  GTEST_SKIP() << "needs 4.5 GiB of device memory; runs on a real device (gpu_check)";
+#endif
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto device = CudaPoolDevice(0);
+  ASSERT_TRUE(device.ok()) << device.status();
+  const kernels::PageGeometry g{8, 128, 16, 2};  // 64 KiB pages
+  const size_t pb = g.page_bytes();
+  auto chunk = (*device)->NewChunk("big", (size_t{9} << 29));  // 4.5 GiB
+  ASSERT_TRUE(chunk.ok()) << chunk.status();
+  uint8_t* base = (*chunk)->data();
+  const std::vector<uint8_t*> pages = {base + (size_t{4} << 30) + pb, base + (size_t{4} << 30) + 3 * pb,
+                                       base + pb};
+  const uint32_t cap = static_cast<uint32_t>(pages.size()) * g.page_tokens;
+  std::vector<uint32_t> begin(g.num_kv_heads), count(g.num_kv_heads);
+  size_t total = 0;
+  for (uint32_t h = 0; h < g.num_kv_heads; ++h) {
+    begin[h] = h % 5;
+    count[h] = cap - begin[h] - h;
+    total += count[h];
+  }
+  std::vector<uint8_t> k(total * g.token_bytes()), v(k.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k[i] = static_cast<uint8_t>(i * 13 + 1);
+    v[i] = static_cast<uint8_t>(i * 7 + 3);
+  }
+  ASSERT_TRUE((*device)->CopyKv(g, pages, begin, count, kernels::CopyDirection::kDenseToPages,
+                                k.data(), v.data()).ok());
+  // A host copy of each page, read back by the CPU kernel below: the layout must agree.
+  std::vector<uint8_t> host(pages.size() * pb);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    ASSERT_TRUE((*device)->CopyToHost(host.data() + i * pb, pages[i], pb).ok());
+  }
+  // Only the slots written are compared (the rest of device memory is not zeroed).
+  std::vector<uint8_t> k_back(k.size()), v_back(v.size());
+  ASSERT_TRUE((*device)->CopyKv(g, pages, begin, count, kernels::CopyDirection::kPagesToDense,
+                                k_back.data(), v_back.data()).ok());
+  EXPECT_EQ(k_back, k);
+  EXPECT_EQ(v_back, v);
+  std::vector<uint8_t> k_host(k.size()), v_host(v.size());
+  std::vector<uint8_t*> host_pages;
+  for (size_t i = 0; i < pages.size(); ++i) host_pages.push_back(host.data() + i * pb);
+  ASSERT_EQ(kernels::CopyKvCpu({g, host_pages.data(), static_cast<uint32_t>(pages.size())},
+                               {begin.data(), count.data()}, kernels::CopyDirection::kPagesToDense,
+                               k_host.data(), v_host.data()),
+            kernels::KernelStatus::kOk);
+  EXPECT_EQ(k_host, k) << "the device pages' layout differs from the CPU kernel's";
+  EXPECT_EQ(v_host, v);
+}
+
+}  // namespace
+}  // namespace kvwarden
