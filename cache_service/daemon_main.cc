@@ -31,6 +31,8 @@
 namespace kvwarden {
 namespace {
 
+constexpr char kLivenessService[] = "kvwarden.liveness";
+
 struct Flags {
   std::string config;
   std::string listen;
@@ -127,8 +129,16 @@ int Run(const Flags& flags) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server != nullptr) {
     // Before the first connection is handed over: admin calls may use it at once.
+    // Liveness ("kvwarden.liveness") means the process serves; readiness (the overall
+    // status, "") also goes NOT_SERVING once every pool drains. A liveness probe on the
+    // overall status would restart a draining daemon and lose what the drain keeps.
+    if (grpc::HealthCheckServiceInterface* h = server->GetHealthCheckService()) {
+      h->SetServingStatus(kLivenessService, true);
+    }
     (*daemon)->SetServingHook([s = server.get()](bool serving) {
-      if (grpc::HealthCheckServiceInterface* h = s->GetHealthCheckService()) h->SetServingStatus(serving);
+      if (grpc::HealthCheckServiceInterface* h = s->GetHealthCheckService()) {
+        h->SetServingStatus("", serving);
+      }
     });
   }
   if (server == nullptr || !(*acceptor)->Serve(server.get(), (*daemon)->tls_acceptor()).ok()) {

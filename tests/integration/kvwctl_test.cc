@@ -9,6 +9,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "kvwarden/v1/admin.grpc.pb.h"
 #include "kernels/copy_kv.h"
 #include "kvwarden/client.h"
@@ -202,6 +203,22 @@ TEST_F(KvwctlTest, DrainRefusesNewSequencesAndTurnsHealthOnceEveryPoolDrains) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.out, HasSubstr("NOT_SERVING"));
   EXPECT_THAT(r.out, HasSubstr("pool big: draining"));
+  // Liveness stays SERVING through a full drain (the DaemonSet's livenessProbe asks for
+  // it): a draining daemon is not restarted and keeps what the drain lets finish.
+  {
+    auto channel = grpc::CreateChannel(daemon_->target(), grpc::InsecureChannelCredentials());
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    req.set_service("kvwarden.liveness");
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+    req.set_service("");
+    grpc::ClientContext ctx2;
+    ASSERT_TRUE(health->Check(&ctx2, req, &resp).ok());
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
   r = Ctl({"--json", "pools"});
   EXPECT_THAT(r.out, HasSubstr("\"draining\": true"));
   ASSERT_EQ(Ctl({"undrain", "main"}).exit_code, 0);
