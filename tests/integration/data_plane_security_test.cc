@@ -22,6 +22,7 @@
 #include "kvwarden/client.h"
 #include "kvwarden/data_plane.h"
 #include "tests/support/data_plane_env.h"
+#include "tests/support/loopback.h"
 #include "tests/support/process.h"
 
 namespace kvwarden {
@@ -34,14 +35,20 @@ using client::TransferPath;
 using testing::DaemonProcess;
 using testing::RandomBytes;
 
-// "fds N, threads N, RSS N KiB" of a process, for the figures these attacks report.
-std::string ProcessFigures(pid_t pid) {
-  size_t fds = 0;
+// Open fds of a process.
+size_t OpenFds(pid_t pid) {
+  size_t n = 0;
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++fds;
+    ++n;
   }
+  return n;
+}
+
+// "fds N, threads N, RSS N KiB" of a process, for the figures these attacks report.
+std::string ProcessFigures(pid_t pid) {
+  const size_t fds = OpenFds(pid);
   std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
   std::string line, threads = "?", rss = "?";
   while (std::getline(status, line)) {
@@ -99,17 +106,7 @@ class DataPlaneSecurityTest : public ::testing::Test {
     EXPECT_EQ(back, victim_bytes_);
   }
 
-  UniqueFd Dial() {
-    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(info_.tcp_data_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    timeval tv{10, 0};
-    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
-  }
+  UniqueFd Dial() { return testing::ConnectLoopback(info_.tcp_data_port, absl::Seconds(10)); }
 
   static bool RecvAll(int fd, void* p, size_t n) {
     auto* b = static_cast<uint8_t*>(p);
@@ -339,16 +336,6 @@ TEST_F(DataPlaneSecurityTest, AnUnauthenticatedFloodDoesNotKeepTenantsOut) {
 
 namespace kvwarden {
 namespace {
-
-size_t OpenFds(pid_t pid) {
-  size_t n = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
 
 // Finding 3 measured 1,600 UCX endpoints over tcp taking the daemon to its fd limit. The
 // worker is shared memory only now: endpoints from this host (however many, from how

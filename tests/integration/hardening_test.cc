@@ -30,6 +30,7 @@
 #include "kvwarden/client.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 #include "kvwarden/v1/transfer.grpc.pb.h"
+#include "tests/support/loopback.h"
 #include "tests/support/process.h"
 #include "tests/support/test_config.h"
 
@@ -538,15 +539,7 @@ TEST(MetricsHardeningTest, SlowClientsDoNotBlockAScrape) {
   }
   ASSERT_NE(port, 0) << (*d)->log();
   auto dial = [port] {
-    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    timeval tv{5, 0};
-    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    return fd;
+    return testing::ConnectLoopback(static_cast<uint16_t>(port), absl::Seconds(5));
   };
   std::vector<UniqueFd> slow;
   for (int i = 0; i < 50; ++i) {

@@ -32,6 +32,7 @@
 #include "kvwarden/v1/control.grpc.pb.h"
 #include "kvwarden/v1/transfer.grpc.pb.h"
 #include "kvwarden/v1/transfer.pb.h"
+#include "tests/support/loopback.h"
 #include "tests/support/process.h"
 
 namespace kvwarden {
@@ -71,12 +72,7 @@ constexpr const char* kBeta = "beta-token";
 UniqueFd TcpToGrpc(const std::string& target, bool hello) {
   int port = 0;
   EXPECT_TRUE(absl::SimpleAtoi(target.substr(target.rfind(':') + 1), &port));
-  UniqueFd sock(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  UniqueFd sock = testing::ConnectLoopback(static_cast<uint16_t>(port));
   static constexpr char kHello[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
   if (hello) EXPECT_EQ(send(sock.get(), kHello, sizeof(kHello) - 1, MSG_NOSIGNAL), 33);
   return sock;
