@@ -43,6 +43,19 @@ auto RetryUnavailable(Client& client, Fn&& fn, absl::Time deadline) -> decltype(
   }
 }
 
+// Pages [page, page + count) of `layers` layers from layer index `layer` lie in the grant
+// (checked before any byte moves, on either path).
+absl::Status CheckInGrant(const TransferGrant& g, uint32_t layer, uint32_t layers, uint32_t page,
+                          uint32_t count) {
+  if (uint64_t{layer} + layers > g.layers.size() || uint64_t{page} + count > g.num_pages ||
+      count == 0) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "pages [%u, %d) of layer index %u are outside the transfer (%d layers x %u pages)", page,
+        uint64_t{page} + count, layer, g.layers.size(), g.num_pages));
+  }
+  return absl::OkStatus();
+}
+
 // Chunk ids with the top bit name a per-transfer staging buffer (transfer.proto).
 bool IsStaging(uint32_t chunk) { return (chunk & (1u << 31)) != 0; }
 
@@ -135,12 +148,7 @@ struct DataPlane::Impl {
     if (g.data_secret.size() != net::kDataSecretBytes) {
       return absl::InternalError("the grant has no TCP data secret (an older kvwardend?)");
     }
-    if (uint64_t{layer} + layers > g.layers.size() || uint64_t{page} + count > g.num_pages ||
-        count == 0) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "pages [%u, %d) of layer index %u are outside the transfer (%d layers x %u pages)", page,
-          uint64_t{page} + count, layer, g.layers.size(), g.num_pages));
-    }
+    if (absl::Status s = CheckInGrant(g, layer, layers, page, count); !s.ok()) return s;
     if (!tcp || tcp->broken()) {
       if (absl::Status s = ConnectTcpLocked(deadline); !s.ok()) return s;
     }
@@ -245,11 +253,7 @@ struct DataPlane::Impl {
   absl::Status IssueLocked(const TransferGrant& g, TransferMode mode, uint32_t layer, uint32_t page,
                            uint32_t count, uint8_t* buf, Requests* reqs)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (layer >= g.layers.size() || uint64_t{page} + count > g.num_pages || count == 0) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "pages [%u, %d) of layer index %u are outside the transfer (%d layers x %u pages)", page,
-          uint64_t{page} + count, layer, g.layers.size(), g.num_pages));
-    }
+    if (absl::Status s = CheckInGrant(g, layer, 1, page, count); !s.ok()) return s;
     uint32_t at = 0;  // page index of the run's first page within the layer
     for (const PageRunInfo& run : g.layers[layer]) {
       const uint32_t lo = std::max(at, page), hi = std::min(at + run.pages, page + count);
