@@ -17,7 +17,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "common/net/data_frames.h"
 #include "common/net/tcp_listen.h"
 
@@ -106,11 +105,6 @@ class TcpDataServer::Loop {
     }
   }
 
-  Stats stats() const {
-    absl::MutexLock lock(&stats_mu_);
-    return stats_;
-  }
-
  private:
   static constexpr uint64_t kListenerTag = 0, kWakeTag = 1;
 
@@ -139,7 +133,6 @@ class TcpDataServer::Loop {
       if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) continue;  // c closes fd
       ++unauthenticated_;
       conns_.emplace(c->serial + 2, std::move(c));
-      UpdateStats();
     }
   }
 
@@ -148,10 +141,10 @@ class TcpDataServer::Loop {
     for (const auto& [tag, c] : conns_) {
       if (!c->authenticated && (oldest == 0 || tag < oldest)) oldest = tag;
     }
-    if (oldest != 0) Close(oldest, /*refused=*/true);
+    if (oldest != 0) Close(oldest);
   }
 
-  void Close(uint64_t tag, bool refused) {
+  void Close(uint64_t tag) {
     auto it = conns_.find(tag);
     if (it == conns_.end()) return;
     Conn& c = *it->second;
@@ -163,8 +156,6 @@ class TcpDataServer::Loop {
       --unauthenticated_;
     }
     conns_.erase(it);
-    if (refused) ++refused_;
-    UpdateStats();
   }
 
   void Sweep() {
@@ -183,7 +174,7 @@ class TcpDataServer::Loop {
         std::vector<uint8_t>().swap(c->buf);
       }
     }
-    for (uint64_t tag : expired) Close(tag, /*refused=*/true);
+    for (uint64_t tag : expired) Close(tag);
     if (listener_paused_until_ != absl::InfinitePast() && now >= listener_paused_until_) {
       listener_paused_until_ = absl::InfinitePast();
       epoll_event ev{};
@@ -191,7 +182,6 @@ class TcpDataServer::Loop {
       ev.data.u64 = kListenerTag;
       epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listener_, &ev);
     }
-    UpdateStats();
   }
 
   void Want(Conn& c, uint32_t events) {
@@ -206,7 +196,7 @@ class TcpDataServer::Loop {
     const uint64_t tag = c.serial + 2;
     if ((events & (EPOLLERR | EPOLLHUP)) != 0 &&
         (c.phase == Conn::Phase::kHeader || c.phase == Conn::Phase::kWritePayload)) {
-      Close(tag, false);
+      Close(tag);
       return;
     }
     for (;;) {
@@ -227,7 +217,7 @@ class TcpDataServer::Loop {
           break;
       }
       if (!alive) {
-        Close(tag, false);
+        Close(tag);
         return;
       }
       if (!progressed || c.phase == Conn::Phase::kDrain) break;
@@ -240,7 +230,6 @@ class TcpDataServer::Loop {
   ssize_t Recv(Conn& c, void* dst, size_t n) {
     const ssize_t got = recv(c.fd.get(), dst, n, 0);
     if (got > 0) {
-      bytes_in_ += static_cast<uint64_t>(got);
       return got;
     }
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
@@ -357,7 +346,6 @@ class TcpDataServer::Loop {
     --unauthenticated_;
     c.authenticated = true;
     c.tenant = tenant;
-    UpdateStats();
     return absl::OkStatus();
   }
 
@@ -467,7 +455,6 @@ class TcpDataServer::Loop {
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
       }
       *progressed = true;
-      bytes_out_ += static_cast<uint64_t>(sent);
       if (c.out_sent < c.out.size()) {
         c.out_sent += static_cast<size_t>(sent);
       } else {
@@ -476,14 +463,6 @@ class TcpDataServer::Loop {
     }
   }
 
-  void UpdateStats() {
-    absl::MutexLock lock(&stats_mu_);
-    stats_.connections = conns_.size();
-    stats_.authenticated = authenticated_;
-    stats_.refused = refused_;
-    stats_.bytes_in = bytes_in_;
-    stats_.bytes_out = bytes_out_;
-  }
 
   const Options options_;
   const SequenceTable* const table_;
@@ -495,10 +474,6 @@ class TcpDataServer::Loop {
   uint64_t serial_ = 0;
   absl::Time listener_paused_until_ = absl::InfinitePast();
   uint32_t authenticated_ = 0, unauthenticated_ = 0;
-  uint64_t refused_ = 0, bytes_in_ = 0, bytes_out_ = 0;
-
-  mutable absl::Mutex stats_mu_;
-  Stats stats_ ABSL_GUARDED_BY(stats_mu_);
 };
 
 absl::StatusOr<std::unique_ptr<TcpDataServer>> TcpDataServer::Start(const Options& options,
@@ -532,8 +507,5 @@ TcpDataServer::~TcpDataServer() {
   }
 }
 
-TcpDataServer::Stats TcpDataServer::stats() const {
-  return loop_ != nullptr ? loop_->stats() : Stats{};
-}
 
 }  // namespace kvwarden

@@ -23,9 +23,8 @@
 // (`max_per_tenant`) and the total (`max_connections`). A connection that makes no
 // progress for `idle_timeout` is closed.
 //
-// Thread-safe: stats() from any thread.
+// Thread-safety: all state belongs to "kvw-data"; the owner only starts and destroys it.
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,13 +48,6 @@ class TcpDataServer {
     absl::Duration auth_deadline = absl::Seconds(5);
     absl::Duration idle_timeout = absl::Minutes(2);
   };
-  struct Stats {
-    uint64_t connections = 0;  // open now
-    uint64_t authenticated = 0;
-    uint64_t refused = 0;  // closed by a limit or a deadline
-    uint64_t bytes_in = 0;
-    uint64_t bytes_out = 0;
-  };
 
   static absl::StatusOr<std::unique_ptr<TcpDataServer>> Start(const Options& options,
                                                               const SequenceTable* table);
@@ -64,7 +56,6 @@ class TcpDataServer {
   TcpDataServer& operator=(const TcpDataServer&) = delete;
 
   uint16_t port() const { return port_; }
-  Stats stats() const;
 
  private:
   struct Conn;
