@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/security/server_credentials.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/retention/strategies.h"
+#include "cache_service/retention/registry.h"
 #include "cache_service/dataplane/listen_interface.h"
 #include "cache_service/core/log.h"
 #include "cache_service/metrics/rpc_metrics_interceptor.h"
@@ -118,7 +118,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
   };
   d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
-  SequenceTable::Options table_options{ledger, d->leases_.get(), &DefaultRetentionStrategies()};
+  SequenceTable::Options table_options{ledger, d->leases_.get()};
   if (!settings.metrics_listen.empty()) {
     std::vector<std::string> pool_names;
     for (const PoolSpec& p : settings.pools) pool_names.push_back(p.name);

@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
-#include "cache_service/retention/policy_config.h"
+#include "cache_service/retention/registry.h"
 #include "common/ucx/ucx.h"
 #include "kvwarden/v1/config.pb.h"
 

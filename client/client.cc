@@ -127,6 +127,15 @@ static void ToProto(const Policy& p, v1::RetentionPolicy* out) {
       w->set_mean_budget(p.mean_budget);
       return;
     }
+    case Policy::Kind::kH2o: {
+      auto* h = out->mutable_h2o();
+      h->set_budget(p.budget);
+      h->set_recent(p.recent);
+      h->set_drop(p.drop);
+      h->set_sinks(p.sinks.value_or(0));
+      h->mutable_layer_budgets()->Add(p.layer_budgets.begin(), p.layer_budgets.end());
+      return;
+    }
   }
 }
 

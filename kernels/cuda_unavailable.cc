@@ -2,6 +2,7 @@
 // (kNotCompiled). The daemon only calls them for cuda pools, which such builds refuse.
 #include "kernels/compaction.h"
 #include "kernels/copy_kv.h"
+#include "kernels/h2o.h"
 #include "kernels/scissorhands.h"
 #include "kernels/streaming.h"
 #include "kernels/windowkv.h"
@@ -35,6 +36,14 @@ KernelStatus WindowKvSelectCuda(const double*, uint32_t, WindowKvParams, uint8_t
 }
 KernelStatus CompactLayerCuda(const PagedLayerView&, const uint32_t*, const uint32_t*, uint32_t,
                               uint8_t*, void*) {
+  return KernelStatus::kNotCompiled;
+}
+
+KernelStatus H2oAccumulateCuda(H2oScores, uint32_t, uint32_t, const uint32_t*, const float*, void*) {
+  return KernelStatus::kNotCompiled;
+}
+KernelStatus H2oSelectCuda(Segments, H2oScores, H2oParams, uint8_t*, void*) { return KernelStatus::kNotCompiled; }
+KernelStatus H2oCompactHeadCuda(H2oScores, uint32_t, const uint32_t*, uint32_t, uint32_t, float*, void*) {
   return KernelStatus::kNotCompiled;
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 
-// Scissorhands (Liu et al., NeurIPS 2023): budgeted eviction by persistence of
-// importance. See shared/POLICIES.md.
+// Scissorhands (Liu et al., NeurIPS 2023, "Scissorhands: Exploiting the Persistence of
+// Importance Hypothesis for LLM KV Cache Compression at Test Time"): budgeted eviction by
+// persistence of importance. The algorithm and its worked example: README, "Retention
+// policies".
 //
 // State per live slot: a ring of `window` bits, one per recent decode step, set when the
 // slot's attention was low at that step (below threshold_scale / n_t). The low count I[j]

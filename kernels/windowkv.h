@@ -1,7 +1,9 @@
 #pragma once
 
-// WindowKV (Zuo et al., 2025): prefill-time selection of whole windows of consecutive
-// tokens, scored by the observation window's attention. See shared/POLICIES.md.
+// WindowKV (Zuo et al., 2025, "WindowKV: Task-Adaptive Group-Wise KV Cache Window
+// Selection for Efficient LLM Inference"): prefill-time selection of whole windows of
+// consecutive tokens, scored by the observation window's attention. The algorithm and its
+// worked example: README, "Retention policies".
 //
 // Scores use one shared per-window function (below) in both the CPU reference and the
 // CUDA kernel, with double accumulation in a fixed order, so the two agree bit for bit.

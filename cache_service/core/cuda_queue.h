@@ -1,6 +1,6 @@
 #pragma once
 
-// One CUDA device's queue for the daemon's policy work (Scissorhands rings, WindowKV):
+// One CUDA device's queue for the daemon's policy kernels (PoolDevice::queue):
 // a stream, and an arena of pinned host memory (ordinary memory where page-locking is
 // refused) mirrored by device memory, through which a message's small arrays go to the
 // device in one copy. Only with KVW_HAVE_CUDA.

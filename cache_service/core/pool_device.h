@@ -3,9 +3,9 @@
 // PoolDevice: the one dispatch point between the daemon and a pool's memory. Every byte
 // the daemon moves in or out of pages (KV writes and reads, fork copies, compaction)
 // goes through it, so a cpu pool runs the CPU kernels and a cuda:N pool the CUDA
-// kernels next to its pages. Retention decisions run there too: a sequence's
-// Scissorhands history lives in its pool's memory (NewScissorhandsRings) and WindowKV
-// scores and selects on the pool's device.
+// kernels next to its pages. Retention policies run their kernels next to the pages
+// too, on the device's queue(), keeping what they share per device in PolicyLocal; the
+// device itself knows no policy.
 //
 // Implementations are thread-safe.
 
@@ -17,11 +17,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cache_service/core/chunk_memory.h"
-#include "cache_service/core/scissorhands_rings.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/synchronization/mutex.h"
+#include "cache_service/core/chunk_memory.h"
 #include "kernels/copy_kv.h"
-#include "kernels/windowkv.h"
 
 namespace kvwarden {
+
+class CudaQueue;  // cuda_queue.h, in builds with CUDA
 
 class PoolDevice {
  public:
@@ -54,14 +59,24 @@ class PoolDevice {
   virtual absl::Status CopyToHost(uint8_t* host_dst, const uint8_t* src, size_t bytes) = 0;
   virtual absl::Status CopyFromHost(uint8_t* dst, const uint8_t* host_src, size_t bytes) = 0;
 
-  // Policy work next to the pages. A sequence's Scissorhands history for `heads`
-  // (layer, head)s, in this device's memory.
-  virtual absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads,
-                                                                                  uint32_t window) = 0;
-  // WindowKV for one group of n tokens: scores the n - alpha candidates from `sums`
-  // ([head][candidate], host memory) and returns the keep mask over all n tokens.
-  virtual absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
-                                    const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) = 0;
+  // The queue a policy's kernels run on next to this device's pages (its stream and
+  // staging arena); null for host memory, where policies run their CPU kernels.
+  virtual std::shared_ptr<CudaQueue> queue() const { return nullptr; }
+
+  // What a policy keeps once per device (Scissorhands: the batcher every ring of the
+  // device records through): made by `make` on first use, then the same object for
+  // every caller passing the same `tag` (the address of something the policy owns).
+  template <typename T>
+  std::shared_ptr<T> PolicyLocal(const void* tag, absl::FunctionRef<std::shared_ptr<T>()> make) {
+    return std::static_pointer_cast<T>(
+        PolicyLocalErased(tag, [&]() -> std::shared_ptr<void> { return make(); }));
+  }
+
+ private:
+  std::shared_ptr<void> PolicyLocalErased(const void* tag, absl::FunctionRef<std::shared_ptr<void>()> make);
+
+  absl::Mutex locals_mu_;
+  absl::flat_hash_map<const void*, std::shared_ptr<void>> locals_ ABSL_GUARDED_BY(locals_mu_);
 };
 
 std::shared_ptr<PoolDevice> CpuPoolDevice();

@@ -45,21 +45,6 @@ class CpuDevice final : public PoolDevice {
     std::memcpy(dst, host_src, bytes);
     return absl::OkStatus();
   }
-
-  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
-    return NewCpuScissorhandsRings(heads, window);
-  }
-
-  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
-                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
-    std::vector<double> scores(kernels::WindowKvNumWindows(n - p.alpha, p.omega));
-    keep->assign(n, 0);
-    if (absl::Status s = FromKernel(kernels::WindowKvScoreCpu(sums.data(), heads, n, p, scores.data()), "windowkv score");
-        !s.ok()) {
-      return s;
-    }
-    return FromKernel(kernels::WindowKvSelectCpu(scores.data(), n, p, keep->data()), "windowkv select");
-  }
 };
 
 }  // namespace

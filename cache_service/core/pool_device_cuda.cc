@@ -10,13 +10,11 @@
 #include "absl/synchronization/mutex.h"
 #include "cache_service/core/pool_device.h"
 #include "kernels/compaction.h"
-#include "kernels/windowkv.h"
 
 #if defined(KVW_HAVE_CUDA)
 #include <cuda_runtime.h>
 
 #include "cache_service/core/cuda_queue.h"
-#include "cache_service/core/scissorhands_rings_cuda.h"
 #endif
 
 namespace kvwarden {
@@ -93,8 +91,7 @@ class CudaDevice final : public PoolDevice {
  public:
   CudaDevice(int ordinal, std::shared_ptr<CudaQueue> queue)
       : ordinal_(ordinal),
-        queue_(std::move(queue)),
-        records_(std::make_shared<CudaRecordBatcher>(queue_)) {}
+        queue_(std::move(queue)) {}
   std::string name() const override { return absl::StrCat("cuda:", ordinal_); }
   std::string pci_bus_id() const override {
     char id[32] = {};
@@ -274,35 +271,11 @@ class CudaDevice final : public PoolDevice {
                                "cudaMemcpy H2D");
   }
 
-  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads, uint32_t window) override {
-    return NewCudaScissorhandsRings(records_, heads, window);
-  }
-
-  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
-                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
-    const uint32_t windows = kernels::WindowKvNumWindows(n - p.alpha, p.omega);
-    absl::MutexLock lock(&queue_->mu());
-    absl::StatusOr<std::vector<void*>> d =
-        queue_->Stage({{sums.data(), sums.size() * 4}, {nullptr, size_t{windows} * 8}, {nullptr, n}});
-    if (!d.ok()) return d.status();
-    if (kernels::WindowKvScoreCuda(static_cast<const float*>((*d)[0]), heads, n, p, static_cast<double*>((*d)[1]),
-                                   queue_->stream()) != kernels::KernelStatus::kOk ||
-        kernels::WindowKvSelectCuda(static_cast<const double*>((*d)[1]), n, p, static_cast<uint8_t*>((*d)[2]),
-                                    queue_->stream()) != kernels::KernelStatus::kOk) {
-      (void)queue_->Sync();  // what was queued still reads the arena
-      return absl::InternalError("windowkv CUDA kernels failed");
-    }
-    absl::StatusOr<const void*> host = queue_->Fetch((*d)[2], n);
-    if (!host.ok()) return host.status();
-    const uint8_t* mask = static_cast<const uint8_t*>(*host);
-    keep->assign(mask, mask + n);
-    return absl::OkStatus();
-  }
+  std::shared_ptr<CudaQueue> queue() const override { return queue_; }
 
  private:
   const int ordinal_;
   std::shared_ptr<CudaQueue> queue_;
-  std::shared_ptr<CudaRecordBatcher> records_;  // every ring of this device records through it
 };
 
 }  // namespace

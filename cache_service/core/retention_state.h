@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,9 @@ class RetentionState {
     (void)lh, (void)live, (void)low_max, (void)low_mean;
   }
   virtual uint64_t decode_steps() const { return 0; }
+  // The state as bytes (a versioned, checksummed encoding its strategy's DecodeState
+  // reads back): what a sequence carries to another daemon or across a restart.
+  virtual absl::StatusOr<std::string> Encode() const = 0;
 };
 
 }  // namespace kvwarden

@@ -4,9 +4,33 @@
 #include "cache_service/core/sequence_compaction.h"
 
 namespace kvwarden {
+namespace {
+
+class KeepAllStrategy final : public RetentionStrategy {
+ public:
+  const char* name() const override { return "full"; }
+  bool ForkSharesPages() const override { return true; }
+};
+
+}  // namespace
+
+const RetentionStrategy& RetentionStrategy::KeepAll() {
+  static const KeepAllStrategy strategy;
+  return strategy;
+}
 
 absl::StatusOr<std::unique_ptr<RetentionState>> RetentionStrategy::NewState(const RetentionPolicy&, size_t,
                                                                             PoolDevice&) const {
+  return std::unique_ptr<RetentionState>();
+}
+
+absl::StatusOr<std::unique_ptr<RetentionState>> RetentionStrategy::DecodeState(const RetentionPolicy& policy,
+                                                                               size_t, PoolDevice&,
+                                                                               absl::string_view bytes) const {
+  if (!bytes.empty()) {
+    return absl::DataLossError(absl::StrFormat("policy %s keeps no state, %d bytes were given", policy.Name(),
+                                               bytes.size()));
+  }
   return std::unique_ptr<RetentionState>();
 }
 
@@ -55,7 +79,7 @@ absl::Status RetentionStrategy::RefuseOtherStats(const Sequence& seq, const Stat
   }
   if (!batch.window_scores.empty() && !takes_window_scores) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "window_scores: sequence %d has policy %s, not windowkv", seq.id, seq.policy.Name()));
+        "window_scores: sequence %d has policy %s, which takes no window scores", seq.id, seq.policy.Name()));
   }
   return absl::OkStatus();
 }

@@ -4,11 +4,10 @@
 // state, how it makes room at ReserveSlots, how it applies a stats message, how it
 // squeezes under memory pressure and what a fork shares. The table finds the sequence,
 // takes its lock, checks the epoch and transfer leases, and hands the rest to the
-// strategy its RetentionStrategies (given in SequenceTable::Options) names for the
-// policy's kind; strategies change a sequence only through CompactLayer
-// (sequence_compaction.h). The strategies themselves live in cache_service/retention/
-// (DefaultRetentionStrategies); adding a policy is one strategy file there, its
-// PolicyKind and its proto. The defaults here are the full policy's (keep everything).
+// strategy its RetentionPolicy names; strategies change a sequence only through
+// CompactLayer (sequence_compaction.h). Each policy lives in its own folder under
+// cache_service/retention/ (the README's "Adding a policy" lists what one touches).
+// The defaults here keep every token: KeepAll() is the "full" policy.
 //
 // Strategies are stateless singletons (thread-safe); every method that takes a
 // Sequence requires its mutex (held exclusively where it changes it).
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "cache_service/core/pool_device.h"
 #include "cache_service/core/retention_policy.h"
@@ -31,10 +31,24 @@ class RetentionStrategy {
  public:
   virtual ~RetentionStrategy() = default;
 
+  // Keeps every token ("full"): no state, no statistics, nothing to squeeze; the only
+  // policy whose forks share full pages (it never compacts them in place).
+  static const RetentionStrategy& KeepAll();
+  // The policy's name on the wire, in metrics and for operators ("scissorhands").
+  virtual const char* name() const = 0;
+  // Whether `cause` can make this policy evict (metrics make those series up front).
+  virtual bool Evicts(RetentionCause cause) const { return false; }
+
   // State kept beside the slots, for a new sequence of `head_count` (layer, head)s in
   // `device`'s memory; null when the policy keeps none.
   virtual absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy,
                                                                    size_t head_count, PoolDevice& device) const;
+  // A state written by RetentionState::Encode, for a sequence of `head_count` heads of
+  // `policy` in `device`'s memory: DATA_LOSS when `bytes` are not a whole, checked
+  // encoding of this policy's state for that shape; nothing is made then.
+  virtual absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(const RetentionPolicy& policy,
+                                                                      size_t head_count, PoolDevice& device,
+                                                                      absl::string_view bytes) const;
 
   // Whether a fork shares its parent's full pages (the policy never compacts in place).
   virtual bool ForkSharesPages() const { return false; }
@@ -72,13 +86,6 @@ class RetentionStrategy {
   // FAILED_PRECONDITION for the parts of `batch` this policy does not take.
   static absl::Status RefuseOtherStats(const Sequence& seq, const StatsBatch& batch, bool takes_steps,
                                        bool takes_window_scores);
-};
-
-// The strategy of each policy kind (cache_service/retention/strategies.h).
-class RetentionStrategies {
- public:
-  virtual ~RetentionStrategies() = default;
-  virtual const RetentionStrategy& For(PolicyKind kind) const = 0;
 };
 
 // Indices j with keep[j] set.

@@ -19,7 +19,7 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
   {
     absl::ReaderMutexLock lock(&mu_);
     for (const auto& [id, seq] : sequences_) {
-      if (id != exclude && seq->pool == pool && options_.strategies->For(seq->policy.kind).Squeezable()) {
+      if (id != exclude && seq->pool == pool && seq->policy.Strategy().Squeezable()) {
         candidates.push_back(seq);
       }
     }
@@ -36,7 +36,7 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
     if (freed >= pages_wanted) break;
     if (!seq->mu.TryLock()) continue;  // busy in another call: never wait here
     if (!seq->released && seq->transfers == 0) {  // a transfer's pages are not squeezed
-      const RetentionStrategy& strategy = options_.strategies->For(seq->policy.kind);
+      const RetentionStrategy& strategy = seq->policy.Strategy();
       const uint32_t floor = strategy.SqueezeFloor(seq->policy);
       uint32_t widest = 0;
       for (uint32_t layer = 0; layer < seq->layout().num_layers; ++layer) {
@@ -96,7 +96,7 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
   }
   RetentionResult result;
   const absl::Time started = absl::Now();
-  if (absl::Status s = options_.strategies->For(seq.policy.kind).ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
+  if (absl::Status s = seq.policy.Strategy().ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
   result.epoch = seq.epoch;
   ReportCompression(seq, RetentionCause::kStats, result.changes, started);
   uint64_t ids = 0;

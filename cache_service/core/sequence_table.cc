@@ -109,7 +109,7 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
     seq->slots.resize(size_t{l.num_layers} * l.num_kv_heads);
     seq->evicted.assign(seq->slots.size(), 0);
     absl::StatusOr<std::unique_ptr<RetentionState>> state =
-        options_.strategies->For(seq->policy.kind).NewState(seq->policy, seq->slots.size(), args.pool->device_ops());
+        seq->policy.Strategy().NewState(seq->policy, seq->slots.size(), args.pool->device_ops());
     if (!state.ok()) return state.status();
     seq->retention = *std::move(state);
   }
@@ -145,7 +145,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   }
   absl::MutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  const RetentionStrategy& strategy = options_.strategies->For(seq.policy.kind);
+  const RetentionStrategy& strategy = seq.policy.Strategy();
   // Making room may compact: never under a transfer's feet.
   if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false)) return TransferBusyError(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
@@ -382,7 +382,7 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     // Full pages are shared; a partly filled last page is copied so both sides can
     // keep appending to their own. Compressing policies rewrite pages in place when they
     // compact, so their forks copy every page instead of sharing.
-    const bool share = options_.strategies->For(parent.policy.kind).ForkSharesPages();
+    const bool share = parent.policy.Strategy().ForkSharesPages();
     std::unique_ptr<RetentionState> state;
     if (parent.retention != nullptr) {
       absl::StatusOr<std::unique_ptr<RetentionState>> cloned = parent.retention->Clone();
@@ -473,7 +473,7 @@ absl::StatusOr<uint64_t> SequenceTable::Release(SequenceId id, TenantId tenant) 
 
 void SequenceTable::ReportEnd(const Sequence& seq, SequenceEnd why) {
   const absl::Time now = absl::Now();
-  events().SequenceEnded(seq.policy.kind, why, now - seq.created,
+  events().SequenceEnded(seq.policy.Strategy(), why, now - seq.created,
                          now - absl::FromUnixMillis(seq.last_active_ms.load(std::memory_order_relaxed)));
 }
 
@@ -481,7 +481,7 @@ void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause,
                                       absl::Time started) {
   if (changes.empty()) return;
   const absl::Time now = absl::Now();
-  events().Compressed(seq.policy.kind, cause, changes, seq.reserved_at_ms, absl::ToUnixMillis(now), now - started);
+  events().Compressed(seq.policy.Strategy(), cause, changes, seq.reserved_at_ms, absl::ToUnixMillis(now), now - started);
 }
 
 size_t SequenceTable::ReleaseByLease(LeaseId lease) {

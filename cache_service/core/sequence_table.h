@@ -181,8 +181,6 @@ class SequenceTable {
   struct Options {
     TenantLedger* ledger = nullptr;  // required
     WorkerLeases* leases = nullptr;  // required
-    // Each policy's strategy (required; the daemon's: DefaultRetentionStrategies()).
-    const RetentionStrategies* strategies = nullptr;
     // Called (outside every lock of the table, the pages still pinned) whenever a
     // transfer lease ends: `completed` by EndTransfer, not by expiry, its worker's lease
     // lapsing or the table going away. An error is EndTransfer's answer.

@@ -14,8 +14,6 @@
 
 namespace kvwarden {
 
-// What made retention drop tokens.
-enum class RetentionCause { kStats, kReserve, kPressure };
 // How a sequence ended: its worker released it, or its worker lease ended (lapse or
 // ReleaseWorker).
 enum class SequenceEnd { kReleased, kLeaseEnded };
@@ -28,7 +26,7 @@ class TableEvents {
   // One compression of a `policy` sequence: `changes` lists the evicted positions per
   // (layer, head); reserved_at_ms[p] is when position p was reserved (Unix ms), now_ms
   // the eviction; the compression took `took`.
-  virtual void Compressed(PolicyKind policy, RetentionCause cause,
+  virtual void Compressed(const RetentionStrategy& policy, RetentionCause cause,
                           absl::Span<const HeadChange> changes,
                           absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
                           absl::Duration took) {}
@@ -38,7 +36,7 @@ class TableEvents {
   virtual void PressureTightened(const std::string& pool) {}
   // A sequence went after `lifetime`, `idle` since its last reservation, write, read or
   // statistics.
-  virtual void SequenceEnded(PolicyKind policy, SequenceEnd why, absl::Duration lifetime,
+  virtual void SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
                              absl::Duration idle) {}
   // A transfer lease pinned `bytes` of pages for a write (or a read).
   virtual void TransferBegun(bool write, uint64_t bytes) {}

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "cache_service/retention/registry.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/support/status_code_enum.h"
 #include "prometheus/counter.h"
@@ -163,7 +164,7 @@ struct DaemonMetrics::Families {
     Histogram* token_lifetime = nullptr;
     std::array<Histogram*, 2> seq_lifetime{}, seq_idle{};
   };
-  std::array<PerPolicy, kNumPolicyKinds> policy;
+  absl::flat_hash_map<const RetentionStrategy*, PerPolicy> policy;
   Counter* stats_messages_total = &stats_messages.Add({});
   Counter* stats_ids_total = &stats_ids.Add({});
   std::array<Counter*, 2> begun{&transfers_begun.Add({{"mode", "read"}}),
@@ -192,26 +193,21 @@ struct DaemonMetrics::Families {
     for (auto& row : rpc_series) {
       for (auto& cell : row) cell.store(nullptr, std::memory_order_relaxed);
     }
-    for (int k = 0; k < kNumPolicyKinds; ++k) {
-      const PolicyKind kind = static_cast<PolicyKind>(k);
-      const std::string p = PolicyKindName(kind);
-      PerPolicy& pp = policy[k];
+    for (const RetentionStrategy* strategy : RetentionPolicies()) {
+      const std::string p = strategy->name();
+      PerPolicy& pp = policy[strategy];
       // Only the causes a policy can have (full never evicts): every series that can
       // move exists from the start, so rate() sees its zero.
+      bool evicts = false;
       for (RetentionCause c :
            {RetentionCause::kStats, RetentionCause::kReserve, RetentionCause::kPressure}) {
-        const bool possible =
-            (c == RetentionCause::kStats &&
-             (kind == PolicyKind::kScissorhands || kind == PolicyKind::kWindowKv)) ||
-            (c == RetentionCause::kReserve && kind == PolicyKind::kStreaming) ||
-            (c == RetentionCause::kPressure &&
-             (kind == PolicyKind::kScissorhands || kind == PolicyKind::kStreaming));
-        if (!possible) continue;
+        if (!strategy->Evicts(c)) continue;
+        evicts = true;
         pp.compressions[static_cast<int>(c)] =
             &compressions.Add({{"policy", p}, {"cause", CauseName(c)}});
         pp.evicted[static_cast<int>(c)] = &evicted.Add({{"policy", p}, {"cause", CauseName(c)}});
       }
-      if (kind != PolicyKind::kFull) {
+      if (evicts) {
         pp.compaction = &compaction.Add({{"policy", p}}, CompactionBuckets());
         pp.token_lifetime = &token_lifetime.Add({{"policy", p}}, LifetimeBuckets());
       }
@@ -244,11 +240,13 @@ void DaemonMetrics::ObserveRpc(const std::string& method, int code, double secon
   h->Observe(seconds);
 }
 
-void DaemonMetrics::Compressed(PolicyKind policy, RetentionCause cause,
+void DaemonMetrics::Compressed(const RetentionStrategy& policy, RetentionCause cause,
                                absl::Span<const HeadChange> changes,
                                absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
                                absl::Duration took) {
-  Families::PerPolicy& p = f_->policy[static_cast<int>(policy)];
+  auto it = f_->policy.find(&policy);
+  if (it == f_->policy.end()) return;  // not a registered policy
+  Families::PerPolicy& p = it->second;
   Counter* compressions = p.compressions[static_cast<int>(cause)];
   if (compressions == nullptr || p.compaction == nullptr) return;  // a pair no policy reports
   // Bucketed here, then added at once: one histogram update per compression, not per token.
@@ -282,9 +280,11 @@ void DaemonMetrics::PressureTightened(const std::string& pool) {
   f_->pressure.Add({{"pool", pool}}).Increment();
 }
 
-void DaemonMetrics::SequenceEnded(PolicyKind policy, SequenceEnd why, absl::Duration lifetime,
+void DaemonMetrics::SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
                                   absl::Duration idle) {
-  Families::PerPolicy& p = f_->policy[static_cast<int>(policy)];
+  auto it = f_->policy.find(&policy);
+  if (it == f_->policy.end()) return;
+  Families::PerPolicy& p = it->second;
   const int e = why == SequenceEnd::kReleased ? 0 : 1;
   p.seq_lifetime[e]->Observe(absl::ToDoubleSeconds(lifetime));
   p.seq_idle[e]->Observe(absl::ToDoubleSeconds(idle));

@@ -30,12 +30,12 @@ class DaemonMetrics final : public TableEvents {
   // names that are not kvwardend's own count as "other", so labels stay bounded.
   void ObserveRpc(const std::string& method, int code, double seconds);
 
-  void Compressed(PolicyKind policy, RetentionCause cause, absl::Span<const HeadChange> changes,
+  void Compressed(const RetentionStrategy& policy, RetentionCause cause, absl::Span<const HeadChange> changes,
                   absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
                   absl::Duration took) override;
   void StatsApplied(uint64_t ids) override;
   void PressureTightened(const std::string& pool) override;
-  void SequenceEnded(PolicyKind policy, SequenceEnd why, absl::Duration lifetime,
+  void SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
                      absl::Duration idle) override;
   void TransferBegun(bool write, uint64_t bytes) override;
   void TransferEnded(TransferEnd how) override;

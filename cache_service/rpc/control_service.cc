@@ -4,7 +4,7 @@
 #include "cache_service/rpc/call_auth.h"
 #include "cache_service/rpc/grpc_status.h"
 #include "cache_service/rpc/kv_stream_reactors.h"
-#include "cache_service/retention/policy_config.h"
+#include "cache_service/retention/registry.h"
 #include "cache_service/rpc/stats_stream_reactor.h"
 #include "cache_service/rpc/unary_call.h"
 #include "cache_service/rpc/proto_convert.h"

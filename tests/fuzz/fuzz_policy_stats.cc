@@ -10,12 +10,12 @@
 #include <memory>
 
 #include "cache_service/core/page_pool.h"
-#include "cache_service/retention/policy_config.h"
+#include "cache_service/retention/registry.h"
 #include "cache_service/rpc/proto_convert.h"
 #include "cache_service/core/sequence_table.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"
-#include "cache_service/retention/strategies.h"
+#include "cache_service/retention/registry.h"
 #include "kvwarden/v1/control.pb.h"
 #include "kvwarden/v1/policy.pb.h"
 #include "tests/fuzz/fuzz_input.h"
@@ -35,7 +35,7 @@ struct World {
     opts.device = CpuPoolDevice();
     opts.on_pages_freed = [this](TenantId t, uint64_t pages, uint64_t bytes) { ledger.Refund(t, pages, bytes); };
     pool = *PagePool::Create(std::move(opts));
-    table = std::make_unique<SequenceTable>(SequenceTable::Options{&ledger, &leases, &DefaultRetentionStrategies()});
+    table = std::make_unique<SequenceTable>(SequenceTable::Options{&ledger, &leases});
     lease = leases.Register(0, "fuzz", WorkerRole::kBoth, absl::Hours(1))->id;
   }
   TenantLedger ledger;

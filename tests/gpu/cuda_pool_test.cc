@@ -9,13 +9,15 @@
 #include <random>
 #include <thread>
 
-#include "cache_service/core/scissorhands_rings_cuda.h"
+#include "cache_service/retention/scissorhands/scissorhands_policy.h"
+#include "cache_service/retention/scissorhands/scissorhands_rings_cuda.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/copy_kv.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 #include "tests/support/policy_examples.h"
+#include "tests/support/policy_state_drive.h"
 
 namespace kvwarden {
 namespace {
@@ -31,10 +33,7 @@ struct PoolRun {
 
 PoolRun Drive(Core& core) {
   const KvLayout& l = core.pool->layout();
-  RetentionPolicy p;
-  p.kind = PolicyKind::kScissorhands;
-  p.scissorhands = {12, 8, 2, 4, 0};
-  p.layer_budgets.assign(l.num_layers, 12);
+  RetentionPolicy p = MakeScissorhandsPolicy({12, 8, 2, 4, 0}, {12});
   SequenceId id = *core.table->Create({0, core.Lease(0), core.pool.get(), 200, p});
   EXPECT_TRUE(core.table->Reserve(id, 0, 30).ok());
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
@@ -183,6 +182,30 @@ TEST(CudaPoolTest, ConcurrentRecordsOfManySequencesBatchAndMatchCpuRings) {
 // buffers of its own (K and V over the arena's 64 MiB): the pages end as the CPU kernel
 // reads them, and the copy back returns what was written. A range past the pages is
 // refused before anything runs.
+// A Scissorhands state written out on a cuda pool reads back on a cpu pool (and back
+// again) as the same history: the encoding does not depend on where the planes live.
+TEST(CudaPoolTest, ScissorhandsStateMovesBetweenDeviceAndHostMemory) {
+  if (!kernels::CudaDeviceAvailable()) GTEST_SKIP() << "no CUDA device";
+  auto device = CudaPoolDevice(0);
+  ASSERT_TRUE(device.ok()) << device.status();
+  constexpr size_t kHeads = 5;
+  const RetentionPolicy p = MakeScissorhandsPolicy({64, 40, 4, 0, 2}, {64});
+  auto on_gpu = p.Strategy().NewState(p, kHeads, **device);
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.status();
+  testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(**on_gpu), kHeads, 120, 30, 7);
+  absl::StatusOr<std::string> bytes = (*on_gpu)->Encode();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto on_cpu = p.Strategy().DecodeState(p, kHeads, *CpuPoolDevice(), *bytes);
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
+  EXPECT_EQ(*(*on_cpu)->Encode(), *bytes);
+  auto back = p.Strategy().DecodeState(p, kHeads, **device, *(*on_cpu)->Encode());
+  ASSERT_TRUE(back.ok()) << back.status();
+  // Both go on the same way on their own devices.
+  testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(**back), kHeads, 80, 10, 8);
+  testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(**on_cpu), kHeads, 80, 10, 8);
+  EXPECT_EQ(*(*back)->Encode(), *(*on_cpu)->Encode());
+}
+
 TEST(CudaPoolTest, CopyKvInAndOutOfTheStagingArenaMatchesTheCpuKernel) {
   auto device = CudaPoolDevice(0);
   // Skip only where no device exists: with one, a pool that cannot start is a failure.

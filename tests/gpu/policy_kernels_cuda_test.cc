@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/compaction.h"
 #include "kernels/copy_kv.h"
+#include "kernels/h2o.h"
 #include "kernels/scissorhands.h"
 #include "kernels/streaming.h"
 #include "kernels/windowkv.h"
@@ -216,6 +217,55 @@ TEST_F(PolicyCudaTest, OneLaunchForManySequencesMatchesEachSequencesCpuRecord) {
   }
   for (size_t i = 0; i < c.seqs.size(); ++i)
     EXPECT_EQ(d_hist[i]->ToHost(), c.seqs[i].history) << "sequence " << i;
+}
+
+// H2O on the device: random multi-step accumulation, selection and compaction over several
+// heads give the CPU reference's bits and masks exactly.
+TEST_F(PolicyCudaTest, H2oMatchesCpuExactly) {
+  for (int round = 0; round < 20; ++round) {
+    const uint32_t heads = 1 + rng_() % 5, stride = 16 + rng_() % 300, steps = 1 + rng_() % 4;
+    std::vector<uint32_t> live(heads), offsets = {0};
+    for (uint32_t& n : live) n = 1 + rng_() % stride;
+    std::vector<uint32_t> row_offsets = {0};
+    std::vector<float> attention;
+    for (uint32_t s = 0; s < steps; ++s) {
+      for (uint32_t h = 0; h < heads; ++h) {
+        const uint32_t attended = live[h] - rng_() % std::min<uint32_t>(live[h], 3);
+        for (uint32_t j = 0; j < attended; ++j) attention.push_back(static_cast<float>(rng_() % 1000) / 997.0f);
+        row_offsets.push_back(static_cast<uint32_t>(attention.size()));
+      }
+    }
+    for (uint32_t h = 0; h < heads; ++h) offsets.push_back(offsets.back() + live[h]);
+    std::vector<float> cpu(size_t{heads} * stride, 0.0f);
+    ASSERT_EQ(H2oAccumulateCpu({cpu.data(), stride}, heads, steps, row_offsets.data(), attention.data()),
+              KernelStatus::kOk);
+    DeviceBuffer<float> d_rows(std::vector<float>(size_t{heads} * stride, 0.0f));
+    DeviceBuffer<uint32_t> d_row_offsets(row_offsets), d_offsets(offsets);
+    DeviceBuffer<float> d_attention(attention);
+    ASSERT_EQ(H2oAccumulateCuda({d_rows.get(), stride}, heads, steps, d_row_offsets.get(), d_attention.get(), nullptr),
+              KernelStatus::kOk);
+    EXPECT_EQ(d_rows.ToHost(), cpu) << "round " << round;
+    H2oParams p{std::max<uint32_t>(3, stride / 2), 1 + rng_() % 2, rng_() % 5, rng_() % 2};
+    std::vector<uint8_t> keep_cpu(offsets.back());
+    ASSERT_EQ(H2oSelectCpu({heads, offsets.data()}, {cpu.data(), stride}, p, keep_cpu.data()), KernelStatus::kOk);
+    DeviceBuffer<uint8_t> d_keep(offsets.back());
+    ASSERT_EQ(H2oSelectCuda({heads, d_offsets.get()}, {d_rows.get(), stride}, p, d_keep.get(), nullptr),
+              KernelStatus::kOk);
+    EXPECT_EQ(d_keep.ToHost(), keep_cpu) << "round " << round;
+    // Head 0 follows its compaction on both.
+    std::vector<uint32_t> kept;
+    for (uint32_t j = 0; j < live[0]; ++j) {
+      if (keep_cpu[j]) kept.push_back(j);
+    }
+    ASSERT_EQ(H2oCompactHeadCpu({cpu.data(), stride}, 0, kept.data(), static_cast<uint32_t>(kept.size()), live[0]),
+              KernelStatus::kOk);
+    DeviceBuffer<uint32_t> d_kept(kept);
+    DeviceBuffer<float> d_scratch(std::max<size_t>(kept.size(), 1));
+    ASSERT_EQ(H2oCompactHeadCuda({d_rows.get(), stride}, 0, d_kept.get(), static_cast<uint32_t>(kept.size()), live[0],
+                                 d_scratch.get(), nullptr),
+              KernelStatus::kOk);
+    EXPECT_EQ(d_rows.ToHost(), cpu) << "round " << round;
+  }
 }
 
 TEST_F(PolicyCudaTest, CompactionMatchesCpu) {

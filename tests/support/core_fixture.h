@@ -11,7 +11,7 @@
 #include "cache_service/core/sequence_table.h"
 #include "cache_service/core/tenant_ledger.h"
 #include "cache_service/core/worker_leases.h"
-#include "cache_service/retention/strategies.h"
+#include "cache_service/retention/registry.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/kv_pattern.h"
 
@@ -42,7 +42,7 @@ class Core {
       ledger.Refund(t, pages, page_bytes);
     };
     pool = *PagePool::Create(std::move(opts));
-    SequenceTable::Options table_options{&ledger, &leases, &DefaultRetentionStrategies()};
+    SequenceTable::Options table_options{&ledger, &leases};
     table_options.on_transfers_changed = [this] { ++transfers_changed; };
     table = std::make_unique<SequenceTable>(std::move(table_options));
   }

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/h2o.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden::testing {
@@ -72,6 +73,33 @@ inline std::vector<kernels::ListedIds> ListedIdsOf(const std::vector<uint32_t>& 
 // random histories, and random stats messages of one or more decode steps for them: the
 // batched record kernel's cases (CPU twin and CUDA), where one launch covers several
 // steps of each of them.
+// H2O's hand-worked example (README, "Retention policies"): one head, B = 4, r = 1,
+// m = 2, no sinks. Attention values are exact binary fractions, so every sum is exact.
+// Step k: `reserve` new tokens, then one decode step over all live slots with `row`.
+//   step 1: slots = positions 0..4;      sums .375 .125 .25 .0625 .1875 -> evict 3, 1
+//   step 2: positions 0 2 4 5 6;         sums .5 .375 .25 .1875 .5      -> evict 5, 4
+//   step 3: positions 0 2 6 7 8;         sums .5 .5 .5 .25 .625          -> evict 7, then 0
+//           (a tie among equal sums goes to the oldest slot)
+struct H2oStep {
+  uint32_t reserve;
+  std::vector<float> row;
+  std::vector<uint32_t> evicted_positions;
+  std::vector<uint32_t> kept_positions;
+};
+struct H2oExample {
+  kernels::H2oParams params{4, 1, 2, 0};
+  std::vector<H2oStep> steps;
+};
+inline H2oExample MakeH2oExample() {
+  H2oExample ex;
+  ex.steps = {
+      {5, {0.375f, 0.125f, 0.25f, 0.0625f, 0.1875f}, {1, 3}, {0, 2, 4}},
+      {2, {0.125f, 0.125f, 0.0625f, 0.1875f, 0.5f}, {4, 5}, {0, 2, 6}},
+      {2, {0.0f, 0.125f, 0.0f, 0.25f, 0.625f}, {0, 7}, {2, 6, 8}},
+  };
+  return ex;
+}
+
 struct RecordBatchCase {
   struct Seq {
     uint32_t heads, window, stride;

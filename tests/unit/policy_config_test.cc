@@ -1,4 +1,6 @@
-#include "cache_service/retention/policy_config.h"
+#include "cache_service/retention/registry.h"
+#include "cache_service/retention/streaming/streaming_policy.h"
+#include "cache_service/retention/windowkv/windowkv_policy.h"
 
 #include "gmock/gmock.h"
 #include "google/protobuf/text_format.h"
@@ -21,26 +23,29 @@ absl::StatusOr<RetentionPolicy> Parse(const std::string& text) {
 TEST(PolicyConfigTest, DefaultsAreFilledIn) {
   auto full = Parse("");
   ASSERT_TRUE(full.ok());
-  EXPECT_EQ(full->kind, PolicyKind::kFull);
+  EXPECT_EQ(full->Name(), "full");
   auto sh = Parse("scissorhands { budget: 256 }");
   ASSERT_TRUE(sh.ok()) << sh.status();
   EXPECT_EQ(sh->Summary(), "scissorhands B=256 w=400 r=10 m=128 sinks=0 scale=1");
   EXPECT_EQ(sh->LayerBudget(31, 9999), 256u);
+  auto h2o = Parse("h2o { budget: 256 }");
+  ASSERT_TRUE(h2o.ok()) << h2o.status();
+  EXPECT_EQ(h2o->Summary(), "h2o B=256 r=10 m=128 sinks=0");
   auto st = Parse("streaming { budget: 64 }");
-  EXPECT_EQ(st->streaming.sinks, 4u);
+  EXPECT_EQ(st->Params<StreamingPolicyParams>().kernel.sinks, 4u);
   auto w = Parse("windowkv { mean_budget: 2048 }");
   ASSERT_TRUE(w.ok()) << w.status();
-  EXPECT_EQ(w->windowkv.top_p, 8u);
-  EXPECT_THAT(w->windowkv.group_budgets, ::testing::ElementsAre(2926, 2341, 1756, 1170));
+  EXPECT_EQ(w->Params<WindowKvPolicyParams>().top_p, 8u);
+  EXPECT_THAT(w->Params<WindowKvPolicyParams>().group_budgets, ::testing::ElementsAre(2926, 2341, 1756, 1170));
   auto agg = Parse("windowkv { mean_budget: 512 task: TASK_AGGREGATION omega: 7 }");
-  EXPECT_EQ(agg->windowkv.top_p, 4u);  // ceil(7 / 2)
+  EXPECT_EQ(agg->Params<WindowKvPolicyParams>().top_p, 4u);  // ceil(7 / 2)
 }
 
 // gamma > lambda: budgets grow with depth and stay small (they wrapped to ~2^31 before).
 TEST(PolicyConfigTest, WindowKvBudgetsGrowingWithDepth) {
   auto w = Parse("windowkv { mean_budget: 100 gamma: 8 lambda: 6 }");
   ASSERT_TRUE(w.ok()) << w.status();
-  EXPECT_THAT(w->windowkv.group_budgets, ::testing::ElementsAre(67, 89, 111, 133));
+  EXPECT_THAT(w->Params<WindowKvPolicyParams>().group_budgets, ::testing::ElementsAre(67, 89, 111, 133));
 }
 
 struct Bad {
@@ -76,6 +81,11 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"windowkv { mean_budget: 4294967295 }", "policy.windowkv.mean_budget: group 0 gets a budget of 6135667565, not in (alpha 8, 4294967295]"},
         Bad{"streaming { budget: 4 sinks: 4 }", "policy.streaming.sinks: 4 must be < the budget 4"},
         Bad{"streaming { }", "policy.streaming.budget: is required"},
+        Bad{"h2o { }", "policy.h2o.budget: is required"},
+        Bad{"h2o { budget: 10 recent: 10 }", "policy.h2o.recent: 10 must be < the budget 10"},
+        Bad{"h2o { budget: 10 recent: 6 sinks: 4 }", "policy.h2o.budget: recent (6) + sinks (4) must be < the budget (10)"},
+        Bad{"h2o { budget: 64 drop: 65 }", "policy.h2o.drop: 65 is above the budget 64"},
+        Bad{"h2o { layer_budgets: [1, 2] }", "policy.h2o.layer_budgets: has 2 entries, the layout has 32 layers"},
         Bad{"windowkv { mean_budget: 64 omega: 0 }", "policy.windowkv.omega: 0 is outside [1, 256]"},
         Bad{"windowkv { mean_budget: 64 gamma: 5 }", "policy.windowkv.gamma: 5 does not divide the layer count 32"},
         Bad{"windowkv { mean_budget: 64 task: 7 }", "policy.windowkv.task: unknown task 7"},

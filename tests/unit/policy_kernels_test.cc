@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/compaction.h"
+#include "kernels/h2o.h"
 #include "kernels/scissorhands.h"
 #include "kernels/streaming.h"
 #include "kernels/windowkv.h"
@@ -116,6 +117,59 @@ TEST(ScissorhandsExample, ProtectedRangeIsSummedIn64Bits) {
   std::vector<uint8_t> keep(120);
   EXPECT_EQ(ScissorhandsSelectCpu({1, offsets}, {planes.data(), 32, 120}, p, keep.data(), nullptr),
             KernelStatus::kInvalidArgument);
+}
+
+// H2O's example at the kernel level: sums accumulated step by step, the selection after
+// each step, the rows following the compaction.
+TEST(H2oExample, EvictsTheLeastAttendedOldestFirstOnTies) {
+  const auto ex = testing::MakeH2oExample();
+  constexpr uint32_t kStride = 8;
+  std::vector<float> row(kStride, 0.0f);
+  std::vector<uint32_t> positions;
+  uint32_t next = 0;
+  for (const auto& step : ex.steps) {
+    for (uint32_t i = 0; i < step.reserve; ++i) positions.push_back(next++);
+    const uint32_t n = static_cast<uint32_t>(positions.size());
+    const std::vector<uint32_t> offsets = {0, n};
+    ASSERT_EQ(H2oAccumulateCpu({row.data(), kStride}, 1, 1, offsets.data(), step.row.data()), KernelStatus::kOk);
+    std::vector<uint8_t> keep(n);
+    ASSERT_EQ(H2oSelectCpu({1, offsets.data()}, {row.data(), kStride}, ex.params, keep.data()), KernelStatus::kOk);
+    std::vector<uint32_t> kept_slots = Kept(keep), kept, evicted;
+    for (uint32_t j = 0; j < n; ++j) (keep[j] ? kept : evicted).push_back(positions[j]);
+    EXPECT_EQ(evicted, step.evicted_positions);
+    EXPECT_EQ(kept, step.kept_positions);
+    ASSERT_EQ(H2oCompactHeadCpu({row.data(), kStride}, 0, kept_slots.data(),
+                                static_cast<uint32_t>(kept_slots.size()), n),
+              KernelStatus::kOk);
+    positions = kept;
+  }
+  EXPECT_THAT(std::vector<float>(row.begin(), row.begin() + 4), ElementsAre(0.5f, 0.5f, 0.625f, 0.0f));
+}
+
+// The nth_element selection equals evicting the first `evict` candidates of a stable
+// sort by (sum, slot), on random rows with many ties.
+TEST(H2oSelectTest, EqualsASortOfTheCandidates) {
+  std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed());
+  for (int round = 0; round < 300; ++round) {
+    const uint32_t n = 1 + rng() % 70;
+    H2oParams p{1 + static_cast<uint32_t>(rng() % (n + 3)), 0, 0, 0};
+    p.recent = p.budget > 1 ? rng() % (p.budget / 2 + 1) : 0;
+    p.sinks = p.budget > p.recent + 1 ? rng() % (p.budget - p.recent) : 0;
+    p.drop = rng() % 4;
+    if (!H2oProtectedFit(p)) continue;
+    std::vector<float> row(n);
+    for (float& x : row) x = static_cast<float>(rng() % 5) * 0.25f;
+    const std::vector<uint32_t> offsets = {0, n};
+    std::vector<uint8_t> keep(n);
+    ASSERT_EQ(H2oSelectCpu({1, offsets.data()}, {row.data(), n}, p, keep.data()), KernelStatus::kOk);
+    std::vector<uint8_t> want(n, 1);
+    const uint32_t evict = H2oEvictCount(n, p);
+    std::vector<uint32_t> c;
+    for (uint32_t j = p.sinks; evict > 0 && j < n - p.recent; ++j) c.push_back(j);
+    std::stable_sort(c.begin(), c.end(), [&](uint32_t a, uint32_t b) { return row[a] < row[b]; });
+    for (uint32_t i = 0; i < evict; ++i) want[c[i]] = 0;
+    EXPECT_EQ(keep, want) << "n " << n << " B " << p.budget;
+  }
 }
 
 TEST(StreamingTest, KeepsSinksAndRecent) {

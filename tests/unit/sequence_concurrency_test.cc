@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "cache_service/retention/scissorhands/scissorhands_policy.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 
@@ -35,11 +36,8 @@ TEST(SequenceConcurrencyTest, ConcurrentWorkersKeepTheInvariants) {
     const KvLayout& l = core.pool->layout();
     for (int round = 0; round < 60; ++round) {
       RetentionPolicy policy;
-      if (rng() % 2) {
-        policy.kind = PolicyKind::kScissorhands;
-        policy.scissorhands = {12, 8, 2, 0, 0};
-        policy.layer_budgets.assign(l.num_layers, 12);
-      }
+      const bool scissorhands = rng() % 2;
+      if (scissorhands) policy = MakeScissorhandsPolicy({12, 8, 2, 0, 0}, {12});
       auto id = core.table->Create({tenant, lease, core.pool.get(), 64, policy});
       if (!id.ok()) continue;
       uint32_t n = 0;
@@ -52,7 +50,7 @@ TEST(SequenceConcurrencyTest, ConcurrentWorkersKeepTheInvariants) {
                                     PatternKv(*id, layer, l.num_kv_heads, r->first_position, r->num_tokens, l.token_bytes(), false),
                                     PatternKv(*id, layer, l.num_kv_heads, r->first_position, r->num_tokens, l.token_bytes(), true));
         }
-        if (policy.kind == PolicyKind::kScissorhands) {
+        if (scissorhands) {
           auto snap = core.table->Describe(*id, Caller::Tenant(tenant), false, true);
           if (!snap.ok()) break;
           StatsBatch b;

@@ -4,6 +4,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "cache_service/retention/h2o/h2o_policy.h"
+#include "cache_service/retention/scissorhands/scissorhands_policy.h"
+#include "cache_service/retention/streaming/streaming_policy.h"
+#include "cache_service/retention/windowkv/windowkv_policy.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 #include "tests/support/policy_examples.h"
@@ -27,12 +31,10 @@ CoreConfig OneHead(uint32_t layers = 1, uint32_t page_tokens = 2) {
   return c;
 }
 
-RetentionPolicy Scissorhands(const kernels::ScissorhandsParams& p, uint32_t layers) {
-  RetentionPolicy r;
-  r.kind = PolicyKind::kScissorhands;
-  r.scissorhands = p;
-  r.layer_budgets.assign(layers, p.budget);
-  return r;
+RetentionPolicy Scissorhands(const kernels::ScissorhandsParams& p, uint32_t layers,
+                             std::vector<uint32_t> budgets = {}) {
+  if (budgets.empty()) budgets.assign(layers, p.budget);
+  return MakeScissorhandsPolicy(p, std::move(budgets));
 }
 
 class SequenceRetentionTest : public ::testing::Test {
@@ -94,6 +96,34 @@ TEST_F(SequenceRetentionTest, ScissorhandsHandWorkedExampleEndToEnd) {
   EXPECT_EQ(snap->heads[0].evicted, 3u);
   EXPECT_EQ(snap->heads[0].budget, 6u);
   EXPECT_EQ(snap->pages_held, 2u);
+}
+
+TEST_F(SequenceRetentionTest, H2oHandWorkedExampleEndToEnd) {
+  const auto ex = testing::MakeH2oExample();
+  SequenceId id = Create(MakeH2oPolicy(ex.params, {ex.params.budget}));
+  uint64_t epoch = 0;
+  for (const auto& step : ex.steps) {
+    ReserveAndWrite(id, step.reserve);
+    StatsBatch batch;
+    batch.epoch = epoch;
+    const uint32_t n = static_cast<uint32_t>(step.row.size());
+    batch.steps.push_back({{HeadStepStats{0, 0, n, {}, step.row}}});
+    auto r = core_.table->ApplyStats(id, kAlpha, batch);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->changes.size(), 1u);
+    EXPECT_EQ(r->changes[0].evicted_positions, step.evicted_positions);
+    EXPECT_EQ(LivePositionsWithBytesChecked(id, 0), step.kept_positions);
+    EXPECT_EQ(r->epoch, ++epoch);
+  }
+  // Listed ids carry no attention values: refused, nothing changed.
+  ReserveAndWrite(id, 1);
+  StatsBatch listed;
+  listed.epoch = epoch;
+  listed.steps.push_back({{HeadStepStats{0, 0, 4, {0, 1}, {}}}});
+  auto r = core_.table->ApplyStats(id, kAlpha, listed);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("h2o takes dense attention rows"));
+  EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(2, 6, 8, 9));
 }
 
 TEST_F(SequenceRetentionTest, DenseRowsGiveTheSameDecision) {
@@ -267,9 +297,7 @@ TEST_F(SequenceRetentionTest, FullPolicyTakesNoStatistics) {
 }
 
 TEST_F(SequenceRetentionTest, StreamingKeepsSinksAndRecentAtReserve) {
-  RetentionPolicy p;
-  p.kind = PolicyKind::kStreaming;
-  p.streaming = {6, 2};
+  RetentionPolicy p = MakeStreamingPolicy({6, 2});
   SequenceId id = Create(p);
   ReserveAndWrite(id, 6);
   // 9 > 6: keep 0,1 + the newest 4 (incl. the 3 new ones); the reservation says what went.
@@ -370,9 +398,14 @@ class WindowKvRetentionTest : public SequenceRetentionTest {
 TEST_F(WindowKvRetentionTest, HandWorkedExampleSelectsWholeWindowsForTheGroup) {
   auto ex = testing::MakeWindowKvExample();
   for (uint32_t top_p : {4u, 2u}) {
-    RetentionPolicy p;
-    p.kind = PolicyKind::kWindowKv;
-    p.windowkv = WindowKvSpec{ex.alpha, ex.omega, top_p, 2, 14, ex.budget, false, {ex.budget}};
+    WindowKvPolicyParams w;
+    w.alpha = ex.alpha;
+    w.omega = ex.omega;
+    w.top_p = top_p;
+    w.gamma = 2;
+    w.mean_budget = ex.budget;
+    w.group_budgets = {ex.budget};
+    RetentionPolicy p = MakeWindowKvPolicy(w, 2);
     SequenceId id = Create(p);
     ReserveAndWrite(id, ex.n);
     StatsBatch b;
@@ -426,14 +459,6 @@ class MovedThenFailedDevice final : public PoolDevice {
   absl::Status CopyFromHost(uint8_t* dst, const uint8_t* src, size_t bytes) override {
     return cpu_->CopyFromHost(dst, src, bytes);
   }
-  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(size_t heads,
-                                                                          uint32_t window) override {
-    return cpu_->NewScissorhandsRings(heads, window);
-  }
-  absl::Status WindowKvKeep(const std::vector<float>& sums, uint32_t heads, uint32_t n,
-                            const kernels::WindowKvParams& p, std::vector<uint8_t>* keep) override {
-    return cpu_->WindowKvKeep(sums, heads, n, p, keep);
-  }
 
  private:
   std::shared_ptr<PoolDevice> cpu_ = CpuPoolDevice();
@@ -446,9 +471,7 @@ TEST(CompactionFailureTest, BytesInAnUnknownStateAreNeverServed) {
   CoreConfig cfg = OneHead();
   cfg.device = std::make_shared<MovedThenFailedDevice>();
   Core core(cfg);
-  RetentionPolicy p;
-  p.kind = PolicyKind::kStreaming;
-  p.streaming = {6, 2};
+  RetentionPolicy p = MakeStreamingPolicy({6, 2});
   auto id = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, p});
   auto other = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, RetentionPolicy()});
   ASSERT_TRUE(id.ok() && other.ok());

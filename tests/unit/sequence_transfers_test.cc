@@ -9,6 +9,8 @@
 #include "cache_service/core/transfer_busy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "cache_service/retention/scissorhands/scissorhands_policy.h"
+#include "cache_service/retention/streaming/streaming_policy.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 
@@ -131,9 +133,7 @@ TEST_F(SequenceTransfersTest, BadRequestsAreRefusedAndPinNothing) {
 // transfer lease answers TransferBusyError, changes nothing, and succeeds once the
 // transfer ended (the RPC layer parks and retries it: parked_calls_test, daemon tests).
 TEST_F(SequenceTransfersTest, StreamingRoomUnderATransferIsBusyAndChangesNothing) {
-  RetentionPolicy p;
-  p.kind = PolicyKind::kStreaming;
-  p.streaming = {8, 2};
+  RetentionPolicy p = MakeStreamingPolicy({8, 2});
   const SequenceId id = Create(p);
   ReserveAndWrite(id, 8);
   auto g = core_.table->BeginTransfer(Args(id, 0, 8));
@@ -155,10 +155,8 @@ TEST_F(SequenceTransfersTest, StreamingRoomUnderATransferIsBusyAndChangesNothing
 }
 
 TEST_F(SequenceTransfersTest, StatisticsUnderATransferAreBusyAndChangeNothing) {
-  RetentionPolicy p;
-  p.kind = PolicyKind::kScissorhands;
-  p.scissorhands = {/*budget=*/4, /*window=*/2, /*recent=*/1, /*drop=*/2, /*sinks=*/0};
-  p.layer_budgets = {4, 4};
+  RetentionPolicy p =
+      MakeScissorhandsPolicy({/*budget=*/4, /*window=*/2, /*recent=*/1, /*drop=*/2, /*sinks=*/0}, {4, 4});
   const SequenceId id = Create(p);
   ReserveAndWrite(id, 6);
   auto g = core_.table->BeginTransfer(Args(id, 0, 6));
@@ -221,9 +219,7 @@ TEST_F(SequenceTransfersTest, ReleaseKeepsPinnedPagesAndTheirBytesUntilTheTransf
 }
 
 TEST_F(SequenceTransfersTest, PressurePassesAPinnedSequenceBy) {
-  RetentionPolicy p;
-  p.kind = PolicyKind::kStreaming;
-  p.streaming = {64, 2};
+  RetentionPolicy p = MakeStreamingPolicy({64, 2});
   const SequenceId id = Create(p);
   ReserveAndWrite(id, 64);
   auto g = core_.table->BeginTransfer(Args(id, 0, 4));

@@ -52,13 +52,14 @@ struct Layout {
 // Retention policy for CreateSequence (see proto/kvwarden/v1/policy.proto). Zero fields
 // take the daemon's defaults; kDefault uses the tenant's configured policy.
 struct Policy {
-  enum class Kind { kDefault, kFull, kStreaming, kScissorhands, kWindowKv };
+  enum class Kind { kDefault, kFull, kStreaming, kScissorhands, kWindowKv, kH2o };
   Kind kind = Kind::kDefault;
-  uint32_t budget = 0;                  // streaming and scissorhands B
-  std::optional<uint32_t> sinks;        // streaming (default 4) and scissorhands (default 0)
-  uint32_t window = 0, recent = 0, drop = 0;  // scissorhands w, r, m
-  float threshold_scale = 0;                  // scissorhands
-  std::vector<uint32_t> layer_budgets;        // scissorhands per-layer B
+  uint32_t budget = 0;                  // streaming, scissorhands and h2o B
+  std::optional<uint32_t> sinks;        // streaming (default 4), scissorhands and h2o (default 0)
+  uint32_t window = 0;                  // scissorhands w
+  uint32_t recent = 0, drop = 0;        // scissorhands and h2o r, m
+  float threshold_scale = 0;            // scissorhands
+  std::vector<uint32_t> layer_budgets;  // scissorhands and h2o per-layer B
   uint32_t alpha = 0, omega = 0, top_p = 0, gamma = 0, lambda = 0, mean_budget = 0;  // windowkv
   bool aggregation = false;                   // windowkv task
 
@@ -76,6 +77,11 @@ struct Policy {
   static Policy WindowKv(uint32_t mean_budget) {
     Policy p{Kind::kWindowKv};
     p.mean_budget = mean_budget;
+    return p;
+  }
+  static Policy H2o(uint32_t budget) {
+    Policy p{Kind::kH2o};
+    p.budget = budget;
     return p;
   }
 };

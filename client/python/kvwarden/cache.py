@@ -14,7 +14,8 @@ kvwarden.daemon_cache.KvwardenCache follows kvwardend.
 
 Statistics (what the daemon's policies take), per (layer, KV head):
 - a decode step (one new token): the slots whose attention is at or above
-  threshold_scale / n, n = the slots attended (the new token included);
+  threshold_scale / n, n = the slots attended (the new token included), and the whole
+  row (H2O sums it);
 - the end of a one-chunk prefill: WindowKV's observation sums, [KV head][candidate].
 With grouped-query attention a KV head serves `group` query heads; its attention row is
 the **mean of its query heads' rows** (still a distribution over the same slots, so the
@@ -37,6 +38,8 @@ class StepStats:
     listed: Dict[Tuple[int, int], Tuple[int, np.ndarray]] = field(default_factory=dict)
     # Decode step: (layer, head) -> positions of the listed slots (for persistence).
     heavy_positions: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict)
+    # Decode step: (layer, head) -> the whole attention row over the attended slots (H2O).
+    dense: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict)
     # End of prefill: layer -> sums [heads, candidates].
     window_sums: Dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -111,6 +114,7 @@ class KVCache:
                 listed = np.flatnonzero(row[0].numpy() >= np.float32(self.threshold_scale / n)).astype(np.uint32)
                 self.stats.listed[(layer, h)] = (n, listed)
                 self.stats.heavy_positions[(layer, h)] = self.pos[layer][h][listed]
+                self.stats.dense[(layer, h)] = row[0].numpy().astype(np.float32)
             elif self.window_alpha and layer in self.window_layers and n > self.window_alpha:
                 a = self.window_alpha
                 sums = row[-a:, :n - a].sum(0).numpy().astype(np.float32)
@@ -160,7 +164,7 @@ class InMemoryCache(KVCache):
 
 
 def feeds_token_by_token(policy_kind: str) -> bool:
-    """Whether a prompt goes through one token at a time: streaming and Scissorhands act
-    per step (their budget binds while the prompt is read), full and WindowKV take the
+    """Whether a prompt goes through one token at a time: streaming, Scissorhands and H2O
+    act per step (their budget binds while the prompt is read), full and WindowKV take the
     prompt in one chunk (WindowKV selects at its end)."""
-    return policy_kind in ("streaming", "scissorhands")
+    return policy_kind in ("streaming", "scissorhands", "h2o")

@@ -37,6 +37,8 @@ def _policy_params(policy: Policy, n_layers: int):
     if kind == "scissorhands":
         s = policy.proto.scissorhands
         return kind, s.threshold_scale or 1.0, 0, 1, s.recent or 10
+    if kind == "h2o":
+        return kind, 1.0, 0, 1, policy.proto.h2o.recent or 10
     if kind == "windowkv":
         w = policy.proto.windowkv
         return kind, 1.0, w.alpha or 8, w.gamma or min(8, n_layers), 0
@@ -181,6 +183,11 @@ class KvwardenCache(KVCache):
             if self._recent < 1:
                 self._wait_write()  # the new token itself may go: its bytes must be in first
             step = [HeadStats(l, h, n, listed) for (l, h), (n, listed) in sorted(self.stats.listed.items())]
+            self._apply(self._stream().send_steps(self.seq, self.epoch, [step]))
+        elif self.kind == "h2o" and self.stats.dense:
+            if self._recent < 1:
+                self._wait_write()
+            step = [HeadStats(l, h, len(row), dense=row) for (l, h), row in sorted(self.stats.dense.items())]
             self._apply(self._stream().send_steps(self.seq, self.epoch, [step]))
         elif self.kind == "windowkv" and self.stats.window_sums and not self.window_selected:
             self._wait_write()  # selection moves the prompt's bytes: they must all be in

@@ -61,6 +61,8 @@ def policy_from_args(args):
         return Policy.streaming(args.budget, args.sinks)
     if args.policy == "scissorhands":
         return Policy.scissorhands(args.budget, window=args.window, recent=args.recent, drop=args.drop)
+    if args.policy == "h2o":
+        return Policy.h2o(args.budget, recent=args.recent, drop=args.drop)
     return Policy.windowkv(args.budget, alpha=args.alpha, omega=args.omega)
 
 
@@ -76,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--target", default="127.0.0.1:50051")
     ap.add_argument("--token", default=os.environ.get("KVW_TOKEN", ""))
     ap.add_argument("--pool", default="main")
-    ap.add_argument("--policy", choices=["full", "streaming", "scissorhands", "windowkv"], default="full")
+    ap.add_argument("--policy", choices=["full", "streaming", "scissorhands", "h2o", "windowkv"], default="full")
     ap.add_argument("--budget", type=int, default=64, help="slots per (layer, head); WindowKV's mean budget")
     ap.add_argument("--sinks", type=int, default=4)
     ap.add_argument("--window", type=int, default=0)

@@ -4,12 +4,14 @@
     (scripts/kvw-quality.sh does the same from a checkout)
 
 For every text and every budget (100/50/30/20/12% of the context), the model reads the
-text through a real daemon under full, streaming, Scissorhands and WindowKV, and each
+text through a real daemon under full, streaming, Scissorhands, H2O and WindowKV, and each
 policy's next-token distributions over the second half are compared with the full
 cache's: perplexity and its ratio to full, top-1 agreement, mean KL(full || policy), and
 the mean occupancy (live slots per layer and head over the half, as a share of the
-context; policies differ in how much of their budget they use). Streaming and
-Scissorhands read the whole text token by token under a budget of that share of it;
+context). Policies are compared at equal mean occupancy: Scissorhands and H2O, which
+drop half their budget at a time, get 4/3 of streaming's budget, and every policy with
+sinks gets the same 4. Streaming, Scissorhands and H2O read the whole text token by token
+under a budget of that share of it;
 WindowKV prefills the first half, selects windows down to that share of it, then decodes
 the rest. Also: the persistence ratio per layer (full cache, decode steps) and decode
 tokens/s through kvwardend vs in memory.
@@ -38,7 +40,13 @@ from kvwarden.reference import persistence_ratio
 from kvwarden.spawn import LocalDaemon
 
 BUDGETS = (100, 50, 30, 20, 12)
-POLICIES = ("full", "streaming", "scissorhands", "windowkv")
+POLICIES = ("full", "streaming", "scissorhands", "h2o", "windowkv")
+# Scissorhands and H2O drop m = B/2 slots at a time, so a head holds between B/2 and B
+# slots, about 3/4 B on average; streaming holds B once full. Their budgets are scaled by
+# 4/3 so that every policy of a row holds about the same share of the context on average
+# (the occupancy column says what each really held).
+EQUAL_OCCUPANCY = {"scissorhands": 4 / 3, "h2o": 4 / 3}
+SINKS = 4  # every policy that has sinks gets streaming's
 PAPER_PERSISTENCE = 0.95
 
 DAEMON_CONFIG = """
@@ -69,9 +77,11 @@ def policy_for(name: str, budget: int):
     if name == "full":
         return Policy.full()
     if name == "streaming":
-        return Policy.streaming(budget, 4)
+        return Policy.streaming(budget, SINKS)
     if name == "scissorhands":
-        return Policy.scissorhands(budget)
+        return Policy.scissorhands(budget, sinks=SINKS)
+    if name == "h2o":
+        return Policy.h2o(budget, sinks=SINKS)
     return Policy.windowkv(budget)
 
 
@@ -161,7 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for policy in POLICIES:
                     for pct in (args.budgets if policy != "full" else [100]):
                         cached = n if feeds_token_by_token(policy) else half
-                        budget = max(int(round(cached * pct / 100)), 12)
+                        budget = max(int(round(cached * pct / 100 * EQUAL_OCCUPANCY.get(policy, 1.0))), 16)
                         with KvwardenCache(client, lease, c, policy_for(policy, budget), max_tokens=n) as kv:
                             t0 = time.perf_counter()
                             logits = read_text(model, kv, text, half, feeds_token_by_token(policy))

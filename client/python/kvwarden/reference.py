@@ -35,6 +35,18 @@ def scissorhands_evict(low_counts: np.ndarray, budget: int, recent: int, drop: i
     return sorted(candidates[:how_many])
 
 
+def h2o_evict(sums: np.ndarray, budget: int, recent: int, drop: int, sinks: int) -> List[int]:
+    """Slot indices H2O evicts from a head whose slots have accumulated `sums`: the count
+    rule of Scissorhands, the smallest sums first, the older slot first on ties."""
+    n = len(sums)
+    if n <= budget:
+        return []
+    m = drop or budget // 2
+    count = max(n - budget, min(m, n - recent - sinks))
+    candidates = sorted(range(sinks, n - recent), key=lambda j: (float(sums[j]), j))
+    return sorted(candidates[:count])
+
+
 def windowkv_scores(t: np.ndarray, omega: int, top_p: int) -> List[float]:
     """Window scores from sums t [heads, candidates]: per head the mean of the top_p largest
     of each window (min(top_p, length) for a short last window), then the mean over heads."""
@@ -82,7 +94,8 @@ class ReferenceCache(KVCache):
     """A KVCache that applies one policy itself, from POLICIES.md.
 
     policy: ("full",), ("streaming", budget, sinks),
-    ("scissorhands", budget, window, recent, drop, sinks, threshold_scale) or
+    ("scissorhands", budget, window, recent, drop, sinks, threshold_scale),
+    ("h2o", budget, recent, drop, sinks) or
     ("windowkv", mean_budget, alpha, omega, top_p, gamma, lambda)."""
 
     def __init__(self, n_layers, n_kv_heads, head_dim, group, policy: Tuple):
@@ -96,6 +109,9 @@ class ReferenceCache(KVCache):
         # Scissorhands history per (layer, head): the last `window` steps, each the
         # positions attended and the positions listed.
         self._history: Dict[Tuple[int, int], deque] = {}
+        # H2O: per (layer, head) the accumulated attention of each live slot (float32,
+        # added step by step as the daemon adds them).
+        self._sums: Dict[Tuple[int, int], np.ndarray] = {}
         self.selected = False
 
     def make_room(self, num_tokens):
@@ -112,6 +128,8 @@ class ReferenceCache(KVCache):
         kind = self.policy[0]
         if kind == "scissorhands" and self.stats.listed:
             self._scissorhands()
+        elif kind == "h2o" and self.stats.dense:
+            self._h2o()
         elif kind == "windowkv" and self.stats.window_sums and not self.selected:
             self._windowkv()
 
@@ -128,6 +146,20 @@ class ReferenceCache(KVCache):
                 low[j] = sum(1 for seen, heavy in hist if p in seen and p not in heavy)
             evict = scissorhands_evict(low, budget, recent, drop, sinks)
             self.keep_slots(layer, h, [j for j in range(len(pos)) if j not in set(evict)])
+
+    def _h2o(self):
+        _, budget, recent, drop, sinks = self.policy
+        for (layer, h), row in self.stats.dense.items():
+            n = len(self.pos[layer][h])
+            sums = np.zeros(n, dtype=np.float32)
+            old = self._sums.get((layer, h), np.zeros(0, dtype=np.float32))
+            sums[:len(old)] = old
+            sums[:len(row)] += row
+            evict = set(h2o_evict(sums, budget, recent, drop, sinks))
+            kept = [j for j in range(n) if j not in evict]
+            if evict:
+                self.keep_slots(layer, h, kept)
+            self._sums[(layer, h)] = sums[kept]
 
     def _windowkv(self):
         _, mean_budget, alpha, omega, top_p, gamma, lambda_ = self.policy

@@ -72,6 +72,16 @@ class Policy:
         return Policy(p)
 
     @staticmethod
+    def h2o(budget: int, recent: int = 0, drop: int = 0, sinks: int = 0,
+            layer_budgets: Optional[List[int]] = None) -> "Policy":
+        """H2O: keeps the slots with the largest accumulated attention (dense stats rows)."""
+        p = policy_pb2.RetentionPolicy()
+        h = p.h2o
+        h.budget, h.recent, h.drop, h.sinks = budget, recent, drop, sinks
+        h.layer_budgets.extend(layer_budgets or [])
+        return Policy(p)
+
+    @staticmethod
     def windowkv(mean_budget: int, alpha: int = 0, omega: Optional[int] = None, top_p: int = 0,
                  gamma: int = 0, lambda_: int = 0, aggregation: bool = False) -> "Policy":
         p = policy_pb2.RetentionPolicy()

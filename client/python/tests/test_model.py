@@ -115,6 +115,7 @@ POLICIES = {
     "scissorhands": (Policy.scissorhands(48, window=32, recent=8, drop=16),
                      ("scissorhands", 48, 32, 8, 16, 0, 1.0)),
     "windowkv": (Policy.windowkv(48, alpha=8, omega=8), ("windowkv", 48, 8, 8, 8, 5, 14)),
+    "h2o": (Policy.h2o(48, recent=8, drop=16, sinks=2), ("h2o", 48, 8, 16, 2)),
 }
 
 

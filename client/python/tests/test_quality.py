@@ -29,7 +29,7 @@ def test_quality_smoke(tmp_path):
     rows = {(r["group"], r["policy"], r["pct"]): r for r in figures["rows"]}
     groups = {g for g, _, _ in rows}
     for g in groups:
-        for policy in ("streaming", "scissorhands", "windowkv"):
+        for policy in ("streaming", "scissorhands", "h2o", "windowkv"):
             at100, at50, at20 = rows[(g, policy, 100)], rows[(g, policy, 50)], rows[(g, policy, 20)]
             # A budget the text fits in changes nothing.
             assert abs(at100["ratio"] - 1) < 1e-4 and at100["top1"] == 1.0, (g, policy)

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "cache_service/core/scissorhands_rings.h"
+#include "cache_service/retention/scissorhands/scissorhands_rings.h"
 
 #if defined(KVW_HAVE_CUDA)
 
@@ -35,6 +35,9 @@ class CudaRecordBatcher {
   const std::shared_ptr<CudaQueue> queue_;
   BatchCombiner<Job> combiner_;
 };
+
+// The batcher of `device`'s queue, made on first use (null for host memory).
+std::shared_ptr<CudaRecordBatcher> DeviceRecordBatcher(PoolDevice& device);
 
 // Device memory on the batcher's device, CUDA kernels on its queue's stream.
 std::unique_ptr<ScissorhandsRings> NewCudaScissorhandsRings(

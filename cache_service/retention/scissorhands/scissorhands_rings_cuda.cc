@@ -2,7 +2,7 @@
 // the pages; a step's ids go to the device through the queue's pinned arena in one
 // copy, and the record, select and compaction kernels run on the queue's stream.
 
-#include "cache_service/core/scissorhands_rings_cuda.h"
+#include "cache_service/retention/scissorhands/scissorhands_rings_cuda.h"
 
 #if defined(KVW_HAVE_CUDA)
 
@@ -158,6 +158,38 @@ class CudaRings final : public ScissorhandsRings {
     return absl::OkStatus();
   }
 
+  absl::Status ReadPlanes(std::vector<uint32_t>* planes) const override {
+    const size_t words = heads_ * words_per_head(stride_);
+    planes->assign(words, 0);
+    if (words == 0) return absl::OkStatus();
+    absl::MutexLock lock(&queue_->mu());
+    absl::StatusOr<const void*> host = queue_->Fetch(planes_, words * 4);
+    if (!host.ok()) return host.status();
+    std::memcpy(planes->data(), *host, words * 4);
+    return absl::OkStatus();
+  }
+
+  // Staged in one copy, then laid out at this ring's stride on the device.
+  absl::Status WritePlanes(uint32_t src_stride, const std::vector<uint32_t>& planes) override {
+    const size_t count = heads_ * kernels::ScissorhandsWords(window_);
+    if (src_stride > stride_ || planes.size() != count * src_stride) {
+      return absl::InvalidArgumentError("scissorhands rings: planes of another shape");
+    }
+    if (stride_ == 0) return absl::OkStatus();
+    absl::MutexLock lock(&queue_->mu());
+    queue_->Use();
+    absl::StatusOr<std::vector<void*>> d = queue_->Stage({{planes.data(), planes.size() * 4}});
+    if (!d.ok()) return d.status();
+    absl::Status s = CudaError(cudaMemsetAsync(planes_, 0, count * stride_ * 4, queue_->stream()), "cudaMemsetAsync");
+    if (s.ok() && src_stride > 0) {
+      s = CudaError(cudaMemcpy2DAsync(planes_, size_t{stride_} * 4, (*d)[0], size_t{src_stride} * 4,
+                                      size_t{src_stride} * 4, count, cudaMemcpyDeviceToDevice, queue_->stream()),
+                    "cudaMemcpy2DAsync rings");
+    }
+    const absl::Status synced = queue_->Sync();
+    return s.ok() ? synced : s;
+  }
+
  private:
   kernels::ScissorhandsHistory History(uint32_t first_lh) const {
     return {planes_ + first_lh * words_per_head(stride_), window_, stride_};
@@ -214,6 +246,17 @@ absl::Status CudaRecordBatcher::LaunchBatch(const std::vector<const Job*>& batch
 std::unique_ptr<ScissorhandsRings> NewCudaScissorhandsRings(
     std::shared_ptr<CudaRecordBatcher> records, size_t heads, uint32_t window) {
   return std::make_unique<CudaRings>(std::move(records), heads, window);
+}
+
+namespace {
+const char kBatcherTag = 0;  // the device's CudaRecordBatcher, as its PolicyLocal
+}  // namespace
+
+std::shared_ptr<CudaRecordBatcher> DeviceRecordBatcher(PoolDevice& device) {
+  std::shared_ptr<CudaQueue> queue = device.queue();
+  if (queue == nullptr) return nullptr;
+  return device.PolicyLocal<CudaRecordBatcher>(
+      &kBatcherTag, [&] { return std::make_shared<CudaRecordBatcher>(std::move(queue)); });
 }
 
 }  // namespace kvwarden

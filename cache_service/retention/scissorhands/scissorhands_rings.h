@@ -2,8 +2,8 @@
 
 // The Scissorhands history of one sequence, kept in its pool's memory so the record,
 // select and compaction kernels run next to the pages: host memory and the CPU kernels
-// for a cpu pool, device memory and the CUDA kernels for a cuda:N pool (see
-// PoolDevice::NewScissorhandsRings). Both give the same bits and the same selections.
+// for a cpu pool, device memory and the CUDA kernels on the pool's queue for a cuda:N
+// pool (NewScissorhandsRings). Both give the same bits and the same selections.
 //
 // Layout: for every (layer, head) lh = layer * num_kv_heads + head, ScissorhandsWords(
 // window) planes of stride() slots, [lh][word][slot] (kernels/scissorhands.h). Slots at
@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cache_service/core/pool_device.h"
 #include "cache_service/core/retention_state.h"
 #include "kernels/scissorhands.h"
 
@@ -48,6 +49,14 @@ class ScissorhandsRings {
   virtual absl::Status Compact(const std::vector<HeadCompaction>& heads) = 0;
   // Low-attention counts of head lh's first `live` slots (for operators).
   virtual absl::Status LowCounts(uint32_t lh, uint32_t live, std::vector<uint32_t>* counts) const = 0;
+  // Every plane as host words, [lh][word][stride()] (the state written out).
+  virtual absl::Status ReadPlanes(std::vector<uint32_t>* planes) const = 0;
+  // Sets every plane from `planes`, laid out [lh][word][src_stride]; requires
+  // stride() >= src_stride (Reserve first) and planes.size() == heads * words * src_stride.
+  virtual absl::Status WritePlanes(uint32_t src_stride, const std::vector<uint32_t>& planes) = 0;
+
+  size_t heads() const { return heads_; }
+  uint32_t window() const { return window_; }
 
  protected:
   ScissorhandsRings(size_t heads, uint32_t window) : heads_(heads), window_(window) {}
@@ -70,5 +79,10 @@ class ScissorhandsRings {
 
 // Host memory, CPU kernels.
 std::unique_ptr<ScissorhandsRings> NewCpuScissorhandsRings(size_t heads, uint32_t window);
+// In `device`'s memory: host memory and CPU kernels for a host pool, device memory and
+// CUDA kernels on the device's queue otherwise (every ring of one device records
+// through one batcher, kept as the device's PolicyLocal).
+absl::StatusOr<std::unique_ptr<ScissorhandsRings>> NewScissorhandsRings(PoolDevice& device, size_t heads,
+                                                                        uint32_t window);
 
 }  // namespace kvwarden

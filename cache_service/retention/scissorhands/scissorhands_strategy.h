@@ -3,7 +3,8 @@
 #include <vector>
 
 #include "cache_service/core/retention_strategy.h"
-#include "cache_service/core/scissorhands_rings.h"
+#include "cache_service/retention/scissorhands/scissorhands_policy.h"
+#include "cache_service/retention/scissorhands/scissorhands_rings.h"
 #include "kernels/scissorhands.h"
 
 namespace kvwarden {
@@ -19,6 +20,8 @@ class ScissorhandsState final : public RetentionState {
   void Compacted(const std::vector<HeadCompaction>& heads) override;
   void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const override;
   uint64_t decode_steps() const override { return decode_steps_; }
+  // "SHRS" v1: heads, window, decode steps, stride, then every plane.
+  absl::StatusOr<std::string> Encode() const override;
 
   ScissorhandsRings& rings() { return *rings_; }
   void CountSteps(uint64_t n) { decode_steps_ += n; }
@@ -33,13 +36,22 @@ class ScissorhandsState final : public RetentionState {
 // Statistics one epoch back are remapped through the last compaction.
 class ScissorhandsStrategy final : public RetentionStrategy {
  public:
+  static const ScissorhandsStrategy& Get();
+  const char* name() const override { return "scissorhands"; }
+  bool Evicts(RetentionCause cause) const override {
+    return cause == RetentionCause::kStats || cause == RetentionCause::kPressure;
+  }
   absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy, size_t head_count,
                                                            PoolDevice& device) const override;
+  absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(const RetentionPolicy& policy, size_t head_count,
+                                                              PoolDevice& device,
+                                                              absl::string_view bytes) const override;
   absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back, RetentionResult* out) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   bool Squeezable() const override { return true; }
   uint32_t SqueezeFloor(const RetentionPolicy& policy) const override {
-    return policy.scissorhands.recent + policy.scissorhands.sinks + 1;
+    const kernels::ScissorhandsParams& p = policy.Params<ScissorhandsPolicyParams>().kernel;
+    return p.recent + p.sinks + 1;
   }
 
  protected:

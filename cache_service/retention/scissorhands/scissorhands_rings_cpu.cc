@@ -1,7 +1,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "cache_service/core/scissorhands_rings.h"
+#include "cache_service/retention/scissorhands/scissorhands_rings.h"
 
 namespace kvwarden {
 namespace {
@@ -72,6 +72,23 @@ class CpuRings final : public ScissorhandsRings {
     for (uint32_t w = 0; w < words; ++w) {
       const uint32_t* plane = planes_.data() + (size_t{lh} * words + w) * stride_;
       for (uint32_t j = 0; j < live; ++j) (*counts)[j] += kernels::PopCount32(plane[j]);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadPlanes(std::vector<uint32_t>* planes) const override {
+    *planes = planes_;
+    return absl::OkStatus();
+  }
+
+  absl::Status WritePlanes(uint32_t src_stride, const std::vector<uint32_t>& planes) override {
+    const size_t count = heads_ * kernels::ScissorhandsWords(window_);
+    if (src_stride > stride_ || planes.size() != count * src_stride) {
+      return absl::InvalidArgumentError("scissorhands rings: planes of another shape");
+    }
+    std::fill(planes_.begin(), planes_.end(), 0u);
+    for (size_t plane = 0; plane < count && src_stride > 0; ++plane) {
+      std::copy_n(planes.begin() + plane * src_stride, src_stride, planes_.begin() + plane * stride_);
     }
     return absl::OkStatus();
   }

@@ -1,4 +1,4 @@
-#include "cache_service/retention/streaming_strategy.h"
+#include "cache_service/retention/streaming/streaming_strategy.h"
 
 #include <algorithm>
 
@@ -18,10 +18,17 @@ std::vector<uint32_t> StreamingKept(uint32_t n, kernels::StreamingParams p) {
   return kept;
 }
 
+uint32_t Sinks(const Sequence& seq) { return seq.policy.Params<StreamingPolicyParams>().kernel.sinks; }
+
 }  // namespace
 
+const StreamingStrategy& StreamingStrategy::Get() {
+  static const StreamingStrategy strategy;
+  return strategy;
+}
+
 absl::Status StreamingStrategy::CheckReserve(const Sequence& seq, uint32_t num_tokens) const {
-  const kernels::StreamingParams sp{seq.Budget(0), seq.policy.streaming.sinks};
+  const kernels::StreamingParams sp{seq.Budget(0), Sinks(seq)};
   const uint32_t fullest = seq.FullestLayerSlots();
   if (uint64_t{fullest} + num_tokens > sp.budget && num_tokens > sp.budget - sp.sinks) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -39,7 +46,7 @@ uint32_t StreamingStrategy::KeptBefore(const Sequence& seq, uint32_t live, uint3
 void StreamingStrategy::MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadChange>* out) const {
   const KvLayout& l = seq.layout();
   // Keep the sinks and the newest slots so that the new tokens fit the budget.
-  const kernels::StreamingParams room{seq.Budget(0) - num_tokens, seq.policy.streaming.sinks};
+  const kernels::StreamingParams room{seq.Budget(0) - num_tokens, Sinks(seq)};
   RetentionResult dropped;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     if (seq.LayerSlots(layer) <= room.budget) continue;
@@ -54,7 +61,7 @@ void StreamingStrategy::MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector
 }
 
 std::vector<uint32_t> StreamingStrategy::SqueezeKept(Sequence& seq, size_t, uint32_t live, uint32_t budget) const {
-  return StreamingKept(live, {budget, std::min(seq.policy.streaming.sinks, budget - 1)});
+  return StreamingKept(live, {budget, std::min(Sinks(seq), budget - 1)});
 }
 
 }  // namespace kvwarden

@@ -1,4 +1,4 @@
-#include "cache_service/retention/windowkv_strategy.h"
+#include "cache_service/retention/windowkv/windowkv_strategy.h"
 
 #include <cmath>
 #include <string>
@@ -6,10 +6,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/core/sequence_compaction.h"
-#include "cache_service/core/pool_device.h"
+#include "cache_service/retention/windowkv/windowkv_keep.h"
+#include "cache_service/retention/windowkv/windowkv_policy.h"
 #include "kernels/windowkv.h"
 
 namespace kvwarden {
+
+const WindowKvStrategy& WindowKvStrategy::Get() {
+  static const WindowKvStrategy strategy;
+  return strategy;
+}
 
 absl::Status WindowKvStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back,
                                           RetentionResult* out) const {
@@ -20,7 +26,7 @@ absl::Status WindowKvStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool
   }
   const KvLayout& l = seq.layout();
   const uint32_t heads = l.num_kv_heads;
-  const WindowKvSpec& w = seq.policy.windowkv;
+  const WindowKvPolicyParams& w = seq.policy.Params<WindowKvPolicyParams>();
   const std::vector<WindowScoresIn>& scores = batch.window_scores;
   // Validate every entry before applying any.
   for (size_t i = 0; i < scores.size(); ++i) {
@@ -59,7 +65,7 @@ absl::Status WindowKvStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool
     const uint32_t n = seq.slots[size_t{ws.layer} * heads].size();
     kernels::WindowKvParams p{w.alpha, w.omega, w.top_p, w.group_budgets[ws.layer / w.gamma]};
     std::vector<uint8_t> keep;
-    if (absl::Status s = seq.pool->device_ops().WindowKvKeep(ws.sums, heads, n, p, &keep); !s.ok()) return s;
+    if (absl::Status s = WindowKvKeep(seq.pool->device_ops(), ws.sums, heads, n, p, &keep); !s.ok()) return s;
     const std::vector<uint32_t> kept = KeptSlots(keep);
     if (kept.size() == n) continue;
     const std::vector<std::vector<uint32_t>> all_heads(heads, kept);
