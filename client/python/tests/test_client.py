@@ -1,5 +1,5 @@
 """The Python client against a real kvwardend: bytes round trip, errors with the daemon's
-codes, the stats stream on POLICIES.md's Scissorhands example, attach views, admin."""
+codes, the stats stream on the README's Scissorhands example, attach views, admin."""
 
 import time
 
@@ -103,7 +103,7 @@ def test_release_lease_frees_its_sequences_at_once(alpha):
 
 
 def test_scissorhands_hand_worked_example_over_the_stats_stream(alpha):
-    # shared/POLICIES.md: B=6, w=3, r=2, m=3; three steps; every head evicts 1, 3, 4.
+    # README, "Retention policies": B=6, w=3, r=2, m=3; three steps; every head evicts 1, 3, 4.
     lease = alpha.register_worker("py-stats", role="decode")
     seq = alpha.create_sequence(lease, "main", 100, Policy.scissorhands(6, window=3, recent=2, drop=3))
     steps = [(5, [0, 2, 4]), (6, [0, 2, 5]), (7, [0, 2, 6])]
@@ -196,3 +196,14 @@ def test_a_dead_daemon_raises_promptly(tmp_path):
                                     grpc.StatusCode.CANCELLED), e.value
             assert time.monotonic() - t0 < 3.0
     d.stop()
+
+
+def test_the_client_package_does_not_need_torch():
+    """`kvwarden` is the client (grpcio, protobuf, numpy); torch belongs to kvwarden.harness."""
+    import subprocess
+    import sys
+    code = ("import sys; import kvwarden, kvwarden.bench, kvwarden.spawn; "
+            "bad = sorted(m for m in ('torch', 'matplotlib') if m in sys.modules); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

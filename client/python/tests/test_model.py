@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 
 from conftest import Daemon  # noqa: E402
 from kvwarden import Client, Policy  # noqa: E402
-from kvwarden.cache import InMemoryCache, feeds_token_by_token  # noqa: E402
-from kvwarden.daemon_cache import KvwardenCache  # noqa: E402
-from kvwarden.generate import decode, run_tokens  # noqa: E402
-from kvwarden.llama import Llama, Tokenizer  # noqa: E402
-from kvwarden.reference import ReferenceCache  # noqa: E402
+from kvwarden.harness.cache import InMemoryCache, feeds_token_by_token  # noqa: E402
+from kvwarden.harness.daemon_cache import KvwardenCache  # noqa: E402
+from kvwarden.harness.generate import decode, run_tokens  # noqa: E402
+from kvwarden.harness.llama import Llama, Tokenizer  # noqa: E402
+from kvwarden.harness.reference import ReferenceCache  # noqa: E402
 
 MODEL_DIR = os.environ.get("KVW_MODEL_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
                                                          "shared", "models", "stories260k"))
@@ -121,8 +121,8 @@ POLICIES = {
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_daemon_chooses_what_the_in_process_reference_chooses(model, daemon, story, name):
-    """Central = in-process: fed the same real attention, kvwardend and the reference of
-    POLICIES.md keep the same positions in every (layer, head) after every step, so the
+    """Central = in-process: fed the same real attention, kvwardend and the in-process
+    reference keep the same positions in every (layer, head) after every step, so the
     logits are equal too."""
     c = model.config
     policy, ref_policy = POLICIES[name]
@@ -155,7 +155,7 @@ def test_daemon_chooses_what_the_in_process_reference_chooses(model, daemon, sto
 
 def generate_cmd(daemon, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.Popen([sys.executable, "-m", "kvwarden.generate", "--model", MODEL, "--tokenizer", TOKENIZER,
+    return subprocess.Popen([sys.executable, "-m", "kvwarden.harness.generate", "--model", MODEL, "--tokenizer", TOKENIZER,
                              "--target", daemon.target, "--token", "alpha-token", *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -164,7 +164,7 @@ def generate_cmd(daemon, *args):
 def test_prefill_decode_handoff_between_processes(daemon, policy, kv_source):
     prompt = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
     common = ["--prompt", prompt, "--steps", "60", "--policy", policy, "--budget", "16"]
-    single = subprocess.run([sys.executable, "-m", "kvwarden.generate", "--model", MODEL, "--tokenizer", TOKENIZER,
+    single = subprocess.run([sys.executable, "-m", "kvwarden.harness.generate", "--model", MODEL, "--tokenizer", TOKENIZER,
                              "--in-memory", *common], capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), timeout=120)
     assert single.returncode == 0, single.stderr

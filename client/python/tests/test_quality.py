@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 from test_model import MODEL, TOKENIZER  # noqa: E402
-from kvwarden import quality  # noqa: E402
+from kvwarden.harness import quality  # noqa: E402
 
 
 def test_quality_smoke(tmp_path):

@@ -1,5 +1,5 @@
-"""The retention policies in process, written from shared/POLICIES.md without calling the
-daemon: the reference that kvwardend's decisions are checked against on real attention
+"""The retention policies in process, written from the README's "Retention policies"
+without calling the daemon: the reference that kvwardend's decisions are checked against on real attention
 (tests/test_model.py), and the quality tool's cross-check.
 
 Policies here work on original positions, the daemon on slots; the two must agree.
@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from kvwarden.cache import KVCache
+from kvwarden.harness.cache import KVCache
 
 
 def streaming_kept(n: int, budget: int, sinks: int) -> List[int]:
@@ -91,7 +91,7 @@ def windowkv_group_budgets(mean_budget: int, gamma: int, lambda_: int, groups: i
 
 
 class ReferenceCache(KVCache):
-    """A KVCache that applies one policy itself, from POLICIES.md.
+    """A KVCache that applies one policy itself, from the README's algorithms.
 
     policy: ("full",), ("streaming", budget, sinks),
     ("scissorhands", budget, window, recent, drop, sinks, threshold_scale),

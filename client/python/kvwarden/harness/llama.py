@@ -1,5 +1,5 @@
 """A llama2.c-format Llama model in torch: the checkpoint loader, the tokenizer and a forward
-pass whose attention goes through a KV cache object (kvwarden.cache), so the same model
+pass whose attention goes through a KV cache object (kvwarden.harness.cache), so the same model
 runs with an in-memory cache, an in-process policy reference or kvwardend.
 
 The format (legacy export, version 0) is described in shared/models/stories260k/README.md.
@@ -154,7 +154,7 @@ def rmsnorm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 class Llama:
     """forward(tokens, positions, cache): logits [T, vocab] of T new tokens whose K/V the
-    cache appends and attends over (see kvwarden.cache.KVCache.attend)."""
+    cache appends and attends over (see kvwarden.harness.cache.KVCache.attend)."""
 
     def __init__(self, weights: LlamaWeights):
         self.w = weights

@@ -1,6 +1,6 @@
 """kvw-generate: a llama2.c model decoding with its KV cache in kvwardend.
 
-    python3 -m kvwarden.generate --model stories260K.bin --tokenizer tok512.bin \\
+    python3 -m kvwarden.harness.generate --model stories260K.bin --tokenizer tok512.bin \\
         --target 127.0.0.1:50051 --token TENANT --policy scissorhands --budget 64 --steps 200
 
 --in-memory runs the plain model (no daemon). Prefill/decode hand-off between processes:
@@ -17,10 +17,27 @@ from typing import List, Optional
 
 import torch
 
-from kvwarden.cache import InMemoryCache, KVCache, feeds_token_by_token
-from kvwarden.llama import Llama, Tokenizer, sample
+from kvwarden.harness.cache import InMemoryCache, KVCache, feeds_token_by_token
+from kvwarden.harness.llama import Llama, Tokenizer, sample
 
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "models", "stories260k")
+def default_model_dir() -> str:
+    """$KVW_MODEL_DIR, else shared/models/stories260k beside the checkout (or any folder
+    above it), else that path under the current directory (for the message)."""
+    if os.environ.get("KVW_MODEL_DIR"):
+        return os.environ["KVW_MODEL_DIR"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    while True:
+        for candidate in (os.path.join(here, "shared", "models", "stories260k"),
+                          os.path.join(here, "..", "shared", "models", "stories260k")):
+            if os.path.isdir(candidate):
+                return os.path.normpath(candidate)
+        parent = os.path.dirname(here)
+        if parent == here:
+            return os.path.join("shared", "models", "stories260k")
+        here = parent
+
+
+DEFAULT_MODEL_DIR = default_model_dir()
 
 
 def run_tokens(model: Llama, cache: KVCache, tokens: List[int], one_by_one: bool) -> torch.Tensor:
@@ -113,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     from kvwarden.client import Client
-    from kvwarden.daemon_cache import KvwardenCache
+    from kvwarden.harness.daemon_cache import KvwardenCache
     from kvwarden.errors import KvwardenError
     try:
         with Client(args.target, args.token) as client:

@@ -1,6 +1,6 @@
 """kvw-quality: what each retention policy costs a real model, measured through kvwardend.
 
-    python3 -m kvwarden.quality --kvwardend build/bin/kvwardend [--out quality.png]
+    python3 -m kvwarden.harness.quality --kvwardend build/bin/kvwardend [--out quality.png]
     (scripts/kvw-quality.sh does the same from a checkout)
 
 For every text and every budget (100/50/30/20/12% of the context), the model reads the
@@ -33,10 +33,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from kvwarden.cache import InMemoryCache, feeds_token_by_token
-from kvwarden.generate import DEFAULT_MODEL_DIR, decode, run_tokens
-from kvwarden.llama import Llama, Tokenizer
-from kvwarden.reference import persistence_ratio
+from kvwarden.harness.cache import InMemoryCache, feeds_token_by_token
+from kvwarden.harness.generate import DEFAULT_MODEL_DIR, decode, run_tokens
+from kvwarden.harness.llama import Llama, Tokenizer
+from kvwarden.harness.reference import persistence_ratio
 from kvwarden.spawn import LocalDaemon
 
 BUDGETS = (100, 50, 30, 20, 12)
@@ -134,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{n} tokens per text, metrics over the last {n - n // 2} predictions")
 
     from kvwarden.client import Client
-    from kvwarden.daemon_cache import KvwardenCache
+    from kvwarden.harness.daemon_cache import KvwardenCache
     workdir = tempfile.mkdtemp(prefix="kvw-quality-")
     daemon = None
     if args.kvwardend:

@@ -1,4 +1,4 @@
-"""KV caches a model's attention runs through (kvwarden.llama.Llama.forward).
+"""KV caches a model's attention runs through (kvwarden.harness.llama.Llama.forward).
 
 A cache holds, per (layer, KV head), the kept K and V [n, head_dim] and the original
 positions of those n tokens, oldest first. Heads may hold different tokens once a
@@ -9,8 +9,8 @@ per-head policy (Scissorhands) has evicted. One step is
     cache.end()                            # statistics out, retention applied
 
 Subclasses decide retention: InMemoryCache keeps everything (the plain model),
-kvwarden.reference.ReferenceCache runs the policies in process, and
-kvwarden.daemon_cache.KvwardenCache follows kvwardend.
+kvwarden.harness.reference.ReferenceCache runs the policies in process, and
+kvwarden.harness.daemon_cache.KvwardenCache follows kvwardend.
 
 Statistics (what the daemon's policies take), per (layer, KV head):
 - a decode step (one new token): the slots whose attention is at or above

@@ -25,7 +25,7 @@ import grpc
 import numpy as np
 import torch
 
-from kvwarden.cache import KVCache
+from kvwarden.harness.cache import KVCache
 from kvwarden.errors import KvwardenError
 from kvwarden.types import HeadStats, Lease, Policy, Sequence
 
@@ -49,7 +49,7 @@ class KvwardenCache(KVCache):
     def __init__(self, client, lease: Lease, config, policy: Optional[Policy] = None, pool: str = "main",
                  max_tokens: Optional[int] = None, kv_source: str = "mirror", attached=None,
                  sequence: Optional[Sequence] = None):
-        """A new sequence of `pool` for a model of `config` (kvwarden.llama.LlamaConfig),
+        """A new sequence of `pool` for a model of `config` (kvwarden.harness.llama.LlamaConfig),
         or, with `sequence`, one whose tokens are already in the daemon (resume)."""
         policy = policy or Policy.full()
         self.kind, threshold, alpha, gamma, self._recent = _policy_params(policy, config.n_layers)
