@@ -118,7 +118,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
   };
   d->leases_ = std::make_unique<WorkerLeases>(std::move(lease_options), Clock::Real());
-  SequenceTable::Options table_options{ledger, d->leases_.get()};
+  SequenceTable::Options table_options;
+  table_options.ledger = ledger;
+  table_options.leases = d->leases_.get();
   if (!settings.metrics_listen.empty()) {
     std::vector<std::string> pool_names;
     for (const PoolSpec& p : settings.pools) pool_names.push_back(p.name);

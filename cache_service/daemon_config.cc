@@ -149,7 +149,9 @@ absl::Status ValidateLeases(const v1::LeaseConfig& in, DaemonSettings* out) {
     return FieldError("leases.default_ttl_ms",
                       absl::StrFormat("%u is outside [min_ttl_ms %u, max_ttl_ms %u]", def, lo, hi));
   }
-  out->leases = LeaseOptions{absl::Milliseconds(def), absl::Milliseconds(lo), absl::Milliseconds(hi)};
+  out->leases.default_ttl = absl::Milliseconds(def);
+  out->leases.min_ttl = absl::Milliseconds(lo);
+  out->leases.max_ttl = absl::Milliseconds(hi);
   out->reap_interval = absl::Milliseconds(in.reap_interval_ms() ? in.reap_interval_ms() : 100);
   return absl::OkStatus();
 }

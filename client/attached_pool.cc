@@ -113,6 +113,7 @@ struct AttachedPool::Impl {
     }
     return Chunk{c.generation(), static_cast<uint8_t*>(dev), c.size(), true, ordinal};
 #else
+    (void)c, (void)bus_id;
     return absl::FailedPreconditionError(absl::StrCat(
         "pool '", options.pool, "' is on ", info.device,
         ": its chunks come as CUDA IPC handles and this client library was built without CUDA"));

@@ -33,18 +33,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const Options& options) 
   if (options.target.empty()) return absl::InvalidArgumentError("target: is required");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(16 << 20);
-  // The daemon is local or one hop away: after it restarts, reconnect within ~2 s
-  // rather than gRPC's default backoff of up to two minutes.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (!options.tls_ca_pem.empty()) {
-    creds = grpc::SslCredentials({options.tls_ca_pem, options.tls_key_pem, options.tls_cert_pem});
-    if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
-  }
-  impl->channel = grpc::CreateCustomChannel(options.target, creds, args);
+  impl->channel = NewChannel(options);
   impl->stub = v1::ControlService::NewStub(impl->channel);
   impl->transfer = v1::TransferService::NewStub(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));

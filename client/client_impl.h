@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "channel.h"
 #include "grpcpp/grpcpp.h"
 #include "kvwarden/client.h"
 #include "kvwarden/v1/control.grpc.pb.h"
@@ -50,12 +51,7 @@ struct Client::Impl {
   std::unique_ptr<v1::TransferService::Stub> transfer;
 
   // A context with the token and the per-call deadline.
-  std::unique_ptr<grpc::ClientContext> Context() const {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->AddMetadata("authorization", absl::StrCat("Bearer ", options.token));
-    ctx->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
-    return ctx;
-  }
+  std::unique_ptr<grpc::ClientContext> Context() const { return NewContext(options); }
 };
 
 }  // namespace client

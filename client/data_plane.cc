@@ -343,7 +343,9 @@ absl::StatusOr<std::unique_ptr<DataPlane>> DataPlane::Connect(Client* client, ui
   impl->lease = lease_id;
   impl->use_tcp = options.transports == "tcp";
   if (!impl->use_tcp) {
-    absl::StatusOr<ucx::Context> context = ucx::Context::Create({options.transports});
+    ucx::ContextOptions context_options;
+    context_options.transports = options.transports;
+    absl::StatusOr<ucx::Context> context = ucx::Context::Create(context_options);
     if (!context.ok()) return context.status();
     impl->context = *std::move(context);
     absl::StatusOr<ucx::Worker> worker = ucx::Worker::Create(impl->context);

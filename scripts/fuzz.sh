@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang-14, ASan+UBSan, build-fuzz/) and runs each for
-# SECONDS (default 30) from its seed corpus in tests/fuzz/corpus/<fuzzer>/. New inputs
+# Builds the libFuzzer targets (clang-14, ASan+UBSan, warnings as errors, build-fuzz/) and
+# runs each for SECONDS (default 30) from its seed corpus in tests/fuzz/corpus/<fuzzer>/. New inputs
 # go to a scratch corpus, so the committed seeds stay as they are; a crash leaves its
 # input in build-fuzz/artifacts/ and fails the script.
 #   scripts/fuzz.sh [SECONDS] [FUZZER...]
@@ -11,9 +11,11 @@ shift || true
 bash scripts/install_deps.sh clang-14 libfuzzer-14-dev
 if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DKVW_FUZZ=ON -DKVW_BUILD_BENCH=OFF
+    -DKVW_FUZZ=ON -DKVW_BUILD_BENCH=OFF -DKVW_WERROR=ON
 fi
-cmake --build build-fuzz --target fuzzers --parallel "$(nproc)"
+# The clang build is also the compiler's check of what the comments promise: -Wall
+# -Wextra -Wthread-safety as errors over the daemon, the client library and kvwctl.
+cmake --build build-fuzz --target fuzzers kvw_client kvwctl --parallel "$(nproc)"
 fuzzers=("$@")
 [ ${#fuzzers[@]} -eq 0 ] && fuzzers=(fuzz_policy_stats fuzz_config fuzz_attach fuzz_rpc)
 mkdir -p build-fuzz/artifacts

@@ -37,7 +37,7 @@ class RetentionStrategy {
   // The policy's name on the wire, in metrics and for operators ("scissorhands").
   virtual const char* name() const = 0;
   // Whether `cause` can make this policy evict (metrics make those series up front).
-  virtual bool Evicts(RetentionCause cause) const { return false; }
+  virtual bool Evicts(RetentionCause /*cause*/) const { return false; }
 
   // State kept beside the slots, for a new sequence of `head_count` (layer, head)s in
   // `device`'s memory; null when the policy keeps none.

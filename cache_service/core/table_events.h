@@ -26,23 +26,23 @@ class TableEvents {
   // One compression of a `policy` sequence: `changes` lists the evicted positions per
   // (layer, head); reserved_at_ms[p] is when position p was reserved (Unix ms), now_ms
   // the eviction; the compression took `took`.
-  virtual void Compressed(const RetentionStrategy& policy, RetentionCause cause,
-                          absl::Span<const HeadChange> changes,
-                          absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
-                          absl::Duration took) {}
+  virtual void Compressed(const RetentionStrategy& /*policy*/, RetentionCause /*cause*/,
+                          absl::Span<const HeadChange> /*changes*/,
+                          absl::Span<const int64_t> /*reserved_at_ms*/, int64_t /*now_ms*/,
+                          absl::Duration /*took*/) {}
   // One StreamStats message applied, carrying `ids` listed slot ids (or dense values).
-  virtual void StatsApplied(uint64_t ids) {}
+  virtual void StatsApplied(uint64_t /*ids*/) {}
   // Memory pressure tightened one sequence's budget on `pool`.
-  virtual void PressureTightened(const std::string& pool) {}
+  virtual void PressureTightened(const std::string& /*pool*/) {}
   // A sequence went after `lifetime`, `idle` since its last reservation, write, read or
   // statistics.
-  virtual void SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
-                             absl::Duration idle) {}
+  virtual void SequenceEnded(const RetentionStrategy& /*policy*/, SequenceEnd /*why*/,
+                             absl::Duration /*lifetime*/, absl::Duration /*idle*/) {}
   // A transfer lease pinned `bytes` of pages for a write (or a read).
-  virtual void TransferBegun(bool write, uint64_t bytes) {}
-  virtual void TransferEnded(TransferEnd how) {}
+  virtual void TransferBegun(bool /*write*/, uint64_t /*bytes*/) {}
+  virtual void TransferEnded(TransferEnd /*how*/) {}
   // K/V bytes moved by WriteKV (write) or ReadKV over gRPC.
-  virtual void KvBytes(bool write, uint64_t bytes) {}
+  virtual void KvBytes(bool /*write*/, uint64_t /*bytes*/) {}
   // A worker lease lapsed (its TTL passed without a keep-alive).
   virtual void LeaseLapsed() {}
 };

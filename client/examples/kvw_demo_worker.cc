@@ -188,7 +188,11 @@ int main(int argc, char** argv) {
   app.add_option("--budget", budget, "Act two: slots per (layer, head) for streaming/scissorhands");
   CLI11_PARSE(app, argc, argv);
 
-  auto client = kvwarden::Client::Connect({target, token, absl::Seconds(30)});
+  kvwarden::client::Options options;
+  options.target = target;
+  options.token = token;
+  options.timeout = absl::Seconds(30);
+  auto client = kvwarden::Client::Connect(options);
   auto lease = (*client)->RegisterWorker(name, kvwarden::client::Role::kBoth, 5000);
   if (!lease.ok()) {
     std::fprintf(stderr, "%s: RegisterWorker: %s\n", name.c_str(), lease.status().ToString().c_str());

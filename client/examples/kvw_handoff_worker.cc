@@ -131,7 +131,11 @@ int main(int argc, char** argv) {
   app.add_option("--hold-file", hold_file, "Hold until this file exists");
   CLI11_PARSE(app, argc, argv);
 
-  auto client = kvwarden::Client::Connect({target, token, absl::Seconds(30)});
+  kvwarden::client::Options options;
+  options.target = target;
+  options.token = token;
+  options.timeout = absl::Seconds(30);
+  auto client = kvwarden::Client::Connect(options);
   auto lease =
       (*client)->RegisterWorker(role, role == "prefill" ? Role::kPrefill : Role::kDecode, 5000);
   if (!lease.ok()) {

@@ -19,10 +19,10 @@
 #include "absl/time/time.h"
 #include "client/kvwctl/table.h"
 #include "google/protobuf/util/json_util.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "grpcpp/grpcpp.h"
-#include "kvwarden/v1/admin.grpc.pb.h"
-#include "kvwarden/v1/control.grpc.pb.h"
+#include "grpc/health/v1/health.pb.h"
+#include "kvwarden/admin_client.h"
+#include "kvwarden/v1/admin.pb.h"
+#include "kvwarden/v1/control.pb.h"
 
 namespace kvwarden::kvwctl {
 namespace {
@@ -80,32 +80,30 @@ std::string Pct(uint64_t part, uint64_t whole) {
 class Cli {
  public:
   explicit Cli(const Globals& g) : g_(g) {
-    std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-    grpc::ChannelArguments args;
+    client::Options o;
+    o.target = g.target;
+    o.token = g.token;
+    o.timeout = absl::Milliseconds(g.timeout_ms);
     if (!g.tls_ca.empty()) {
-      creds = grpc::SslCredentials(
-          {ReadFileOrEmpty(g.tls_ca), ReadFileOrEmpty(g.tls_key), ReadFileOrEmpty(g.tls_cert)});
-      if (!g.tls_server_name.empty()) args.SetSslTargetNameOverride(g.tls_server_name);
+      o.tls_ca_pem = ReadFileOrEmpty(g.tls_ca);
+      o.tls_key_pem = ReadFileOrEmpty(g.tls_key);
+      o.tls_cert_pem = ReadFileOrEmpty(g.tls_cert);
+      o.tls_server_name = g.tls_server_name;
     }
-    channel_ = grpc::CreateCustomChannel(g.target, creds, args);
-    admin_ = v1::AdminService::NewStub(channel_);
-    control_ = v1::ControlService::NewStub(channel_);
-    health_ = grpc::health::v1::Health::NewStub(channel_);
+    // Connect fails only for an empty target, which the parser's default rules out.
+    admin_ = *client::AdminClient::Connect(o);
   }
 
   int Health() {
-    grpc::ClientContext hctx;
-    Prepare(hctx);
-    grpc::health::v1::HealthCheckRequest hreq;
-    grpc::health::v1::HealthCheckResponse hresp;
     const absl::Time t0 = absl::Now();
-    grpc::Status s = health_->Check(&hctx, hreq, &hresp);
+    absl::StatusOr<int> serving = admin_->Health();
     const absl::Duration rtt = absl::Now() - t0;
-    if (!s.ok()) return Fail(s);
-    v1::PingResponse ping;
-    s = Call(*control_, &Control::Ping, v1::PingRequest(), &ping);
-    if (!s.ok()) return Fail(s);
-    const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(hresp.status());
+    if (!serving.ok()) return Fail(serving.status());
+    absl::StatusOr<v1::PingResponse> pinged = admin_->Ping();
+    if (!pinged.ok()) return Fail(pinged.status());
+    const v1::PingResponse& ping = *pinged;
+    const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
+        static_cast<grpc::health::v1::HealthCheckResponse::ServingStatus>(*serving));
     if (g_.json) {
       std::cout << absl::StrFormat(
           "{\n  \"status\": \"%s\",\n  \"version\": \"%s\",\n  \"uptime_ms\": %d,\n  \"rtt_us\": %d\n}\n",
@@ -118,20 +116,19 @@ class Cli {
                              true);
     }
     if (!g_.token.empty() && !g_.json) {
-      v1::ListPoolsResponse pools;
-      if (Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &pools).ok()) {
-        for (const v1::PoolStats& p : pools.pools()) {
+      if (absl::StatusOr<v1::ListPoolsResponse> pools = admin_->ListPools(); pools.ok()) {
+        for (const v1::PoolStats& p : pools->pools()) {
           if (p.draining()) std::cout << "pool " << Printable(p.name()) << ": draining\n";
         }
       }
     }
-    return hresp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRefused;
+    return *serving == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRefused;
   }
 
   int Pools() {
-    v1::ListPoolsResponse resp;
-    const grpc::Status s = Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::ListPoolsResponse> resp_or = admin_->ListPools();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::ListPoolsResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     Table t({"POOL", "DEVICE", "LAYOUT", "PAGE", "CAPACITY", "USED", "FREE", "SHARED", "PINNED",
              "CHUNKS(owned/total)"});
@@ -159,9 +156,9 @@ class Cli {
   }
 
   int Tenants() {
-    v1::ListTenantsResponse resp;
-    const grpc::Status s = Call(*admin_, &Admin::ListTenants, v1::ListTenantsRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::ListTenantsResponse> resp_or = admin_->ListTenants();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::ListTenantsResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS",
              "WORKERS", "STREAMS", "REFUSED", "LIMIT_REFUSED"});
@@ -184,9 +181,9 @@ class Cli {
   }
 
   int Workers() {
-    v1::ListWorkersResponse resp;
-    const grpc::Status s = Call(*admin_, &Admin::ListWorkers, v1::ListWorkersRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::ListWorkersResponse> resp_or = admin_->ListWorkers();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::ListWorkersResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     Table t({"LEASE", "TENANT", "NAME", "ROLE", "TTL", "EXPIRES_IN", "SEQS"});
     for (const v1::WorkerInfo& w : resp.workers()) {
@@ -199,9 +196,9 @@ class Cli {
   }
 
   int Transfers() {
-    v1::ListTransfersResponse resp;
-    const grpc::Status s = Call(*admin_, &Admin::ListTransfers, v1::ListTransfersRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::ListTransfersResponse> resp_or = admin_->ListTransfers();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::ListTransfersResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     Table t({"ID", "TENANT", "LEASE", "SEQ", "POOL", "MODE", "LAYERS", "PAGES", "PINNED", "AGE",
              "EXPIRES_IN"});
@@ -217,10 +214,9 @@ class Cli {
   }
 
   int Attached() {
-    v1::ListAttachmentsResponse resp;
-    const grpc::Status s =
-        Call(*admin_, &Admin::ListAttachments, v1::ListAttachmentsRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::ListAttachmentsResponse> resp_or = admin_->ListAttachments();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::ListAttachmentsResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     Table t({"ID", "TENANT", "LEASE", "PID", "POOL", "ACCESS", "CHUNKS", "AGE"});
     for (const v1::AttachmentInfo& x : resp.attachments()) {
@@ -242,15 +238,14 @@ class Cli {
     // rather than followed without end.
     absl::flat_hash_set<std::string> seen;
     for (bool first = true; first || !req.page_token().empty(); first = false) {
-      v1::ListSequencesResponse page;
-      const grpc::Status s = Call(*admin_, &Admin::ListSequences, req, &page);
-      if (!s.ok()) return Fail(s);
+      absl::StatusOr<v1::ListSequencesResponse> page_or = admin_->ListSequences(req);
+      if (!page_or.ok()) return Fail(page_or.status());
+      v1::ListSequencesResponse& page = *page_or;
       for (v1::SequenceInfo& q : *page.mutable_sequences()) *resp.add_sequences() = std::move(q);
       if (!page.next_page_token().empty() &&
           (!seen.insert(page.next_page_token()).second || seen.size() > kMaxPages ||
            static_cast<size_t>(resp.sequences_size()) > kMaxListed)) {
-        return Fail(grpc::Status(grpc::StatusCode::DATA_LOSS,
-                                 absl::StrFormat("the daemon's page tokens do not end (%d pages, %d "
+        return Fail(absl::DataLossError(absl::StrFormat("the daemon's page tokens do not end (%d pages, %d "
                                                  "sequences, a token repeated or past the bound)",
                                                  seen.size(), resp.sequences_size())));
       }
@@ -271,12 +266,9 @@ class Cli {
   }
 
   int Drain(const std::string& pool, bool draining) {
-    v1::SetPoolDrainingRequest req;
-    req.set_pool(pool);
-    req.set_draining(draining);
-    v1::PoolStats resp;
-    const grpc::Status s = Call(*admin_, &Admin::SetPoolDraining, req, &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::PoolStats> resp_or = admin_->SetPoolDraining(pool, draining);
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::PoolStats& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", Printable(resp.name()),
                                  resp.draining() ? "draining: new sequences are refused, existing ones finish"
@@ -286,9 +278,9 @@ class Cli {
   }
 
   int Config() {
-    v1::GetConfigResponse resp;
-    const grpc::Status s = Call(*admin_, &Admin::GetConfig, v1::GetConfigRequest(), &resp);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::GetConfigResponse> resp_or = admin_->GetConfig();
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::GetConfigResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     std::cout << "# " << Printable(resp.path()) << " (tokens redacted)\n"
               << Printable(resp.text(), true);
@@ -302,17 +294,12 @@ class Cli {
     absl::Time last = absl::InfinitePast();
     for (int i = 0; count == 0 || i < count; ++i) {
       if (i > 0) absl::SleepFor(absl::Milliseconds(interval_ms));
-      v1::ListPoolsResponse pools;
-      v1::ListTenantsResponse tenants;
-      {
-        const grpc::Status s = Call(*admin_, &Admin::ListPools, v1::ListPoolsRequest(), &pools);
-        if (!s.ok()) return Fail(s);
-      }
-      {
-        const grpc::Status s =
-            Call(*admin_, &Admin::ListTenants, v1::ListTenantsRequest(), &tenants);
-        if (!s.ok()) return Fail(s);
-      }
+      absl::StatusOr<v1::ListPoolsResponse> pools_or = admin_->ListPools();
+      if (!pools_or.ok()) return Fail(pools_or.status());
+      absl::StatusOr<v1::ListTenantsResponse> tenants_or = admin_->ListTenants();
+      if (!tenants_or.ok()) return Fail(tenants_or.status());
+      v1::ListPoolsResponse& pools = *pools_or;
+      v1::ListTenantsResponse& tenants = *tenants_or;
       const absl::Time now = absl::Now();
       const double dt = last == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last);
       auto rate = [dt](double now_v, double then_v) { return dt > 0 ? (now_v - then_v) / dt : 0.0; };
@@ -393,11 +380,9 @@ class Cli {
   }
 
   int ShowSequence(uint64_t id) {
-    v1::DescribeSequenceRequest req;
-    req.set_sequence_id(id);
-    v1::SequenceInfo q;
-    const grpc::Status s = Call(*control_, &Control::DescribeSequence, req, &q);
-    if (!s.ok()) return Fail(s);
+    absl::StatusOr<v1::SequenceInfo> q_or = admin_->DescribeSequence(id);
+    if (!q_or.ok()) return Fail(q_or.status());
+    const v1::SequenceInfo& q = *q_or;
     if (g_.json) return PrintJson(q);
     const v1::KvLayout& l = q.layout();
     std::cout << Printable(absl::StrFormat(
@@ -433,35 +418,18 @@ class Cli {
   }
 
  private:
-  using Admin = v1::AdminService::Stub;
-  using Control = v1::ControlService::Stub;
-
-  void Prepare(grpc::ClientContext& ctx) const {
-    if (!g_.token.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", g_.token));
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(g_.timeout_ms)));
-  }
-
-  // One unary call with the token and deadline (Prepare): its status, *resp filled when OK.
-  template <typename Stub, typename Req, typename Resp>
-  grpc::Status Call(Stub& stub,
-                    grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-                    const Req& req, Resp* resp) const {
-    grpc::ClientContext ctx;
-    Prepare(ctx);
-    return (stub.*method)(&ctx, req, resp);
-  }
-
-  int Fail(const grpc::Status& s) const {
-    const bool unreachable = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                             s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-    std::string code = absl::StrCat(s.error_code());
+  int Fail(const absl::Status& s) const {
+    const bool unreachable = s.code() == absl::StatusCode::kUnavailable ||
+                             s.code() == absl::StatusCode::kDeadlineExceeded;
+    const int c = static_cast<int>(s.code());
+    std::string code = absl::StrCat(c);
     static constexpr const char* kNames[] = {
         "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
         "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
         "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
         "UNAUTHENTICATED"};
-    if (s.error_code() >= 0 && s.error_code() <= 16) code = kNames[s.error_code()];
-    const std::string msg = Printable(s.error_message());  // one line, no terminal codes
+    if (c >= 0 && c <= 16) code = kNames[c];
+    const std::string msg = Printable(std::string(s.message()));  // one line, no terminal codes
     std::fprintf(stderr, "kvwctl: %s%s: %s\n", unreachable ? "cannot reach daemon: " : "",
                  code.c_str(), msg.c_str());
     return unreachable ? kUnreachable : kRefused;
@@ -480,10 +448,7 @@ class Cli {
   }
 
   const Globals g_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::AdminService::Stub> admin_;
-  std::unique_ptr<v1::ControlService::Stub> control_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  std::unique_ptr<client::AdminClient> admin_;
 };
 
 // Completes subcommands, their subcommands and every option, from the parser itself.

@@ -34,7 +34,8 @@ class BatchCombiner {
   // Executes `job` (possibly with others) and returns its batch's status. `job` must stay
   // valid until Run returns.
   absl::Status Run(const Job& job) ABSL_LOCKS_EXCLUDED(mu_) {
-    Entry entry{&job};
+    Entry entry;
+    entry.job = &job;
     mu_.Lock();
     pending_.push_back(&entry);
     auto done_or_idle = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -73,7 +74,7 @@ class BatchCombiner {
 
  private:
   struct Entry {
-    const Job* job;
+    const Job* job = nullptr;
     bool done = false;
     absl::Status status;
   };

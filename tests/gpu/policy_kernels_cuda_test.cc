@@ -245,7 +245,11 @@ TEST_F(PolicyCudaTest, H2oMatchesCpuExactly) {
     ASSERT_EQ(H2oAccumulateCuda({d_rows.get(), stride}, heads, steps, d_row_offsets.get(), d_attention.get(), nullptr),
               KernelStatus::kOk);
     EXPECT_EQ(d_rows.ToHost(), cpu) << "round " << round;
-    H2oParams p{std::max<uint32_t>(3, stride / 2), 1 + rng_() % 2, rng_() % 5, rng_() % 2};
+    H2oParams p;
+    p.budget = std::max<uint32_t>(3, stride / 2);
+    p.recent = 1 + static_cast<uint32_t>(rng_() % 2);
+    p.drop = static_cast<uint32_t>(rng_() % 5);
+    p.sinks = static_cast<uint32_t>(rng_() % 2);
     std::vector<uint8_t> keep_cpu(offsets.back());
     ASSERT_EQ(H2oSelectCpu({heads, offsets.data()}, {cpu.data(), stride}, p, keep_cpu.data()), KernelStatus::kOk);
     DeviceBuffer<uint8_t> d_keep(offsets.back());

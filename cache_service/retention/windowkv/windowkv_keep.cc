@@ -56,6 +56,8 @@ absl::Status WindowKvKeep(PoolDevice& device, const std::vector<float>& sums, ui
   if (std::shared_ptr<CudaQueue> queue = device.queue(); queue != nullptr) {
     return KeepOnDevice(*queue, sums, heads, n, p, keep);
   }
+#else
+  (void)device;  // a build without CUDA has only host pools
 #endif
   return KeepOnCpu(sums, heads, n, p, keep);
 }

@@ -63,25 +63,30 @@ struct Policy {
   uint32_t alpha = 0, omega = 0, top_p = 0, gamma = 0, lambda = 0, mean_budget = 0;  // windowkv
   bool aggregation = false;                   // windowkv task
 
-  static Policy Full() { return Policy{Kind::kFull}; }
+  static Policy Full() { return Of(Kind::kFull); }
   static Policy Streaming(uint32_t budget) {
-    Policy p{Kind::kStreaming};
+    Policy p = Of(Kind::kStreaming);
     p.budget = budget;
     return p;
   }
   static Policy Scissorhands(uint32_t budget) {
-    Policy p{Kind::kScissorhands};
+    Policy p = Of(Kind::kScissorhands);
     p.budget = budget;
     return p;
   }
   static Policy WindowKv(uint32_t mean_budget) {
-    Policy p{Kind::kWindowKv};
+    Policy p = Of(Kind::kWindowKv);
     p.mean_budget = mean_budget;
     return p;
   }
   static Policy H2o(uint32_t budget) {
-    Policy p{Kind::kH2o};
+    Policy p = Of(Kind::kH2o);
     p.budget = budget;
+    return p;
+  }
+  static Policy Of(Kind kind) {
+    Policy p;
+    p.kind = kind;
     return p;
   }
 };
