@@ -13,11 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/retention/registry.h"
 #include "cache_service/dataplane/listen_interface.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 #include "cache_service/metrics/rpc_metrics_interceptor.h"
 #include "cache_service/rpc/connection_auth.h"
 #include "cache_service/rpc/parse_failure_interceptor.h"
-#include "cache_service/core/pool_device.h"
+#include "cache_service/core/memory/pool_device.h"
 
 namespace kvwarden {
 namespace {

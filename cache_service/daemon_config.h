@@ -8,11 +8,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache_service/core/log.h"
-#include "cache_service/core/kv_layout.h"
-#include "cache_service/core/retention_policy.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/util/log.h"
+#include "cache_service/core/memory/kv_layout.h"
+#include "cache_service/core/sequences/retention_policy.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 
 namespace kvwarden {
 

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 
 #ifdef KVW_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>

@@ -1,6 +1,6 @@
 #include "cache_service/dataplane/attach_server.h"
 
-#include "cache_service/core/random_id.h"
+#include "cache_service/util/random_id.h"
 
 #include <poll.h>
 #include <pthread.h>
@@ -16,7 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 #include "common/fd/seqpacket.h"
 #include "kvwarden/v1/transfer.pb.h"
 

@@ -25,10 +25,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "cache_service/core/authenticator.h"
-#include "cache_service/core/pool_set.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/tenancy/authenticator.h"
+#include "cache_service/core/memory/pool_set.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 #include "common/fd/unique_fd.h"
 
 namespace kvwarden {

@@ -32,7 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/sequences/sequence_table.h"
 #include "common/fd/unique_fd.h"
 
 namespace kvwarden {

@@ -30,9 +30,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "cache_service/core/chunk_memory.h"
-#include "cache_service/core/page_pool.h"
-#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/memory/chunk_memory.h"
+#include "cache_service/core/memory/page_pool.h"
+#include "cache_service/core/sequences/sequence_table.h"
 #include "common/ucx/ucx.h"
 
 namespace kvwarden {

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "cache_service/core/table_events.h"
+#include "cache_service/core/sequences/table_events.h"
 
 namespace prometheus {
 class Registry;

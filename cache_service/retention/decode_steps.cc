@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/core/sequence_compaction.h"
+#include "cache_service/core/sequences/sequence_compaction.h"
 
 namespace kvwarden {
 namespace {

@@ -10,9 +10,9 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
-#include "cache_service/core/retention_strategy.h"
-#include "cache_service/core/sequence.h"
-#include "cache_service/core/stats_batch.h"
+#include "cache_service/core/sequences/retention_strategy.h"
+#include "cache_service/core/sequences/sequence.h"
+#include "cache_service/core/sequences/stats_batch.h"
 
 namespace kvwarden {
 

@@ -9,9 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "cache_service/core/kv_layout.h"
-#include "cache_service/core/retention_policy.h"
-#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/memory/kv_layout.h"
+#include "cache_service/core/sequences/retention_policy.h"
+#include "cache_service/core/sequences/retention_strategy.h"
 
 namespace kvwarden {
 

@@ -3,7 +3,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 #include "cache_service/rpc/admin_snapshots.h"
 #include "cache_service/rpc/call_auth.h"
 #include "cache_service/rpc/grpc_status.h"

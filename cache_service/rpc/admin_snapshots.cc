@@ -1,7 +1,7 @@
 #include "cache_service/rpc/admin_snapshots.h"
 
 #include "absl/container/flat_hash_map.h"
-#include "cache_service/core/process_fds.h"
+#include "cache_service/util/process_fds.h"
 #include "cache_service/dataplane/attach_server.h"
 #include "cache_service/rpc/grpc_acceptor.h"
 #include "cache_service/rpc/proto_convert.h"

@@ -1,8 +1,8 @@
 #pragma once
 
 #include "absl/status/statusor.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/authenticator.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/authenticator.h"
 #include "grpcpp/server_context.h"
 
 namespace kvwarden {

@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "cache_service/core/authenticator.h"
+#include "cache_service/core/tenancy/authenticator.h"
 #include "grpcpp/support/server_interceptor.h"
 
 namespace kvwarden {

@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cache_service/dataplane/listen_interface.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 #include "grpcpp/server_posix.h"
 
 namespace kvwarden {

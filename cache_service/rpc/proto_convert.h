@@ -1,8 +1,8 @@
 #pragma once
 
-#include "cache_service/core/page_pool.h"
-#include "cache_service/core/sequence_table.h"
-#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/memory/page_pool.h"
+#include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
 #include "kvwarden/v1/admin.pb.h"
 #include "kvwarden/v1/control.pb.h"
 

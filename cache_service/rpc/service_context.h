@@ -6,12 +6,12 @@
 
 #include "absl/time/time.h"
 #include "cache_service/daemon_config.h"
-#include "cache_service/core/authenticator.h"
-#include "cache_service/core/parked_calls.h"
-#include "cache_service/core/pool_set.h"
-#include "cache_service/core/sequence_table.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/tenancy/authenticator.h"
+#include "cache_service/core/sequences/parked_calls.h"
+#include "cache_service/core/memory/pool_set.h"
+#include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 
 namespace kvwarden {
 

@@ -6,7 +6,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cache_service/rpc/grpc_status.h"
-#include "cache_service/core/parked_calls.h"
+#include "cache_service/core/sequences/parked_calls.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 

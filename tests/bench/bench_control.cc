@@ -23,7 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
-#include "cache_service/core/page_pool.h"
+#include "cache_service/core/memory/page_pool.h"
 #include "kvwarden/client.h"
 #include "grpcpp/grpcpp.h"
 #include "kvwarden/v1/admin.grpc.pb.h"

@@ -15,11 +15,11 @@
 #include <memory>
 
 #include "cache_service/dataplane/attach_server.h"
-#include "cache_service/core/authenticator.h"
-#include "cache_service/core/page_pool.h"
-#include "cache_service/core/pool_set.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/tenancy/authenticator.h"
+#include "cache_service/core/memory/page_pool.h"
+#include "cache_service/core/memory/pool_set.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 #include "common/fd/seqpacket.h"
 #include "kvwarden/v1/transfer.pb.h"
 #include "tests/fuzz/fuzz_input.h"

@@ -9,12 +9,12 @@
 #include <cstdlib>
 #include <memory>
 
-#include "cache_service/core/page_pool.h"
+#include "cache_service/core/memory/page_pool.h"
 #include "cache_service/retention/registry.h"
 #include "cache_service/rpc/proto_convert.h"
-#include "cache_service/core/sequence_table.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 #include "cache_service/retention/registry.h"
 #include "kvwarden/v1/control.pb.h"
 #include "kvwarden/v1/policy.pb.h"

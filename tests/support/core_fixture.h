@@ -7,10 +7,10 @@
 #include <memory>
 #include <vector>
 
-#include "cache_service/core/page_pool.h"
-#include "cache_service/core/sequence_table.h"
-#include "cache_service/core/tenant_ledger.h"
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/memory/page_pool.h"
+#include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 #include "cache_service/retention/registry.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/kv_pattern.h"

@@ -1,7 +1,7 @@
 #pragma once
 
 #include "absl/synchronization/mutex.h"
-#include "cache_service/core/clock.h"
+#include "cache_service/util/clock.h"
 
 namespace kvwarden::testing {
 

@@ -1,4 +1,4 @@
-#include "cache_service/core/authenticator.h"
+#include "cache_service/core/tenancy/authenticator.h"
 
 #include "gtest/gtest.h"
 

@@ -1,4 +1,4 @@
-#include "cache_service/core/page_pool.h"
+#include "cache_service/core/memory/page_pool.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -2,14 +2,14 @@
 // and finished exactly once: when a wake finds it done, at its deadline, on
 // cancellation, at shutdown, or at once when too many are parked.
 
-#include "cache_service/core/parked_calls.h"
+#include "cache_service/core/sequences/parked_calls.h"
 
 #include <atomic>
 #include <memory>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "cache_service/core/transfer_busy.h"
+#include "cache_service/core/sequences/transfer_busy.h"
 #include "gtest/gtest.h"
 
 namespace kvwarden {

@@ -6,7 +6,7 @@
 #include <random>
 #include <string>
 
-#include "cache_service/core/pool_device.h"
+#include "cache_service/core/memory/pool_device.h"
 #include "cache_service/retention/registry.h"
 #include "cache_service/retention/scissorhands/scissorhands_policy.h"
 #include "cache_service/retention/scissorhands/scissorhands_strategy.h"

@@ -1,4 +1,4 @@
-#include "cache_service/core/sequence_table.h"
+#include "cache_service/core/sequences/sequence_table.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -160,6 +160,44 @@ TEST_F(SequenceTableTest, LapsedLeaseReleasesItsSequencesOnly) {
   // A lapsed lease cannot create anything.
   auto late = core_.table->Create({kAlpha, doomed, core_.pool.get(), 64});
   EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace kvwarden
+
+namespace kvwarden {
+namespace {
+
+// The table reads one injected clock (the leases'): a sequence's lifetime and idle time
+// are what the test's clock says, with no sleep.
+class EndRecorder final : public TableEvents {
+ public:
+  void SequenceEnded(const RetentionStrategy& policy, SequenceEnd, absl::Duration lifetime,
+                     absl::Duration idle) override {
+    name = policy.name();
+    this->lifetime = lifetime;
+    this->idle = idle;
+  }
+  std::string name;
+  absl::Duration lifetime, idle;
+};
+
+TEST(SequenceTableClockTest, LifetimeAndIdleComeFromTheInjectedClock) {
+  Core core;
+  EndRecorder events;
+  SequenceTable::Options options;
+  options.ledger = &core.ledger;
+  options.leases = &core.leases;
+  options.events = &events;
+  SequenceTable table(std::move(options));
+  const SequenceId id = *table.Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 64});
+  core.clock.Advance(absl::Seconds(5));
+  ASSERT_TRUE(table.Reserve(id, kAlpha, 4).ok());
+  core.clock.Advance(absl::Seconds(2));
+  ASSERT_TRUE(table.Release(id, kAlpha).ok());
+  EXPECT_EQ(events.name, "full");
+  EXPECT_EQ(events.lifetime, absl::Seconds(7));
+  EXPECT_EQ(events.idle, absl::Seconds(2));
 }
 
 }  // namespace

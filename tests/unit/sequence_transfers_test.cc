@@ -6,7 +6,7 @@
 #include <atomic>
 #include <thread>
 
-#include "cache_service/core/transfer_busy.h"
+#include "cache_service/core/sequences/transfer_busy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "cache_service/retention/scissorhands/scissorhands_policy.h"

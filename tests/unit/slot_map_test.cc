@@ -1,4 +1,4 @@
-#include "cache_service/core/slot_map.h"
+#include "cache_service/core/sequences/slot_map.h"
 
 #include "gtest/gtest.h"
 

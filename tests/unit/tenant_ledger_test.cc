@@ -1,4 +1,4 @@
-#include "cache_service/core/tenant_ledger.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

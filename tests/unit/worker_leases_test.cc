@@ -1,4 +1,4 @@
-#include "cache_service/core/worker_leases.h"
+#include "cache_service/core/tenancy/worker_leases.h"
 
 #include "gtest/gtest.h"
 #include "tests/support/fake_clock.h"

@@ -13,8 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cache_service/core/pool_device.h"
-#include "cache_service/core/retention_state.h"
+#include "cache_service/core/memory/pool_device.h"
+#include "cache_service/core/sequences/retention_state.h"
 #include "kernels/h2o.h"
 
 namespace kvwarden {

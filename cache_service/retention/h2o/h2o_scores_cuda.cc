@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "cache_service/core/cuda_queue.h"
+#include "cache_service/core/memory/cuda_queue.h"
 
 namespace kvwarden {
 namespace {

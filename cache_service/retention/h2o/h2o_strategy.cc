@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "cache_service/core/log.h"
+#include "cache_service/util/log.h"
 #include "cache_service/retention/decode_steps.h"
 #include "common/codec/checked_record.h"
 

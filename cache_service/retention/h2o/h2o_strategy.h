@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/retention/h2o/h2o_policy.h"
 #include "cache_service/retention/h2o/h2o_scores.h"
 

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "cache_service/core/cuda_queue.h"
+#include "cache_service/core/memory/cuda_queue.h"
 #include "common/sync/batch_combiner.h"
 
 namespace kvwarden {

@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/core/log.h"
-#include "cache_service/core/sequence_compaction.h"
+#include "cache_service/util/log.h"
+#include "cache_service/core/sequences/sequence_compaction.h"
 #include "cache_service/retention/decode_steps.h"
 #include "common/codec/checked_record.h"
 

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/retention/scissorhands/scissorhands_policy.h"
 #include "cache_service/retention/scissorhands/scissorhands_rings.h"
 #include "kernels/scissorhands.h"

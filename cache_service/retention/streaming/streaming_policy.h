@@ -8,8 +8,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "cache_service/core/kv_layout.h"
-#include "cache_service/core/retention_policy.h"
+#include "cache_service/core/memory/kv_layout.h"
+#include "cache_service/core/sequences/retention_policy.h"
 #include "kernels/streaming.h"
 
 namespace kvwarden {

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
-#include "cache_service/core/sequence_compaction.h"
+#include "cache_service/core/sequences/sequence_compaction.h"
 #include "kernels/streaming.h"
 
 namespace kvwarden {

@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 
 #if defined(KVW_HAVE_CUDA)
-#include "cache_service/core/cuda_queue.h"
+#include "cache_service/core/memory/cuda_queue.h"
 #endif
 
 namespace kvwarden {

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "cache_service/core/pool_device.h"
+#include "cache_service/core/memory/pool_device.h"
 #include "kernels/windowkv.h"
 
 namespace kvwarden {

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache_service/core/kv_layout.h"
-#include "cache_service/core/retention_policy.h"
+#include "cache_service/core/memory/kv_layout.h"
+#include "cache_service/core/sequences/retention_policy.h"
 
 namespace kvwarden {
 

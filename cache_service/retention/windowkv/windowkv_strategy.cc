@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/core/sequence_compaction.h"
+#include "cache_service/core/sequences/sequence_compaction.h"
 #include "cache_service/retention/windowkv/windowkv_keep.h"
 #include "cache_service/retention/windowkv/windowkv_policy.h"
 #include "kernels/windowkv.h"

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "cache_service/core/retention_strategy.h"
+#include "cache_service/core/sequences/retention_strategy.h"
 
 namespace kvwarden {
 

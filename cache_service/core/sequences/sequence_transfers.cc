@@ -1,0 +1,244 @@
+// Transfer leases: pins on a sequence's pages while a worker moves them by RMA or reads
+// them in place. See SequenceTable's header for what waits on them.
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "cache_service/util/random_id.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cache_service/core/sequences/sequence.h"
+#include "cache_service/core/sequences/sequence_table.h"
+
+namespace kvwarden {
+namespace {
+
+absl::Status CheckRange(const Sequence& seq, const TransferArgs& a)
+    ABSL_SHARED_LOCKS_REQUIRED(seq.mu) {
+  const KvLayout& l = seq.layout();
+  if (a.layer_count == 0) return absl::InvalidArgumentError("layer_count: must be > 0");
+  if (uint64_t{a.layer_start} + a.layer_count > l.num_layers) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("layers [%u, %d) are outside the layout's %u layers", a.layer_start,
+                        uint64_t{a.layer_start} + a.layer_count, l.num_layers));
+  }
+  if (a.slot_end <= a.slot_start) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slot_end: %u must be > slot_start %u", a.slot_end, a.slot_start));
+  }
+  for (uint32_t layer = a.layer_start; layer < a.layer_start + a.layer_count; ++layer) {
+    const uint32_t held = seq.LayerSlots(layer);
+    if (a.slot_end > held) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "slots [%u, %u) of layer %u: sequence %d holds %u slots there (epoch %d); reserve first",
+          a.slot_start, a.slot_end, layer, seq.id, held, seq.epoch));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& args) {
+  if (args.ttl < absl::ZeroDuration() || args.ttl > kMaxTransferTtl) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl_ms: must be in [0, ", absl::ToInt64Milliseconds(kMaxTransferTtl), "]"));
+  }
+  const absl::Duration ttl = args.ttl == absl::ZeroDuration() ? kDefaultTransferTtl : args.ttl;
+  // getrandom() of 16 bytes never returns short once the entropy pool is initialized.
+  net::DataSecret secret;
+  if (getrandom(secret.data(), secret.size(), 0) != static_cast<ssize_t>(secret.size())) {
+    return absl::InternalError("getrandom failed: no transfer secret");
+  }
+  // Table lock first (lease check and the record), then the sequence: the header's order.
+  absl::MutexLock table_lock(&mu_);
+  if (absl::Status s = options_.leases->CheckActive(args.lease, args.tenant); !s.ok()) return s;
+  auto it = sequences_.find(args.sequence);
+  if (it == sequences_.end() || it->second->tenant != args.tenant) {
+    return absl::NotFoundError(absl::StrCat("sequence ", args.sequence, " not found"));
+  }
+  std::shared_ptr<Sequence> seq = it->second;
+  const TenantLimits& limits = options_.ledger->spec(args.tenant).limits;
+  if (tenant_transfers_[args.tenant] >= limits.max_transfers) {
+    options_.ledger->CountLimitRefusal(args.tenant);
+    return TenantLimitReached(options_.ledger->spec(args.tenant), "max_transfers", limits.max_transfers,
+                              "transfer leases");
+  }
+  absl::MutexLock seq_lock(&seq->mu);
+  if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
+  if (absl::Status s = CheckRange(*seq, args); !s.ok()) return s;
+  PagePool& pool = *seq->pool;
+  const uint32_t pt = seq->layout().page_tokens;
+  TransferGrant grant;
+  grant.epoch = seq->epoch;
+  grant.pool = &pool;
+  grant.first_page = args.slot_start / pt;
+  grant.num_pages = (args.slot_end + pt - 1) / pt - grant.first_page;
+  std::vector<PageId> pinned;
+  pinned.reserve(size_t{args.layer_count} * grant.num_pages);
+  for (uint32_t layer = args.layer_start; layer < args.layer_start + args.layer_count; ++layer) {
+    std::vector<PageRun>& runs = grant.layers.emplace_back();
+    for (uint32_t i = 0; i < grant.num_pages; ++i) {
+      const PageId page = seq->pages[layer][grant.first_page + i];
+      if (args.mode == TransferMode::kWrite && pool.RefCount(page) > 1) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "layer %u page %u (slots %u..%u) is shared read-only with a fork; it cannot be written",
+            layer, grant.first_page + i, (grant.first_page + i) * pt,
+            (grant.first_page + i + 1) * pt - 1));
+      }
+      const uint32_t chunk = pool.ChunkOf(page);
+      const uint64_t offset = pool.OffsetInChunk(page);
+      if (!runs.empty() && runs.back().chunk == chunk &&
+          runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
+        ++runs.back().pages;
+      } else {
+        runs.push_back({chunk, offset, 1});
+      }
+      pinned.push_back(page);
+    }
+  }
+  for (const auto& runs : grant.layers) {
+    for (const PageRun& r : runs) grant.chunks.emplace_back(r.chunk, 0);
+  }
+  std::sort(grant.chunks.begin(), grant.chunks.end());
+  grant.chunks.erase(std::unique(grant.chunks.begin(), grant.chunks.end()), grant.chunks.end());
+  for (auto& [chunk, generation] : grant.chunks) generation = pool.ChunkState(chunk).first;
+
+  pool.Pin(pinned);
+  ++seq->transfers;
+  if (args.mode == TransferMode::kWrite) ++seq->write_transfers;
+  const absl::Time now = Now();
+  do {
+    grant.id = RandomId();
+  } while (transfers_.contains(grant.id));
+  grant.expires = now + ttl;
+  grant.secret = secret;
+  Transfer t;
+  t.secret = secret;
+  t.info = TransferSnapshot{grant.id,         args.tenant,     args.lease,       seq->id,
+                            pool.name(),      args.mode,       args.layer_start, args.layer_count,
+                            grant.first_page, grant.num_pages, pinned.size(),    now,
+                            grant.expires};
+  t.seq = std::move(seq);
+  const size_t pinned_count = pinned.size();
+  t.pinned = std::move(pinned);
+  transfers_.emplace(grant.id, std::move(t));
+  ++tenant_transfers_[args.tenant];
+  events().TransferBegun(args.mode == TransferMode::kWrite, uint64_t{pinned_count} * pool.page_bytes());
+  return grant;
+}
+
+absl::Status SequenceTable::FinishTransfer(Transfer& t, TransferEnd how) {
+  events().TransferEnded(how);
+  const bool completed = how == TransferEnd::kCompleted;
+  // Staging (if any) goes first, while the pages are still pinned.
+  absl::Status s;
+  if (options_.on_transfer_ended) s = options_.on_transfer_ended(t.info.id, completed);
+  Sequence& seq = *t.seq;
+  {
+    absl::MutexLock lock(&seq.mu);
+    seq.pool->Unpin(t.pinned);
+    --seq.transfers;
+    if (t.info.mode == TransferMode::kWrite) --seq.write_transfers;
+  }
+  // Outside the sequence's lock: parked calls retry on their own thread.
+  if (options_.on_transfers_changed) options_.on_transfers_changed();
+  return s;
+}
+
+absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
+  Transfer t;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(id);
+    if (it == transfers_.end() || !caller.CanSee(it->second.info.tenant)) {
+      return absl::NotFoundError(absl::StrCat("transfer ", id, " not found"));
+    }
+    t = std::move(it->second);
+    transfers_.erase(it);
+    --tenant_transfers_[t.info.tenant];
+  }
+  return FinishTransfer(t, TransferEnd::kCompleted);
+}
+
+size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&)>& pred, TransferEnd how) {
+  std::vector<Transfer> ended;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = transfers_.begin(); it != transfers_.end();) {
+      if (pred(it->second)) {
+        --tenant_transfers_[it->second.info.tenant];
+        ended.push_back(std::move(it->second));
+        transfers_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Transfer& t : ended) (void)FinishTransfer(t, how);
+  return ended.size();
+}
+
+size_t SequenceTable::ExpireTransfers() {
+  const absl::Time now = Now();
+  return EndTransfersWhere([now](const Transfer& t) { return t.info.expires <= now; }, TransferEnd::kExpired);
+}
+
+absl::Status SequenceTable::WithTransferPages(
+    TransferId id, const net::DataSecret& secret, TransferMode mode, uint32_t layer,
+    uint32_t first_page, uint32_t count,
+    absl::FunctionRef<absl::Status(const TransferPages&)> fn) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = transfers_.find(id);
+  if (it == transfers_.end() || !net::SecretsEqual(it->second.secret, secret)) {
+    return absl::NotFoundError(absl::StrCat("transfer ", id, " not found (or a wrong secret)"));
+  }
+  const Transfer& t = it->second;
+  if (Now() >= t.info.expires) {
+    return absl::AbortedError(absl::StrFormat("transfer lease %d expired at %s; begin a new transfer",
+                                              id, absl::FormatTime(t.info.expires)));
+  }
+  if (mode == TransferMode::kWrite && t.info.mode != TransferMode::kWrite) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("transfer ", id, " was begun for reading; it cannot write"));
+  }
+  if (layer >= t.info.layer_count || count == 0 ||
+      uint64_t{first_page} + count > t.info.num_pages) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "pages [%u, %d) of layer index %u are outside transfer %d (%u layers x %u pages)",
+        first_page, uint64_t{first_page} + count, layer, id, t.info.layer_count,
+        t.info.num_pages));
+  }
+  PagePool& pool = *t.seq->pool;
+  TransferPages pages{t.info.tenant, &pool, {}};
+  const size_t at = size_t{layer} * t.info.num_pages + first_page;
+  for (size_t i = at; i < at + count; ++i) {
+    const PageId page = t.pinned[i];
+    const uint32_t chunk = pool.ChunkOf(page);
+    const uint64_t offset = pool.OffsetInChunk(page);
+    std::vector<PageRun>& runs = pages.runs;
+    if (!runs.empty() && runs.back().chunk == chunk &&
+        runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
+      ++runs.back().pages;
+    } else {
+      runs.push_back({chunk, offset, 1});
+    }
+  }
+  return fn(pages);
+}
+
+std::vector<TransferSnapshot> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {
+  std::vector<TransferSnapshot> out;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [id, t] : transfers_) {
+    if (!tenant || t.info.tenant == *tenant) out.push_back(t.info);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const TransferSnapshot& a, const TransferSnapshot& b) { return a.id < b.id; });
+  return out;
+}
+
+}  // namespace kvwarden
