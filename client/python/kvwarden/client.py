@@ -97,10 +97,19 @@ class Client:
         return self._metadata
 
     def close(self):
+        """A clean exit: the leases this client still keeps alive are released (their
+        sequences go now, and the daemon logs a release, not a lapse); a lease handed to
+        stop_keep_alive is left to its TTL. Then the channel closes."""
         with self._lock:
             keepalives, self._keepalives = list(self._keepalives.values()), {}
         for k in keepalives:
             k.stop()
+        for k in keepalives:
+            try:
+                self.control.ReleaseWorker(control_pb2.ReleaseWorkerRequest(lease_id=k._lease.id),
+                                           metadata=self._metadata, timeout=min(self.timeout, 2.0))
+            except grpc.RpcError:
+                pass  # already gone (released, lapsed) or the daemon is unreachable: nothing to undo
         self._channel.close()
 
     def __enter__(self):

@@ -207,3 +207,18 @@ def test_the_client_package_does_not_need_torch():
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_clean_exit_releases_the_leases_it_kept_alive(daemon):
+    """Leaving `with Client` is a clean exit: its kept-alive leases and their sequences
+    go at once (a release, not a lapse); a lease whose keep-alive was stopped is left to
+    its TTL."""
+    with kvwarden.Client(daemon.target, "alpha-token") as c:
+        lease = c.register_worker("py-clean-exit")
+        seq = c.create_sequence(lease, "main", 64)
+        kept = c.register_worker("py-left-to-lapse", ttl_ms=60000)
+        c.stop_keep_alive(kept)
+    with kvwarden.Client(daemon.target, "test-admin") as admin:
+        workers = {w.name for w in admin.list_workers().workers}
+        assert "py-clean-exit" not in workers and "py-left-to-lapse" in workers
+        assert seq.id not in {s.sequence_id for s in admin.list_sequences(tenant="alpha")}

@@ -84,32 +84,45 @@ def policy_from_args(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="kvw-generate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=os.path.join(DEFAULT_MODEL_DIR, "stories260K.bin"))
-    ap.add_argument("--tokenizer", default=os.path.join(DEFAULT_MODEL_DIR, "tok512.bin"))
-    ap.add_argument("--prompt", default="")
-    ap.add_argument("--steps", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(prog="kvw-generate", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", default=os.path.join(DEFAULT_MODEL_DIR, "stories260K.bin"),
+                    help="llama2.c checkpoint ($KVW_MODEL_DIR, else shared/models/stories260k beside the checkout)")
+    ap.add_argument("--tokenizer", default=os.path.join(DEFAULT_MODEL_DIR, "tok512.bin"),
+                    help="llama2.c tokenizer of the checkpoint")
+    ap.add_argument("--prompt", default="", help="text to start from (empty: the BOS token alone)")
+    ap.add_argument("--steps", type=int, default=128, help="tokens to generate")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed (temperature > 0)")
     ap.add_argument("--in-memory", action="store_true", help="the plain model: no daemon")
-    ap.add_argument("--target", default="127.0.0.1:50051")
-    ap.add_argument("--token", default=os.environ.get("KVW_TOKEN", ""))
-    ap.add_argument("--pool", default="main")
-    ap.add_argument("--policy", choices=["full", "streaming", "scissorhands", "h2o", "windowkv"], default="full")
+    ap.add_argument("--target", default="127.0.0.1:50051", help="kvwardend's gRPC address")
+    ap.add_argument("--token", default=os.environ.get("KVW_TOKEN", ""),
+                    help="tenant token (default: $KVW_TOKEN; deploy/config/stories260k.textproto has "
+                         "model-dev-token)")
+    ap.add_argument("--pool", default="main", help="the daemon's pool (layout 5 x 4 x 8 for stories260K)")
+    ap.add_argument("--policy", choices=["full", "streaming", "scissorhands", "h2o", "windowkv"], default="full",
+                    help="retention policy of the sequence")
     ap.add_argument("--budget", type=int, default=64, help="slots per (layer, head); WindowKV's mean budget")
-    ap.add_argument("--sinks", type=int, default=4)
-    ap.add_argument("--window", type=int, default=0)
-    ap.add_argument("--recent", type=int, default=0)
-    ap.add_argument("--drop", type=int, default=0)
-    ap.add_argument("--alpha", type=int, default=0)
-    ap.add_argument("--omega", type=int, default=None)
-    ap.add_argument("--kv-source", choices=["mirror", "grpc", "attach"], default="mirror")
-    ap.add_argument("--role", choices=["both", "prefill", "decode"], default="both")
-    ap.add_argument("--from-sequence", type=int, default=0)
-    ap.add_argument("--position", type=int, default=0)
-    ap.add_argument("--next", type=int, default=0)
+    ap.add_argument("--sinks", type=int, default=4, help="streaming: oldest tokens kept")
+    ap.add_argument("--window", type=int, default=0, help="scissorhands w (0: the daemon's default)")
+    ap.add_argument("--recent", type=int, default=0, help="scissorhands/h2o r (0: the daemon's default)")
+    ap.add_argument("--drop", type=int, default=0, help="scissorhands/h2o m (0: B/2)")
+    ap.add_argument("--alpha", type=int, default=0, help="windowkv observation window (0: the daemon's default)")
+    ap.add_argument("--omega", type=int, default=None, help="windowkv window size (unset: the daemon's default)")
+    ap.add_argument("--kv-source", choices=["mirror", "grpc", "attach"], default="mirror",
+                    help="where attention reads kept K/V: the worker's copy, ReadKV, or the attached pages")
+    ap.add_argument("--role", choices=["both", "prefill", "decode"], default="both",
+                    help="prefill prints a handoff line and keeps the sequence; decode continues one")
+    ap.add_argument("--from-sequence", type=int, default=0, help="decode: the prefill's sequence id")
+    ap.add_argument("--position", type=int, default=0, help="decode: the prefill's next position")
+    ap.add_argument("--next", type=int, default=0, help="decode: the prefill's next token")
     args = ap.parse_args(argv)
 
+    for path in (args.model, args.tokenizer):
+        if not os.path.isfile(path):
+            print(f"kvw-generate: {path}: no such file (give --model/--tokenizer or set KVW_MODEL_DIR)",
+                  file=sys.stderr)
+            return 2
     model = Llama.load(args.model)
     tok = Tokenizer(args.tokenizer, model.config.vocab_size)
     c = model.config
