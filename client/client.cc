@@ -10,14 +10,13 @@
 #include "absl/strings/str_format.h"
 #include "grpcpp/grpcpp.h"
 #include "client_impl.h"
+#include "common/net/kv_messages.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 
 namespace kvwarden {
 namespace client {
 namespace {
 
-// Payload cap per WriteKV message, well under gRPC's default 4 MiB limit.
-constexpr size_t kMaxMessageBytes = 1 << 20;
 
 HeadRetention FromProto(const v1::HeadRetention& h) {
   return HeadRetention{h.layer(), h.head(), h.live_slots(),
@@ -188,7 +187,7 @@ absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   for (const v1::LayerInfo& layer : resp.layers()) {
     auto& heads = out.heads.emplace_back();
     for (const v1::HeadInfo& h : layer.heads()) {
-      heads.push_back(HeadState{h.live_slots(), h.budget(), h.evicted(), h.low_count_max(), h.low_count_mean()});
+      heads.push_back(HeadInfo{h.live_slots(), h.budget(), h.evicted(), h.low_count_max(), h.low_count_mean()});
     }
   }
   return out;
@@ -230,7 +229,7 @@ absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_
         v.size(), layer_bytes * layer_count));
   }
   const uint32_t chunk = static_cast<uint32_t>(
-      std::max<size_t>(1, kMaxMessageBytes / (2 * size_t{layout.num_kv_heads} * tb)));
+      std::max<size_t>(1, kMaxKvMessageBytes / (2 * size_t{layout.num_kv_heads} * tb)));
   auto ctx = impl_->Context();
   v1::WriteKVResponse resp;
   std::unique_ptr<grpc::ClientWriter<v1::WriteKVRequest>> writer =

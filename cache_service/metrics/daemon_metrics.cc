@@ -241,7 +241,7 @@ void DaemonMetrics::ObserveRpc(const std::string& method, int code, double secon
 }
 
 void DaemonMetrics::Compressed(const RetentionStrategy& policy, RetentionCause cause,
-                               absl::Span<const HeadChange> changes,
+                               absl::Span<const HeadRetention> changes,
                                absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
                                absl::Duration took) {
   auto it = f_->policy.find(&policy);
@@ -254,7 +254,7 @@ void DaemonMetrics::Compressed(const RetentionStrategy& policy, RetentionCause c
   std::vector<double> counts(bounds.size() + 1);  // the last: +Inf
   double sum = 0;
   uint64_t tokens = 0;
-  for (const HeadChange& c : changes) {
+  for (const HeadRetention& c : changes) {
     for (uint32_t pos : c.evicted_positions) {
       const double age = pos < reserved_at_ms.size()
                              ? std::max<int64_t>(0, now_ms - reserved_at_ms[pos]) / 1e3

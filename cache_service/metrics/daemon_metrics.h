@@ -30,7 +30,7 @@ class DaemonMetrics final : public TableEvents {
   // names that are not kvwardend's own count as "other", so labels stay bounded.
   void ObserveRpc(const std::string& method, int code, double seconds);
 
-  void Compressed(const RetentionStrategy& policy, RetentionCause cause, absl::Span<const HeadChange> changes,
+  void Compressed(const RetentionStrategy& policy, RetentionCause cause, absl::Span<const HeadRetention> changes,
                   absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
                   absl::Duration took) override;
   void StatsApplied(uint64_t ids) override;

@@ -86,7 +86,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListSequences(grpc::CallbackServerCo
       return absl::InvalidArgumentError("page_token: not a token ListSequences gave");
     }
     SequenceId last = 0;
-    for (const SequenceSnapshot& s : ctx_.table->List(tenant, req->pool(), after, page, &last)) {
+    for (const SequenceInfo& s : ctx_.table->List(tenant, req->pool(), after, page, &last)) {
       ToProto(s, *ctx_.ledger, resp->add_sequences());
     }
     if (last != 0) resp->set_next_page_token(absl::StrCat(last));
@@ -99,7 +99,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListWorkers(grpc::CallbackServerCont
                                                         v1::ListWorkersResponse* resp) {
   return AdminCall(ctx_, call, [&] {
     absl::flat_hash_map<LeaseId, uint32_t> seqs;
-    for (const SequenceSnapshot& s : ctx_.table->List(std::nullopt, "")) ++seqs[s.lease];
+    for (const SequenceInfo& s : ctx_.table->List(std::nullopt, "")) ++seqs[s.lease];
     const absl::Time now = ctx_.leases->clock()->Now();
     for (const LeaseInfo& l : ctx_.leases->List()) {
       v1::WorkerInfo* w = resp->add_workers();
@@ -120,7 +120,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTransfers(grpc::CallbackServerCo
                                                           v1::ListTransfersResponse* resp) {
   return AdminCall(ctx_, call, [&] {
     const absl::Time now = ctx_.leases->clock()->Now();
-    for (const TransferSnapshot& t : ctx_.table->ListTransfers(std::nullopt)) {
+    for (const TransferInfo& t : ctx_.table->ListTransfers(std::nullopt)) {
       v1::TransferInfo* out = resp->add_transfers();
       out->set_transfer_id(t.id);
       out->set_tenant(ctx_.ledger->spec(t.tenant).name);

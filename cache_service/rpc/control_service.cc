@@ -147,7 +147,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::DescribeSequence(
   return FinishWith(call, [&]() -> absl::Status {
     absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, *call);
     if (!caller.ok()) return caller.status();
-    absl::StatusOr<SequenceSnapshot> snap =
+    absl::StatusOr<SequenceInfo> snap =
         ctx_.table->Describe(req->sequence_id(), *caller, req->include_pages(), true);
     if (!snap.ok()) return snap.status();
     ToProto(*snap, *ctx_.ledger, resp);
@@ -161,7 +161,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
   const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
   if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
   return FinishParkable(call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
-    absl::StatusOr<ReserveResult> r =
+    absl::StatusOr<Reservation> r =
         ctx_.table->Reserve(req->sequence_id(), tenant, req->num_tokens());
     if (!r.ok()) return r.status();
     resp->set_first_position(r->first_position);
@@ -173,7 +173,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerC
       resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
     }
     resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
-    for (const HeadChange& c : r->evicted) ToProto(c, resp->add_evicted());
+    for (const HeadRetention& c : r->evicted) ToProto(c, resp->add_evicted());
     return absl::OkStatus();
   });
 }

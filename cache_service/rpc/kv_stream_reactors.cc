@@ -32,7 +32,7 @@ class WriteKvReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     absl::Status s = ParseStreamMessage(&buf_, done_.messages() + 1, &req_);
     if (s.ok()) {
-      s = ctx_.table->WriteKv(req_.sequence_id(), tenant_, req_.layer(), req_.token_start(),
+      s = ctx_.table->WriteKV(req_.sequence_id(), tenant_, req_.layer(), req_.token_start(),
                               req_.num_tokens(), req_.k(), req_.v());
     }
     if (!s.ok()) {
@@ -113,7 +113,7 @@ class ReadKvReactor final : public grpc::ServerWriteReactor<v1::ReadKVResponse> 
     }
     const uint32_t end = std::min<uint64_t>(token_end_, uint64_t{next_token_} + chunk_tokens_);
     absl::StatusOr<KvSlice> slice =
-        ctx_.table->ReadKv(req_.sequence_id(), caller_, layer_, next_token_, end, epoch_);
+        ctx_.table->ReadKV(req_.sequence_id(), caller_, layer_, next_token_, end, epoch_);
     if (!slice.ok()) {
       Finish(ToGrpcStatus(slice.status()));
       return;

@@ -1,13 +1,11 @@
 #pragma once
 
 #include "cache_service/rpc/service_context.h"
+#include "common/net/kv_messages.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 
 namespace kvwarden {
 
-// Largest K+V payload the daemon puts in one ReadKV message (well under gRPC's
-// default 4 MiB receive limit). Every open stream may hold one: TenantLimits caps them.
-inline constexpr size_t kMaxKvMessageBytes = 512 << 10;
 
 // Client-streaming WriteKV over raw bytes: applies each message in order; the first
 // bad message (one that does not parse included) ends the stream with its status

@@ -14,7 +14,7 @@ void ToProto(const KvLayout& in, v1::KvLayout* out) {
   }
 }
 
-void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::SequenceInfo* out) {
+void ToProto(const SequenceInfo& in, const TenantLedger& ledger, v1::SequenceInfo* out) {
   out->set_sequence_id(in.id);
   out->set_tenant(ledger.spec(in.tenant).name);
   out->set_pool(in.pool);
@@ -41,7 +41,7 @@ void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::Sequenc
     }
     if (in.heads.empty()) continue;
     for (uint32_t h = 0; h < heads; ++h) {
-      const HeadSnapshot& hs = in.heads[l * heads + h];
+      const HeadInfo& hs = in.heads[l * heads + h];
       v1::HeadInfo* head = layer->add_heads();
       head->set_head(h);
       head->set_live_slots(hs.live_slots);
@@ -100,10 +100,10 @@ void ToProto(const RetentionResult& in, SequenceId id, v1::RetentionUpdate* out)
   out->set_epoch(in.epoch);
   out->set_steps_applied(in.steps_applied);
   out->set_pages_freed(static_cast<uint32_t>(in.pages_freed));
-  for (const HeadChange& c : in.changes) ToProto(c, out->add_heads());
+  for (const HeadRetention& c : in.changes) ToProto(c, out->add_heads());
 }
 
-void ToProto(const HeadChange& in, v1::HeadRetention* out) {
+void ToProto(const HeadRetention& in, v1::HeadRetention* out) {
   out->set_layer(in.layer);
   out->set_head(in.head);
   out->set_live_slots(in.live_slots);

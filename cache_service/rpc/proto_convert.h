@@ -9,11 +9,11 @@
 namespace kvwarden {
 
 void ToProto(const KvLayout& in, v1::KvLayout* out);
-void ToProto(const SequenceSnapshot& in, const TenantLedger& ledger, v1::SequenceInfo* out);
+void ToProto(const SequenceInfo& in, const TenantLedger& ledger, v1::SequenceInfo* out);
 void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* out);
 // A StatsMessage as SequenceTable::ApplyStats takes it (ApplyStats validates it).
 StatsBatch FromProto(const v1::StatsMessage& in);
 void ToProto(const RetentionResult& in, SequenceId id, v1::RetentionUpdate* out);
-void ToProto(const HeadChange& in, v1::HeadRetention* out);
+void ToProto(const HeadRetention& in, v1::HeadRetention* out);
 
 }  // namespace kvwarden

@@ -37,7 +37,7 @@ PoolRun Drive(Core& core) {
   SequenceId id = *core.table->Create({0, core.Lease(0), core.pool.get(), 200, p});
   EXPECT_TRUE(core.table->Reserve(id, 0, 30).ok());
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    EXPECT_TRUE(core.table->WriteKv(id, 0, layer, 0, 30,
+    EXPECT_TRUE(core.table->WriteKV(id, 0, layer, 0, 30,
                                     PatternKv(3, layer, l.num_kv_heads, 0, 30, l.token_bytes(), false),
                                     PatternKv(3, layer, l.num_kv_heads, 0, 30, l.token_bytes(), true))
                     .ok());
@@ -58,7 +58,7 @@ PoolRun Drive(Core& core) {
   PoolRun run;
   for (SequenceId s : {id, fork->id}) {
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      auto slice = core.table->ReadKv(s, Caller::Admin(), layer, 0, 30, std::nullopt);
+      auto slice = core.table->ReadKV(s, Caller::Admin(), layer, 0, 30, std::nullopt);
       EXPECT_TRUE(slice.ok()) << slice.status();
       run.layers_k.push_back(slice->k + slice->v);
       run.positions.push_back(slice->positions);
@@ -102,13 +102,13 @@ TEST(CudaPoolTest, ChunkHandedToAnotherTenantIsZeroed) {
   ASSERT_TRUE(core.table->Reserve(a, 0, 8).ok());
   const std::string k(size_t{l.num_kv_heads} * 8 * l.token_bytes(), '\x5a');
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    ASSERT_TRUE(core.table->WriteKv(a, 0, layer, 0, 8, k, k).ok());
+    ASSERT_TRUE(core.table->WriteKV(a, 0, layer, 0, 8, k, k).ok());
   }
   ASSERT_TRUE(core.table->Release(a, 0).ok());
   SequenceId b = *core.table->Create({1, core.Lease(1), core.pool.get(), 8, {}});
   ASSERT_TRUE(core.table->Reserve(b, 1, 8).ok());
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    auto slice = core.table->ReadKv(b, Caller::Tenant(1), layer, 0, 8, std::nullopt);
+    auto slice = core.table->ReadKV(b, Caller::Tenant(1), layer, 0, 8, std::nullopt);
     ASSERT_TRUE(slice.ok()) << slice.status();
     EXPECT_EQ(slice->k, std::string(k.size(), '\0')) << "layer " << layer;
     EXPECT_EQ(slice->v, std::string(k.size(), '\0')) << "layer " << layer;

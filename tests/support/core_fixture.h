@@ -51,7 +51,7 @@ class Core {
   LeaseId Lease(TenantId t) { return leases.Register(t, "w", WorkerRole::kBoth, absl::ZeroDuration())->id; }
   // Reserves `n` tokens and writes PatternKv(1, ...) bytes for them in every layer.
   absl::Status ReserveAndWrite(SequenceId id, TenantId tenant, uint32_t n) {
-    absl::StatusOr<ReserveResult> r = table->Reserve(id, tenant, n);
+    absl::StatusOr<Reservation> r = table->Reserve(id, tenant, n);
     if (!r.ok()) return r.status();
     for (uint32_t layer = 0; layer < pool->layout().num_layers; ++layer) {
       if (absl::Status s = WriteTokens(id, tenant, layer, r->first_position, n); !s.ok()) return s;
@@ -61,7 +61,7 @@ class Core {
   // PatternKv(1, ...) bytes for positions [at, at + n) of one layer.
   absl::Status WriteTokens(SequenceId id, TenantId tenant, uint32_t layer, uint32_t at, uint32_t n) {
     const KvLayout& l = pool->layout();
-    return table->WriteKv(id, tenant, layer, at, n,
+    return table->WriteKV(id, tenant, layer, at, n,
                           PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), false),
                           PatternKv(1, layer, l.num_kv_heads, at, n, l.token_bytes(), true));
   }

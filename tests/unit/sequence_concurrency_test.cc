@@ -46,7 +46,7 @@ TEST(SequenceConcurrencyTest, ConcurrentWorkersKeepTheInvariants) {
         if (!r.ok()) break;
         n = r->first_position + r->num_tokens;
         for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-          (void)core.table->WriteKv(*id, tenant, layer, r->first_position, r->num_tokens,
+          (void)core.table->WriteKV(*id, tenant, layer, r->first_position, r->num_tokens,
                                     PatternKv(*id, layer, l.num_kv_heads, r->first_position, r->num_tokens, l.token_bytes(), false),
                                     PatternKv(*id, layer, l.num_kv_heads, r->first_position, r->num_tokens, l.token_bytes(), true));
         }
@@ -64,7 +64,7 @@ TEST(SequenceConcurrencyTest, ConcurrentWorkersKeepTheInvariants) {
           b.steps.push_back(s);
           (void)core.table->ApplyStats(*id, tenant, b);
         }
-        (void)core.table->ReadKv(*id, Caller::Tenant(tenant), rng() % l.num_layers, 0, n, std::nullopt);
+        (void)core.table->ReadKV(*id, Caller::Tenant(tenant), rng() % l.num_layers, 0, n, std::nullopt);
       }
       if (rng() % 3 == 0) {
         auto fork = core.table->Fork(*id, tenant, lease);

@@ -149,7 +149,7 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
       const uint32_t start = uniform(0, s.num_tokens - 1);
       const uint32_t n = uniform(1, s.num_tokens - start);
       const uint64_t ws = ++write_seed;
-      absl::Status st = core.table->WriteKv(
+      absl::Status st = core.table->WriteKV(
           it->first, s.tenant, layer, start, n,
           PatternKv(ws, layer, l.num_kv_heads, start, n, l.token_bytes(), false),
           PatternKv(ws, layer, l.num_kv_heads, start, n, l.token_bytes(), true));
@@ -170,7 +170,7 @@ TEST(SequenceModelTest, RandomOperationsMatchTheModel) {
       ModelSeq& s = it->second;
       if (s.num_tokens == 0) continue;
       const uint32_t layer = uniform(0, l.num_layers - 1);
-      auto slice = core.table->ReadKv(it->first, Caller::Tenant(s.tenant), layer, 0, s.num_tokens, std::nullopt);
+      auto slice = core.table->ReadKV(it->first, Caller::Tenant(s.tenant), layer, 0, s.num_tokens, std::nullopt);
       ASSERT_TRUE(slice.ok()) << slice.status();
       const size_t tb = l.token_bytes();
       for (uint32_t t = 0; t < s.num_tokens; ++t) {

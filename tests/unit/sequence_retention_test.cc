@@ -55,7 +55,7 @@ class SequenceRetentionTest : public ::testing::Test {
   std::vector<uint32_t> LivePositionsWithBytesChecked(SequenceId id, uint32_t layer) {
     const KvLayout& l = core_.pool->layout();
     auto snap = core_.table->Describe(id, Caller::Admin(), false, false);
-    auto slice = core_.table->ReadKv(id, Caller::Admin(), layer, 0, snap->num_tokens, std::nullopt);
+    auto slice = core_.table->ReadKV(id, Caller::Admin(), layer, 0, snap->num_tokens, std::nullopt);
     EXPECT_TRUE(slice.ok()) << slice.status();
     std::vector<uint32_t> pos = slice->positions;
     if (pos.empty()) {
@@ -282,8 +282,8 @@ TEST_F(SequenceRetentionTest, StatsValidationRefusesAndAppliesNothing) {
   EXPECT_EQ(snap->epoch, 0u);
   // A valid step now evicts (6 > budget 4) and bumps the epoch; reads at the old epoch fail.
   ASSERT_TRUE(apply({{0, 0, 6, {0}, {}}}).ok());
-  EXPECT_EQ(core_.table->ReadKv(id, Caller::Admin(), 0, 0, 6, 0).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(core_.table->ReadKv(id, Caller::Admin(), 0, 0, 6, 1).ok());
+  EXPECT_EQ(core_.table->ReadKV(id, Caller::Admin(), 0, 0, 6, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(core_.table->ReadKV(id, Caller::Admin(), 0, 0, 6, 1).ok());
 }
 
 TEST_F(SequenceRetentionTest, FullPolicyTakesNoStatistics) {
@@ -301,11 +301,11 @@ TEST_F(SequenceRetentionTest, StreamingKeepsSinksAndRecentAtReserve) {
   SequenceId id = Create(p);
   ReserveAndWrite(id, 6);
   // 9 > 6: keep 0,1 + the newest 4 (incl. the 3 new ones); the reservation says what went.
-  absl::StatusOr<ReserveResult> r = core_.table->Reserve(id, kAlpha, 3);
+  absl::StatusOr<Reservation> r = core_.table->Reserve(id, kAlpha, 3);
   ASSERT_TRUE(r.ok()) << r.status();
   const KvLayout& l = core_.pool->layout();
   ASSERT_EQ(r->evicted.size(), size_t{l.num_layers} * l.num_kv_heads);
-  for (const HeadChange& c : r->evicted) {
+  for (const HeadRetention& c : r->evicted) {
     EXPECT_THAT(c.evicted_positions, ElementsAre(2, 3, 4));
     EXPECT_EQ(c.live_slots, 3u);  // before the 3 new slots are appended
   }
@@ -478,7 +478,7 @@ TEST(CompactionFailureTest, BytesInAnUnknownStateAreNeverServed) {
   ASSERT_TRUE(core.ReserveAndWrite(*id, kAlpha, 6).ok());
   ASSERT_TRUE(core.ReserveAndWrite(*other, kAlpha, 6).ok());
   (void)core.table->Reserve(*id, kAlpha, 3);  // streaming makes room: the compaction "fails"
-  auto read = core.table->ReadKv(*id, Caller::Admin(), 0, 0, 6, std::nullopt);
+  auto read = core.table->ReadKV(*id, Caller::Admin(), 0, 0, 6, std::nullopt);
   EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
   EXPECT_THAT(std::string(read.status().message()), HasSubstr("unknown state"));
   TransferArgs t;
@@ -491,7 +491,7 @@ TEST(CompactionFailureTest, BytesInAnUnknownStateAreNeverServed) {
   EXPECT_EQ(core.table->Fork(*id, kAlpha, core.Lease(kAlpha)).status().code(),
             absl::StatusCode::kDataLoss);
   // The other sequence reads as written.
-  auto fine = core.table->ReadKv(*other, Caller::Admin(), 0, 0, 6, std::nullopt);
+  auto fine = core.table->ReadKV(*other, Caller::Admin(), 0, 0, 6, std::nullopt);
   ASSERT_TRUE(fine.ok()) << fine.status();
   EXPECT_EQ(fine->k, PatternKv(1, 0, 1, 0, 6, core.pool->layout().token_bytes(), false));
   // Releasing it gives its pages back.

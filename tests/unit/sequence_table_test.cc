@@ -26,13 +26,13 @@ class SequenceTableTest : public ::testing::Test {
   }
   absl::Status Write(SequenceId id, TenantId t, uint32_t layer, uint32_t start, uint32_t n) {
     const KvLayout& l = core_.pool->layout();
-    return core_.table->WriteKv(id, t, layer, start, n,
+    return core_.table->WriteKV(id, t, layer, start, n,
                                 PatternKv(id, layer, l.num_kv_heads, start, n, l.token_bytes(), false),
                                 PatternKv(id, layer, l.num_kv_heads, start, n, l.token_bytes(), true));
   }
   void ExpectReadBack(SequenceId id, uint64_t pattern_seed, uint32_t layer, uint32_t start, uint32_t end) {
     const KvLayout& l = core_.pool->layout();
-    auto slice = core_.table->ReadKv(id, Caller::Admin(), layer, start, end, std::nullopt);
+    auto slice = core_.table->ReadKV(id, Caller::Admin(), layer, start, end, std::nullopt);
     ASSERT_TRUE(slice.ok()) << slice.status();
     EXPECT_TRUE(slice->positions.empty());
     EXPECT_EQ(slice->k, PatternKv(pattern_seed, layer, l.num_kv_heads, start, end - start, l.token_bytes(), false));
@@ -80,11 +80,11 @@ TEST_F(SequenceTableTest, BadInputsAreRefusedAndChangeNothing) {
   EXPECT_THAT(over.status().message(), HasSubstr("max_tokens 8"));
   EXPECT_EQ(Write(id, kAlpha, 2, 0, 1).code(), absl::StatusCode::kInvalidArgument);  // layer
   EXPECT_EQ(Write(id, kAlpha, 0, 2, 3).code(), absl::StatusCode::kOutOfRange);       // past reserved
-  EXPECT_EQ(core_.table->WriteKv(id, kAlpha, 0, 0, 1, "short", "short").code(),
+  EXPECT_EQ(core_.table->WriteKV(id, kAlpha, 0, 0, 1, "short", "short").code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_.table->ReadKv(id, Caller::Tenant(kAlpha), 0, 0, 9, std::nullopt).status().code(),
+  EXPECT_EQ(core_.table->ReadKV(id, Caller::Tenant(kAlpha), 0, 0, 9, std::nullopt).status().code(),
             absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(core_.table->ReadKv(id, Caller::Tenant(kAlpha), 0, 0, 4, 7).status().code(),
+  EXPECT_EQ(core_.table->ReadKV(id, Caller::Tenant(kAlpha), 0, 0, 4, 7).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(core_.table->Reserve(12345, kAlpha, 1).status().code(), absl::StatusCode::kNotFound);
   auto snap = core_.table->Describe(id, Caller::Tenant(kAlpha), false, false);

@@ -142,7 +142,7 @@ TEST_F(SequenceTransfersTest, StreamingRoomUnderATransferIsBusyAndChangesNothing
   ASSERT_TRUE(IsTransferBusy(busy.status())) << busy.status();
   EXPECT_EQ(busy.status().code(), absl::StatusCode::kUnavailable);
   // The pinned pages still hold epoch 0's bytes at their places.
-  auto slice = core_.table->ReadKv(id, Caller::Admin(), 1, 0, 8, 0);
+  auto slice = core_.table->ReadKV(id, Caller::Admin(), 1, 0, 8, 0);
   ASSERT_TRUE(slice.ok()) << slice.status();
   const KvLayout& l = core_.pool->layout();
   EXPECT_EQ(slice->k, PatternKv(1, 1, l.num_kv_heads, 0, 8, l.token_bytes(), false));

@@ -38,7 +38,7 @@ absl::Status RetentionStrategy::CheckReserve(const Sequence&, uint32_t) const { 
 
 uint32_t RetentionStrategy::KeptBefore(const Sequence&, uint32_t live, uint32_t) const { return live; }
 
-void RetentionStrategy::MakeRoom(Sequence&, uint32_t, std::vector<HeadChange>*) const {}
+void RetentionStrategy::MakeRoom(Sequence&, uint32_t, std::vector<HeadRetention>*) const {}
 
 absl::Status RetentionStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool, RetentionResult*) const {
   return RefuseOtherStats(seq, batch, false, false);

@@ -63,7 +63,7 @@ class RetentionStrategy {
   virtual uint32_t KeptBefore(const Sequence& seq, uint32_t live, uint32_t num_tokens) const
       ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   virtual bool ReserveCompacts() const { return false; }
-  virtual void MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadChange>* dropped) const
+  virtual void MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadRetention>* dropped) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 
   // StreamStats: `batch` names the sequence's epoch, or the one before when `one_back`

@@ -47,7 +47,7 @@ void CompactLayer(Sequence& seq, uint32_t layer, const std::vector<std::vector<u
       seq.remap_epoch = seq.epoch + 1;
     }
     seq.last_remap[lh] = Sequence::SlotRemap{n, kept[h]};
-    HeadChange change{layer, h, k, {}};
+    HeadRetention change{layer, h, k, {}};
     for (uint32_t j = 0, i = 0; j < n; ++j) {
       if (i < k && kept[h][i] == j) {
         ++i;

@@ -118,7 +118,7 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
   return raw->id;
 }
 
-absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId tenant,
+absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenant,
                                                      uint32_t num_tokens) {
   if (num_tokens == 0) return absl::InvalidArgumentError("num_tokens: must be > 0");
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
@@ -179,7 +179,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
     return s;
   }
   // Nothing can fail from here on.
-  ReserveResult r;
+  Reservation r;
   const absl::Time started = Now();
   strategy.MakeRoom(seq, num_tokens, &r.evicted);
   ReportCompression(seq, RetentionCause::kReserve, r.evicted, started);
@@ -213,7 +213,7 @@ absl::StatusOr<ReserveResult> SequenceTable::Reserve(SequenceId id, TenantId ten
   return r;
 }
 
-absl::Status SequenceTable::WriteKv(SequenceId id, TenantId tenant, uint32_t layer,
+absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t layer,
                                     uint32_t token_start, uint32_t num_tokens,
                                     absl::string_view k, absl::string_view v) {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
@@ -310,7 +310,7 @@ absl::StatusOr<ReadPlan> SequenceTable::PlanRead(SequenceId id, const Caller& ca
   return plan;
 }
 
-absl::StatusOr<KvSlice> SequenceTable::ReadKv(SequenceId id, const Caller& caller,
+absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& caller,
                                               uint32_t layer, uint32_t token_start,
                                               uint32_t token_end,
                                               std::optional<uint64_t> expected_epoch) const {
@@ -477,7 +477,7 @@ void SequenceTable::ReportEnd(const Sequence& seq, SequenceEnd why) {
                          now - absl::FromUnixMillis(seq.last_active_ms.load(std::memory_order_relaxed)));
 }
 
-void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadChange> changes,
+void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadRetention> changes,
                                       absl::Time started) {
   if (changes.empty()) return;
   const absl::Time now = Now();
@@ -509,9 +509,9 @@ size_t SequenceTable::ReleaseByLease(LeaseId lease) {
 
 namespace {
 
-SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_heads)
+SequenceInfo Snapshot(const Sequence& seq, bool include_pages, bool include_heads)
     ABSL_SHARED_LOCKS_REQUIRED(seq.mu) {
-  SequenceSnapshot s;
+  SequenceInfo s;
   s.id = seq.id;
   s.tenant = seq.tenant;
   s.pool = seq.pool->name();
@@ -535,7 +535,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
     s.heads.resize(seq.slots.size());
     const uint32_t heads = seq.layout().num_kv_heads;
     for (size_t i = 0; i < seq.slots.size(); ++i) {
-      HeadSnapshot& h = s.heads[i];
+      HeadInfo& h = s.heads[i];
       h.live_slots = seq.slots[i].size();
       h.budget = seq.Budget(static_cast<uint32_t>(i / heads));
       h.evicted = seq.evicted[i];
@@ -547,7 +547,7 @@ SequenceSnapshot Snapshot(const Sequence& seq, bool include_pages, bool include_
 
 }  // namespace
 
-absl::StatusOr<SequenceSnapshot> SequenceTable::Describe(SequenceId id, const Caller& caller,
+absl::StatusOr<SequenceInfo> SequenceTable::Describe(SequenceId id, const Caller& caller,
                                                          bool include_pages,
                                                          bool include_heads) const {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, caller);
@@ -563,7 +563,7 @@ uint32_t SequenceTable::TenantSequences(TenantId tenant) const {
   return it == tenant_sequences_.end() ? 0 : it->second;
 }
 
-std::vector<SequenceSnapshot> SequenceTable::List(std::optional<TenantId> tenant, const std::string& pool,
+std::vector<SequenceInfo> SequenceTable::List(std::optional<TenantId> tenant, const std::string& pool,
                                                   SequenceId after, size_t limit,
                                                   SequenceId* more_after) const {
   std::vector<std::shared_ptr<Sequence>> picked;
@@ -584,13 +584,13 @@ std::vector<SequenceSnapshot> SequenceTable::List(std::optional<TenantId> tenant
     picked.resize(limit);
     if (more_after != nullptr) *more_after = std::max_element(picked.begin(), picked.end(), by_id)->get()->id;
   }
-  std::vector<SequenceSnapshot> out;
+  std::vector<SequenceInfo> out;
   for (const auto& seq : picked) {
     absl::ReaderMutexLock lock(&seq->mu);
     if (!seq->released) out.push_back(Snapshot(*seq, false, false));
   }
   std::sort(out.begin(), out.end(),
-            [](const SequenceSnapshot& a, const SequenceSnapshot& b) { return a.id < b.id; });
+            [](const SequenceInfo& a, const SequenceInfo& b) { return a.id < b.id; });
   return out;
 }
 

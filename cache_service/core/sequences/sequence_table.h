@@ -52,7 +52,7 @@ struct CreateSequenceArgs {
   RetentionPolicy policy;
 };
 
-struct ReserveResult {
+struct Reservation {
   uint32_t first_position = 0;
   uint32_t num_tokens = 0;
   uint32_t first_slot = 0;
@@ -60,7 +60,7 @@ struct ReserveResult {
   std::vector<std::vector<PageId>> layer_pages;  // pages covering head 0's new slots
   uint64_t epoch = 0;
   std::vector<uint32_t> first_slots;  // per (layer, head), only when heads differ
-  std::vector<HeadChange> evicted;    // what making room dropped (streaming)
+  std::vector<HeadRetention> evicted;    // what making room dropped (streaming)
 };
 
 struct ForkResult {
@@ -87,7 +87,7 @@ struct KvSlice {
   std::string v;
 };
 
-struct HeadSnapshot {
+struct HeadInfo {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
@@ -95,7 +95,7 @@ struct HeadSnapshot {
   double low_mean = 0;      // scissorhands: mean low-attention count
 };
 
-struct SequenceSnapshot {
+struct SequenceInfo {
   SequenceId id = 0;
   TenantId tenant = kNoTenant;
   std::string pool;
@@ -113,7 +113,7 @@ struct SequenceSnapshot {
   SequenceId parent = 0;
   std::vector<uint32_t> layer_num_pages;
   std::vector<std::vector<PageId>> layer_pages;  // only when asked for
-  std::vector<HeadSnapshot> heads;                // [layer * num_kv_heads + head]; when asked
+  std::vector<HeadInfo> heads;                // [layer * num_kv_heads + head]; when asked
 };
 
 using TransferId = uint64_t;
@@ -163,7 +163,7 @@ struct TransferPages {
   std::vector<PageRun> runs;  // in page order
 };
 
-struct TransferSnapshot {
+struct TransferInfo {
   TransferId id = 0;
   TenantId tenant = kNoTenant;
   LeaseId lease = 0;
@@ -203,7 +203,7 @@ class SequenceTable {
   // Returns the number of pages that went back to the pool.
   absl::StatusOr<uint64_t> Release(SequenceId id, TenantId tenant);
   // Streaming sequences first drop their oldest non-sink slots to make room (epoch + 1).
-  absl::StatusOr<ReserveResult> Reserve(SequenceId id, TenantId tenant, uint32_t num_tokens);
+  absl::StatusOr<Reservation> Reserve(SequenceId id, TenantId tenant, uint32_t num_tokens);
 
   // Applies attention statistics: Scissorhands decode steps (record, then evict and
   // compact heads over budget, remapping the batch's later steps) or WindowKV window
@@ -212,7 +212,7 @@ class SequenceTable {
   absl::StatusOr<RetentionResult> ApplyStats(SequenceId id, TenantId tenant, StatsBatch batch);
 
   // k and v: [head][token][head_dim] for positions [token_start, token_start + n).
-  absl::Status WriteKv(SequenceId id, TenantId tenant, uint32_t layer, uint32_t token_start,
+  absl::Status WriteKV(SequenceId id, TenantId tenant, uint32_t layer, uint32_t token_start,
                        uint32_t num_tokens, absl::string_view k, absl::string_view v);
   // Checks a read of layers [layer_start, +layer_count) and tokens [token_start,
   // token_end) (token_end 0: every reserved token) at `epoch` (unset: the current one);
@@ -223,18 +223,18 @@ class SequenceTable {
   // Live slots of `layer` with positions in [token_start, token_end), validated as by
   // PlanRead: FAILED_PRECONDITION when `expected_epoch` is set and differs (a read
   // spanning messages sees one epoch).
-  absl::StatusOr<KvSlice> ReadKv(SequenceId id, const Caller& caller, uint32_t layer,
+  absl::StatusOr<KvSlice> ReadKV(SequenceId id, const Caller& caller, uint32_t layer,
                                  uint32_t token_start, uint32_t token_end,
                                  std::optional<uint64_t> expected_epoch) const;
 
-  absl::StatusOr<SequenceSnapshot> Describe(SequenceId id, const Caller& caller,
+  absl::StatusOr<SequenceInfo> Describe(SequenceId id, const Caller& caller,
                                             bool include_pages, bool include_heads) const;
   // Sequences `tenant` holds (what TenantLimits.max_sequences counts).
   uint32_t TenantSequences(TenantId tenant) const;
   // Summaries (no per-layer detail), ordered by id: at most `limit` with ids above
   // `after`. `*more_after` (when given) is set to the last id looked at when more may
   // follow, else 0.
-  std::vector<SequenceSnapshot> List(std::optional<TenantId> tenant, const std::string& pool,
+  std::vector<SequenceInfo> List(std::optional<TenantId> tenant, const std::string& pool,
                                      SequenceId after = 0, size_t limit = SIZE_MAX,
                                      SequenceId* more_after = nullptr) const;
 
@@ -265,7 +265,7 @@ class SequenceTable {
   absl::Status WithTransferPages(TransferId id, const net::DataSecret& secret, TransferMode mode,
                                  uint32_t layer, uint32_t first_page, uint32_t count,
                                  absl::FunctionRef<absl::Status(const TransferPages&)> fn) const;
-  std::vector<TransferSnapshot> ListTransfers(std::optional<TenantId> tenant) const;
+  std::vector<TransferInfo> ListTransfers(std::optional<TenantId> tenant) const;
 
   // Pool refcounts equal references from sequences, page owners match, ledger usage
   // equals pool usage. Call when no other thread mutates (tests, debug endpoints).
@@ -285,14 +285,14 @@ class SequenceTable {
   // Tells events() that `seq` ended now.
   void ReportEnd(const Sequence& seq, SequenceEnd why);
   // Tells events() of a compression of `seq` that started at `started`, if it dropped any.
-  void ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadChange> changes,
+  void ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadRetention> changes,
                          absl::Time started) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
 
   static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
                                       uint32_t token_start, uint32_t token_end,
                                       std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   struct Transfer {
-    TransferSnapshot info;
+    TransferInfo info;
     net::DataSecret secret{};
     std::shared_ptr<Sequence> seq;
     std::vector<PageId> pinned;

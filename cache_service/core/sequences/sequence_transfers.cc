@@ -118,7 +118,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   grant.secret = secret;
   Transfer t;
   t.secret = secret;
-  t.info = TransferSnapshot{grant.id,         args.tenant,     args.lease,       seq->id,
+  t.info = TransferInfo{grant.id,         args.tenant,     args.lease,       seq->id,
                             pool.name(),      args.mode,       args.layer_start, args.layer_count,
                             grant.first_page, grant.num_pages, pinned.size(),    now,
                             grant.expires};
@@ -230,14 +230,14 @@ absl::Status SequenceTable::WithTransferPages(
   return fn(pages);
 }
 
-std::vector<TransferSnapshot> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {
-  std::vector<TransferSnapshot> out;
+std::vector<TransferInfo> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {
+  std::vector<TransferInfo> out;
   absl::ReaderMutexLock lock(&mu_);
   for (const auto& [id, t] : transfers_) {
     if (!tenant || t.info.tenant == *tenant) out.push_back(t.info);
   }
   std::sort(out.begin(), out.end(),
-            [](const TransferSnapshot& a, const TransferSnapshot& b) { return a.id < b.id; });
+            [](const TransferInfo& a, const TransferInfo& b) { return a.id < b.id; });
   return out;
 }
 

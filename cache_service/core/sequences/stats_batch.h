@@ -28,7 +28,7 @@ struct StatsBatch {
   std::vector<WindowScoresIn> window_scores;
 };
 
-struct HeadChange {
+struct HeadRetention {
   uint32_t layer = 0;
   uint32_t head = 0;
   uint32_t live_slots = 0;
@@ -37,7 +37,7 @@ struct HeadChange {
 struct RetentionResult {
   uint64_t epoch = 0;
   uint32_t steps_applied = 0;
-  std::vector<HeadChange> changes;
+  std::vector<HeadRetention> changes;
   uint64_t pages_freed = 0;
 };
 

@@ -27,7 +27,7 @@ class TableEvents {
   // (layer, head); reserved_at_ms[p] is when position p was reserved (Unix ms), now_ms
   // the eviction; the compression took `took`.
   virtual void Compressed(const RetentionStrategy& /*policy*/, RetentionCause /*cause*/,
-                          absl::Span<const HeadChange> /*changes*/,
+                          absl::Span<const HeadRetention> /*changes*/,
                           absl::Span<const int64_t> /*reserved_at_ms*/, int64_t /*now_ms*/,
                           absl::Duration /*took*/) {}
   // One StreamStats message applied, carrying `ids` listed slot ids (or dense values).

@@ -43,7 +43,7 @@ uint32_t StreamingStrategy::KeptBefore(const Sequence& seq, uint32_t live, uint3
   return uint64_t{live} + num_tokens > budget ? budget - num_tokens : live;
 }
 
-void StreamingStrategy::MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadChange>* out) const {
+void StreamingStrategy::MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadRetention>* out) const {
   const KvLayout& l = seq.layout();
   // Keep the sinks and the newest slots so that the new tokens fit the budget.
   const kernels::StreamingParams room{seq.Budget(0) - num_tokens, Sinks(seq)};
@@ -57,7 +57,7 @@ void StreamingStrategy::MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector
     CompactLayer(seq, layer, kept, &dropped);
   }
   if (!dropped.changes.empty()) ++seq.epoch;
-  for (HeadChange& c : dropped.changes) out->push_back(std::move(c));
+  for (HeadRetention& c : dropped.changes) out->push_back(std::move(c));
 }
 
 std::vector<uint32_t> StreamingStrategy::SqueezeKept(Sequence& seq, size_t, uint32_t live, uint32_t budget) const {

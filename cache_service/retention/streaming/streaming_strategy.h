@@ -19,7 +19,7 @@ class StreamingStrategy final : public RetentionStrategy {
   uint32_t KeptBefore(const Sequence& seq, uint32_t live, uint32_t num_tokens) const override
       ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   bool ReserveCompacts() const override { return true; }
-  void MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadChange>* dropped) const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
+  void MakeRoom(Sequence& seq, uint32_t num_tokens, std::vector<HeadRetention>* dropped) const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   bool Squeezable() const override { return true; }
   uint32_t SqueezeFloor(const RetentionPolicy& policy) const override {
     return policy.Params<StreamingPolicyParams>().kernel.sinks + 1;

@@ -164,7 +164,7 @@ struct Fork {
   uint32_t copied_pages = 0;
 };
 
-struct HeadState {
+struct HeadInfo {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
@@ -187,7 +187,7 @@ struct SequenceInfo {
   uint32_t pages_held = 0;
   uint32_t shared_pages = 0;
   uint64_t parent = 0;
-  std::vector<std::vector<HeadState>> heads;  // [layer][head]
+  std::vector<std::vector<HeadInfo>> heads;  // [layer][head]
 };
 
 // K/V of one layer over a token range, packed head after head: head h holds
@@ -284,7 +284,7 @@ class Client {
 
   // Writes tokens [token_start, token_start + num_tokens) of layers
   // [layer_start, layer_start + layer_count). k and v are [layer][head][token][head_dim]
-  // in the layout's dtype. Split into messages of at most 1 MiB on one stream.
+  // in the layout's dtype. Split into messages of at most 512 KiB (kv_messages.h) on one stream.
   absl::Status WriteKV(uint64_t sequence_id, const Layout& layout, uint32_t layer_start,
                        uint32_t layer_count, uint32_t token_start, uint32_t num_tokens,
                        absl::Span<const uint8_t> k, absl::Span<const uint8_t> v);

@@ -12,7 +12,7 @@ from kvwarden.v1 import admin_pb2, admin_pb2_grpc, control_pb2, control_pb2_grpc
 from kvwarden.v1 import transfer_pb2, transfer_pb2_grpc
 
 # One WriteKV message carries at most this much K+V (the daemon's ReadKV bound too).
-_MAX_MESSAGE_BYTES = 512 * 1024
+_MAX_MESSAGE_BYTES = 512 * 1024  # common/net/kv_messages.h: the daemon and every client
 _ROLES = {"prefill": control_pb2.WORKER_ROLE_PREFILL, "decode": control_pb2.WORKER_ROLE_DECODE,
           "both": control_pb2.WORKER_ROLE_BOTH}
 
