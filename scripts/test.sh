@@ -2,7 +2,9 @@
 # Builds and runs every test: the Release build (CUDA kernels compiled when nvcc is
 # present; gpu-labelled tests skip without a device; a short soak), an ASan+UBSan build
 # on the CUDA emulator (tests/cuda_emulator) of the unit, integration and gpu tests, then
-# every libFuzzer target for a bounded time (KVW_FUZZ_SECONDS, default 20 each).
+# every libFuzzer target for a bounded time (KVW_FUZZ_SECONDS, default 20 each; their
+# clang build also fails on any -Wall -Wextra -Wthread-safety warning). First, the
+# clang-format check of changed files (scripts/format_check.sh).
 # .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +15,11 @@ start=$(date +%s)
 extra=()
 command -v kubectl > /dev/null || extra+=(kubernetes-client)
 command -v systemd-analyze > /dev/null || extra+=(systemd)
-bash scripts/install_deps.sh clang-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
+bash scripts/install_deps.sh clang-14 clang-format-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
   python3-torch python3-matplotlib python3-yaml bible-kjv prometheus yamllint "${extra[@]}"
+
+echo "== clang-format of the files changed since the check began"
+bash scripts/format_check.sh
 
 echo "== Release build + all tests"
 bash scripts/build.sh build

@@ -8,8 +8,8 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -44,8 +44,9 @@ absl::Span<const uint8_t> Bytes(const std::string& s) {
 // Act two: one sequence, a prompt, then decode steps under a retention policy. A
 // synthetic attention generator lists every 7th position (heavy hitters), the newest 4
 // tokens and 2% of the rest. Prints one "decode" summary line.
-int Decode(kvwarden::Client& client, uint64_t lease, const std::string& name, const std::string& pool,
-           const std::string& policy_name, uint32_t budget, uint32_t prompt, uint32_t steps) {
+int Decode(kvwarden::Client& client, uint64_t lease, const std::string& name,
+           const std::string& pool, const std::string& policy_name, uint32_t budget,
+           uint32_t prompt, uint32_t steps) {
   using kvwarden::client::Policy;
   Policy policy = policy_name == "scissorhands" ? Policy::Scissorhands(budget)
                   : policy_name == "streaming"  ? Policy::Streaming(budget)
@@ -113,8 +114,11 @@ int Decode(kvwarden::Client& client, uint64_t lease, const std::string& name, co
       kvwarden::client::DecodeStep ds;
       for (uint32_t lh = 0; lh < heads; ++lh) {
         live[lh].push_back(pos);
-        kvwarden::client::HeadStats hs{lh / l.num_kv_heads, lh % l.num_kv_heads,
-                                       static_cast<uint32_t>(live[lh].size()), {}, {}};
+        kvwarden::client::HeadStats hs{lh / l.num_kv_heads,
+                                       lh % l.num_kv_heads,
+                                       static_cast<uint32_t>(live[lh].size()),
+                                       {},
+                                       {}};
         for (uint32_t j = 0; j < live[lh].size(); ++j) {
           const uint32_t p = live[lh][j];
           rng = rng * 1664525u + 1013904223u;
@@ -136,7 +140,8 @@ int Decode(kvwarden::Client& client, uint64_t lease, const std::string& name, co
         }
       }
     }
-    if (step % 64 == 63) peak_pages = std::max<uint64_t>(peak_pages, client.DescribeSequence(seq->id)->pages_held);
+    if (step % 64 == 63)
+      peak_pages = std::max<uint64_t>(peak_pages, client.DescribeSequence(seq->id)->pages_held);
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   auto info = client.DescribeSequence(seq->id);
@@ -148,20 +153,25 @@ int Decode(kvwarden::Client& client, uint64_t lease, const std::string& name, co
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
       for (uint32_t i = 0; i < kv.head_live_counts[h]; ++i, ++slot) {
         const uint32_t p = kv.positions.empty() ? i : kv.positions[slot];
-        const std::string want = Pattern(seq->id, kv.layer, l.num_kv_heads, p, 1, l.token_bytes(), false);
-        bad += kv.k.compare(slot * l.token_bytes(), l.token_bytes(), want, h * l.token_bytes(), l.token_bytes()) != 0;
+        const std::string want =
+            Pattern(seq->id, kv.layer, l.num_kv_heads, p, 1, l.token_bytes(), false);
+        bad += kv.k.compare(slot * l.token_bytes(), l.token_bytes(), want, h * l.token_bytes(),
+                            l.token_bytes()) != 0;
         ++checked;
       }
     }
   }
-  std::printf("decode worker=%s policy=%s tokens=%u pages_end=%u pages_peak=%llu bytes_end=%llu "
-              "evicted=%llu evictions_per_s=%.0f steps_per_s=%.0f epoch=%llu checked=%llu mismatches=%llu\n",
-              name.c_str(), policy_name.c_str(), prompt + steps, info->pages_held,
-              static_cast<unsigned long long>(std::max<uint64_t>(peak_pages, info->pages_held)),
-              static_cast<unsigned long long>(uint64_t{info->pages_held} * l.layer_bytes(l.page_tokens) * 2),
-              static_cast<unsigned long long>(evicted), evicted / seconds, steps / seconds,
-              static_cast<unsigned long long>(info->epoch), static_cast<unsigned long long>(checked),
-              static_cast<unsigned long long>(bad));
+  std::printf(
+      "decode worker=%s policy=%s tokens=%u pages_end=%u pages_peak=%llu bytes_end=%llu "
+      "evicted=%llu evictions_per_s=%.0f steps_per_s=%.0f epoch=%llu checked=%llu "
+      "mismatches=%llu\n",
+      name.c_str(), policy_name.c_str(), prompt + steps, info->pages_held,
+      static_cast<unsigned long long>(std::max<uint64_t>(peak_pages, info->pages_held)),
+      static_cast<unsigned long long>(uint64_t{info->pages_held} * l.layer_bytes(l.page_tokens) *
+                                      2),
+      static_cast<unsigned long long>(evicted), evicted / seconds, steps / seconds,
+      static_cast<unsigned long long>(info->epoch), static_cast<unsigned long long>(checked),
+      static_cast<unsigned long long>(bad));
   (void)(*stream)->Close();
   (void)client.ReleaseSequence(seq->id);
   return bad == 0 ? 0 : 3;
@@ -195,11 +205,19 @@ int main(int argc, char** argv) {
   auto client = kvwarden::Client::Connect(options);
   auto lease = (*client)->RegisterWorker(name, kvwarden::client::Role::kBoth, 5000);
   if (!lease.ok()) {
-    std::fprintf(stderr, "%s: RegisterWorker: %s\n", name.c_str(), lease.status().ToString().c_str());
+    std::fprintf(stderr, "%s: RegisterWorker: %s\n", name.c_str(),
+                 lease.status().ToString().c_str());
     return 1;
   }
   kvwarden::client::LeaseKeeper keeper(client->get(), *lease);
-  if (decode_steps > 0) return Decode(**client, lease->id, name, pool, policy, budget, tokens, decode_steps);
+  // A clean exit ends the lease (ReleaseWorker): the daemon logs a release, not a lapse.
+  auto end_lease = [&](int rc) {
+    (void)(*client)->ReleaseWorker(lease->id);
+    return rc;
+  };
+  if (decode_steps > 0) {
+    return end_lease(Decode(**client, lease->id, name, pool, policy, budget, tokens, decode_steps));
+  }
 
   uint64_t ops = 0, written = 0, read = 0, verified = 0, mismatches = 0, refusals = 0;
   std::vector<uint64_t> held;
@@ -208,7 +226,8 @@ int main(int argc, char** argv) {
     auto seq = (*client)->CreateSequence(lease->id, pool, tokens);
     ++ops;
     if (!seq.ok()) {
-      std::fprintf(stderr, "%s: CreateSequence: %s\n", name.c_str(), seq.status().ToString().c_str());
+      std::fprintf(stderr, "%s: CreateSequence: %s\n", name.c_str(),
+                   seq.status().ToString().c_str());
       return 1;
     }
     const auto& l = seq->layout;
@@ -272,7 +291,8 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(verified), static_cast<unsigned long long>(mismatches),
       static_cast<unsigned long long>(refusals), held.size());
   std::fflush(stdout);
-  while (!hold_file.empty() && access(hold_file.c_str(), F_OK) != 0) absl::SleepFor(absl::Milliseconds(20));
+  while (!hold_file.empty() && access(hold_file.c_str(), F_OK) != 0)
+    absl::SleepFor(absl::Milliseconds(20));
   for (uint64_t id : held) (void)(*client)->ReleaseSequence(id);
-  return mismatches == 0 ? 0 : 3;
+  return end_lease(mismatches == 0 ? 0 : 3);
 }

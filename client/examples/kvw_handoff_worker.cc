@@ -143,6 +143,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   LeaseKeeper keeper(client->get(), *lease);
-  return role == "prefill" ? Prefill(**client, lease->id, pool, tokens, transports, hold_file)
-                           : Decode(**client, lease->id, pool, seq, tokens, transports, hold_file);
+  const int rc = role == "prefill"
+                     ? Prefill(**client, lease->id, pool, tokens, transports, hold_file)
+                     : Decode(**client, lease->id, pool, seq, tokens, transports, hold_file);
+  (void)(*client)->ReleaseWorker(lease->id);  // a clean exit: a release, not a lapse
+  return rc;
 }
