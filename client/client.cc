@@ -8,18 +8,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "grpcpp/grpcpp.h"
 #include "client_impl.h"
 #include "common/net/kv_messages.h"
+#include "grpcpp/grpcpp.h"
 #include "kvwarden/v1/control.grpc.pb.h"
 
 namespace kvwarden {
 namespace client {
 namespace {
 
-
 HeadRetention FromProto(const v1::HeadRetention& h) {
-  return HeadRetention{h.layer(), h.head(), h.live_slots(),
+  return HeadRetention{h.layer(),
+                       h.head(),
+                       h.live_slots(),
                        {h.evicted_positions().begin(), h.evicted_positions().end()}};
 }
 
@@ -85,8 +86,11 @@ absl::StatusOr<uint32_t> Client::ReleaseWorker(uint64_t lease_id) {
 
 static void ToProto(const Policy& p, v1::RetentionPolicy* out) {
   switch (p.kind) {
-    case Policy::Kind::kDefault: return;
-    case Policy::Kind::kFull: out->mutable_full(); return;
+    case Policy::Kind::kDefault:
+      return;
+    case Policy::Kind::kFull:
+      out->mutable_full();
+      return;
     case Policy::Kind::kStreaming: {
       auto* s = out->mutable_streaming();
       s->set_budget(p.budget);
@@ -108,7 +112,8 @@ static void ToProto(const Policy& p, v1::RetentionPolicy* out) {
       auto* w = out->mutable_windowkv();
       w->set_alpha(p.alpha);
       if (p.omega != 0) w->set_omega(p.omega);
-      w->set_task(p.aggregation ? v1::WindowKvPolicy::TASK_AGGREGATION : v1::WindowKvPolicy::TASK_LOCALIZATION);
+      w->set_task(p.aggregation ? v1::WindowKvPolicy::TASK_AGGREGATION
+                                : v1::WindowKvPolicy::TASK_LOCALIZATION);
       w->set_top_p(p.top_p);
       w->set_gamma(p.gamma);
       w->set_lambda(p.lambda);
@@ -187,7 +192,8 @@ absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   for (const v1::LayerInfo& layer : resp.layers()) {
     auto& heads = out.heads.emplace_back();
     for (const v1::HeadInfo& h : layer.heads()) {
-      heads.push_back(HeadInfo{h.live_slots(), h.budget(), h.evicted(), h.low_count_max(), h.low_count_mean()});
+      HeadInfo& head = heads.emplace_back(HeadInfo{h.live_slots(), h.budget(), h.evicted(), {}});
+      for (const v1::HeadFigure& f : h.figures()) head.figures.emplace_back(f.name(), f.value());
     }
   }
   return out;
@@ -224,9 +230,9 @@ absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_
     return absl::InvalidArgumentError("layout, num_tokens and layer_count must be non-zero");
   }
   if (k.size() != layer_bytes * layer_count || v.size() != k.size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "k/v: %d and %d bytes given, %d expected ([layer][head][token][dim])", k.size(),
-        v.size(), layer_bytes * layer_count));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("k/v: %d and %d bytes given, %d expected ([layer][head][token][dim])",
+                        k.size(), v.size(), layer_bytes * layer_count));
   }
   const uint32_t chunk = static_cast<uint32_t>(
       std::max<size_t>(1, kMaxKvMessageBytes / (2 * size_t{layout.num_kv_heads} * tb)));
@@ -262,8 +268,8 @@ absl::Status Client::WriteKV(uint64_t sequence_id, const Layout& layout, uint32_
   if (absl::Status s = FromGrpc(writer->Finish()); !s.ok()) return s;
   // An OK stream must have applied every message: never take success on trust.
   if (resp.messages() != sent) {
-    return absl::DataLossError(absl::StrFormat("WriteKV: the daemon applied %d of the %d messages sent",
-                                               resp.messages(), sent));
+    return absl::DataLossError(absl::StrFormat(
+        "WriteKV: the daemon applied %d of the %d messages sent", resp.messages(), sent));
   }
   return absl::OkStatus();
 }
@@ -302,8 +308,9 @@ absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32
     kv.epoch = chunks.front().epoch();
     const size_t heads = chunks.front().head_live_counts_size();
     kv.head_live_counts.assign(heads, 0);
-    const bool dense = std::all_of(chunks.begin(), chunks.end(),
-                                   [](const v1::ReadKVResponse& c) { return c.positions_size() == 0; });
+    const bool dense = std::all_of(chunks.begin(), chunks.end(), [](const v1::ReadKVResponse& c) {
+      return c.positions_size() == 0;
+    });
     for (size_t h = 0; h < heads; ++h) {
       for (const v1::ReadKVResponse& c : chunks) {
         size_t before = 0, total = 0;  // slots of heads < h, and of all heads, in this chunk
@@ -320,7 +327,8 @@ absl::StatusOr<std::vector<LayerKv>> Client::ReadKV(uint64_t sequence_id, uint32
         if (c.positions_size() == 0) {
           // A chunk without positions holds every position of its range, or (a range
           // retention emptied) none at all.
-          for (uint32_t p = c.token_start(); n > 0 && p < c.token_end(); ++p) kv.positions.push_back(p);
+          for (uint32_t p = c.token_start(); n > 0 && p < c.token_end(); ++p)
+            kv.positions.push_back(p);
         } else {
           kv.positions.insert(kv.positions.end(), c.positions().begin() + before,
                               c.positions().begin() + before + n);
@@ -366,8 +374,8 @@ class GrpcStatsStream final : public StatsStream {
     return RoundTrip(msg);
   }
 
-  absl::StatusOr<RetentionUpdate> SendWindowScores(uint64_t sequence_id, uint64_t epoch,
-                                                   const std::vector<WindowScores>& scores) override {
+  absl::StatusOr<RetentionUpdate> SendWindowScores(
+      uint64_t sequence_id, uint64_t epoch, const std::vector<WindowScores>& scores) override {
     v1::StatsMessage msg;
     msg.set_sequence_id(sequence_id);
     msg.set_epoch(epoch);
@@ -389,7 +397,9 @@ class GrpcStatsStream final : public StatsStream {
 
  private:
   absl::StatusOr<RetentionUpdate> RoundTrip(const v1::StatsMessage& msg) {
-    if (closed_) return absl::FailedPreconditionError(absl::StrCat("stats stream closed: ", final_.ToString()));
+    if (closed_)
+      return absl::FailedPreconditionError(
+          absl::StrCat("stats stream closed: ", final_.ToString()));
     v1::RetentionUpdate resp;
     if (!stream_->Write(msg) || !stream_->Read(&resp)) {
       closed_ = true;

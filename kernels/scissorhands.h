@@ -22,11 +22,12 @@
 namespace kvwarden::kernels {
 
 struct ScissorhandsParams {
+  // Every field set by the caller; the daemon's defaults are proto/kvwarden/v1/policy.proto's.
   uint32_t budget = 0;  // B: slots kept per (layer, head)
-  uint32_t window = 400;  // w: decode steps counted
-  uint32_t recent = 10;   // r: newest slots never evicted
-  uint32_t drop = 0;      // m: slots evicted per compression (B / 2 when 0)
-  uint32_t sinks = 0;     // oldest slots never evicted; recent + sinks < budget
+  uint32_t window = 0;  // w: decode steps counted, in [1, kScissorhandsMaxWindow]
+  uint32_t recent = 0;  // r: newest slots never evicted
+  uint32_t drop = 0;    // m: slots evicted per compression (B / 2 when 0)
+  uint32_t sinks = 0;   // oldest slots never evicted; recent + sinks < budget
 };
 
 KVW_HOST_DEVICE inline uint32_t ScissorhandsWords(uint32_t window) { return (window + 31) / 32; }
@@ -145,10 +146,11 @@ KernelStatus ScissorhandsSelectCuda(Segments slots, ScissorhandsHistory history,
 // After head `head` kept `kept[0..k)` (ascending) of its `old_live` slots: moves their
 // history bits to the front of every plane and zeroes [k, old_live), so the slots a
 // head reuses start clean.
-KernelStatus ScissorhandsCompactHeadCpu(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
-                                        uint32_t k, uint32_t old_live);
+KernelStatus ScissorhandsCompactHeadCpu(ScissorhandsHistory history, uint32_t head,
+                                        const uint32_t* kept, uint32_t k, uint32_t old_live);
 // `scratch`: device memory of words() * k entries; `kept` in device memory.
-KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t head, const uint32_t* kept,
-                                         uint32_t k, uint32_t old_live, uint32_t* scratch, void* stream);
+KernelStatus ScissorhandsCompactHeadCuda(ScissorhandsHistory history, uint32_t head,
+                                         const uint32_t* kept, uint32_t k, uint32_t old_live,
+                                         uint32_t* scratch, void* stream);
 
 }  // namespace kvwarden::kernels

@@ -12,7 +12,7 @@ namespace kvwarden::kernels {
 
 struct StreamingParams {
   uint32_t budget = 0;
-  uint32_t sinks = 4;  // < budget
+  uint32_t sinks = 0;  // < budget (the daemon's default: proto/kvwarden/v1/policy.proto)
 };
 
 // keep[i] = 1 for kept slots, 0 for evicted, over slots.total() entries.

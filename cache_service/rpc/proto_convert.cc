@@ -8,9 +8,15 @@ void ToProto(const KvLayout& in, v1::KvLayout* out) {
   out->set_head_dim(in.head_dim);
   out->set_page_tokens(in.page_tokens);
   switch (in.dtype) {
-    case DType::kFp16: out->set_dtype(v1::DTYPE_FP16); break;
-    case DType::kBf16: out->set_dtype(v1::DTYPE_BF16); break;
-    case DType::kFp32: out->set_dtype(v1::DTYPE_FP32); break;
+    case DType::kFp16:
+      out->set_dtype(v1::DTYPE_FP16);
+      break;
+    case DType::kBf16:
+      out->set_dtype(v1::DTYPE_BF16);
+      break;
+    case DType::kFp32:
+      out->set_dtype(v1::DTYPE_FP32);
+      break;
   }
 }
 
@@ -47,8 +53,11 @@ void ToProto(const SequenceInfo& in, const TenantLedger& ledger, v1::SequenceInf
       head->set_live_slots(hs.live_slots);
       head->set_budget(hs.budget);
       head->set_evicted(hs.evicted);
-      head->set_low_count_max(hs.low_max);
-      head->set_low_count_mean(hs.low_mean);
+      for (const HeadFigure& f : hs.figures) {
+        v1::HeadFigure* figure = head->add_figures();
+        figure->set_name(f.name);
+        figure->set_value(f.value);
+      }
     }
   }
 }
@@ -84,7 +93,9 @@ StatsBatch FromProto(const v1::StatsMessage& in) {
     DecodeStepStats& s = out.steps.emplace_back();
     s.heads.reserve(step.heads_size());
     for (const v1::HeadStats& h : step.heads()) {
-      s.heads.push_back(HeadStepStats{h.layer(), h.head(), h.attended(),
+      s.heads.push_back(HeadStepStats{h.layer(),
+                                      h.head(),
+                                      h.attended(),
                                       {h.listed().begin(), h.listed().end()},
                                       {h.dense().begin(), h.dense().end()}});
     }

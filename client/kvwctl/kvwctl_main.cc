@@ -61,10 +61,14 @@ std::string Bytes(uint64_t b) {
 
 std::string DTypeName(v1::DType d) {
   switch (d) {
-    case v1::DTYPE_FP16: return "fp16";
-    case v1::DTYPE_BF16: return "bf16";
-    case v1::DTYPE_FP32: return "fp32";
-    default: return "?";
+    case v1::DTYPE_FP16:
+      return "fp16";
+    case v1::DTYPE_BF16:
+      return "bf16";
+    case v1::DTYPE_FP32:
+      return "fp32";
+    default:
+      return "?";
   }
 }
 
@@ -106,14 +110,15 @@ class Cli {
         static_cast<grpc::health::v1::HealthCheckResponse::ServingStatus>(*serving));
     if (g_.json) {
       std::cout << absl::StrFormat(
-          "{\n  \"status\": \"%s\",\n  \"version\": \"%s\",\n  \"uptime_ms\": %d,\n  \"rtt_us\": %d\n}\n",
+          "{\n  \"status\": \"%s\",\n  \"version\": \"%s\",\n  \"uptime_ms\": %d,\n  \"rtt_us\": "
+          "%d\n}\n",
           status, ping.version(), ping.uptime_ms(), absl::ToInt64Microseconds(rtt));
     } else {
-      std::cout << Printable(absl::StrFormat("%s  %s  kvwardend %s  up %.1fs  rtt %.2f ms\n",
-                                             status, g_.target, ping.version(),
-                                             ping.uptime_ms() / 1000.0,
-                                             absl::ToDoubleMilliseconds(rtt)),
-                             true);
+      std::cout << Printable(
+          absl::StrFormat("%s  %s  kvwardend %s  up %.1fs  rtt %.2f ms\n", status, g_.target,
+                          ping.version(), ping.uptime_ms() / 1000.0,
+                          absl::ToDoubleMilliseconds(rtt)),
+          true);
     }
     if (!g_.token.empty() && !g_.json) {
       if (absl::StatusOr<v1::ListPoolsResponse> pools = admin_->ListPools(); pools.ok()) {
@@ -148,7 +153,8 @@ class Cli {
                        Bytes(u.pages() * p.page_bytes())});
       }
     }
-    std::cout << t.Render() << "\n" << by_tenant.Render() << "\n"
+    std::cout << t.Render() << "\n"
+              << by_tenant.Render() << "\n"
               << "kvwardend: " << resp.open_fds() << " fds open of " << resp.fd_limit() << "; "
               << resp.grpc_connections() << " gRPC connections of " << resp.grpc_connection_limit()
               << " (" << resp.grpc_connections_refused() << " refused since start)\n";
@@ -160,8 +166,8 @@ class Cli {
     if (!resp_or.ok()) return Fail(resp_or.status());
     const v1::ListTenantsResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
-    Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS",
-             "WORKERS", "STREAMS", "REFUSED", "LIMIT_REFUSED"});
+    Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS", "WORKERS",
+             "STREAMS", "REFUSED", "LIMIT_REFUSED"});
     for (const v1::TenantInfo& x : resp.tenants()) {
       std::string quota, pct;
       if (x.quota_pages() > 0) {
@@ -245,21 +251,21 @@ class Cli {
       if (!page.next_page_token().empty() &&
           (!seen.insert(page.next_page_token()).second || seen.size() > kMaxPages ||
            static_cast<size_t>(resp.sequences_size()) > kMaxListed)) {
-        return Fail(absl::DataLossError(absl::StrFormat("the daemon's page tokens do not end (%d pages, %d "
-                                                 "sequences, a token repeated or past the bound)",
-                                                 seen.size(), resp.sequences_size())));
+        return Fail(
+            absl::DataLossError(absl::StrFormat("the daemon's page tokens do not end (%d pages, %d "
+                                                "sequences, a token repeated or past the bound)",
+                                                seen.size(), resp.sequences_size())));
       }
       req.set_page_token(page.next_page_token());
     }
     if (g_.json) return PrintJson(resp);
-    Table t({"ID", "TENANT", "POOL", "LEASE", "TOKENS", "MAX", "PAGES", "SHARED", "EPOCH",
-             "POLICY", "PARENT"});
+    Table t({"ID", "TENANT", "POOL", "LEASE", "TOKENS", "MAX", "PAGES", "SHARED", "EPOCH", "POLICY",
+             "PARENT"});
     for (const v1::SequenceInfo& q : resp.sequences()) {
       t.Add({absl::StrCat(q.sequence_id()), q.tenant(), q.pool(), absl::StrCat(q.lease_id()),
              absl::StrCat(q.num_tokens()), absl::StrCat(q.max_tokens()),
-             absl::StrCat(q.pages_held()), absl::StrCat(q.shared_pages()),
-             absl::StrCat(q.epoch()), q.policy(),
-             q.parent_sequence_id() ? absl::StrCat(q.parent_sequence_id()) : "-"});
+             absl::StrCat(q.pages_held()), absl::StrCat(q.shared_pages()), absl::StrCat(q.epoch()),
+             q.policy(), q.parent_sequence_id() ? absl::StrCat(q.parent_sequence_id()) : "-"});
     }
     std::cout << t.Render();
     return kOk;
@@ -271,8 +277,9 @@ class Cli {
     const v1::PoolStats& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
     std::cout << absl::StrFormat("pool %s: %s (%d pages in use)\n", Printable(resp.name()),
-                                 resp.draining() ? "draining: new sequences are refused, existing ones finish"
-                                                 : "accepting new sequences",
+                                 resp.draining()
+                                     ? "draining: new sequences are refused, existing ones finish"
+                                     : "accepting new sequences",
                                  resp.used_pages());
     return kOk;
   }
@@ -302,7 +309,9 @@ class Cli {
       v1::ListTenantsResponse& tenants = *tenants_or;
       const absl::Time now = absl::Now();
       const double dt = last == absl::InfinitePast() ? 0 : absl::ToDoubleSeconds(now - last);
-      auto rate = [dt](double now_v, double then_v) { return dt > 0 ? (now_v - then_v) / dt : 0.0; };
+      auto rate = [dt](double now_v, double then_v) {
+        return dt > 0 ? (now_v - then_v) / dt : 0.0;
+      };
       auto find_pool = [&](const std::string& n) -> const v1::PoolStats* {
         for (const v1::PoolStats& p : last_pools.pools()) {
           if (p.name() == n) return &p;
@@ -317,46 +326,58 @@ class Cli {
       };
       if (g_.json) {
         // One object per refresh, one line each: easy to stream into jq.
-        std::string line = absl::StrFormat("{\"time\":\"%s\",\"pools\":[",
-                                           absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()));
+        std::string line =
+            absl::StrFormat("{\"time\":\"%s\",\"pools\":[",
+                            absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()));
         for (int k = 0; k < pools.pools_size(); ++k) {
           const v1::PoolStats& p = pools.pools(k);
           const v1::PoolStats* q = find_pool(p.name());
-          absl::StrAppendFormat(&line, "%s{\"pool\":\"%s\",\"used_pages\":%d,\"capacity_pages\":%d,"
-                                       "\"pages_per_s\":%.1f,\"draining\":%s}",
+          absl::StrAppendFormat(&line,
+                                "%s{\"pool\":\"%s\",\"used_pages\":%d,\"capacity_pages\":%d,"
+                                "\"pages_per_s\":%.1f,\"draining\":%s}",
                                 k ? "," : "", p.name(), p.used_pages(), p.capacity_pages(),
-                                q ? rate(p.used_pages(), q->used_pages()) : 0.0, p.draining() ? "true" : "false");
+                                q ? rate(p.used_pages(), q->used_pages()) : 0.0,
+                                p.draining() ? "true" : "false");
         }
         line += "],\"tenants\":[";
         for (int k = 0; k < tenants.tenants_size(); ++k) {
           const v1::TenantInfo& t = tenants.tenants(k);
           const v1::TenantInfo* q = find_tenant(t.name());
-          absl::StrAppendFormat(&line, "%s{\"tenant\":\"%s\",\"used_pages\":%d,\"quota_pages\":%d,"
-                                       "\"sequences\":%d,\"pages_per_s\":%.1f,\"refusals_per_s\":%.2f}",
-                                k ? "," : "", t.name(), t.used_pages(), t.quota_pages(), t.sequences(),
-                                q ? rate(t.used_pages(), q->used_pages()) : 0.0,
+          absl::StrAppendFormat(&line,
+                                "%s{\"tenant\":\"%s\",\"used_pages\":%d,\"quota_pages\":%d,"
+                                "\"sequences\":%d,\"pages_per_s\":%.1f,\"refusals_per_s\":%.2f}",
+                                k ? "," : "", t.name(), t.used_pages(), t.quota_pages(),
+                                t.sequences(), q ? rate(t.used_pages(), q->used_pages()) : 0.0,
                                 q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0);
         }
         std::cout << line << "]}\n";
       } else {
-        std::cout << "\033[H\033[2J" << "kvwctl top  " << g_.target << "  "
-                  << absl::FormatTime("%H:%M:%S", now, absl::LocalTimeZone()) << "  every " << interval_ms
-                  << " ms; " << pools.grpc_connections() << " connections, " << pools.open_fds() << " fds\n\n";
+        std::cout << "\033[H\033[2J"
+                  << "kvwctl top  " << g_.target << "  "
+                  << absl::FormatTime("%H:%M:%S", now, absl::LocalTimeZone()) << "  every "
+                  << interval_ms << " ms; " << pools.grpc_connections() << " connections, "
+                  << pools.open_fds() << " fds\n\n";
         Table pt({"POOL", "USED", "USED%", "PAGES/S", "SHARED", "PINNED", "STATE"});
         for (const v1::PoolStats& p : pools.pools()) {
           const v1::PoolStats* q = find_pool(p.name());
-          pt.Add({p.name(), absl::StrCat(p.used_pages(), "/", p.capacity_pages()), Pct(p.used_pages(), p.capacity_pages()),
+          pt.Add({p.name(), absl::StrCat(p.used_pages(), "/", p.capacity_pages()),
+                  Pct(p.used_pages(), p.capacity_pages()),
                   absl::StrFormat("%+.1f", q ? rate(p.used_pages(), q->used_pages()) : 0.0),
-                  absl::StrCat(p.shared_pages()), absl::StrCat(p.pinned_pages()), p.draining() ? "draining" : "serving"});
+                  absl::StrCat(p.shared_pages()), absl::StrCat(p.pinned_pages()),
+                  p.draining() ? "draining" : "serving"});
         }
-        Table tt({"TENANT", "USED", "OF QUOTA", "PAGES/S", "SEQS", "WORKERS", "STREAMS", "REFUSED/S"});
+        Table tt(
+            {"TENANT", "USED", "OF QUOTA", "PAGES/S", "SEQS", "WORKERS", "STREAMS", "REFUSED/S"});
         for (const v1::TenantInfo& t : tenants.tenants()) {
           const v1::TenantInfo* q = find_tenant(t.name());
-          tt.Add({t.name(), Bytes(t.used_bytes()),
-                  t.quota_pages() ? Pct(t.used_pages(), t.quota_pages()) : Pct(t.used_bytes(), t.quota_bytes()),
-                  absl::StrFormat("%+.1f", q ? rate(t.used_pages(), q->used_pages()) : 0.0),
-                  absl::StrCat(t.sequences()), absl::StrCat(t.workers()), absl::StrCat(t.open_streams()),
-                  absl::StrFormat("%.2f", q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0)});
+          tt.Add(
+              {t.name(), Bytes(t.used_bytes()),
+               t.quota_pages() ? Pct(t.used_pages(), t.quota_pages())
+                               : Pct(t.used_bytes(), t.quota_bytes()),
+               absl::StrFormat("%+.1f", q ? rate(t.used_pages(), q->used_pages()) : 0.0),
+               absl::StrCat(t.sequences()), absl::StrCat(t.workers()),
+               absl::StrCat(t.open_streams()),
+               absl::StrFormat("%.2f", q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0)});
         }
         std::cout << pt.Render() << "\n" << tt.Render();
       }
@@ -372,7 +393,10 @@ class Cli {
   int WatchSequence(uint64_t id, int interval_ms, int count) {
     for (int i = 0; count == 0 || i < count; ++i) {
       if (i > 0) absl::SleepFor(absl::Milliseconds(interval_ms));
-      if (!g_.json) std::cout << "\033[H\033[2J" << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "  every " << interval_ms << " ms\n";
+      if (!g_.json)
+        std::cout << "\033[H\033[2J"
+                  << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "  every "
+                  << interval_ms << " ms\n";
       if (int rc = ShowSequence(id); rc != kOk) return rc;
       std::cout.flush();
     }
@@ -385,30 +409,32 @@ class Cli {
     const v1::SequenceInfo& q = *q_or;
     if (g_.json) return PrintJson(q);
     const v1::KvLayout& l = q.layout();
-    std::cout << Printable(absl::StrFormat(
-        "sequence %d  tenant %s  pool %s  lease %d  policy %s\n"
-        "layout     %u layers x %u kv heads x %u dim %s, %u tokens/page\n"
-        "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n"
-        "policy     %s   decode steps %d\n%s\n",
-        q.sequence_id(), q.tenant(), q.pool(), q.lease_id(), q.policy(), l.num_layers(),
-        l.num_kv_heads(), l.head_dim(), DTypeName(l.dtype()), l.page_tokens(), q.num_tokens(),
-        q.max_tokens(), q.epoch(), q.pages_held(), q.shared_pages(),
-        q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "",
-        q.policy_summary(), q.decode_steps(),
-        q.budget_note().empty() ? "" : absl::StrCat("pressure   ", q.budget_note(), "\n")), true);
+    std::cout << Printable(
+        absl::StrFormat(
+            "sequence %d  tenant %s  pool %s  lease %d  policy %s\n"
+            "layout     %u layers x %u kv heads x %u dim %s, %u tokens/page\n"
+            "tokens     %u of max %u   epoch %d   pages %u (%u shared)%s\n"
+            "policy     %s   decode steps %d\n%s\n",
+            q.sequence_id(), q.tenant(), q.pool(), q.lease_id(), q.policy(), l.num_layers(),
+            l.num_kv_heads(), l.head_dim(), DTypeName(l.dtype()), l.page_tokens(), q.num_tokens(),
+            q.max_tokens(), q.epoch(), q.pages_held(), q.shared_pages(),
+            q.parent_sequence_id() ? absl::StrCat("   forked from ", q.parent_sequence_id()) : "",
+            q.policy_summary(), q.decode_steps(),
+            q.budget_note().empty() ? "" : absl::StrCat("pressure   ", q.budget_note(), "\n")),
+        true);
     // One row per layer; per head "live/budget", then "-evicted" once retention ran and
-    // "low max/mean" for scissorhands.
+    // the policy's figures ("low_max=2 low_mean=0.5" for scissorhands).
     std::vector<std::string> header = {"LAYER", "PAGES"};
-    for (uint32_t h = 0; h < l.num_kv_heads(); ++h) header.push_back(absl::StrCat("H", h, " live/budget"));
+    for (uint32_t h = 0; h < l.num_kv_heads(); ++h)
+      header.push_back(absl::StrCat("H", h, " live/budget"));
     Table t(std::move(header));
     for (const v1::LayerInfo& layer : q.layers()) {
       std::vector<std::string> row = {absl::StrCat(layer.layer()), absl::StrCat(layer.num_pages())};
       for (const v1::HeadInfo& h : layer.heads()) {
         std::string cell = absl::StrCat(h.live_slots(), "/", h.budget());
         if (h.evicted() > 0) absl::StrAppend(&cell, " -", h.evicted());
-        if (q.policy() == "scissorhands") {
-          absl::StrAppend(&cell, absl::StrFormat(" low %u/%.1f", h.low_count_max(), h.low_count_mean()));
-        }
+        for (const v1::HeadFigure& f : h.figures())
+          absl::StrAppend(&cell, absl::StrFormat(" %s=%.3g", f.name(), f.value()));
         row.push_back(std::move(cell));
       }
       t.Add(std::move(row));
@@ -423,11 +449,23 @@ class Cli {
                              s.code() == absl::StatusCode::kDeadlineExceeded;
     const int c = static_cast<int>(s.code());
     std::string code = absl::StrCat(c);
-    static constexpr const char* kNames[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static constexpr const char* kNames[] = {"OK",
+                                             "CANCELLED",
+                                             "UNKNOWN",
+                                             "INVALID_ARGUMENT",
+                                             "DEADLINE_EXCEEDED",
+                                             "NOT_FOUND",
+                                             "ALREADY_EXISTS",
+                                             "PERMISSION_DENIED",
+                                             "RESOURCE_EXHAUSTED",
+                                             "FAILED_PRECONDITION",
+                                             "ABORTED",
+                                             "OUT_OF_RANGE",
+                                             "UNIMPLEMENTED",
+                                             "INTERNAL",
+                                             "UNAVAILABLE",
+                                             "DATA_LOSS",
+                                             "UNAUTHENTICATED"};
     if (c >= 0 && c <= 16) code = kNames[c];
     const std::string msg = Printable(std::string(s.message()));  // one line, no terminal codes
     std::fprintf(stderr, "kvwctl: %s%s: %s\n", unreachable ? "cannot reach daemon: " : "",
@@ -471,9 +509,12 @@ std::string BashCompletion(const CLI::App& app) {
   return absl::StrCat(
       "# bash completion for kvwctl: source <(kvwctl completion bash)\n"
       "_kvwctl() {\n"
-      "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" words=\"", top_words, "\" w\n"
+      "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" words=\"",
+      top_words,
+      "\" w\n"
       "  for w in \"${COMP_WORDS[@]:1:COMP_CWORD-1}\"; do\n"
-      "    case \"$w\" in\n", cases,
+      "    case \"$w\" in\n",
+      cases,
       "    esac\n"
       "  done\n"
       "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
@@ -487,20 +528,28 @@ int Main(int argc, char** argv) {
   if (const char* t = std::getenv("KVWARDEN_ADMIN_TOKEN")) g.token = t;
   CLI::App app{"kvwctl: admin CLI for kvwardend"};
   app.require_subcommand(1);
-  app.add_option("--target", g.target, "Daemon HOST:PORT (env KVWARDEN_TARGET)")->capture_default_str();
+  app.add_option("--target", g.target, "Daemon HOST:PORT (env KVWARDEN_TARGET)")
+      ->capture_default_str();
   app.add_option("--token", g.token, "Admin token (env KVWARDEN_ADMIN_TOKEN)");
   app.add_flag("--json", g.json, "Print JSON instead of tables");
-  app.add_option("--timeout-ms", g.timeout_ms, "Per-call deadline")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--timeout-ms", g.timeout_ms, "Per-call deadline")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   if (const char* t = std::getenv("KVWARDEN_TLS_CA")) g.tls_ca = t;
   if (const char* t = std::getenv("KVWARDEN_TLS_CERT")) g.tls_cert = t;
   if (const char* t = std::getenv("KVWARDEN_TLS_KEY")) g.tls_key = t;
-  app.add_option("--tls-ca", g.tls_ca, "PEM file of the CA that signed the daemon's certificate: connect with TLS "
-                                       "(env KVWARDEN_TLS_CA)")->check(CLI::ExistingFile);
-  app.add_option("--tls-cert", g.tls_cert, "Client certificate PEM for mutual TLS (env KVWARDEN_TLS_CERT)")
+  app.add_option("--tls-ca", g.tls_ca,
+                 "PEM file of the CA that signed the daemon's certificate: connect with TLS "
+                 "(env KVWARDEN_TLS_CA)")
       ->check(CLI::ExistingFile);
-  app.add_option("--tls-key", g.tls_key, "Client key PEM for mutual TLS (env KVWARDEN_TLS_KEY)")->check(CLI::ExistingFile);
-  app.add_option("--tls-server-name", g.tls_server_name, "Name to check the daemon's certificate against "
-                                                         "(default: the target's host)");
+  app.add_option("--tls-cert", g.tls_cert,
+                 "Client certificate PEM for mutual TLS (env KVWARDEN_TLS_CERT)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", g.tls_key, "Client key PEM for mutual TLS (env KVWARDEN_TLS_KEY)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "Name to check the daemon's certificate against "
+                 "(default: the target's host)");
   app.footer(
       "Exit codes: 0 ok; 1 the daemon refused (status and message on one line on stderr), or "
       "`health` found it not SERVING; 2 bad usage; 3 daemon unreachable.");
@@ -508,9 +557,11 @@ int Main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Health check, version and uptime (no token needed)");
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
   auto* tenants = app.add_subcommand("tenants", "Tenants: quota, usage, sequences, refusals");
-  auto* workers = app.add_subcommand("workers", "Registered workers and their leases (alias: leases)");
+  auto* workers =
+      app.add_subcommand("workers", "Registered workers and their leases (alias: leases)");
   workers->alias("leases");
-  auto* transfers = app.add_subcommand("transfers", "Active transfer leases and the pages they pin");
+  auto* transfers =
+      app.add_subcommand("transfers", "Active transfer leases and the pages they pin");
   auto* attached = app.add_subcommand("attached", "Clients attached over the attach socket");
   std::string tenant, pool;
   auto* seqs = app.add_subcommand("seqs", "List sequences");
@@ -519,29 +570,38 @@ int Main(int argc, char** argv) {
   auto* seq = app.add_subcommand("seq", "One sequence");
   seq->require_subcommand(1);
   uint64_t id = 0;
-  auto* show = seq->add_subcommand("show", "Layout, pages, epoch, per-layer/per-head live slots and budget");
+  auto* show =
+      seq->add_subcommand("show", "Layout, pages, epoch, per-layer/per-head live slots and budget");
   show->add_option("ID", id, "Sequence id")->required();
   auto* watch = seq->add_subcommand("watch", "Redraw `seq show` live");
   int interval_ms = 1000, count = 0;
   watch->add_option("ID", id, "Sequence id")->required();
-  watch->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
+  watch->add_option("--interval-ms", interval_ms, "Refresh period")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   watch->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
   std::string drain_pool;
-  auto* drain = app.add_subcommand("drain", "Refuse new sequences in a pool; existing ones finish (health turns "
-                                            "NOT_SERVING once every pool drains)");
+  auto* drain =
+      app.add_subcommand("drain",
+                         "Refuse new sequences in a pool; existing ones finish (health turns "
+                         "NOT_SERVING once every pool drains)");
   drain->add_option("POOL", drain_pool, "Pool name")->required();
   auto* undrain = app.add_subcommand("undrain", "Accept new sequences in a pool again");
   undrain->add_option("POOL", drain_pool, "Pool name")->required();
   auto* config = app.add_subcommand("config", "The running config, tokens redacted");
-  auto* top = app.add_subcommand("top", "Live per-pool and per-tenant usage with rates, refreshed like top");
-  top->add_option("--interval-ms", interval_ms, "Refresh period")->capture_default_str()->check(CLI::PositiveNumber);
+  auto* top = app.add_subcommand(
+      "top", "Live per-pool and per-tenant usage with rates, refreshed like top");
+  top->add_option("--interval-ms", interval_ms, "Refresh period")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   top->add_option("--count", count, "Stop after this many refreshes (0 = until interrupted)");
   std::string shell;
-  auto* completion = app.add_subcommand("completion", "Print a shell completion script: "
-                                                      "source <(kvwctl completion bash)");
+  auto* completion = app.add_subcommand("completion",
+                                        "Print a shell completion script: "
+                                        "source <(kvwctl completion bash)");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
-  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch, drain, undrain,
-                    config, top, completion}) {
+  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch,
+                    drain, undrain, config, top, completion}) {
     sub->fallthrough();
   }
 

@@ -40,19 +40,23 @@ TEST(CheckedRecordTest, RoundTripsAndRefusesEveryTornOrFlippedRecord) {
     EXPECT_THAT(c, ::testing::ElementsAre(1, 2, 3));
   }
   for (size_t n = 0; n < rec.size(); ++n) {
-    EXPECT_EQ(RecordReader::Open(rec.substr(0, n), "TEST", 3, "test").status().code(), absl::StatusCode::kDataLoss)
+    EXPECT_EQ(RecordReader::Open(rec.substr(0, n), "TEST", 3, "test").status().code(),
+              absl::StatusCode::kDataLoss)
         << "torn at " << n;
   }
   for (size_t i = 0; i < rec.size(); ++i) {
     for (int bit = 0; bit < 8; ++bit) {
       std::string bad = rec;
       bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
-      EXPECT_EQ(RecordReader::Open(bad, "TEST", 3, "test").status().code(), absl::StatusCode::kDataLoss)
+      EXPECT_EQ(RecordReader::Open(bad, "TEST", 3, "test").status().code(),
+                absl::StatusCode::kDataLoss)
           << "byte " << i << " bit " << bit;
     }
   }
-  EXPECT_THAT(RecordReader::Open(rec, "TEST", 4, "test").status().message(), HasSubstr("version 3"));
-  EXPECT_THAT(RecordReader::Open(rec, "OTHR", 3, "test").status().message(), HasSubstr("not a 'OTHR' record"));
+  EXPECT_THAT(RecordReader::Open(rec, "TEST", 4, "test").status().message(),
+              HasSubstr("version 3"));
+  EXPECT_THAT(RecordReader::Open(rec, "OTHR", 3, "test").status().message(),
+              HasSubstr("not a 'OTHR' record"));
   // Fields read past the end, or left unread, fail Done().
   absl::StatusOr<RecordReader> r = RecordReader::Open(rec, "TEST", 3, "test");
   uint32_t a = 0;
@@ -90,7 +94,8 @@ class ScissorhandsStateTest : public ::testing::Test {
 TEST_F(ScissorhandsStateTest, RoundTripAfterRandomStepsThenEvolvesIdentically) {
   for (uint32_t seed : {1u, 2u, 3u, 4u}) {
     std::unique_ptr<RetentionState> a = Fresh();
-    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(*a), kHeads, 90 + seed * 17, 40, seed);
+    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(*a), kHeads, 90 + seed * 17, 40,
+                                    seed);
     absl::StatusOr<std::string> bytes = a->Encode();
     ASSERT_TRUE(bytes.ok()) << bytes.status();
     auto b = policy_.Strategy().DecodeState(policy_, kHeads, cpu_, *bytes);
@@ -99,15 +104,15 @@ TEST_F(ScissorhandsStateTest, RoundTripAfterRandomStepsThenEvolvesIdentically) {
     EXPECT_EQ(Planes(**b), Planes(*a)) << "seed " << seed;
     EXPECT_EQ(*(*b)->Encode(), *bytes) << "encoding is deterministic";
     // Both go on the same way: the same further steps leave the same history.
-    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(*a), kHeads, 60, 10, seed + 100);
-    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(**b), kHeads, 60, 10, seed + 100);
+    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(*a), kHeads, 60, 10,
+                                    seed + 100);
+    testing::DriveScissorhandsState(static_cast<ScissorhandsState&>(**b), kHeads, 60, 10,
+                                    seed + 100);
     EXPECT_EQ(Planes(**b), Planes(*a));
-    uint32_t max_a = 0, max_b = 0;
-    double mean_a = 0, mean_b = 0;
-    a->Describe(0, 60, &max_a, &mean_a);
-    (*b)->Describe(0, 60, &max_b, &mean_b);
-    EXPECT_EQ(max_a, max_b);
-    EXPECT_EQ(mean_a, mean_b);
+    const std::vector<uint32_t> live(kHeads, 60);
+    const std::vector<std::vector<HeadFigure>> figures_a = a->Describe(live);
+    ASSERT_EQ(figures_a.size(), size_t{kHeads});
+    EXPECT_EQ((*b)->Describe(live), figures_a);
   }
 }
 
@@ -130,7 +135,10 @@ TEST_F(ScissorhandsStateTest, AnyDamageOrOtherShapeIsDataLossAndMakesNothing) {
     EXPECT_EQ(policy_.Strategy().DecodeState(policy_, kHeads, cpu_, bad).status().code(),
               absl::StatusCode::kDataLoss);
   }
-  EXPECT_EQ(policy_.Strategy().DecodeState(policy_, kHeads, cpu_, bytes.substr(0, bytes.size() / 2)).status().code(),
+  EXPECT_EQ(policy_.Strategy()
+                .DecodeState(policy_, kHeads, cpu_, bytes.substr(0, bytes.size() / 2))
+                .status()
+                .code(),
             absl::StatusCode::kDataLoss);
   auto other_heads = policy_.Strategy().DecodeState(policy_, kHeads + 1, cpu_, bytes);
   EXPECT_EQ(other_heads.status().code(), absl::StatusCode::kDataLoss);
@@ -146,7 +154,8 @@ TEST_F(ScissorhandsStateTest, AnyDamageOrOtherShapeIsDataLossAndMakesNothing) {
 }
 
 TEST(PolicyRegistryTest, EveryPolicyIsFoundByItsName) {
-  for (const RetentionStrategy* s : RetentionPolicies()) EXPECT_EQ(FindRetentionPolicy(s->name()), s);
+  for (const RetentionStrategy* s : RetentionPolicies())
+    EXPECT_EQ(FindRetentionPolicy(s->name()), s);
   EXPECT_EQ(FindRetentionPolicy("full"), &RetentionStrategy::KeepAll());
   EXPECT_EQ(FindRetentionPolicy("nope"), nullptr);
 }

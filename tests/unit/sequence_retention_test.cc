@@ -2,12 +2,12 @@
 // at ReserveSlots, kept bytes unchanged by compaction, stats validation with exact codes
 // and nothing applied, and the pool/ledger invariants after every change.
 
-#include "gmock/gmock.h"
-#include "gtest/gtest.h"
 #include "cache_service/retention/h2o/h2o_policy.h"
 #include "cache_service/retention/scissorhands/scissorhands_policy.h"
 #include "cache_service/retention/streaming/streaming_policy.h"
 #include "cache_service/retention/windowkv/windowkv_policy.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
 #include "tests/support/core_fixture.h"
 #include "tests/support/kv_pattern.h"
 #include "tests/support/policy_examples.h"
@@ -15,10 +15,10 @@
 namespace kvwarden {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using testing::Core;
 using testing::CoreConfig;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using testing::PatternKv;
 
 constexpr TenantId kAlpha = 0;
@@ -37,13 +37,23 @@ RetentionPolicy Scissorhands(const kernels::ScissorhandsParams& p, uint32_t laye
   return MakeScissorhandsPolicy(p, std::move(budgets));
 }
 
+// The figure `name` the policy gave head `h` (kvwctl seq show prints them).
+double Figure(const HeadInfo& h, const std::string& name) {
+  for (const HeadFigure& f : h.figures) {
+    if (f.name == name) return f.value;
+  }
+  ADD_FAILURE() << "no figure " << name;
+  return -1;
+}
+
 class SequenceRetentionTest : public ::testing::Test {
  protected:
   explicit SequenceRetentionTest(CoreConfig cfg = OneHead()) : core_(cfg) {}
   void TearDown() override { EXPECT_TRUE(core_.Check().ok()) << core_.Check(); }
 
   SequenceId Create(const RetentionPolicy& policy, uint32_t max_tokens = 4096) {
-    auto id = core_.table->Create({kAlpha, core_.Lease(kAlpha), core_.pool.get(), max_tokens, policy});
+    auto id =
+        core_.table->Create({kAlpha, core_.Lease(kAlpha), core_.pool.get(), max_tokens, policy});
     EXPECT_TRUE(id.ok()) << id.status();
     return *id;
   }
@@ -63,7 +73,8 @@ class SequenceRetentionTest : public ::testing::Test {
     }
     const size_t tb = l.token_bytes();
     for (size_t i = 0; i < pos.size() && l.num_kv_heads == 1; ++i) {
-      EXPECT_EQ(slice->k.substr(i * tb, tb), PatternKv(1, layer, 1, pos[i], 1, tb, false)) << "position " << pos[i];
+      EXPECT_EQ(slice->k.substr(i * tb, tb), PatternKv(1, layer, 1, pos[i], 1, tb, false))
+          << "position " << pos[i];
     }
     return pos;
   }
@@ -124,6 +135,13 @@ TEST_F(SequenceRetentionTest, H2oHandWorkedExampleEndToEnd) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(r.status().message(), HasSubstr("h2o takes dense attention rows"));
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(2, 6, 8, 9));
+  // kvwctl seq show's figures: the survivors' sums .5, .5, .625 and the new slot's 0.
+  auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_EQ(snap->heads[0].figures.size(), 2u);
+  EXPECT_EQ(snap->heads[0].figures[0].name, "score_max");
+  EXPECT_DOUBLE_EQ(Figure(snap->heads[0], "score_max"), 0.625);
+  EXPECT_DOUBLE_EQ(Figure(snap->heads[0], "score_mean"), 1.625 / 4);
 }
 
 TEST_F(SequenceRetentionTest, DenseRowsGiveTheSameDecision) {
@@ -135,7 +153,8 @@ TEST_F(SequenceRetentionTest, DenseRowsGiveTheSameDecision) {
     reserved = step.attended;
     StatsBatch batch;
     batch.epoch = core_.table->Describe(id, Caller::Admin(), false, false)->epoch;
-    batch.steps.push_back({{HeadStepStats{0, 0, step.attended, {}, {step.row.begin(), step.row.end()}}}});
+    batch.steps.push_back(
+        {{HeadStepStats{0, 0, step.attended, {}, {step.row.begin(), step.row.end()}}}});
     ASSERT_TRUE(core_.table->ApplyStats(id, kAlpha, batch).ok());
   }
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 2, 5, 6));
@@ -157,8 +176,8 @@ TEST_F(SequenceRetentionTest, LaterStepsOfABatchAreRemappedThroughACompaction) {
   auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
   // Step 2 in remapped ids: attended 3 slots (positions 0, 3, 4), listed {1}: positions 0
   // and 4 were low at step 2, position 3 at step 1 -> one low step each.
-  EXPECT_EQ(snap->heads[0].low_max, 1u);
-  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);
+  EXPECT_EQ(Figure(snap->heads[0], "low_max"), 1.0);
+  EXPECT_DOUBLE_EQ(Figure(snap->heads[0], "low_mean"), 1.0);
 }
 
 TEST_F(SequenceRetentionTest, DenseRowsAreThresholdedAgainstTheSlotsTheWorkerAttended) {
@@ -174,7 +193,7 @@ TEST_F(SequenceRetentionTest, DenseRowsAreThresholdedAgainstTheSlotsTheWorkerAtt
   // Survivors: positions 0, 3, 4, all at or above 1/5 in step 2: only position 3's
   // low step 1 remains.
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 3, 4));
-  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0 / 3);
+  EXPECT_DOUBLE_EQ(Figure(snap->heads[0], "low_mean"), 1.0 / 3);
 }
 
 TEST_F(SequenceRetentionTest, StatsOneEpochBackAreRemappedOlderAreRefused) {
@@ -198,8 +217,9 @@ TEST_F(SequenceRetentionTest, StatsOneEpochBackAreRemappedOlderAreRefused) {
   EXPECT_EQ(late->steps_applied, 1u);
   auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
   EXPECT_EQ(snap->decode_steps, 2u);
-  EXPECT_DOUBLE_EQ(snap->heads[0].low_mean, 1.0);  // positions 0 and 4 low once more, 3 not
-  EXPECT_EQ(snap->heads[0].low_max, 1u);
+  EXPECT_DOUBLE_EQ(Figure(snap->heads[0], "low_mean"),
+                   1.0);  // positions 0 and 4 low once more, 3 not
+  EXPECT_EQ(Figure(snap->heads[0], "low_max"), 1.0);
   // Move on two epochs: epoch 0 is now too old.
   ReserveAndWrite(id, 2);  // 5 live > 4
   ASSERT_TRUE(send(1, {0}, 5).ok());
@@ -232,7 +252,8 @@ TEST(UnevenHeadsTest, ReserveReportsEveryHeadsFirstSlotOnceLayersDiffer) {
   Core core(cfg);
   RetentionPolicy policy = Scissorhands({4, 4, 1, 1, 0}, 2);
   policy.layer_budgets = {4, 3};  // layer 1 keeps fewer
-  const SequenceId id = *core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 100, policy});
+  const SequenceId id =
+      *core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 100, policy});
   auto first = core.table->Reserve(id, kAlpha, 5);
   ASSERT_TRUE(first.ok());
   EXPECT_TRUE(first->first_slots.empty());
@@ -260,21 +281,28 @@ TEST_F(SequenceRetentionTest, StatsValidationRefusesAndAppliesNothing) {
     b.steps.push_back({std::move(heads)});
     return core_.table->ApplyStats(id, kAlpha, b).status();
   };
-  EXPECT_EQ(apply({{0, 0, 6, {7}, {}}}).code(), absl::StatusCode::kOutOfRange);        // slot past attended
-  EXPECT_EQ(apply({{0, 0, 9, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // attended > live
-  EXPECT_EQ(apply({{1, 0, 6, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // unknown layer
-  EXPECT_EQ(apply({{0, 3, 6, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);    // unknown head
-  EXPECT_EQ(apply({}).code(), absl::StatusCode::kInvalidArgument);                     // missing heads
+  EXPECT_EQ(apply({{0, 0, 6, {7}, {}}}).code(),
+            absl::StatusCode::kOutOfRange);  // slot past attended
+  EXPECT_EQ(apply({{0, 0, 9, {}, {}}}).code(),
+            absl::StatusCode::kInvalidArgument);  // attended > live
+  EXPECT_EQ(apply({{1, 0, 6, {}, {}}}).code(),
+            absl::StatusCode::kInvalidArgument);  // unknown layer
+  EXPECT_EQ(apply({{0, 3, 6, {}, {}}}).code(), absl::StatusCode::kInvalidArgument);  // unknown head
+  EXPECT_EQ(apply({}).code(), absl::StatusCode::kInvalidArgument);  // missing heads
   EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f, NAN}}}).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f, -1.f}}}).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f}}}).code(), absl::StatusCode::kInvalidArgument);  // wrong length
-  EXPECT_EQ(apply({{0, 0, 6, {1}, {}}}, 3).code(), absl::StatusCode::kFailedPrecondition);  // stale epoch
+  EXPECT_EQ(apply({{0, 0, 2, {}, {0.5f}}}).code(),
+            absl::StatusCode::kInvalidArgument);  // wrong length
+  EXPECT_EQ(apply({{0, 0, 6, {1}, {}}}, 3).code(),
+            absl::StatusCode::kFailedPrecondition);  // stale epoch
   EXPECT_THAT(apply({{0, 0, 6, {1}, {}}}, 3).message(), HasSubstr("epoch 3"));
   StatsBatch empty;
-  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, empty).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, empty).status().code(),
+            absl::StatusCode::kInvalidArgument);
   StatsBatch wrong_kind;
   wrong_kind.window_scores.push_back({0, {1.f}});
-  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, wrong_kind).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, wrong_kind).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   // Nothing was applied: no step recorded, nothing evicted.
   auto snap = core_.table->Describe(id, Caller::Admin(), false, true);
   EXPECT_EQ(snap->decode_steps, 0u);
@@ -282,7 +310,8 @@ TEST_F(SequenceRetentionTest, StatsValidationRefusesAndAppliesNothing) {
   EXPECT_EQ(snap->epoch, 0u);
   // A valid step now evicts (6 > budget 4) and bumps the epoch; reads at the old epoch fail.
   ASSERT_TRUE(apply({{0, 0, 6, {0}, {}}}).ok());
-  EXPECT_EQ(core_.table->ReadKV(id, Caller::Admin(), 0, 0, 6, 0).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_.table->ReadKV(id, Caller::Admin(), 0, 0, 6, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(core_.table->ReadKV(id, Caller::Admin(), 0, 0, 6, 1).ok());
 }
 
@@ -315,7 +344,8 @@ TEST_F(SequenceRetentionTest, StreamingKeepsSinksAndRecentAtReserve) {
   }
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 5, 6, 7, 8));
   EXPECT_EQ(core_.table->Describe(id, Caller::Admin(), false, false)->epoch, 1u);
-  EXPECT_EQ(core_.table->Reserve(id, kAlpha, 5).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_.table->Reserve(id, kAlpha, 5).status().code(),
+            absl::StatusCode::kInvalidArgument);
   for (int i = 0; i < 20; ++i) ReserveAndWrite(id, 1);
   EXPECT_THAT(LivePositionsWithBytesChecked(id, 0), ElementsAre(0, 1, 25, 26, 27, 28));
   EXPECT_EQ(core_.ledger.Usage(kAlpha).pages, 3u);  // 6 slots in pages of 2: bounded
@@ -344,13 +374,16 @@ TEST(MemoryPressureTest, AReservationBoundToBeRefusedSqueezesNobody) {
   cfg.num_chunks = 8;
   cfg.beta_quota_pages = 30;
   Core core(cfg);
-  const SequenceId alpha = *core.table->Create({0, core.Lease(0), core.pool.get(), 1000, Scissorhands({40, 8, 2, 0, 0}, 1)});
-  const SequenceId beta = *core.table->Create({1, core.Lease(1), core.pool.get(), 1000, RetentionPolicy{}});
+  const SequenceId alpha = *core.table->Create(
+      {0, core.Lease(0), core.pool.get(), 1000, Scissorhands({40, 8, 2, 0, 0}, 1)});
+  const SequenceId beta =
+      *core.table->Create({1, core.Lease(1), core.pool.get(), 1000, RetentionPolicy{}});
   ASSERT_TRUE(core.table->Reserve(alpha, 0, 40).ok());  // 20 pages
   ASSERT_TRUE(core.table->Reserve(beta, 1, 40).ok());   // 20 pages
   auto past_max = core.table->Reserve(beta, 1, 60000);
   EXPECT_EQ(past_max.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(past_max.status().message(), "num_tokens: 60000 is above the sequence's max_tokens 1000");
+  EXPECT_EQ(past_max.status().message(),
+            "num_tokens: 60000 is above the sequence's max_tokens 1000");
   auto past_quota = core.table->Reserve(beta, 1, 900);  // 450 pages: beta's quota is 30
   EXPECT_EQ(past_quota.status().code(), absl::StatusCode::kResourceExhausted);
   auto a = *core.table->Describe(alpha, Caller::Admin(), false, true);
@@ -375,7 +408,7 @@ TEST(MemoryPressureTest, LowestWeightIsSqueezedFirstAndTheReservationFits) {
   ASSERT_TRUE(core.table->Reserve(alpha, 0, 40).ok());  // 20 pages
   ASSERT_TRUE(core.table->Reserve(full, 0, 30).ok());   // 15 pages: 55 used, under 57
   EXPECT_TRUE(core.table->Describe(beta, Caller::Admin(), false, false)->pressure_note.empty());
-  auto r = core.table->Reserve(full, 0, 10);            // +5 would pass the high-water mark
+  auto r = core.table->Reserve(full, 0, 10);  // +5 would pass the high-water mark
   ASSERT_TRUE(r.ok()) << r.status();
   auto b = *core.table->Describe(beta, Caller::Admin(), false, true);
   auto a = *core.table->Describe(alpha, Caller::Admin(), false, true);
@@ -384,7 +417,7 @@ TEST(MemoryPressureTest, LowestWeightIsSqueezedFirstAndTheReservationFits) {
   EXPECT_EQ(b.epoch, 1u);
   EXPECT_THAT(b.pressure_note, HasSubstr("budget 40 -> 30"));
   EXPECT_THAT(b.pressure_note, HasSubstr("high-water 90%"));
-  EXPECT_EQ(a.heads[0].budget, 40u);      // the heavier tenant was not needed
+  EXPECT_EQ(a.heads[0].budget, 40u);  // the heavier tenant was not needed
   EXPECT_TRUE(a.pressure_note.empty());
   EXPECT_LE(core.pool->used_pages(), core.pool->high_water_pages());
   EXPECT_TRUE(core.Check().ok()) << core.Check();
@@ -421,7 +454,8 @@ TEST_F(WindowKvRetentionTest, HandWorkedExampleSelectsWholeWindowsForTheGroup) {
     StatsBatch again;
     again.epoch = 1;
     again.window_scores.push_back({1, ex.t});
-    EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, again).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(core_.table->ApplyStats(id, kAlpha, again).status().code(),
+              absl::StatusCode::kInvalidArgument);
     ASSERT_TRUE(core_.table->Release(id, kAlpha).ok());
   }
 }
@@ -437,7 +471,8 @@ namespace {
 class MovedThenFailedDevice final : public PoolDevice {
  public:
   std::string name() const override { return cpu_->name(); }
-  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string& n, size_t bytes) override {
+  absl::StatusOr<std::unique_ptr<ChunkMemory>> NewChunk(const std::string& n,
+                                                        size_t bytes) override {
     return cpu_->NewChunk(n, bytes);
   }
   absl::Status CopyKv(const kernels::PageGeometry& g, const std::vector<uint8_t*>& pages,
@@ -446,8 +481,9 @@ class MovedThenFailedDevice final : public PoolDevice {
     return cpu_->CopyKv(g, pages, begin, count, d, k, v);
   }
   absl::Status Compact(const kernels::PageGeometry& g, const std::vector<uint8_t*>& pages,
-                       const std::vector<uint32_t>& offsets, const std::vector<uint32_t>& slots) override {
-    (void)cpu_->Compact(g, pages, offsets, slots);  // the moves ran...
+                       const std::vector<uint32_t>& offsets,
+                       const std::vector<uint32_t>& slots) override {
+    (void)cpu_->Compact(g, pages, offsets, slots);                         // the moves ran...
     return absl::DataLossError("injected: launch error after the moves");  // ...then the error
   }
   absl::Status CopyPages(const std::vector<PageCopy>& copies, size_t bytes) override {
@@ -473,7 +509,8 @@ TEST(CompactionFailureTest, BytesInAnUnknownStateAreNeverServed) {
   Core core(cfg);
   RetentionPolicy p = MakeStreamingPolicy({6, 2});
   auto id = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, p});
-  auto other = core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, RetentionPolicy()});
+  auto other =
+      core.table->Create({kAlpha, core.Lease(kAlpha), core.pool.get(), 4096, RetentionPolicy()});
   ASSERT_TRUE(id.ok() && other.ok());
   ASSERT_TRUE(core.ReserveAndWrite(*id, kAlpha, 6).ok());
   ASSERT_TRUE(core.ReserveAndWrite(*other, kAlpha, 6).ok());

@@ -18,6 +18,14 @@ struct HeadCompaction {
   uint32_t old_live = 0;
 };
 
+// One figure a policy measures on a head, for operators (kvwctl seq show), e.g.
+// {"low_max", 3}.
+struct HeadFigure {
+  std::string name;
+  double value = 0;
+  bool operator==(const HeadFigure&) const = default;
+};
+
 // What a retention policy keeps per sequence beside the slots (Scissorhands: each
 // head's low-attention history, in the pool's memory). Owned by its Sequence and
 // guarded by the sequence's mutex; `lh` is layer * num_kv_heads + head.
@@ -32,9 +40,12 @@ class RetentionState {
   // The heads of one layer that changed, after their slots moved: one call per layer so
   // a device-resident state follows them all with one synchronisation.
   virtual void Compacted(const std::vector<HeadCompaction>& heads) = 0;
-  // For operators: the head's largest and mean low-attention counts over `live` slots.
-  virtual void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const {
-    (void)lh, (void)live, (void)low_max, (void)low_mean;
+  // For operators: what the policy measures on each head ([lh], the same names for every
+  // head), given each head's live slot count; empty when it measures nothing. One call
+  // per sequence, so a device-resident state is read once.
+  virtual std::vector<std::vector<HeadFigure>> Describe(const std::vector<uint32_t>& live) const {
+    (void)live;
+    return {};
   }
   virtual uint64_t decode_steps() const { return 0; }
   // The state as bytes (a versioned, checksummed encoding its strategy's DecodeState

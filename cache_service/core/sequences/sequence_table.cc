@@ -7,10 +7,10 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/util/random_id.h"
 #include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/core/sequences/sequence.h"
 #include "cache_service/core/sequences/transfer_busy.h"
+#include "cache_service/util/random_id.h"
 #include "kernels/copy_kv.h"
 
 namespace kvwarden {
@@ -41,7 +41,8 @@ LayerCopyPlan PlanCopy(const Sequence& seq, uint32_t layer, absl::Span<const uin
   }
   LayerCopyPlan plan;
   if (lo == UINT32_MAX) lo = hi = 0;
-  for (uint32_t p = lo; p < hi; ++p) plan.page_ptrs.push_back(seq.pool->PageData(seq.pages[layer][p]));
+  for (uint32_t p = lo; p < hi; ++p)
+    plan.page_ptrs.push_back(seq.pool->PageData(seq.pages[layer][p]));
   for (size_t h = 0; h < begin.size(); ++h) {
     plan.begin.push_back(count[h] == 0 ? 0 : begin[h] - lo * pt);
     plan.count.push_back(count[h]);
@@ -55,7 +56,7 @@ SequenceTable::SequenceTable(Options options) : options_(options) {}
 
 SequenceTable::~SequenceTable() {
   // Give every page back so the pools' free callbacks leave the ledger balanced.
-  EndTransfersWhere([](const Transfer&) { return true; }, TransferEnd::kLeaseEnded);
+  EndTransfersWhere([](const TransferLeases::Record&) { return true; }, TransferEnd::kLeaseEnded);
   absl::MutexLock lock(&mu_);
   for (auto& [id, seq] : sequences_) {
     absl::MutexLock seq_lock(&seq->mu);
@@ -79,8 +80,8 @@ absl::Status SequenceTable::Insert(std::shared_ptr<Sequence> seq) {
   uint32_t& held = tenant_sequences_[seq->tenant];
   if (held >= limits.max_sequences) {
     options_.ledger->CountLimitRefusal(seq->tenant);
-    return TenantLimitReached(options_.ledger->spec(seq->tenant), "max_sequences", limits.max_sequences,
-                              "sequences");
+    return TenantLimitReached(options_.ledger->spec(seq->tenant), "max_sequences",
+                              limits.max_sequences, "sequences");
   }
   ++held;
   do {
@@ -119,15 +120,15 @@ absl::StatusOr<SequenceId> SequenceTable::Create(const CreateSequenceArgs& args)
 }
 
 absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenant,
-                                                     uint32_t num_tokens) {
+                                                   uint32_t num_tokens) {
   if (num_tokens == 0) return absl::InvalidArgumentError("num_tokens: must be > 0");
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
   // max_tokens is immutable: a request past it is refused before it can squeeze anyone.
   if (num_tokens > seq.max_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat("num_tokens: %u is above the sequence's max_tokens %u",
-                                                 num_tokens, seq.max_tokens));
+    return absl::OutOfRangeError(absl::StrFormat(
+        "num_tokens: %u is above the sequence's max_tokens %u", num_tokens, seq.max_tokens));
   }
   {
     // Memory pressure is relieved before this sequence is locked (lock order: table,
@@ -147,7 +148,8 @@ absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenan
   if (seq.released) return NotFound(id);
   const RetentionStrategy& strategy = seq.policy.Strategy();
   // Making room may compact: never under a transfer's feet.
-  if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false)) return TransferBusyError(id);
+  if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false))
+    return TransferBusyError(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
         "num_tokens: sequence %d holds %u of max_tokens %u; %u more would exceed it", id,
@@ -160,7 +162,8 @@ absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenan
   uint64_t total = 0;
   if (seq.retention != nullptr) {
     // The policy state's room first: it is the one step here that can fail on the device.
-    if (absl::Status s = seq.retention->Reserve(seq.FullestLayerSlots() + num_tokens); !s.ok()) return s;
+    if (absl::Status s = seq.retention->Reserve(seq.FullestLayerSlots() + num_tokens); !s.ok())
+      return s;
   }
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const uint32_t live = strategy.KeptBefore(seq, seq.LayerSlots(layer), num_tokens);
@@ -214,15 +217,15 @@ absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenan
 }
 
 absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t layer,
-                                    uint32_t token_start, uint32_t num_tokens,
-                                    absl::string_view k, absl::string_view v) {
+                                    uint32_t token_start, uint32_t num_tokens, absl::string_view k,
+                                    absl::string_view v) {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
   const KvLayout& l = seq.layout();
   if (layer >= l.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("layer: %u is out of range (the layout has %u layers)", layer, l.num_layers));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layer: %u is out of range (the layout has %u layers)", layer, l.num_layers));
   }
   if (num_tokens == 0) return absl::InvalidArgumentError("num_tokens: must be > 0");
   const uint64_t want = uint64_t{l.num_kv_heads} * num_tokens * l.token_bytes();
@@ -246,9 +249,9 @@ absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t lay
     // Positions are sorted and unique: the range is all live iff its last one is here.
     if (uint64_t{s} + num_tokens > m.size() ||
         m.position(s + num_tokens - 1) != token_start + num_tokens - 1) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "tokens [%u, %u) of layer %u head %u are no longer all held (epoch %d)", token_start,
-          token_start + num_tokens, layer, h, seq.epoch));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("tokens [%u, %u) of layer %u head %u are no longer all held (epoch %d)",
+                          token_start, token_start + num_tokens, layer, h, seq.epoch));
     }
     begin[h] = s;
   }
@@ -258,8 +261,8 @@ absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t lay
     const PageId page = seq.pages[layer][first_page + p];
     if (seq.pool->RefCount(page) > 1) {
       return absl::FailedPreconditionError(absl::StrFormat(
-          "tokens [%u, %u) of layer %u lie in page %u, shared read-only with a fork",
-          token_start, token_start + num_tokens, layer, page));
+          "tokens [%u, %u) of layer %u lie in page %u, shared read-only with a fork", token_start,
+          token_start + num_tokens, layer, page));
     }
   }
   // The copy only reads from k and v in this direction.
@@ -271,48 +274,54 @@ absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t lay
                                        kernels::CopyDirection::kDenseToPages, kd, vd);
 }
 
-absl::Status SequenceTable::CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
-                                           uint32_t token_start, uint32_t token_end,
-                                           std::optional<uint64_t> epoch) {
+absl::Status SequenceTable::CheckReadLocked(const Sequence& seq, uint32_t layer_start,
+                                            uint32_t layer_count, uint32_t token_start,
+                                            uint32_t token_end, std::optional<uint64_t> epoch) {
   const KvLayout& l = seq.layout();
   if (!seq.kv_lost.empty()) return absl::DataLossError(seq.kv_lost);
   if (layer_count == 0) return absl::InvalidArgumentError("layer_count: must be >= 1");
   if (uint64_t{layer_start} + layer_count > l.num_layers) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("layer_start/layer_count: layers [%u, %d) exceed the layout's %u layers", layer_start,
-                        uint64_t{layer_start} + layer_count, l.num_layers));
+        absl::StrFormat("layer_start/layer_count: layers [%u, %d) exceed the layout's %u layers",
+                        layer_start, uint64_t{layer_start} + layer_count, l.num_layers));
   }
   if (epoch.has_value() && *epoch != seq.epoch) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "epoch: sequence %d is at epoch %d, the read names epoch %d", seq.id, seq.epoch, *epoch));
   }
   if (token_start >= token_end || token_end > seq.num_tokens) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "token range [%u, %u) is empty or past the %u reserved tokens", token_start, token_end, seq.num_tokens));
+    return absl::OutOfRangeError(
+        absl::StrFormat("token range [%u, %u) is empty or past the %u reserved tokens", token_start,
+                        token_end, seq.num_tokens));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<ReadPlan> SequenceTable::PlanRead(SequenceId id, const Caller& caller, uint32_t layer_start,
-                                                 uint32_t layer_count, uint32_t token_start, uint32_t token_end,
+absl::StatusOr<ReadPlan> SequenceTable::PlanRead(SequenceId id, const Caller& caller,
+                                                 uint32_t layer_start, uint32_t layer_count,
+                                                 uint32_t token_start, uint32_t token_end,
                                                  std::optional<uint64_t> epoch) const {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, caller);
   if (!found.ok()) return found.status();
   const Sequence& seq = **found;
   absl::ReaderMutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  ReadPlan plan{epoch.value_or(seq.epoch), layer_start, layer_count, token_start,
-                token_end == 0 ? seq.num_tokens : token_end, seq.layout()};
-  if (absl::Status s = CheckReadLocked(seq, layer_start, layer_count, token_start, plan.token_end, plan.epoch);
+  ReadPlan plan{epoch.value_or(seq.epoch),
+                layer_start,
+                layer_count,
+                token_start,
+                token_end == 0 ? seq.num_tokens : token_end,
+                seq.layout()};
+  if (absl::Status s =
+          CheckReadLocked(seq, layer_start, layer_count, token_start, plan.token_end, plan.epoch);
       !s.ok()) {
     return s;
   }
   return plan;
 }
 
-absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& caller,
-                                              uint32_t layer, uint32_t token_start,
-                                              uint32_t token_end,
+absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& caller, uint32_t layer,
+                                              uint32_t token_start, uint32_t token_end,
                                               std::optional<uint64_t> expected_epoch) const {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, caller);
   if (!found.ok()) return found.status();
@@ -320,7 +329,9 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& calle
   const KvLayout& l = seq.layout();
   absl::ReaderMutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
-  if (absl::Status s = CheckReadLocked(seq, layer, 1, token_start, token_end, expected_epoch); !s.ok()) return s;
+  if (absl::Status s = CheckReadLocked(seq, layer, 1, token_start, token_end, expected_epoch);
+      !s.ok())
+    return s;
   seq.Touch(Now());
   KvSlice out;
   out.epoch = seq.epoch;
@@ -338,7 +349,8 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& calle
   if (!dense) {
     for (uint32_t h = 0; h < l.num_kv_heads; ++h) {
       const SlotMap& m = seq.slots[layer * l.num_kv_heads + h];
-      for (uint32_t i = 0; i < out.head_live_counts[h]; ++i) out.positions.push_back(m.position(begin[h] + i));
+      for (uint32_t i = 0; i < out.head_live_counts[h]; ++i)
+        out.positions.push_back(m.position(begin[h] + i));
     }
   }
   out.k.resize(total * l.token_bytes());
@@ -347,8 +359,9 @@ absl::StatusOr<KvSlice> SequenceTable::ReadKV(SequenceId id, const Caller& calle
   if (total == 0) return out;
   LayerCopyPlan plan = PlanCopy(seq, layer, begin, out.head_live_counts);
   if (absl::Status s = seq.pool->device_ops().CopyKv(
-          l.geometry(), plan.page_ptrs, plan.begin, plan.count, kernels::CopyDirection::kPagesToDense,
-          reinterpret_cast<uint8_t*>(out.k.data()), reinterpret_cast<uint8_t*>(out.v.data()));
+          l.geometry(), plan.page_ptrs, plan.begin, plan.count,
+          kernels::CopyDirection::kPagesToDense, reinterpret_cast<uint8_t*>(out.k.data()),
+          reinterpret_cast<uint8_t*>(out.v.data()));
       !s.ok()) {
     return s;
   }
@@ -429,7 +442,8 @@ absl::StatusOr<ForkResult> SequenceTable::Fork(SequenceId parent_id, TenantId te
     std::vector<PageId> shared;
     for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
       for (uint32_t i = 0; i < child->pages[layer].size(); ++i) {
-        if (child->pages[layer][i] == parent.pages[layer][i]) shared.push_back(parent.pages[layer][i]);
+        if (child->pages[layer][i] == parent.pages[layer][i])
+          shared.push_back(parent.pages[layer][i]);
       }
     }
     pool.Ref(shared);
@@ -473,15 +487,17 @@ absl::StatusOr<uint64_t> SequenceTable::Release(SequenceId id, TenantId tenant) 
 
 void SequenceTable::ReportEnd(const Sequence& seq, SequenceEnd why) {
   const absl::Time now = Now();
-  events().SequenceEnded(seq.policy.Strategy(), why, now - seq.created,
-                         now - absl::FromUnixMillis(seq.last_active_ms.load(std::memory_order_relaxed)));
+  events().SequenceEnded(
+      seq.policy.Strategy(), why, now - seq.created,
+      now - absl::FromUnixMillis(seq.last_active_ms.load(std::memory_order_relaxed)));
 }
 
-void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadRetention> changes,
-                                      absl::Time started) {
+void SequenceTable::ReportCompression(const Sequence& seq, RetentionCause cause,
+                                      absl::Span<const HeadRetention> changes, absl::Time started) {
   if (changes.empty()) return;
   const absl::Time now = Now();
-  events().Compressed(seq.policy.Strategy(), cause, changes, seq.reserved_at_ms, absl::ToUnixMillis(now), now - started);
+  events().Compressed(seq.policy.Strategy(), cause, changes, seq.reserved_at_ms,
+                      absl::ToUnixMillis(now), now - started);
 }
 
 size_t SequenceTable::ReleaseByLease(LeaseId lease) {
@@ -503,7 +519,8 @@ size_t SequenceTable::ReleaseByLease(LeaseId lease) {
     absl::MutexLock lock(&seq->mu);
     ReleaseLocked(*seq);
   }
-  EndTransfersWhere([lease](const Transfer& t) { return t.info.lease == lease; }, TransferEnd::kLeaseEnded);
+  EndTransfersWhere([lease](const TransferLeases::Record& t) { return t.info.lease == lease; },
+                    TransferEnd::kLeaseEnded);
   return doomed.size();
 }
 
@@ -534,12 +551,17 @@ SequenceInfo Snapshot(const Sequence& seq, bool include_pages, bool include_head
   if (include_heads) {
     s.heads.resize(seq.slots.size());
     const uint32_t heads = seq.layout().num_kv_heads;
+    std::vector<uint32_t> live(seq.slots.size());
     for (size_t i = 0; i < seq.slots.size(); ++i) {
       HeadInfo& h = s.heads[i];
-      h.live_slots = seq.slots[i].size();
+      h.live_slots = live[i] = seq.slots[i].size();
       h.budget = seq.Budget(static_cast<uint32_t>(i / heads));
       h.evicted = seq.evicted[i];
-      if (seq.retention != nullptr) seq.retention->Describe(i, h.live_slots, &h.low_max, &h.low_mean);
+    }
+    if (seq.retention != nullptr) {
+      std::vector<std::vector<HeadFigure>> figures = seq.retention->Describe(live);
+      for (size_t i = 0; i < figures.size() && i < s.heads.size(); ++i)
+        s.heads[i].figures = std::move(figures[i]);
     }
   }
   return s;
@@ -548,8 +570,7 @@ SequenceInfo Snapshot(const Sequence& seq, bool include_pages, bool include_head
 }  // namespace
 
 absl::StatusOr<SequenceInfo> SequenceTable::Describe(SequenceId id, const Caller& caller,
-                                                         bool include_pages,
-                                                         bool include_heads) const {
+                                                     bool include_pages, bool include_heads) const {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, caller);
   if (!found.ok()) return found.status();
   absl::ReaderMutexLock lock(&(*found)->mu);
@@ -563,9 +584,9 @@ uint32_t SequenceTable::TenantSequences(TenantId tenant) const {
   return it == tenant_sequences_.end() ? 0 : it->second;
 }
 
-std::vector<SequenceInfo> SequenceTable::List(std::optional<TenantId> tenant, const std::string& pool,
-                                                  SequenceId after, size_t limit,
-                                                  SequenceId* more_after) const {
+std::vector<SequenceInfo> SequenceTable::List(std::optional<TenantId> tenant,
+                                              const std::string& pool, SequenceId after,
+                                              size_t limit, SequenceId* more_after) const {
   std::vector<std::shared_ptr<Sequence>> picked;
   {
     absl::ReaderMutexLock lock(&mu_);
@@ -582,7 +603,8 @@ std::vector<SequenceInfo> SequenceTable::List(std::optional<TenantId> tenant, co
   if (picked.size() > limit) {
     std::nth_element(picked.begin(), picked.begin() + limit, picked.end(), by_id);
     picked.resize(limit);
-    if (more_after != nullptr) *more_after = std::max_element(picked.begin(), picked.end(), by_id)->get()->id;
+    if (more_after != nullptr)
+      *more_after = std::max_element(picked.begin(), picked.end(), by_id)->get()->id;
   }
   std::vector<SequenceInfo> out;
   for (const auto& seq : picked) {
@@ -605,7 +627,8 @@ absl::Status SequenceTable::CheckInvariants(absl::Span<PagePool* const> pools) c
       const auto& table = seq->pages[layer];
       if (table.size() != CeilDiv(seq->LayerSlots(layer), l.page_tokens)) {
         return absl::InternalError(absl::StrFormat("sequence %d layer %u: %d pages for %u slots",
-                                                   id, layer, table.size(), seq->LayerSlots(layer)));
+                                                   id, layer, table.size(),
+                                                   seq->LayerSlots(layer)));
       }
       for (PageId p : table) {
         ++pool_refs[p];

@@ -23,26 +23,26 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "absl/functional/function_ref.h"
 #include "absl/types/span.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/memory/page_pool.h"
-#include "cache_service/core/sequences/retention_strategy.h"
-#include "cache_service/core/sequences/stats_batch.h"
 #include "cache_service/core/sequences/retention_policy.h"
+#include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/core/sequences/sequence.h"
+#include "cache_service/core/sequences/stats_batch.h"
 #include "cache_service/core/sequences/table_events.h"
+#include "cache_service/core/sequences/transfer_leases.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
 #include "cache_service/core/tenancy/worker_leases.h"
 #include "common/net/data_frames.h"
 
 namespace kvwarden {
-
 
 struct CreateSequenceArgs {
   TenantId tenant = kNoTenant;
@@ -59,8 +59,8 @@ struct Reservation {
   uint32_t first_page_offset = 0;
   std::vector<std::vector<PageId>> layer_pages;  // pages covering head 0's new slots
   uint64_t epoch = 0;
-  std::vector<uint32_t> first_slots;  // per (layer, head), only when heads differ
-  std::vector<HeadRetention> evicted;    // what making room dropped (streaming)
+  std::vector<uint32_t> first_slots;   // per (layer, head), only when heads differ
+  std::vector<HeadRetention> evicted;  // what making room dropped (streaming)
 };
 
 struct ForkResult {
@@ -91,8 +91,7 @@ struct HeadInfo {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
-  uint32_t low_max = 0;     // scissorhands: largest low-attention count
-  double low_mean = 0;      // scissorhands: mean low-attention count
+  std::vector<HeadFigure> figures;  // the policy's, named by it (RetentionState::Describe)
 };
 
 struct SequenceInfo {
@@ -113,67 +112,7 @@ struct SequenceInfo {
   SequenceId parent = 0;
   std::vector<uint32_t> layer_num_pages;
   std::vector<std::vector<PageId>> layer_pages;  // only when asked for
-  std::vector<HeadInfo> heads;                // [layer * num_kv_heads + head]; when asked
-};
-
-using TransferId = uint64_t;
-enum class TransferMode { kRead, kWrite };
-
-// A transfer lease: pins whole pages of layers [layer_start, layer_start + layer_count)
-// covering slots [slot_start, slot_end) (widened to page boundaries) until it ends.
-struct TransferArgs {
-  TenantId tenant = kNoTenant;
-  LeaseId lease = 0;  // the worker's lease; the transfer ends with it
-  SequenceId sequence = 0;
-  uint32_t layer_start = 0;
-  uint32_t layer_count = 0;
-  uint32_t slot_start = 0;
-  uint32_t slot_end = 0;
-  TransferMode mode = TransferMode::kRead;
-  absl::Duration ttl = absl::ZeroDuration();  // zero: kDefaultTransferTtl
-};
-inline constexpr absl::Duration kDefaultTransferTtl = absl::Seconds(10);
-inline constexpr absl::Duration kMaxTransferTtl = absl::Minutes(1);
-
-// Consecutive pages of one layer that are also consecutive in one chunk: one RMA.
-struct PageRun {
-  uint32_t chunk = 0;
-  uint64_t offset = 0;  // bytes from the chunk's start
-  uint32_t pages = 0;
-};
-
-struct TransferGrant {
-  TransferId id = 0;
-  uint64_t epoch = 0;
-  PagePool* pool = nullptr;
-  uint32_t first_page = 0;  // page index in each layer's table
-  uint32_t num_pages = 0;   // per layer
-  std::vector<std::vector<PageRun>> layers;  // [layer - layer_start]
-  std::vector<std::pair<uint32_t, uint64_t>> chunks;  // (chunk, generation) named, ascending
-  absl::Time expires;
-  // Proves the grant on the daemon-served data path (TcpDataServer): random, known only
-  // to the daemon and the caller of BeginTransfer.
-  net::DataSecret secret{};
-};
-
-// Pages of one layer of a transfer, as the served data path copies them.
-struct TransferPages {
-  TenantId tenant = kNoTenant;
-  PagePool* pool = nullptr;
-  std::vector<PageRun> runs;  // in page order
-};
-
-struct TransferInfo {
-  TransferId id = 0;
-  TenantId tenant = kNoTenant;
-  LeaseId lease = 0;
-  SequenceId sequence = 0;
-  std::string pool;
-  TransferMode mode = TransferMode::kRead;
-  uint32_t layer_start = 0, layer_count = 0, first_page = 0, num_pages = 0;
-  uint64_t pinned_pages = 0;
-  absl::Time started;
-  absl::Time expires;
+  std::vector<HeadInfo> heads;                   // [layer * num_kv_heads + head]; when asked
 };
 
 class SequenceTable {
@@ -227,16 +166,16 @@ class SequenceTable {
                                  uint32_t token_start, uint32_t token_end,
                                  std::optional<uint64_t> expected_epoch) const;
 
-  absl::StatusOr<SequenceInfo> Describe(SequenceId id, const Caller& caller,
-                                            bool include_pages, bool include_heads) const;
+  absl::StatusOr<SequenceInfo> Describe(SequenceId id, const Caller& caller, bool include_pages,
+                                        bool include_heads) const;
   // Sequences `tenant` holds (what TenantLimits.max_sequences counts).
   uint32_t TenantSequences(TenantId tenant) const;
   // Summaries (no per-layer detail), ordered by id: at most `limit` with ids above
   // `after`. `*more_after` (when given) is set to the last id looked at when more may
   // follow, else 0.
   std::vector<SequenceInfo> List(std::optional<TenantId> tenant, const std::string& pool,
-                                     SequenceId after = 0, size_t limit = SIZE_MAX,
-                                     SequenceId* more_after = nullptr) const;
+                                 SequenceId after = 0, size_t limit = SIZE_MAX,
+                                 SequenceId* more_after = nullptr) const;
 
   // Memory pressure on `pool`: tightens the budgets of compressible sequences (tenant
   // weight ascending, largest first; never `exclude`) by a quarter and compresses them
@@ -250,8 +189,9 @@ class SequenceTable {
 
   // Transfer leases (see sequence_transfers.cc). While one holds a sequence's pages,
   // compaction of that sequence (statistics, streaming make-room) and a fork while one
-  // writes answer TransferBusyError (nothing waits here), memory pressure passes it by, and a release leaves the pinned pages (and their bytes) in
-  // place until it ends. Writing needs pages no fork shares.
+  // writes answer TransferBusyError (nothing waits here), memory pressure passes it by, and a
+  // release leaves the pinned pages (and their bytes) in place until it ends. Writing needs pages
+  // no fork shares.
   absl::StatusOr<TransferGrant> BeginTransfer(const TransferArgs& args);
   // NOT_FOUND for an unknown id or another tenant's transfer (admin may end any).
   absl::Status EndTransfer(TransferId id, const Caller& caller);
@@ -285,29 +225,25 @@ class SequenceTable {
   // Tells events() that `seq` ended now.
   void ReportEnd(const Sequence& seq, SequenceEnd why);
   // Tells events() of a compression of `seq` that started at `started`, if it dropped any.
-  void ReportCompression(const Sequence& seq, RetentionCause cause, absl::Span<const HeadRetention> changes,
-                         absl::Time started) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
+  void ReportCompression(const Sequence& seq, RetentionCause cause,
+                         absl::Span<const HeadRetention> changes, absl::Time started)
+      ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
 
-  static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start, uint32_t layer_count,
-                                      uint32_t token_start, uint32_t token_end,
-                                      std::optional<uint64_t> epoch) ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
-  struct Transfer {
-    TransferInfo info;
-    net::DataSecret secret{};
-    std::shared_ptr<Sequence> seq;
-    std::vector<PageId> pinned;
-  };
+  static absl::Status CheckReadLocked(const Sequence& seq, uint32_t layer_start,
+                                      uint32_t layer_count, uint32_t token_start,
+                                      uint32_t token_end, std::optional<uint64_t> epoch)
+      ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   // Unpins and tells on_transfers_changed; the record is already out of transfers_.
-  absl::Status FinishTransfer(Transfer& t, TransferEnd how);
-  size_t EndTransfersWhere(const std::function<bool(const Transfer&)>& pred, TransferEnd how);
+  absl::Status FinishTransfer(TransferLeases::Record& t, TransferEnd how);
+  size_t EndTransfersWhere(const std::function<bool(const TransferLeases::Record&)>& pred,
+                           TransferEnd how);
 
   const Options options_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<TransferId, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
+  TransferLeases transfers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<SequenceId, std::shared_ptr<Sequence>> sequences_ ABSL_GUARDED_BY(mu_);
-  // Per tenant, for TenantLimits: sequences in sequences_, transfers in transfers_.
+  // Per tenant, for TenantLimits::max_sequences: sequences in sequences_.
   absl::flat_hash_map<TenantId, uint32_t> tenant_sequences_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<TenantId, uint32_t> tenant_transfers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kvwarden

@@ -1,12 +1,12 @@
-// Transfer leases: pins on a sequence's pages while a worker moves them by RMA or reads
-// them in place. See SequenceTable's header for what waits on them.
+// SequenceTable's transfer leases: pinning a sequence's pages for a worker's RMA or
+// in-place read and unpinning them when the lease ends. The book of live leases is
+// TransferLeases (transfer_leases.h); the table's lock guards it. See SequenceTable's
+// header for what waits on a pin.
 
 #include <sys/random.h>
 
 #include <algorithm>
 #include <utility>
-
-#include "cache_service/util/random_id.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -62,10 +62,10 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   }
   std::shared_ptr<Sequence> seq = it->second;
   const TenantLimits& limits = options_.ledger->spec(args.tenant).limits;
-  if (tenant_transfers_[args.tenant] >= limits.max_transfers) {
+  if (transfers_.CountOf(args.tenant) >= limits.max_transfers) {
     options_.ledger->CountLimitRefusal(args.tenant);
-    return TenantLimitReached(options_.ledger->spec(args.tenant), "max_transfers", limits.max_transfers,
-                              "transfer leases");
+    return TenantLimitReached(options_.ledger->spec(args.tenant), "max_transfers",
+                              limits.max_transfers, "transfer leases");
   }
   absl::MutexLock seq_lock(&seq->mu);
   if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
@@ -89,14 +89,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
             layer, grant.first_page + i, (grant.first_page + i) * pt,
             (grant.first_page + i + 1) * pt - 1));
       }
-      const uint32_t chunk = pool.ChunkOf(page);
-      const uint64_t offset = pool.OffsetInChunk(page);
-      if (!runs.empty() && runs.back().chunk == chunk &&
-          runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
-        ++runs.back().pages;
-      } else {
-        runs.push_back({chunk, offset, 1});
-      }
+      AppendPageRun(pool, page, runs);
       pinned.push_back(page);
     }
   }
@@ -111,27 +104,25 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   ++seq->transfers;
   if (args.mode == TransferMode::kWrite) ++seq->write_transfers;
   const absl::Time now = Now();
-  do {
-    grant.id = RandomId();
-  } while (transfers_.contains(grant.id));
+  grant.id = transfers_.NewId();
   grant.expires = now + ttl;
   grant.secret = secret;
-  Transfer t;
+  TransferLeases::Record t;
   t.secret = secret;
   t.info = TransferInfo{grant.id,         args.tenant,     args.lease,       seq->id,
-                            pool.name(),      args.mode,       args.layer_start, args.layer_count,
-                            grant.first_page, grant.num_pages, pinned.size(),    now,
-                            grant.expires};
+                        pool.name(),      args.mode,       args.layer_start, args.layer_count,
+                        grant.first_page, grant.num_pages, pinned.size(),    now,
+                        grant.expires};
   t.seq = std::move(seq);
   const size_t pinned_count = pinned.size();
   t.pinned = std::move(pinned);
-  transfers_.emplace(grant.id, std::move(t));
-  ++tenant_transfers_[args.tenant];
-  events().TransferBegun(args.mode == TransferMode::kWrite, uint64_t{pinned_count} * pool.page_bytes());
+  transfers_.Add(std::move(t));
+  events().TransferBegun(args.mode == TransferMode::kWrite,
+                         uint64_t{pinned_count} * pool.page_bytes());
   return grant;
 }
 
-absl::Status SequenceTable::FinishTransfer(Transfer& t, TransferEnd how) {
+absl::Status SequenceTable::FinishTransfer(TransferLeases::Record& t, TransferEnd how) {
   events().TransferEnded(how);
   const bool completed = how == TransferEnd::kCompleted;
   // Staging (if any) goes first, while the pages are still pinned.
@@ -150,41 +141,30 @@ absl::Status SequenceTable::FinishTransfer(Transfer& t, TransferEnd how) {
 }
 
 absl::Status SequenceTable::EndTransfer(TransferId id, const Caller& caller) {
-  Transfer t;
+  absl::StatusOr<TransferLeases::Record> t;
   {
     absl::MutexLock lock(&mu_);
-    auto it = transfers_.find(id);
-    if (it == transfers_.end() || !caller.CanSee(it->second.info.tenant)) {
-      return absl::NotFoundError(absl::StrCat("transfer ", id, " not found"));
-    }
-    t = std::move(it->second);
-    transfers_.erase(it);
-    --tenant_transfers_[t.info.tenant];
+    t = transfers_.Take(id, caller);
   }
-  return FinishTransfer(t, TransferEnd::kCompleted);
+  if (!t.ok()) return t.status();
+  return FinishTransfer(*t, TransferEnd::kCompleted);
 }
 
-size_t SequenceTable::EndTransfersWhere(const std::function<bool(const Transfer&)>& pred, TransferEnd how) {
-  std::vector<Transfer> ended;
+size_t SequenceTable::EndTransfersWhere(
+    const std::function<bool(const TransferLeases::Record&)>& pred, TransferEnd how) {
+  std::vector<TransferLeases::Record> ended;
   {
     absl::MutexLock lock(&mu_);
-    for (auto it = transfers_.begin(); it != transfers_.end();) {
-      if (pred(it->second)) {
-        --tenant_transfers_[it->second.info.tenant];
-        ended.push_back(std::move(it->second));
-        transfers_.erase(it++);
-      } else {
-        ++it;
-      }
-    }
+    ended = transfers_.TakeWhere(pred);
   }
-  for (Transfer& t : ended) (void)FinishTransfer(t, how);
+  for (TransferLeases::Record& t : ended) (void)FinishTransfer(t, how);
   return ended.size();
 }
 
 size_t SequenceTable::ExpireTransfers() {
   const absl::Time now = Now();
-  return EndTransfersWhere([now](const Transfer& t) { return t.info.expires <= now; }, TransferEnd::kExpired);
+  return EndTransfersWhere([now](const TransferLeases::Record& t) { return t.info.expires <= now; },
+                           TransferEnd::kExpired);
 }
 
 absl::Status SequenceTable::WithTransferPages(
@@ -192,14 +172,13 @@ absl::Status SequenceTable::WithTransferPages(
     uint32_t first_page, uint32_t count,
     absl::FunctionRef<absl::Status(const TransferPages&)> fn) const {
   absl::ReaderMutexLock lock(&mu_);
-  auto it = transfers_.find(id);
-  if (it == transfers_.end() || !net::SecretsEqual(it->second.secret, secret)) {
-    return absl::NotFoundError(absl::StrCat("transfer ", id, " not found (or a wrong secret)"));
-  }
-  const Transfer& t = it->second;
+  absl::StatusOr<const TransferLeases::Record*> found = transfers_.Find(id, secret);
+  if (!found.ok()) return found.status();
+  const TransferLeases::Record& t = **found;
   if (Now() >= t.info.expires) {
-    return absl::AbortedError(absl::StrFormat("transfer lease %d expired at %s; begin a new transfer",
-                                              id, absl::FormatTime(t.info.expires)));
+    return absl::AbortedError(
+        absl::StrFormat("transfer lease %d expired at %s; begin a new transfer", id,
+                        absl::FormatTime(t.info.expires)));
   }
   if (mode == TransferMode::kWrite && t.info.mode != TransferMode::kWrite) {
     return absl::FailedPreconditionError(
@@ -209,36 +188,18 @@ absl::Status SequenceTable::WithTransferPages(
       uint64_t{first_page} + count > t.info.num_pages) {
     return absl::OutOfRangeError(absl::StrFormat(
         "pages [%u, %d) of layer index %u are outside transfer %d (%u layers x %u pages)",
-        first_page, uint64_t{first_page} + count, layer, id, t.info.layer_count,
-        t.info.num_pages));
+        first_page, uint64_t{first_page} + count, layer, id, t.info.layer_count, t.info.num_pages));
   }
   PagePool& pool = *t.seq->pool;
   TransferPages pages{t.info.tenant, &pool, {}};
   const size_t at = size_t{layer} * t.info.num_pages + first_page;
-  for (size_t i = at; i < at + count; ++i) {
-    const PageId page = t.pinned[i];
-    const uint32_t chunk = pool.ChunkOf(page);
-    const uint64_t offset = pool.OffsetInChunk(page);
-    std::vector<PageRun>& runs = pages.runs;
-    if (!runs.empty() && runs.back().chunk == chunk &&
-        runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
-      ++runs.back().pages;
-    } else {
-      runs.push_back({chunk, offset, 1});
-    }
-  }
+  for (size_t i = at; i < at + count; ++i) AppendPageRun(pool, t.pinned[i], pages.runs);
   return fn(pages);
 }
 
 std::vector<TransferInfo> SequenceTable::ListTransfers(std::optional<TenantId> tenant) const {
-  std::vector<TransferInfo> out;
   absl::ReaderMutexLock lock(&mu_);
-  for (const auto& [id, t] : transfers_) {
-    if (!tenant || t.info.tenant == *tenant) out.push_back(t.info);
-  }
-  std::sort(out.begin(), out.end(),
-            [](const TransferInfo& a, const TransferInfo& b) { return a.id < b.id; });
-  return out;
+  return transfers_.List(tenant);
 }
 
 }  // namespace kvwarden

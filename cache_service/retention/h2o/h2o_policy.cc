@@ -1,6 +1,7 @@
 #include "cache_service/retention/h2o/h2o_policy.h"
 
 #include "absl/strings/str_format.h"
+#include "cache_service/retention/field_defaults.h"
 #include "cache_service/retention/h2o/h2o_strategy.h"
 #include "cache_service/retention/step_budgets.h"
 #include "kvwarden/v1/policy.pb.h"
@@ -23,9 +24,8 @@ RetentionPolicy MakeH2oPolicy(const kernels::H2oParams& p, std::vector<uint32_t>
 
 absl::StatusOr<RetentionPolicy> H2oFromProto(const v1::H2oPolicy& in, const KvLayout& layout,
                                              const std::string& f) {
-  const kernels::H2oParams defaults;
   kernels::H2oParams p;
-  p.recent = in.recent() ? in.recent() : defaults.recent;
+  p.recent = UintOrDefault(in, "recent");
   p.sinks = in.sinks();
   p.drop = in.drop();
   absl::StatusOr<std::vector<uint32_t>> budgets =

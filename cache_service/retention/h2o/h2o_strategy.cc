@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "cache_service/util/log.h"
 #include "cache_service/retention/decode_steps.h"
+#include "cache_service/util/log.h"
 #include "common/codec/checked_record.h"
 
 namespace kvwarden {
@@ -17,7 +17,9 @@ H2oState& StateOf(Sequence& seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu) {
   return static_cast<H2oState&>(*seq.retention);
 }
 
-const kernels::H2oParams& ParamsOf(const Sequence& seq) { return seq.policy.Params<H2oPolicyParams>().kernel; }
+const kernels::H2oParams& ParamsOf(const Sequence& seq) {
+  return seq.policy.Params<H2oPolicyParams>().kernel;
+}
 
 // H2O sums attention values: a step must carry them (dense rows), not just the ids above a
 // threshold.
@@ -25,9 +27,10 @@ absl::Status RequireDenseRows(const std::vector<DecodeStepStats>& steps) {
   for (size_t s = 0; s < steps.size(); ++s) {
     for (const HeadStepStats& hs : steps[s].heads) {
       if (hs.attended > 0 && hs.dense.empty()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "steps[%d]: layer %u head %u: h2o takes dense attention rows (attention values), not listed ids",
-            s, hs.layer, hs.head));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("steps[%d]: layer %u head %u: h2o takes dense attention rows "
+                            "(attention values), not listed ids",
+                            s, hs.layer, hs.head));
       }
     }
   }
@@ -53,6 +56,24 @@ void H2oState::Compacted(const std::vector<HeadCompaction>& heads) {
   }
 }
 
+std::vector<std::vector<HeadFigure>> H2oState::Describe(const std::vector<uint32_t>& live) const {
+  std::vector<float> rows;
+  if (!rows_->ReadRows(&rows).ok()) return {};
+  const uint32_t stride = rows_->stride();
+  std::vector<std::vector<HeadFigure>> out(live.size());
+  for (size_t lh = 0; lh < live.size() && lh < rows_->heads(); ++lh) {
+    const uint32_t n = std::min(live[lh], stride);
+    double max = 0, total = 0;
+    for (uint32_t j = 0; j < n; ++j) {
+      const double v = rows[lh * stride + j];
+      max = std::max(max, v);
+      total += v;
+    }
+    out[lh] = {{"score_max", max}, {"score_mean", n > 0 ? total / n : 0}};
+  }
+  return out;
+}
+
 absl::StatusOr<std::string> H2oState::Encode() const {
   std::vector<float> rows;
   if (absl::Status s = rows_->ReadRows(&rows); !s.ok()) return s;
@@ -71,16 +92,16 @@ const H2oStrategy& H2oStrategy::Get() {
   return strategy;
 }
 
-absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::NewState(const RetentionPolicy&, size_t head_count,
+absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::NewState(const RetentionPolicy&,
+                                                                      size_t head_count,
                                                                       PoolDevice& device) const {
   absl::StatusOr<std::unique_ptr<H2oScoreRows>> rows = NewH2oScoreRows(device, head_count);
   if (!rows.ok()) return rows.status();
   return std::unique_ptr<RetentionState>(std::make_unique<H2oState>(*std::move(rows)));
 }
 
-absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::DecodeState(const RetentionPolicy&, size_t head_count,
-                                                                         PoolDevice& device,
-                                                                         absl::string_view bytes) const {
+absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::DecodeState(
+    const RetentionPolicy&, size_t head_count, PoolDevice& device, absl::string_view bytes) const {
   absl::StatusOr<RecordReader> r = RecordReader::Open(bytes, kStateTag, kStateVersion, "h2o state");
   if (!r.ok()) return r.status();
   uint64_t heads = 0, steps = 0;
@@ -93,13 +114,15 @@ absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::DecodeState(const R
   r->U32s(&bits, expected);
   if (absl::Status s = r->Done(); !s.ok()) return s;
   if (heads != head_count || bits.size() != expected) {
-    return absl::DataLossError(absl::StrFormat("h2o state: %d heads, %d values; the sequence needs %d heads, %d values",
-                                               heads, bits.size(), head_count, expected));
+    return absl::DataLossError(
+        absl::StrFormat("h2o state: %d heads, %d values; the sequence needs %d heads, %d values",
+                        heads, bits.size(), head_count, expected));
   }
   std::vector<float> rows(bits.size());
   if (!bits.empty()) std::memcpy(rows.data(), bits.data(), bits.size() * 4);
   for (float x : rows) {
-    if (!std::isfinite(x) || x < 0) return absl::DataLossError("h2o state: a sum that is not a finite value >= 0");
+    if (!std::isfinite(x) || x < 0)
+      return absl::DataLossError("h2o state: a sum that is not a finite value >= 0");
   }
   absl::StatusOr<std::unique_ptr<H2oScoreRows>> made = NewH2oScoreRows(device, head_count);
   if (!made.ok()) return made.status();
@@ -112,7 +135,8 @@ absl::StatusOr<std::unique_ptr<RetentionState>> H2oStrategy::DecodeState(const R
   return std::unique_ptr<RetentionState>(std::move(state));
 }
 
-absl::Status H2oStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back, RetentionResult* out) const {
+absl::Status H2oStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back,
+                                     RetentionResult* out) const {
   if (absl::Status s = RefuseOtherStats(seq, batch, true, false); !s.ok()) return s;
   if (absl::Status s = ValidateDecodeSteps(seq, batch.steps, one_back); !s.ok()) return s;
   if (absl::Status s = RequireDenseRows(batch.steps); !s.ok()) return s;
@@ -127,13 +151,16 @@ absl::Status H2oStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_
     attention.clear();
     for (size_t t = first; t < end; ++t) {
       by_lh.assign(live.size(), nullptr);
-      for (const HeadStepStats& hs : batch.steps[t].heads) by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
+      for (const HeadStepStats& hs : batch.steps[t].heads)
+        by_lh[size_t{hs.layer} * heads + hs.head] = &hs;
       for (const HeadStepStats* hs : by_lh) {
         attention.insert(attention.end(), hs->dense.begin(), hs->dense.end());
         offsets.push_back(static_cast<uint32_t>(attention.size()));
       }
     }
-    if (absl::Status st = state.rows().Accumulate(static_cast<uint32_t>(end - first), offsets, attention); !st.ok()) {
+    if (absl::Status st =
+            state.rows().Accumulate(static_cast<uint32_t>(end - first), offsets, attention);
+        !st.ok()) {
       return st;
     }
     state.CountSteps(end - first);
@@ -148,7 +175,8 @@ absl::Status H2oStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, bool one_
   return ApplyDecodeSteps(seq, batch.steps, {record, select}, out);
 }
 
-std::vector<uint32_t> H2oStrategy::SqueezeKept(Sequence& seq, size_t lh, uint32_t live, uint32_t budget) const {
+std::vector<uint32_t> H2oStrategy::SqueezeKept(Sequence& seq, size_t lh, uint32_t live,
+                                               uint32_t budget) const {
   kernels::H2oParams p = ParamsOf(seq);
   p.budget = budget;
   p.drop = 1;  // squeezed exactly to the budget

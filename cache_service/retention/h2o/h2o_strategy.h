@@ -19,6 +19,9 @@ class H2oState final : public RetentionState {
   absl::Status Reserve(uint32_t slots) override { return rows_->Reserve(slots); }
   void Compacted(const std::vector<HeadCompaction>& heads) override;
   uint64_t decode_steps() const override { return decode_steps_; }
+  // score_max, score_mean: the largest and mean accumulated attention over a head's live
+  // slots.
+  std::vector<std::vector<HeadFigure>> Describe(const std::vector<uint32_t>& live) const override;
   // "H2OS" v1: heads, decode steps, stride, then every row's float bits.
   absl::StatusOr<std::string> Encode() const override;
 
@@ -40,12 +43,14 @@ class H2oStrategy final : public RetentionStrategy {
   bool Evicts(RetentionCause cause) const override {
     return cause == RetentionCause::kStats || cause == RetentionCause::kPressure;
   }
-  absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy, size_t head_count,
+  absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy,
+                                                           size_t head_count,
                                                            PoolDevice& device) const override;
-  absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(const RetentionPolicy& policy, size_t head_count,
-                                                              PoolDevice& device,
-                                                              absl::string_view bytes) const override;
-  absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back, RetentionResult* out) const override
+  absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(
+      const RetentionPolicy& policy, size_t head_count, PoolDevice& device,
+      absl::string_view bytes) const override;
+  absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back,
+                          RetentionResult* out) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   bool Squeezable() const override { return true; }
   uint32_t SqueezeFloor(const RetentionPolicy& policy) const override {
@@ -54,7 +59,8 @@ class H2oStrategy final : public RetentionStrategy {
   }
 
  protected:
-  std::vector<uint32_t> SqueezeKept(Sequence& seq, size_t lh, uint32_t live, uint32_t budget) const override
+  std::vector<uint32_t> SqueezeKept(Sequence& seq, size_t lh, uint32_t live,
+                                    uint32_t budget) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 };
 

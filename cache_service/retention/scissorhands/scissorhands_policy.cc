@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/retention/field_defaults.h"
 #include "cache_service/retention/scissorhands/scissorhands_strategy.h"
 #include "cache_service/retention/step_budgets.h"
 #include "kvwarden/v1/policy.pb.h"
@@ -38,13 +39,12 @@ RetentionPolicy MakeScissorhandsPolicy(const kernels::ScissorhandsParams& p,
 absl::StatusOr<RetentionPolicy> ScissorhandsFromProto(const v1::ScissorhandsPolicy& in,
                                                       const KvLayout& layout,
                                                       const std::string& f) {
-  const kernels::ScissorhandsParams defaults;
   kernels::ScissorhandsParams p;
-  p.window = in.window() ? in.window() : defaults.window;
-  p.recent = in.recent() ? in.recent() : defaults.recent;
+  p.window = UintOrDefault(in, "window");
+  p.recent = UintOrDefault(in, "recent");
   p.sinks = in.sinks();
   p.drop = in.drop();
-  const float scale = in.threshold_scale() != 0 ? in.threshold_scale() : 1.0f;
+  const float scale = FloatOrDefault(in, "threshold_scale");
   if (p.window > kernels::kScissorhandsMaxWindow) {
     return Bad(f + ".window",
                absl::StrFormat("%u is above %u", p.window, kernels::kScissorhandsMaxWindow));

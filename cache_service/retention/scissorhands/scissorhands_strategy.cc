@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/util/log.h"
 #include "cache_service/core/sequences/sequence_compaction.h"
 #include "cache_service/retention/decode_steps.h"
+#include "cache_service/util/log.h"
 #include "common/codec/checked_record.h"
 
 namespace kvwarden {
@@ -72,15 +72,23 @@ void ScissorhandsState::Compacted(const std::vector<HeadCompaction>& heads) {
   }
 }
 
-void ScissorhandsState::Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const {
+std::vector<std::vector<HeadFigure>> ScissorhandsState::Describe(
+    const std::vector<uint32_t>& live) const {
+  std::vector<std::vector<HeadFigure>> out(live.size());
   std::vector<uint32_t> counts;
-  if (live == 0 || !rings_->LowCounts(static_cast<uint32_t>(lh), live, &counts).ok()) return;
-  uint64_t total = 0;
-  for (uint32_t c : counts) {
-    *low_max = std::max(*low_max, c);
-    total += c;
+  for (size_t lh = 0; lh < live.size(); ++lh) {
+    uint32_t max = 0;
+    uint64_t total = 0;
+    if (live[lh] > 0 && rings_->LowCounts(static_cast<uint32_t>(lh), live[lh], &counts).ok()) {
+      for (uint32_t c : counts) {
+        max = std::max(max, c);
+        total += c;
+      }
+    }
+    const double mean = live[lh] > 0 ? static_cast<double>(total) / live[lh] : 0;
+    out[lh] = {{"low_max", static_cast<double>(max)}, {"low_mean", mean}};
   }
-  *low_mean = static_cast<double>(total) / live;
+  return out;
 }
 
 absl::StatusOr<std::string> ScissorhandsState::Encode() const {
@@ -100,20 +108,19 @@ const ScissorhandsStrategy& ScissorhandsStrategy::Get() {
   return strategy;
 }
 
-absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::NewState(const RetentionPolicy& policy,
-                                                                               size_t head_count,
-                                                                               PoolDevice& device) const {
-  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings =
-      NewScissorhandsRings(device, head_count, policy.Params<ScissorhandsPolicyParams>().kernel.window);
+absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::NewState(
+    const RetentionPolicy& policy, size_t head_count, PoolDevice& device) const {
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings = NewScissorhandsRings(
+      device, head_count, policy.Params<ScissorhandsPolicyParams>().kernel.window);
   if (!rings.ok()) return rings.status();
   return std::unique_ptr<RetentionState>(std::make_unique<ScissorhandsState>(*std::move(rings)));
 }
 
-absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::DecodeState(const RetentionPolicy& policy,
-                                                                                  size_t head_count,
-                                                                                  PoolDevice& device,
-                                                                                  absl::string_view bytes) const {
-  absl::StatusOr<RecordReader> r = RecordReader::Open(bytes, kStateTag, kStateVersion, "scissorhands state");
+absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::DecodeState(
+    const RetentionPolicy& policy, size_t head_count, PoolDevice& device,
+    absl::string_view bytes) const {
+  absl::StatusOr<RecordReader> r =
+      RecordReader::Open(bytes, kStateTag, kStateVersion, "scissorhands state");
   if (!r.ok()) return r.status();
   const uint32_t window = policy.Params<ScissorhandsPolicyParams>().kernel.window;
   uint64_t heads = 0, steps = 0;
@@ -128,11 +135,13 @@ absl::StatusOr<std::unique_ptr<RetentionState>> ScissorhandsStrategy::DecodeStat
   r->U32s(&planes, expected);
   if (absl::Status s = r->Done(); !s.ok()) return s;
   if (heads != head_count || stored_window != window || planes.size() != expected) {
-    return absl::DataLossError(absl::StrFormat(
-        "scissorhands state: %d heads, window %u, %d plane words; the sequence needs %d heads, window %u, %d words",
-        heads, stored_window, planes.size(), head_count, window, expected));
+    return absl::DataLossError(
+        absl::StrFormat("scissorhands state: %d heads, window %u, %d plane words; the sequence "
+                        "needs %d heads, window %u, %d words",
+                        heads, stored_window, planes.size(), head_count, window, expected));
   }
-  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings = NewScissorhandsRings(device, head_count, window);
+  absl::StatusOr<std::unique_ptr<ScissorhandsRings>> rings =
+      NewScissorhandsRings(device, head_count, window);
   if (!rings.ok()) return rings.status();
   if (stride > 0) {
     if (absl::Status s = (*rings)->Reserve(stride); !s.ok()) return s;
@@ -156,11 +165,12 @@ absl::Status ScissorhandsStrategy::ApplyStats(Sequence& seq, StatsBatch& batch, 
   auto record = [&](size_t first, size_t end, const std::vector<uint32_t>& live) -> absl::Status {
     attended.clear();
     listed.clear();
-    for (size_t t = first; t < end; ++t) AppendStep(batch.steps[t], heads, live.size(), &attended, &listed);
+    for (size_t t = first; t < end; ++t)
+      AppendStep(batch.steps[t], heads, live.size(), &attended, &listed);
     // No slot anywhere yet: nothing to record (the rings hold no planes).
     if (state.rings().stride() > 0) {
-      if (absl::Status st = state.rings().Record(state.decode_steps(), static_cast<uint32_t>(end - first), live,
-                                                 attended, listed);
+      if (absl::Status st = state.rings().Record(
+              state.decode_steps(), static_cast<uint32_t>(end - first), live, attended, listed);
           !st.ok()) {
         return st;
       }

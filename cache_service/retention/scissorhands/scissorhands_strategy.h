@@ -18,7 +18,8 @@ class ScissorhandsState final : public RetentionState {
   absl::StatusOr<std::unique_ptr<RetentionState>> Clone() const override;
   absl::Status Reserve(uint32_t slots) override { return rings_->Reserve(slots); }
   void Compacted(const std::vector<HeadCompaction>& heads) override;
-  void Describe(size_t lh, uint32_t live, uint32_t* low_max, double* low_mean) const override;
+  // low_max, low_mean: the largest and mean low-attention count over a head's live slots.
+  std::vector<std::vector<HeadFigure>> Describe(const std::vector<uint32_t>& live) const override;
   uint64_t decode_steps() const override { return decode_steps_; }
   // "SHRS" v1: heads, window, decode steps, stride, then every plane.
   absl::StatusOr<std::string> Encode() const override;
@@ -41,12 +42,14 @@ class ScissorhandsStrategy final : public RetentionStrategy {
   bool Evicts(RetentionCause cause) const override {
     return cause == RetentionCause::kStats || cause == RetentionCause::kPressure;
   }
-  absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy, size_t head_count,
+  absl::StatusOr<std::unique_ptr<RetentionState>> NewState(const RetentionPolicy& policy,
+                                                           size_t head_count,
                                                            PoolDevice& device) const override;
-  absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(const RetentionPolicy& policy, size_t head_count,
-                                                              PoolDevice& device,
-                                                              absl::string_view bytes) const override;
-  absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back, RetentionResult* out) const override
+  absl::StatusOr<std::unique_ptr<RetentionState>> DecodeState(
+      const RetentionPolicy& policy, size_t head_count, PoolDevice& device,
+      absl::string_view bytes) const override;
+  absl::Status ApplyStats(Sequence& seq, StatsBatch& batch, bool one_back,
+                          RetentionResult* out) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
   bool Squeezable() const override { return true; }
   uint32_t SqueezeFloor(const RetentionPolicy& policy) const override {
@@ -55,7 +58,8 @@ class ScissorhandsStrategy final : public RetentionStrategy {
   }
 
  protected:
-  std::vector<uint32_t> SqueezeKept(Sequence& seq, size_t lh, uint32_t live, uint32_t budget) const override
+  std::vector<uint32_t> SqueezeKept(Sequence& seq, size_t lh, uint32_t live,
+                                    uint32_t budget) const override
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(seq.mu);
 };
 

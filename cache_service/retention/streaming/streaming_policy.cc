@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/retention/field_defaults.h"
 #include "cache_service/retention/streaming/streaming_strategy.h"
 #include "kvwarden/v1/policy.pb.h"
 
@@ -21,11 +22,11 @@ RetentionPolicy MakeStreamingPolicy(const kernels::StreamingParams& p) {
   return policy;
 }
 
-absl::StatusOr<RetentionPolicy> StreamingFromProto(const v1::StreamingPolicy& in, const KvLayout& layout,
-                                                   const std::string& f) {
+absl::StatusOr<RetentionPolicy> StreamingFromProto(const v1::StreamingPolicy& in,
+                                                   const KvLayout& layout, const std::string& f) {
   kernels::StreamingParams p;
   p.budget = in.budget();
-  if (in.has_sinks()) p.sinks = in.sinks();
+  p.sinks = UintOrDefault(in, "sinks");
   if (in.budget() == 0) return absl::InvalidArgumentError(absl::StrCat(f, ".budget: is required"));
   if (p.sinks >= p.budget) {
     return absl::InvalidArgumentError(

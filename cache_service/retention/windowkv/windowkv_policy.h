@@ -21,11 +21,12 @@ class WindowKvPolicy;
 }  // namespace v1
 
 struct WindowKvPolicyParams final : PolicyParams {
-  uint32_t alpha = 8;
-  uint32_t omega = 8;
-  uint32_t top_p = 8;
-  uint32_t gamma = 8;
-  uint32_t lambda = 14;
+  // Defaults: policy.proto's [(field_default)], filled by WindowKvFromProto.
+  uint32_t alpha = 0;
+  uint32_t omega = 0;
+  uint32_t top_p = 0;
+  uint32_t gamma = 0;
+  uint32_t lambda = 0;
   uint32_t mean_budget = 0;
   bool aggregation = false;
   std::vector<uint32_t> group_budgets;  // one per group of gamma layers
@@ -37,7 +38,7 @@ RetentionPolicy MakeWindowKvPolicy(const WindowKvPolicyParams& p, uint32_t num_l
 
 // Validates the wire form for `layout`, fills its defaults and computes the groups'
 // budgets; errors are INVALID_ARGUMENT naming the field under `field`.
-absl::StatusOr<RetentionPolicy> WindowKvFromProto(const v1::WindowKvPolicy& in, const KvLayout& layout,
-                                                  const std::string& field);
+absl::StatusOr<RetentionPolicy> WindowKvFromProto(const v1::WindowKvPolicy& in,
+                                                  const KvLayout& layout, const std::string& field);
 
 }  // namespace kvwarden

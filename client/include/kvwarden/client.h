@@ -10,7 +10,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,8 +26,8 @@ namespace kvwarden {
 namespace client {
 
 struct Options {
-  std::string target = "127.0.0.1:50051";  // host:port of kvwardend
-  std::string token;                       // tenant (or admin) bearer token
+  std::string target = "127.0.0.1:50051";      // host:port of kvwardend
+  std::string token;                           // tenant (or admin) bearer token
   absl::Duration timeout = absl::Seconds(10);  // per call
   // TLS when tls_ca_pem is set (PEM text of the CA that signed the daemon's certificate);
   // the client certificate and key for mutual TLS. tls_server_name overrides the name
@@ -46,7 +48,9 @@ struct Layout {
   // K (or V) bytes of one token of one head.
   size_t token_bytes() const { return size_t{head_dim} * elem_bytes; }
   // K (or V) bytes of `tokens` tokens of one layer, all heads.
-  size_t layer_bytes(uint32_t tokens) const { return size_t{num_kv_heads} * tokens * token_bytes(); }
+  size_t layer_bytes(uint32_t tokens) const {
+    return size_t{num_kv_heads} * tokens * token_bytes();
+  }
 };
 
 // Retention policy for CreateSequence (see proto/kvwarden/v1/policy.proto). Zero fields
@@ -61,7 +65,7 @@ struct Policy {
   float threshold_scale = 0;            // scissorhands
   std::vector<uint32_t> layer_budgets;  // scissorhands and h2o per-layer B
   uint32_t alpha = 0, omega = 0, top_p = 0, gamma = 0, lambda = 0, mean_budget = 0;  // windowkv
-  bool aggregation = false;                   // windowkv task
+  bool aggregation = false;  // windowkv task
 
   static Policy Full() { return Of(Kind::kFull); }
   static Policy Streaming(uint32_t budget) {
@@ -95,16 +99,16 @@ struct Policy {
 struct HeadStats {
   uint32_t layer = 0;
   uint32_t head = 0;
-  uint32_t attended = 0;           // the first `attended` slots existed at the step
-  std::vector<uint32_t> listed;    // slots at or above the threshold (sparse mode)
-  std::vector<float> dense;        // or the full row (dense mode)
+  uint32_t attended = 0;         // the first `attended` slots existed at the step
+  std::vector<uint32_t> listed;  // slots at or above the threshold (sparse mode)
+  std::vector<float> dense;      // or the full row (dense mode)
 };
 struct DecodeStep {
   std::vector<HeadStats> heads;  // every (layer, head) exactly once
 };
 struct WindowScores {
-  uint32_t layer = 0;        // a WindowKV group leader
-  std::vector<float> sums;   // [head][candidate]
+  uint32_t layer = 0;       // a WindowKV group leader
+  std::vector<float> sums;  // [head][candidate]
 };
 struct HeadRetention {
   uint32_t layer = 0;
@@ -127,8 +131,8 @@ class StatsStream {
   virtual ~StatsStream() = default;
   virtual absl::StatusOr<RetentionUpdate> SendSteps(uint64_t sequence_id, uint64_t epoch,
                                                     const std::vector<DecodeStep>& steps) = 0;
-  virtual absl::StatusOr<RetentionUpdate> SendWindowScores(uint64_t sequence_id, uint64_t epoch,
-                                                           const std::vector<WindowScores>& scores) = 0;
+  virtual absl::StatusOr<RetentionUpdate> SendWindowScores(
+      uint64_t sequence_id, uint64_t epoch, const std::vector<WindowScores>& scores) = 0;
   // Half-closes and returns the stream's final status.
   virtual absl::Status Close() = 0;
 };
@@ -168,8 +172,16 @@ struct HeadInfo {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
   uint32_t evicted = 0;
-  uint32_t low_count_max = 0;   // scissorhands: largest low-attention count of a live slot
-  double low_count_mean = 0;    // scissorhands: their mean
+  // What the policy measures on the head, named by it (control.proto's HeadInfo.figures:
+  // scissorhands low_max, low_mean; h2o score_max, score_mean), in its order.
+  std::vector<std::pair<std::string, double>> figures;
+  // The figure `name`, or nullopt when the policy has none of that name.
+  std::optional<double> Figure(std::string_view name) const {
+    for (const auto& [n, v] : figures) {
+      if (n == name) return v;
+    }
+    return std::nullopt;
+  }
 };
 
 struct SequenceInfo {
@@ -209,7 +221,7 @@ struct DataPlaneInfo {
   Layout layout;
   uint64_t page_bytes = 0;
   uint64_t chunk_bytes = 0;
-  std::string device;  // "cpu" or "cuda:N"
+  std::string device;          // "cpu" or "cuda:N"
   uint16_t tcp_data_port = 0;  // the daemon-served TCP data path; 0 = off
 };
 enum class TransferMode { kRead = 1, kWrite = 2 };
@@ -251,8 +263,8 @@ struct TransferGrant {
   uint32_t num_pages = 0;  // per layer
   uint64_t page_bytes = 0;
   std::vector<std::vector<PageRunInfo>> layers;  // [layer - layer_start]
-  std::vector<ChunkRef> chunks;       // every chunk named in layers
-  std::vector<ChunkKeyInfo> keys;     // remote keys not in the request's known chunks
+  std::vector<ChunkRef> chunks;                  // every chunk named in layers
+  std::vector<ChunkKeyInfo> keys;                // remote keys not in the request's known chunks
   absl::Time expires;
   std::string data_secret;  // proves the grant on the TCP data path (16 bytes)
 };

@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from kvwarden.v1 import control_pb2, layout_pb2, policy_pb2
+from kvwarden.v1 import control_pb2, layout_pb2, options_pb2, policy_pb2
 
 _DTYPES = {
     layout_pb2.DTYPE_FP16: ("fp16", np.dtype(np.float16)),
@@ -46,6 +46,20 @@ class Policy:
 
     def __init__(self, proto: policy_pb2.RetentionPolicy):
         self.proto = proto
+
+    @staticmethod
+    def value_or_default(message, name: str):
+        """`name` of a policy message, or the default the daemon gives it when zero (or
+        unset, for an `optional` field): the field's [(field_default)] in policy.proto."""
+        fd = message.DESCRIPTOR.fields_by_name[name]
+        options = fd.GetOptions()
+        if not options.HasExtension(options_pb2.field_default):
+            raise KeyError(f"{message.DESCRIPTOR.full_name}.{name} has no documented default")
+        unset = not message.HasField(name) if fd.has_presence else getattr(message, name) == 0
+        if not unset:
+            return getattr(message, name)
+        value = options.Extensions[options_pb2.field_default]
+        return int(value) if fd.cpp_type != fd.CPPTYPE_FLOAT else value
 
     @staticmethod
     def full() -> "Policy":

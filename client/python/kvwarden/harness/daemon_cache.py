@@ -31,17 +31,18 @@ from kvwarden.types import HeadStats, Lease, Policy, Sequence
 
 
 def _policy_params(policy: Policy, n_layers: int):
-    """(kind, threshold_scale, windowkv alpha, windowkv gamma, recent) with the daemon's
-    documented defaults for zero fields (proto/kvwarden/v1/policy.proto)."""
+    """(kind, threshold_scale, windowkv alpha, windowkv gamma, recent) as the daemon takes
+    them: zero fields read their default from policy.proto."""
     kind = policy.proto.WhichOneof("policy") or "full"
+    value = Policy.value_or_default
     if kind == "scissorhands":
         s = policy.proto.scissorhands
-        return kind, s.threshold_scale or 1.0, 0, 1, s.recent or 10
+        return kind, value(s, "threshold_scale"), 0, 1, value(s, "recent")
     if kind == "h2o":
-        return kind, 1.0, 0, 1, policy.proto.h2o.recent or 10
+        return kind, 1.0, 0, 1, value(policy.proto.h2o, "recent")
     if kind == "windowkv":
         w = policy.proto.windowkv
-        return kind, 1.0, w.alpha or 8, w.gamma or min(8, n_layers), 0
+        return kind, 1.0, value(w, "alpha"), w.gamma or min(value(w, "gamma"), n_layers), 0
     return kind, 1.0, 0, 1, 0
 
 

@@ -1,0 +1,85 @@
+#include "cache_service/core/sequences/transfer_leases.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "cache_service/util/random_id.h"
+
+namespace kvwarden {
+
+void AppendPageRun(const PagePool& pool, PageId page, std::vector<PageRun>& runs) {
+  const uint32_t chunk = pool.ChunkOf(page);
+  const uint64_t offset = pool.OffsetInChunk(page);
+  if (!runs.empty() && runs.back().chunk == chunk &&
+      runs.back().offset + uint64_t{runs.back().pages} * pool.page_bytes() == offset) {
+    ++runs.back().pages;
+  } else {
+    runs.push_back({chunk, offset, 1});
+  }
+}
+
+uint32_t TransferLeases::CountOf(TenantId tenant) const {
+  auto it = per_tenant_.find(tenant);
+  return it == per_tenant_.end() ? 0 : it->second;
+}
+
+TransferId TransferLeases::NewId() const {
+  TransferId id;
+  do {
+    id = RandomId();
+  } while (records_.contains(id));
+  return id;
+}
+
+void TransferLeases::Add(Record record) {
+  ++per_tenant_[record.info.tenant];
+  const TransferId id = record.info.id;
+  records_.emplace(id, std::move(record));
+}
+
+absl::StatusOr<TransferLeases::Record> TransferLeases::Take(TransferId id, const Caller& caller) {
+  auto it = records_.find(id);
+  if (it == records_.end() || !caller.CanSee(it->second.info.tenant)) {
+    return absl::NotFoundError(absl::StrCat("transfer ", id, " not found"));
+  }
+  Record r = std::move(it->second);
+  records_.erase(it);
+  if (--per_tenant_[r.info.tenant] == 0) per_tenant_.erase(r.info.tenant);
+  return r;
+}
+
+std::vector<TransferLeases::Record> TransferLeases::TakeWhere(
+    const std::function<bool(const Record&)>& pred) {
+  std::vector<Record> taken;
+  for (auto it = records_.begin(); it != records_.end();) {
+    if (pred(it->second)) {
+      if (--per_tenant_[it->second.info.tenant] == 0) per_tenant_.erase(it->second.info.tenant);
+      taken.push_back(std::move(it->second));
+      records_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
+
+absl::StatusOr<const TransferLeases::Record*> TransferLeases::Find(
+    TransferId id, const net::DataSecret& secret) const {
+  auto it = records_.find(id);
+  if (it == records_.end() || !net::SecretsEqual(it->second.secret, secret)) {
+    return absl::NotFoundError(absl::StrCat("transfer ", id, " not found (or a wrong secret)"));
+  }
+  return &it->second;
+}
+
+std::vector<TransferInfo> TransferLeases::List(std::optional<TenantId> tenant) const {
+  std::vector<TransferInfo> out;
+  for (const auto& [id, r] : records_) {
+    if (!tenant || r.info.tenant == *tenant) out.push_back(r.info);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const TransferInfo& a, const TransferInfo& b) { return a.id < b.id; });
+  return out;
+}
+
+}  // namespace kvwarden
