@@ -9,15 +9,16 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/security/server_credentials.h"
 #include "absl/strings/str_format.h"
-#include "cache_service/retention/registry.h"
+#include "cache_service/core/memory/pool_device.h"
 #include "cache_service/dataplane/listen_interface.h"
-#include "cache_service/util/log.h"
 #include "cache_service/metrics/rpc_metrics_interceptor.h"
+#include "cache_service/retention/registry.h"
 #include "cache_service/rpc/connection_auth.h"
 #include "cache_service/rpc/parse_failure_interceptor.h"
-#include "cache_service/core/memory/pool_device.h"
+#include "cache_service/rpc/proto_convert.h"
+#include "cache_service/util/log.h"
+#include "grpcpp/security/server_credentials.h"
 
 namespace kvwarden {
 namespace {
@@ -37,6 +38,7 @@ absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& settings) {
   std::unique_ptr<Daemon> d(new Daemon());
+  d->cluster_ = settings.cluster;
   d->data_plane_.instance_id = NewInstanceId();
   // The data plane listens where the control plane does unless configured otherwise.
   std::string net_devices = settings.ucx_net_devices;
@@ -44,8 +46,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     if (net_devices.empty()) {
       absl::StatusOr<std::string> found = UcxNetDevicesForListenHost(ListenHost(settings.listen));
       if (!found.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("UCX data plane: listen ", settings.listen, ": ", found.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat("UCX data plane: listen ", settings.listen,
+                                                       ": ", found.status().message()));
       }
       net_devices = *found;
     }
@@ -73,8 +75,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
       const std::string pool_name = spec.name;
       UcxDataPlane* dp = d->ucx_.get();
       auto warned = std::make_shared<std::atomic<bool>>(false);  // once per pool
-      opts.chunk_factory = [dp, device, pool_name, warned](size_t bytes, size_t index)
-          -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
+      opts.chunk_factory = [dp, device, pool_name, warned](
+                               size_t bytes,
+                               size_t index) -> absl::StatusOr<std::unique_ptr<ChunkMemory>> {
         absl::StatusOr<std::unique_ptr<ChunkMemory>> chunk = dp->NewChunk(bytes);
         if (chunk.ok()) return chunk;
         if (!warned->exchange(true)) {
@@ -112,7 +115,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
         .Field("interfaces", net_devices.empty() ? "all" : net_devices);
   }
   LeaseOptions lease_options = settings.leases;
-  lease_options.max_leases = [ledger](TenantId t) { return ledger->spec(t).limits.max_worker_leases; };
+  lease_options.max_leases = [ledger](TenantId t) {
+    return ledger->spec(t).limits.max_worker_leases;
+  };
   lease_options.limit_refusal = [ledger](TenantId t, uint32_t limit) {
     ledger->CountLimitRefusal(t);
     return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
@@ -142,7 +147,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     tcp.listen = settings.tcp_data_listen;
     if (tcp.listen.empty()) {
       const std::string host = ListenHost(settings.listen);
-      tcp.listen = absl::StrCat(host.find(':') != std::string::npos ? "[" + host + "]" : host, ":0");
+      tcp.listen =
+          absl::StrCat(host.find(':') != std::string::npos ? "[" + host + "]" : host, ":0");
     }
     tcp.max_connections = settings.max_tcp_data_connections;
     tcp.max_per_tenant = settings.max_tcp_data_connections_per_tenant;
@@ -165,11 +171,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   // memfd backing), the attach connections, and UCX, gRPC and log files.
   d->fd_reserve_ = 1024 + uint64_t{settings.max_attach_connections};
   if (settings.tcp_data) {
-    d->fd_reserve_ += uint64_t{settings.max_tcp_data_connections} +
-                      TcpDataServer::Options().max_unauthenticated;
+    d->fd_reserve_ +=
+        uint64_t{settings.max_tcp_data_connections} + TcpDataServer::Options().max_unauthenticated;
   }
   for (const PoolSpec& p : settings.pools) d->fd_reserve_ += p.num_chunks;
-  d->reaper_ = std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
+  d->reaper_ =
+      std::make_unique<LeaseReaper>(d->leases_.get(), d->table_.get(), settings.reap_interval);
 
   for (const PoolSpec& spec : settings.pools) d->policy_defaults_.pools.push_back(spec.name);
   d->policy_defaults_.tenants = settings.tenant_defaults;
@@ -182,10 +189,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     d->data_plane_.attach = d->attach_.get();
     LogEvent(LogLevel::kInfo, "attach_listening").Field("path", settings.attach_socket);
   }
-  const ServiceContext ctx{&d->pools_,     ledger,        d->table_.get(), d->leases_.get(),
-                           d->auth_.get(), &d->policy_defaults_, absl::Now(), &d->data_plane_,
-                           &d->parked_,     &d->grpc_connections_, &d->metrics_address_,
-                           &d->config_text_, &d->config_path_, &d->set_serving_};
+  const ServiceContext ctx{&d->pools_,           ledger,
+                           d->table_.get(),      d->leases_.get(),
+                           d->auth_.get(),       &d->policy_defaults_,
+                           absl::Now(),          &d->data_plane_,
+                           &d->parked_,          &d->grpc_connections_,
+                           &d->metrics_address_, &d->config_text_,
+                           &d->config_path_,     &d->set_serving_};
   d->config_text_ = settings.redacted_config;
   d->tls_ = settings.tls;
   d->grpc_idle_timeout_ = settings.grpc_idle_timeout;
@@ -199,7 +209,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     if (!server.ok()) return server.status();
     d->metrics_server_ = *std::move(server);
     d->metrics_address_ = d->metrics_server_->address();
-    LogEvent(LogLevel::kInfo, "metrics_listening").Field("url", absl::StrCat("http://", d->metrics_address_, "/metrics"));
+    LogEvent(LogLevel::kInfo, "metrics_listening")
+        .Field("url", absl::StrCat("http://", d->metrics_address_, "/metrics"));
   }
   return d;
 }
@@ -218,19 +229,21 @@ absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::stri
         .Field("fds_kept", fd_reserve_);
     limits.max_connections = static_cast<uint32_t>(room);
   }
-  limits.max_connections_per_peer = std::min(limits.max_connections_per_peer, limits.max_connections);
+  limits.max_connections_per_peer =
+      std::min(limits.max_connections_per_peer, limits.max_connections);
   return GrpcAcceptor::Listen(address, limits, &grpc_connections_);
 }
 
 void Daemon::AddTo(grpc::ServerBuilder& builder) {
   if (tls_.enabled()) {
-    grpc::SslServerCredentialsOptions opts(tls_.client_ca_pem.empty()
-                                               ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    grpc::SslServerCredentialsOptions opts(
+        tls_.client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     opts.pem_root_certs = tls_.client_ca_pem;
     opts.pem_key_cert_pairs.push_back({tls_.key_pem, tls_.cert_pem});
     tls_acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
-        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, grpc::SslServerCredentials(opts));
+        grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+        grpc::SslServerCredentials(opts));
   }
   builder.RegisterService(&*control_);
   builder.RegisterService(&*admin_);
@@ -246,6 +259,38 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
   // Idle connections (no call in flight) go, so they cannot hold the per-peer cap.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(grpc_idle_timeout_)));
+}
+
+absl::Status Daemon::JoinCluster(const std::string& grpc_address) {
+  if (!cluster_.enabled()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({cluster_.endpoints});
+  if (!etcd.ok()) return etcd.status();
+  etcd_ = *std::move(etcd);
+  NodeRegistration::Options o;
+  o.etcd = etcd_.get();
+  o.key_prefix = cluster_.key_prefix;
+  o.node = cluster_.node;
+  o.ttl = cluster_.lease_ttl;
+  const std::string address = AdvertisedAddress(cluster_, grpc_address);
+  const int64_t started = absl::ToUnixMillis(absl::Now());
+  o.describe = [this, address, started] {
+    v1::NodeInfo info;
+    info.set_grpc_address(address);
+    info.set_version(KVWARDEN_VERSION);
+    info.set_started_unix_ms(started);
+    for (const PagePool* pool : pools_.all()) {
+      v1::NodePool* p = info.add_pools();
+      p->set_name(pool->name());
+      p->set_device(pool->device());
+      ToProto(pool->layout(), p->mutable_layout());
+      const PagePoolStats s = pool->Stats();
+      p->set_capacity_pages(s.capacity_pages);
+      p->set_free_pages(s.capacity_pages - s.used_pages);
+    }
+    return info;
+  };
+  registration_ = std::make_unique<NodeRegistration>(std::move(o));
+  return absl::OkStatus();
 }
 
 }  // namespace kvwarden

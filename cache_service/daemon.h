@@ -6,24 +6,26 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "cache_service/rpc/admin_service.h"
-#include "cache_service/dataplane/attach_server.h"
-#include "cache_service/core/tenancy/authenticator.h"
-#include "cache_service/rpc/control_service.h"
-#include "cache_service/daemon_config.h"
-#include "cache_service/rpc/grpc_acceptor.h"
-#include "cache_service/core/tenancy/lease_reaper.h"
-#include "cache_service/core/sequences/parked_calls.h"
+#include "cache_service/cluster/etcd_client.h"
+#include "cache_service/cluster/node_registration.h"
 #include "cache_service/core/memory/pool_set.h"
+#include "cache_service/core/sequences/parked_calls.h"
 #include "cache_service/core/sequences/sequence_table.h"
-#include "cache_service/rpc/service_context.h"
+#include "cache_service/core/tenancy/authenticator.h"
+#include "cache_service/core/tenancy/lease_reaper.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
-#include "cache_service/rpc/transfer_service.h"
+#include "cache_service/core/tenancy/worker_leases.h"
+#include "cache_service/daemon_config.h"
+#include "cache_service/dataplane/attach_server.h"
 #include "cache_service/dataplane/tcp_data_server.h"
 #include "cache_service/dataplane/ucx_data_plane.h"
-#include "cache_service/core/tenancy/worker_leases.h"
 #include "cache_service/metrics/daemon_metrics.h"
 #include "cache_service/metrics/metrics_server.h"
+#include "cache_service/rpc/admin_service.h"
+#include "cache_service/rpc/control_service.h"
+#include "cache_service/rpc/grpc_acceptor.h"
+#include "cache_service/rpc/service_context.h"
+#include "cache_service/rpc/transfer_service.h"
 #include "grpcpp/server_builder.h"
 
 namespace kvwarden {
@@ -48,14 +50,24 @@ class Daemon {
   // connection cap fitted under `fd_limit` with room for every chunk, the attach
   // connections and a reserve. Serve() the returned acceptor once the server is built;
   // destroy it before the server shuts down.
-  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> ListenGrpc(const std::string& address, uint64_t fd_limit);
+  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> ListenGrpc(const std::string& address,
+                                                           uint64_t fd_limit);
   // Ends every parked call now (UNAVAILABLE) and parks none after: call before the
   // server shuts down, so shutdown never waits on a transfer lease.
   void StopParkedCalls() { parked_.Shutdown(); }
 
+  // Cluster mode (settings.cluster enabled): publishes this node, reachable at
+  // `grpc_address` (the bound address), in etcd and keeps it there (node_registration.h).
+  // etcd being down does not fail it: the node registers once etcd answers.
+  absl::Status JoinCluster(const std::string& grpc_address);
+  // Removes the node's entry now (a clean stop): clients stop picking it before it goes.
+  void LeaveCluster() { registration_.reset(); }
+
   SequenceTable& table() { return *table_; }
   // With TLS configured, where the acceptor hands connections (made by AddTo); else null.
-  grpc::experimental::ExternalConnectionAcceptor* tls_acceptor() const { return tls_acceptor_.get(); }
+  grpc::experimental::ExternalConnectionAcceptor* tls_acceptor() const {
+    return tls_acceptor_.get();
+  }
   // Called when draining changes gRPC health's overall status (set once the server runs).
   void SetServingHook(std::function<void(bool serving)> hook) { set_serving_ = std::move(hook); }
   // host:port of /metrics, empty when off.
@@ -71,7 +83,7 @@ class Daemon {
   std::unique_ptr<TenantLedger> ledger_;
   PoolSet pools_;
   std::unique_ptr<WorkerLeases> leases_;
-  ParkedCalls parked_;  // outlives the table, which wakes it
+  ParkedCalls parked_;                      // outlives the table, which wakes it
   std::unique_ptr<DaemonMetrics> metrics_;  // null when metrics are off; outlives the table
   std::unique_ptr<SequenceTable> table_;
   std::unique_ptr<TcpDataServer> tcp_data_;  // reads the table: declared after it
@@ -94,7 +106,10 @@ class Daemon {
   std::function<void(bool)> set_serving_;
   TlsSettings tls_;
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tls_acceptor_;
-  std::unique_ptr<MetricsServer> metrics_server_;  // first to go: it reads every part
+  ClusterSettings cluster_;
+  std::unique_ptr<EtcdClient> etcd_;
+  std::unique_ptr<NodeRegistration> registration_;  // describes the pools: goes before them
+  std::unique_ptr<MetricsServer> metrics_server_;   // first to go: it reads every part
 };
 
 }  // namespace kvwarden

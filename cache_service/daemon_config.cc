@@ -2,8 +2,8 @@
 
 #include <fstream>
 #include <optional>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
@@ -11,10 +11,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
+#include "cache_service/cluster/etcd_client.h"
+#include "cache_service/retention/field_defaults.h"
 #include "cache_service/retention/registry.h"
 #include "common/ucx/ucx.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
 #include "kvwarden/v1/config.pb.h"
 
 namespace kvwarden {
@@ -59,19 +61,24 @@ absl::Status ValidateLayout(const v1::KvLayout& in, const std::string& f, KvLayo
     uint32_t value;
     uint32_t max;
   };
-  for (const Dim& d : {Dim{"num_layers", in.num_layers(), 1024},
-                       Dim{"num_kv_heads", in.num_kv_heads(), 1024},
-                       Dim{"head_dim", in.head_dim(), 4096},
-                       Dim{"page_tokens", in.page_tokens(), 4096}}) {
+  for (const Dim& d :
+       {Dim{"num_layers", in.num_layers(), 1024}, Dim{"num_kv_heads", in.num_kv_heads(), 1024},
+        Dim{"head_dim", in.head_dim(), 4096}, Dim{"page_tokens", in.page_tokens(), 4096}}) {
     if (d.value == 0 || d.value > d.max) {
       return FieldError(absl::StrCat(f, ".", d.name),
                         absl::StrFormat("must be in [1, %u], got %u", d.max, d.value));
     }
   }
   switch (in.dtype()) {
-    case v1::DTYPE_FP16: out->dtype = DType::kFp16; break;
-    case v1::DTYPE_BF16: out->dtype = DType::kBf16; break;
-    case v1::DTYPE_FP32: out->dtype = DType::kFp32; break;
+    case v1::DTYPE_FP16:
+      out->dtype = DType::kFp16;
+      break;
+    case v1::DTYPE_BF16:
+      out->dtype = DType::kBf16;
+      break;
+    case v1::DTYPE_FP32:
+      out->dtype = DType::kFp32;
+      break;
     default:
       return FieldError(f + ".dtype", "must be DTYPE_FP16, DTYPE_BF16 or DTYPE_FP32");
   }
@@ -92,7 +99,8 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
     int ordinal = -1;
     if (!absl::StartsWith(out->device, "cuda:") ||
         !absl::SimpleAtoi(absl::string_view(out->device).substr(5), &ordinal) || ordinal < 0) {
-      return FieldError(f + ".device", absl::StrCat("'", out->device, "' is not 'cpu' or 'cuda:N'"));
+      return FieldError(f + ".device",
+                        absl::StrCat("'", out->device, "' is not 'cpu' or 'cuda:N'"));
     }
     out->cuda_ordinal = ordinal;
   }
@@ -116,7 +124,8 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
   const uint64_t chunk_pages = chunk_bytes / page_bytes;
   if (chunk_pages > UINT32_MAX) return FieldError(f + ".chunk_bytes", "too large");
   if ((in.capacity_bytes() == 0) == (in.capacity_pages() == 0)) {
-    return FieldError(f + ".capacity_bytes", "set exactly one of capacity_bytes and capacity_pages");
+    return FieldError(f + ".capacity_bytes",
+                      "set exactly one of capacity_bytes and capacity_pages");
   }
   const uint64_t pages =
       in.capacity_pages() != 0 ? in.capacity_pages() : in.capacity_bytes() / page_bytes;
@@ -133,7 +142,8 @@ absl::Status ValidatePool(const v1::PoolConfig& in, const std::string& f, PoolSp
   out->high_water_percent = in.high_water_percent() ? in.high_water_percent() : 90;
   out->preallocate = in.preallocate();
   if (out->high_water_percent > 100) {
-    return FieldError(f + ".high_water_percent", absl::StrFormat("%u is above 100", out->high_water_percent));
+    return FieldError(f + ".high_water_percent",
+                      absl::StrFormat("%u is above 100", out->high_water_percent));
   }
   out->chunk_pages = static_cast<uint32_t>(chunk_pages);
   out->num_chunks = static_cast<uint32_t>(chunks);
@@ -172,13 +182,16 @@ std::string ConfigRelative(const std::string& file, const std::string& config_di
 
 // A token given inline or in a file (one of the two); a file's path is relative to the
 // config's directory, its content trimmed.
-absl::Status ResolveToken(const std::string& inline_token, const std::string& file, const std::string& config_dir,
-                          const std::string& field, std::string* out) {
+absl::Status ResolveToken(const std::string& inline_token, const std::string& file,
+                          const std::string& config_dir, const std::string& field,
+                          std::string* out) {
   if (file.empty()) {
     *out = inline_token;
     return absl::OkStatus();
   }
-  if (!inline_token.empty()) return FieldError(field + "_file", absl::StrCat("set ", field, " or ", field, "_file, not both"));
+  if (!inline_token.empty())
+    return FieldError(field + "_file",
+                      absl::StrCat("set ", field, " or ", field, "_file, not both"));
   const std::string path = ConfigRelative(file, config_dir);
   const std::optional<std::string> text = ReadWholeFile(path);
   if (!text) return FieldError(field + "_file", absl::StrCat(path, ": cannot read"));
@@ -188,14 +201,15 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
 }
 
 // A PEM file of the TLS config: readable and PEM.
-absl::Status ReadPem(const std::string& file, const std::string& config_dir, const std::string& field,
-                     std::string* out) {
+absl::Status ReadPem(const std::string& file, const std::string& config_dir,
+                     const std::string& field, std::string* out) {
   if (file.empty()) return absl::OkStatus();
   const std::string path = ConfigRelative(file, config_dir);
   const std::optional<std::string> text = ReadWholeFile(path);
   if (!text) return FieldError(field, absl::StrCat(path, ": cannot read"));
   *out = *text;
-  if (out->find("-----BEGIN ") == std::string::npos) return FieldError(field, absl::StrCat(path, " is not PEM"));
+  if (out->find("-----BEGIN ") == std::string::npos)
+    return FieldError(field, absl::StrCat(path, " is not PEM"));
   return absl::OkStatus();
 }
 
@@ -207,9 +221,10 @@ absl::Status ReadTls(const v1::TlsConfig& in, const std::string& config_dir, Tls
   if (in.cert_file().empty() && !in.client_ca_file().empty()) {
     return FieldError("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
   }
-  for (auto [file, field, dst] : {std::tuple{&in.cert_file(), "tls.cert_file", &out->cert_pem},
-                                  std::tuple{&in.key_file(), "tls.key_file", &out->key_pem},
-                                  std::tuple{&in.client_ca_file(), "tls.client_ca_file", &out->client_ca_pem}}) {
+  for (auto [file, field, dst] :
+       {std::tuple{&in.cert_file(), "tls.cert_file", &out->cert_pem},
+        std::tuple{&in.key_file(), "tls.key_file", &out->key_pem},
+        std::tuple{&in.client_ca_file(), "tls.client_ca_file", &out->client_ca_pem}}) {
     if (absl::Status s = ReadPem(*file, config_dir, field, dst); !s.ok()) return s;
   }
   return absl::OkStatus();
@@ -217,14 +232,16 @@ absl::Status ReadTls(const v1::TlsConfig& in, const std::string& config_dir, Tls
 
 absl::Status ResolveTokenFiles(v1::DaemonConfig* cfg, const std::string& config_dir) {
   std::string token;
-  if (absl::Status s = ResolveToken(cfg->admin_token(), cfg->admin_token_file(), config_dir, "admin_token", &token);
+  if (absl::Status s = ResolveToken(cfg->admin_token(), cfg->admin_token_file(), config_dir,
+                                    "admin_token", &token);
       !s.ok()) {
     return s;
   }
   cfg->set_admin_token(token);
   for (int i = 0; i < cfg->tenants_size(); ++i) {
     v1::TenantConfig* t = cfg->mutable_tenants(i);
-    if (absl::Status s = ResolveToken(t->token(), t->token_file(), config_dir, absl::StrCat("tenants[", i, "].token"), &token);
+    if (absl::Status s = ResolveToken(t->token(), t->token_file(), config_dir,
+                                      absl::StrCat("tenants[", i, "].token"), &token);
         !s.ok()) {
       return s;
     }
@@ -312,17 +329,20 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
     return FieldError("log.format", absl::StrCat("'", in.log().format(), "' is not text or json"));
   }
   if (!in.log().level().empty() && !ParseLogLevel(in.log().level(), &out->log_level)) {
-    return FieldError("log.level", absl::StrCat("'", in.log().level(), "' is not debug, info, warning or error"));
+    return FieldError(
+        "log.level", absl::StrCat("'", in.log().level(), "' is not debug, info, warning or error"));
   }
   if (!out->metrics_listen.empty() && out->metrics_listen.rfind(':') == std::string::npos) {
-    return FieldError("metrics.listen", absl::StrCat("'", out->metrics_listen, "' is not HOST:PORT"));
+    return FieldError("metrics.listen",
+                      absl::StrCat("'", out->metrics_listen, "' is not HOST:PORT"));
   }
   if (in.data_plane().max_attach_connections()) {
     out->max_attach_connections = in.data_plane().max_attach_connections();
   }
   const v1::GrpcConnectionsConfig& conns = in.grpc_connections();
   if (conns.max_connections()) out->max_grpc_connections = conns.max_connections();
-  if (conns.max_connections_per_peer()) out->max_grpc_connections_per_peer = conns.max_connections_per_peer();
+  if (conns.max_connections_per_peer())
+    out->max_grpc_connections_per_peer = conns.max_connections_per_peer();
   if (conns.preface_timeout_ms()) {
     if (conns.preface_timeout_ms() > 600000) {
       return FieldError("grpc_connections.preface_timeout_ms", "at most 600000 (10 minutes)");
@@ -343,8 +363,26 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   }
   out->stage_all_pools = in.data_plane().stage_all_pools();
   out->memfd_chunks = in.data_plane().memfd_chunks();
+  const v1::ClusterConfig& cluster = in.cluster();
+  for (int i = 0; i < cluster.endpoints_size(); ++i) {
+    absl::StatusOr<std::vector<std::string>> e = ParseEtcdEndpoints(cluster.endpoints(i));
+    if (!e.ok() || e->size() != 1) {
+      return FieldError(absl::StrCat("cluster.endpoints[", i, "]"),
+                        absl::StrCat("'", cluster.endpoints(i), "' is not HOST:PORT"));
+    }
+    out->cluster.endpoints.push_back((*e)[0]);
+  }
+  out->cluster.node = cluster.node();
+  const uint32_t ttl_s = UintOrDefault(cluster, "lease_ttl_s");
+  if (ttl_s < 2 || ttl_s > 300) {
+    return FieldError("cluster.lease_ttl_s", absl::StrCat(ttl_s, " is outside [2, 300]"));
+  }
+  out->cluster.lease_ttl = absl::Seconds(ttl_s);
+  out->cluster.advertise = cluster.advertise();
+  if (!cluster.key_prefix().empty()) out->cluster.key_prefix = cluster.key_prefix();
   if (out->attach_socket.size() > 107) {
-    return FieldError("data_plane.attach_socket", "longer than a Unix socket path may be (107 bytes)");
+    return FieldError("data_plane.attach_socket",
+                      "longer than a Unix socket path may be (107 bytes)");
   }
   return ValidateLeases(in.leases(), out);
 }

@@ -8,11 +8,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cache_service/util/log.h"
+#include "cache_service/cluster/cluster_settings.h"
 #include "cache_service/core/memory/kv_layout.h"
 #include "cache_service/core/sequences/retention_policy.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
 #include "cache_service/core/tenancy/worker_leases.h"
+#include "cache_service/util/log.h"
 
 namespace kvwarden {
 
@@ -51,15 +52,15 @@ struct DaemonSettings {
   std::string listen;
   std::string admin_token;
   std::vector<PoolSpec> pools;
-  std::vector<TenantSpec> tenants;    // ledger order = tenant ids
-  std::vector<TenantAuth> tenant_tokens;  // same order
+  std::vector<TenantSpec> tenants;              // ledger order = tenant ids
+  std::vector<TenantAuth> tenant_tokens;        // same order
   std::vector<TenantDefaults> tenant_defaults;  // same order
   LeaseOptions leases;
   absl::Duration reap_interval = absl::Milliseconds(100);
   bool ucx = true;
   std::string ucx_transports;
   std::string ucx_net_devices;  // "" = follow `listen` (see config.proto)
-  std::string attach_socket;  // empty: attach off
+  std::string attach_socket;    // empty: attach off
   bool tcp_data = true;
   std::string tcp_data_listen;  // "" = the gRPC listen host, a free port
   uint32_t max_tcp_data_connections = 1024;
@@ -79,6 +80,7 @@ struct DaemonSettings {
   absl::Duration grpc_auth_timeout = absl::Seconds(30);
   bool stage_all_pools = false;
   bool memfd_chunks = false;
+  ClusterSettings cluster;  // validated with the flags (ValidateClusterSettings)
 };
 
 inline constexpr uint64_t kDefaultChunkBytes = 64ull << 20;

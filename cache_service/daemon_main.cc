@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "cache_service/cluster/etcd_client.h"
 #include "cache_service/daemon.h"
 #include "cache_service/daemon_config.h"
 #include "cache_service/systemd_notify.h"
@@ -42,6 +43,8 @@ struct Flags {
   std::string log_format;
   std::string log_level;
   bool check_config = false;
+  std::optional<std::string> cluster;
+  std::optional<std::string> node;
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
@@ -62,14 +65,30 @@ std::string BoundAddress(const std::string& listen, int port) {
 int Run(const Flags& flags) {
   absl::StatusOr<DaemonSettings> settings = LoadDaemonConfig(flags.config);
   if (!settings.ok()) {
-    std::fprintf(stderr, "kvwardend: bad config: %s\n", std::string(settings.status().message()).c_str());
+    std::fprintf(stderr, "kvwardend: bad config: %s\n",
+                 std::string(settings.status().message()).c_str());
     return 2;
   }
   if (!flags.listen.empty()) settings->listen = flags.listen;
   if (flags.attach_socket) settings->attach_socket = *flags.attach_socket;
   if (flags.metrics) settings->metrics_listen = *flags.metrics;
+  if (flags.cluster) {
+    absl::StatusOr<std::vector<std::string>> endpoints = ParseEtcdEndpoints(*flags.cluster);
+    if (!endpoints.ok()) {
+      std::fprintf(stderr, "kvwardend: --cluster: %s\n",
+                   std::string(endpoints.status().message()).c_str());
+      return 2;
+    }
+    settings->cluster.endpoints = *std::move(endpoints);
+  }
+  if (flags.node) settings->cluster.node = *flags.node;
+  if (absl::Status s = ValidateClusterSettings(settings->cluster); !s.ok()) {
+    std::fprintf(stderr, "kvwardend: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   if (!flags.log_format.empty() && !ParseLogFormat(flags.log_format, &settings->log_format)) {
-    std::fprintf(stderr, "kvwardend: --log-format: '%s' is not text or json\n", flags.log_format.c_str());
+    std::fprintf(stderr, "kvwardend: --log-format: '%s' is not text or json\n",
+                 flags.log_format.c_str());
     return 2;
   }
   if (!flags.log_level.empty() && !ParseLogLevel(flags.log_level, &settings->log_level)) {
@@ -83,8 +102,10 @@ int Run(const Flags& flags) {
                 settings->pools.size(), settings->tenants.size(), settings->listen.c_str());
     return 0;
   }
-  if (!settings->metrics_listen.empty() && settings->metrics_listen.rfind(':') == std::string::npos) {
-    std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n", settings->metrics_listen.c_str());
+  if (!settings->metrics_listen.empty() &&
+      settings->metrics_listen.rfind(':') == std::string::npos) {
+    std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n",
+                 settings->metrics_listen.c_str());
     return 2;
   }
   if (settings->listen.rfind(':') == std::string::npos) {
@@ -95,7 +116,8 @@ int Run(const Flags& flags) {
   // Debian's Abseil is built without NDEBUG, so every absl::Mutex runs the deadlock
   // detector (its lock graph) by default: ~45 ns per lock+unlock instead of ~13. The tests
   // keep it; the daemon turns it off unless KVW_MUTEX_DEADLOCK_DETECTION=1.
-  if (const char* d = std::getenv("KVW_MUTEX_DEADLOCK_DETECTION"); d == nullptr || std::string(d) != "1") {
+  if (const char* d = std::getenv("KVW_MUTEX_DEADLOCK_DETECTION");
+      d == nullptr || std::string(d) != "1") {
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   }
 
@@ -119,7 +141,8 @@ int Run(const Flags& flags) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> acceptor = (*daemon)->ListenGrpc(settings->listen, fd_limit);
+  absl::StatusOr<std::unique_ptr<GrpcAcceptor>> acceptor =
+      (*daemon)->ListenGrpc(settings->listen, fd_limit);
   if (!acceptor.ok()) {
     std::fprintf(stderr, "kvwardend: %s\n", std::string(acceptor.status().message()).c_str());
     return acceptor.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
@@ -161,15 +184,24 @@ int Run(const Flags& flags) {
         .Field("pools", pools)
         .Field("tenants", settings->tenants.size())
         .Field("ucx", settings->ucx)
-        .Field("tls", !settings->tls.enabled() ? "off" : settings->tls.client_ca_pem.empty() ? "on" : "mutual")
+        .Field("tls", !settings->tls.enabled()              ? "off"
+                      : settings->tls.client_ca_pem.empty() ? "on"
+                                                            : "mutual")
         .Field("attach_socket", settings->attach_socket)
         .Field("metrics", (*daemon)->metrics_address())
         .Field("fd_limit", fd_limit)
         .Field("max_grpc_connections", settings->max_grpc_connections)
-        .Field("log_level", LogLevelName(settings->log_level));
+        .Field("log_level", LogLevelName(settings->log_level))
+        .Field("cluster_node", settings->cluster.enabled() ? settings->cluster.node : "off");
   }
   if (!flags.ready_file.empty() && !WriteReadyFile(flags.ready_file, address)) {
     std::fprintf(stderr, "kvwardend: cannot write --ready-file %s\n", flags.ready_file.c_str());
+    acceptor->reset();
+    server->Shutdown();
+    return 1;
+  }
+  if (absl::Status s = (*daemon)->JoinCluster(address); !s.ok()) {
+    std::fprintf(stderr, "kvwardend: cluster: %s\n", std::string(s.message()).c_str());
     acceptor->reset();
     server->Shutdown();
     return 1;
@@ -181,9 +213,11 @@ int Run(const Flags& flags) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   LogEvent(LogLevel::kInfo, "stop").Field("signal", sig);
+  (*daemon)->LeaveCluster();  // first: clients stop choosing this node
   systemd.Stopping();
   acceptor->reset();  // no new connections
-  (*daemon)->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
+  (*daemon)
+      ->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;
@@ -217,6 +251,10 @@ int main(int argc, char** argv) {
                  "text (key=value, default) or json (one object per line); overrides log.format");
   app.add_option("--log-level", flags.log_level,
                  "debug, info (default), warning or error; overrides log.level");
+  app.add_option("--cluster", flags.cluster,
+                 "etcd://HOST:PORT[,HOST:PORT...]: join the cluster these etcd members keep; "
+                 "overrides cluster.endpoints (README, \"Cluster mode\")");
+  app.add_option("--node", flags.node, "This daemon's name in the cluster; overrides cluster.node");
   app.footer(
       "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
       "2 bad flags or bad config.");

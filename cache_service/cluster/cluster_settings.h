@@ -1,0 +1,36 @@
+#pragma once
+
+// Cluster mode's settings: the `cluster {}` config block, with the --cluster and --node
+// flags over it (README, "Cluster mode").
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace kvwarden {
+
+// Where cluster entries live in etcd by default: <prefix>/nodes/<node>. Versioned so a
+// later layout can live beside this one during an upgrade.
+inline constexpr char kDefaultClusterPrefix[] = "/kvwarden/v1";
+
+struct ClusterSettings {
+  std::vector<std::string> endpoints;  // etcd members, host:port; empty: cluster mode off
+  std::string node;                    // this daemon's name in the cluster
+  absl::Duration lease_ttl = absl::Seconds(10);
+  std::string advertise;  // host:port others call; "": the bound gRPC address
+  std::string key_prefix = kDefaultClusterPrefix;
+
+  bool enabled() const { return !endpoints.empty(); }
+};
+
+// Checks the settings once flags and config are merged; INVALID_ARGUMENT naming the
+// config field ("cluster.node: ...").
+absl::Status ValidateClusterSettings(const ClusterSettings& s);
+
+// The address a node publishes: `advertise` when set, else the bound gRPC address with
+// a wildcard host (0.0.0.0, [::], empty) replaced by this machine's host name.
+std::string AdvertisedAddress(const ClusterSettings& s, const std::string& bound_address);
+
+}  // namespace kvwarden

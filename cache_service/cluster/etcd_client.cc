@@ -1,0 +1,217 @@
+#include "cache_service/cluster/etcd_client.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace kvwarden {
+
+absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(absl::string_view spec) {
+  absl::string_view list = spec;
+  if (absl::StartsWith(list, "etcd://")) list.remove_prefix(7);
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    const size_t colon = part.rfind(':');
+    uint32_t port = 0;
+    if (absl::StrContains(part, "://") || colon == absl::string_view::npos || colon == 0 ||
+        !absl::SimpleAtoi(part.substr(colon + 1), &port) || port == 0 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cluster endpoint '", part, "' is not HOST:PORT (in '", spec, "')"));
+    }
+    out.emplace_back(part);
+  }
+  return out;
+}
+
+std::string PrefixEnd(absl::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    unsigned char& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key: etcd's "\0" range end
+}
+
+struct EtcdClient::Member {
+  std::string endpoint;
+  std::unique_ptr<etcdserverpb::KV::Stub> kv;
+  std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+};
+
+namespace {
+
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what, const std::string& endpoint) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat("etcd ", endpoint, ": ", what, ": ", s.error_message()));
+}
+
+bool TryNext(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+}  // namespace
+
+EtcdClient::EtcdClient(Options options) : options_(std::move(options)) {}
+EtcdClient::~EtcdClient() = default;
+
+absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(Options options) {
+  if (options.endpoints.empty()) return absl::InvalidArgumentError("cluster: no etcd endpoint");
+  if (options.call_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("cluster: the etcd call timeout must be > 0");
+  }
+  std::unique_ptr<EtcdClient> c(new EtcdClient(std::move(options)));
+  for (const std::string& endpoint : c->options_.endpoints) {
+    auto m = std::make_unique<Member>();
+    m->endpoint = endpoint;
+    grpc::ChannelArguments args;
+    // Reconnect within a second after an etcd restart: the registration retries each
+    // second, and a member that is back should be used at the next try.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+    m->kv = etcdserverpb::KV::NewStub(channel);
+    m->lease = etcdserverpb::Lease::NewStub(channel);
+    c->members_.push_back(std::move(m));
+  }
+  return c;
+}
+
+std::string EtcdClient::current_endpoint() const {
+  absl::MutexLock lock(&mu_);
+  return members_[current_]->endpoint;
+}
+
+// Runs fn(member, context) -> grpc::Status on the current member, then the others in
+// turn while they are unreachable; the first to answer becomes current.
+template <typename Fn>
+absl::Status EtcdClient::Call(absl::string_view what, Fn fn) {
+  size_t first;
+  {
+    absl::MutexLock lock(&mu_);
+    first = current_;
+  }
+  grpc::Status last;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    const size_t at = (first + i) % members_.size();
+    Member& m = *members_[at];
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.call_timeout));
+    last = fn(m, ctx);
+    if (!TryNext(last)) {
+      if (at != first) {
+        absl::MutexLock lock(&mu_);
+        current_ = at;
+      }
+      return FromGrpc(last, what, m.endpoint);
+    }
+  }
+  return FromGrpc(
+      last, what,
+      absl::StrCat(members_.size() > 1 ? "(every member) " : "", members_[first]->endpoint));
+}
+
+absl::StatusOr<int64_t> EtcdClient::GrantLease(absl::Duration ttl) {
+  etcdserverpb::LeaseGrantRequest req;
+  req.set_ttl(std::max<int64_t>(1, absl::ToInt64Seconds(ttl)));
+  etcdserverpb::LeaseGrantResponse resp;
+  absl::Status s = Call("LeaseGrant", [&](Member& m, grpc::ClientContext& ctx) {
+    return m.lease->LeaseGrant(&ctx, req, &resp);
+  });
+  if (!s.ok()) return s;
+  if (!resp.error().empty())
+    return absl::UnavailableError(absl::StrCat("etcd LeaseGrant: ", resp.error()));
+  return resp.id();
+}
+
+absl::StatusOr<absl::Duration> EtcdClient::KeepAlive(int64_t lease) {
+  etcdserverpb::LeaseKeepAliveResponse resp;
+  bool answered = false;
+  absl::Status s = Call("LeaseKeepAlive", [&](Member& m, grpc::ClientContext& ctx) {
+    auto stream = m.lease->LeaseKeepAlive(&ctx);
+    etcdserverpb::LeaseKeepAliveRequest req;
+    req.set_id(lease);
+    answered = stream->Write(req) && stream->Read(&resp);
+    stream->WritesDone();
+    if (answered) ctx.TryCancel();  // one renewal per stream: do not wait for the server's end
+    grpc::Status st = stream->Finish();
+    return answered  ? grpc::Status::OK
+           : st.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "no answer")
+                     : st;
+  });
+  if (!s.ok()) return s;
+  if (resp.ttl() <= 0) return absl::NotFoundError(absl::StrCat("etcd lease ", lease, " is gone"));
+  return absl::Seconds(resp.ttl());
+}
+
+absl::Status EtcdClient::Revoke(int64_t lease) {
+  etcdserverpb::LeaseRevokeRequest req;
+  req.set_id(lease);
+  etcdserverpb::LeaseRevokeResponse resp;
+  return Call("LeaseRevoke", [&](Member& m, grpc::ClientContext& ctx) {
+    return m.lease->LeaseRevoke(&ctx, req, &resp);
+  });
+}
+
+absl::Status EtcdClient::Put(absl::string_view key, absl::string_view value, int64_t lease) {
+  etcdserverpb::PutRequest req;
+  req.set_key(std::string(key));
+  req.set_value(std::string(value));
+  req.set_lease(lease);
+  etcdserverpb::PutResponse resp;
+  return Call("Put",
+              [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Put(&ctx, req, &resp); });
+}
+
+absl::StatusOr<std::optional<EtcdClient::KeyValue>> EtcdClient::Get(absl::string_view key) {
+  etcdserverpb::RangeRequest req;
+  req.set_key(std::string(key));
+  etcdserverpb::RangeResponse resp;
+  absl::Status s = Call(
+      "Range", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Range(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  if (resp.kvs_size() == 0) return std::optional<KeyValue>();
+  const mvccpb::KeyValue& kv = resp.kvs(0);
+  return std::optional<KeyValue>(KeyValue{kv.key(), kv.value(), kv.lease(), kv.mod_revision()});
+}
+
+absl::StatusOr<std::vector<EtcdClient::KeyValue>> EtcdClient::GetPrefix(absl::string_view prefix) {
+  etcdserverpb::RangeRequest req;
+  req.set_key(std::string(prefix));
+  req.set_range_end(PrefixEnd(prefix));
+  etcdserverpb::RangeResponse resp;
+  absl::Status s = Call(
+      "Range", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Range(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  std::vector<KeyValue> out;
+  out.reserve(resp.kvs_size());
+  for (const mvccpb::KeyValue& kv : resp.kvs())
+    out.push_back({kv.key(), kv.value(), kv.lease(), kv.mod_revision()});
+  return out;
+}
+
+absl::StatusOr<int64_t> EtcdClient::Delete(absl::string_view key) {
+  etcdserverpb::DeleteRangeRequest req;
+  req.set_key(std::string(key));
+  etcdserverpb::DeleteRangeResponse resp;
+  absl::Status s = Call("DeleteRange", [&](Member& m, grpc::ClientContext& ctx) {
+    return m.kv->DeleteRange(&ctx, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return resp.deleted();
+}
+
+}  // namespace kvwarden

@@ -1,0 +1,81 @@
+#pragma once
+
+// A client of etcd's v3 gRPC API (the KV and Lease services; proto/etcd/ declares the
+// subset with etcd's own names and numbers) over the members of one etcd cluster.
+//
+// Each call goes to the member that answered last; on UNAVAILABLE or DEADLINE_EXCEEDED
+// it moves on to the next, so a stopped or frozen (SIGSTOP) member costs one call
+// deadline, not an outage. Calls are synchronous with a deadline and never wait on
+// anything else. Thread-safe.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace grpc {
+class Channel;
+}  // namespace grpc
+
+namespace kvwarden {
+
+// "etcd://host:port[,host:port...]" (or the bare list) as host:port strings;
+// INVALID_ARGUMENT naming the bad part.
+absl::StatusOr<std::vector<std::string>> ParseEtcdEndpoints(absl::string_view spec);
+
+// The smallest key above every key starting with `prefix` (etcd's range_end for a prefix).
+std::string PrefixEnd(absl::string_view prefix);
+
+class EtcdClient {
+ public:
+  struct Options {
+    std::vector<std::string> endpoints;  // host:port of each member, at least one
+    absl::Duration call_timeout = absl::Seconds(2);
+  };
+  struct KeyValue {
+    std::string key;
+    std::string value;
+    int64_t lease = 0;
+    int64_t mod_revision = 0;
+  };
+
+  static absl::StatusOr<std::unique_ptr<EtcdClient>> Create(Options options);
+  ~EtcdClient();
+
+  // A lease of `ttl` (whole seconds, at least 1): its id.
+  absl::StatusOr<int64_t> GrantLease(absl::Duration ttl);
+  // Renews `lease` to its full TTL and returns it; NOT_FOUND once etcd no longer has the
+  // lease (it expired, was revoked, or etcd lost it).
+  absl::StatusOr<absl::Duration> KeepAlive(int64_t lease);
+  absl::Status Revoke(int64_t lease);
+  // `lease` 0: the key lives until deleted.
+  absl::Status Put(absl::string_view key, absl::string_view value, int64_t lease = 0);
+  absl::StatusOr<std::optional<KeyValue>> Get(absl::string_view key);
+  // Every key starting with `prefix`, in key order.
+  absl::StatusOr<std::vector<KeyValue>> GetPrefix(absl::string_view prefix);
+  // How many keys went.
+  absl::StatusOr<int64_t> Delete(absl::string_view key);
+
+  // host:port of the member the next call goes to first.
+  std::string current_endpoint() const;
+
+ private:
+  struct Member;
+  explicit EtcdClient(Options options);
+  template <typename Fn>
+  absl::Status Call(absl::string_view what, Fn fn);
+
+  const Options options_;
+  std::vector<std::unique_ptr<Member>> members_;
+  mutable absl::Mutex mu_;
+  size_t current_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace kvwarden

@@ -1,0 +1,207 @@
+// Cluster mode, step 1: a kvwardend started with --cluster/--node registers itself in a
+// real etcd (started here, stopped by pid) under an etcd lease it keeps alive; its entry
+// leaves with a clean stop, lapses within the TTL after kill -9, and comes back after
+// etcd lost everything, while the daemon serves its local traffic throughout.
+
+#include <stdlib.h>
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "cache_service/cluster/etcd_client.h"
+#include "cache_service/cluster/node_registration.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "kvwarden/client.h"
+#include "kvwarden/v1/cluster.pb.h"
+#include "tests/support/etcd_process.h"
+#include "tests/support/process.h"
+#include "tests/support/test_config.h"
+
+namespace kvwarden {
+namespace {
+
+using testing::DaemonProcess;
+using testing::EtcdProcess;
+using ::testing::HasSubstr;
+
+// This process forks etcd and kvwardend while its own gRPC clients live; gRPC's fork
+// handlers (on by default) then leave its new connections hanging for seconds. The
+// children exec at once and need none of them.
+const bool kNoGrpcForkHandlers = [] {
+  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
+}();
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto etcd = EtcdProcess::Start();
+    ASSERT_TRUE(etcd.ok()) << etcd.status();
+    etcd_ = *std::move(etcd);
+    auto client = EtcdClient::Create({{etcd_->endpoint()}, absl::Milliseconds(500)});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+
+  // A daemon of the test config in the cluster as `node`, its entry under a `ttl_s` lease.
+  std::unique_ptr<DaemonProcess> StartNode(const std::string& node, uint32_t ttl_s = 3) {
+    const std::string config =
+        absl::StrCat(testing::kTestConfig, " cluster { lease_ttl_s: ", ttl_s, " }");
+    auto d = DaemonProcess::Start(config, {etcd_->cluster_flag(), "--node=" + node});
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *std::move(d) : nullptr;
+  }
+
+  // The node's entry as etcd holds it now (nullopt: none), parsed.
+  std::optional<v1::NodeInfo> Entry(const std::string& node) {
+    auto kv = client_->Get(NodeKey(kDefaultClusterPrefix, node));
+    if (!kv.ok() || !kv->has_value()) return std::nullopt;
+    v1::NodeInfo info;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage((*kv)->value, &info).ok())
+        << (*kv)->value;
+    return info;
+  }
+
+  // Polls until the node's entry is there (or gone), within `within`; how long it took.
+  std::optional<absl::Duration> WaitForEntry(const std::string& node, bool present,
+                                             absl::Duration within) {
+    const absl::Time start = absl::Now();
+    while (absl::Now() - start < within) {
+      if (Entry(node).has_value() == present) return absl::Now() - start;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return std::nullopt;
+  }
+
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::unique_ptr<EtcdClient> client_;
+};
+
+TEST_F(ClusterTest, ANodeRegistersItsAddressAndPoolsAndLeavesAtOnceOnAStop) {
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10))) << a->log();
+  std::optional<v1::NodeInfo> info = Entry("node-a");
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->node(), "node-a");
+  EXPECT_EQ(info->grpc_address(), a->target());  // bound to 127.0.0.1: the address itself
+  EXPECT_EQ(info->lease_ttl_s(), 3u);
+  EXPECT_FALSE(info->version().empty());
+  ASSERT_EQ(info->pools_size(), 2);
+  EXPECT_EQ(info->pools(0).name(), "main");
+  EXPECT_EQ(info->pools(0).device(), "cpu");
+  EXPECT_GT(info->pools(0).capacity_pages(), 0u);
+  EXPECT_EQ(info->pools(0).free_pages(), info->pools(0).capacity_pages());
+  EXPECT_GT(info->pools(0).layout().num_layers(), 0u);
+  // The entry is under an etcd lease: it goes with the daemon.
+  auto kv = client_->Get(NodeKey(kDefaultClusterPrefix, "node-a"));
+  ASSERT_TRUE(kv.ok() && kv->has_value());
+  EXPECT_NE((*kv)->lease, 0);
+
+  // Free pages follow the pool (refreshed with each renewal, every ttl / 3).
+  auto alpha = Client::Connect({a->target(), testing::kAlphaToken, absl::Seconds(10)});
+  ASSERT_TRUE(alpha.ok()) << alpha.status();
+  auto lease = (*alpha)->RegisterWorker("w", client::Role::kPrefill, 60000);
+  ASSERT_TRUE(lease.ok());
+  auto seq = (*alpha)->CreateSequence(lease->id, "main", 64);
+  ASSERT_TRUE(seq.ok());
+  ASSERT_TRUE((*alpha)->ReserveSlots(seq->id, 64).ok());
+  const absl::Time until = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < until &&
+         Entry("node-a")->pools(0).free_pages() == info->pools(0).capacity_pages()) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_LT(Entry("node-a")->pools(0).free_pages(), info->pools(0).capacity_pages());
+
+  // SIGTERM: the daemon revokes its lease on the way out, the entry goes at once.
+  a.reset();
+  std::optional<v1::NodeInfo> after = Entry("node-a");
+  EXPECT_FALSE(after.has_value()) << "a cleanly stopped node's entry stays";
+}
+
+TEST_F(ClusterTest, AKilledNodesEntryLapsesWithinItsTtl) {
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a", 3);
+  std::unique_ptr<DaemonProcess> b = StartNode("node-b", 3);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10)));
+  ASSERT_TRUE(WaitForEntry("node-b", true, absl::Seconds(10)));
+  auto nodes = client_->GetPrefix(absl::StrCat(kDefaultClusterPrefix, "/nodes/"));
+  ASSERT_TRUE(nodes.ok());
+  EXPECT_EQ(nodes->size(), 2u);
+  a->Kill();
+  std::optional<absl::Duration> gone = WaitForEntry("node-a", false, absl::Seconds(10));
+  ASSERT_TRUE(gone.has_value()) << "a killed node's entry outlived its lease";
+  EXPECT_LE(*gone, absl::Seconds(3) + absl::Seconds(2)) << "TTL 3 s (+ etcd's lease check)";
+  std::printf("kill -9 to entry gone: %.2f s (TTL 3 s)\n", absl::ToDoubleSeconds(*gone));
+  EXPECT_TRUE(Entry("node-b").has_value()) << "the other node's entry went too";
+}
+
+TEST_F(ClusterTest, EtcdLosingEverythingTheNodeServesOnAndRegistersAgain) {
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a", 3);
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10)));
+  auto alpha = Client::Connect({a->target(), testing::kAlphaToken, absl::Seconds(10)});
+  ASSERT_TRUE(alpha.ok());
+  auto lease = (*alpha)->RegisterWorker("w", client::Role::kDecode, 60000);
+  ASSERT_TRUE(lease.ok());
+
+  etcd_->Stop();
+  // etcd away for longer than the TTL: local traffic goes on.
+  const absl::Time down = absl::Now();
+  while (absl::Now() - down < absl::Seconds(4)) {
+    auto seq = (*alpha)->CreateSequence(lease->id, "main", 16);
+    ASSERT_TRUE(seq.ok()) << "the daemon stopped serving while etcd was down: " << seq.status();
+    ASSERT_TRUE((*alpha)->ReleaseSequence(seq->id).ok());
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  // etcd comes back empty (every lease and key lost): the node registers anew.
+  ASSERT_TRUE(etcd_->Restart(/*wipe=*/true).ok());
+  std::optional<absl::Duration> back = WaitForEntry("node-a", true, absl::Seconds(10));
+  ASSERT_TRUE(back.has_value()) << a->log();
+  std::printf("etcd back to node re-registered: %.2f s\n", absl::ToDoubleSeconds(*back));
+  EXPECT_EQ(Entry("node-a")->grpc_address(), a->target());
+  EXPECT_THAT(a->log(), HasSubstr("cluster_etcd_unreachable"));
+  EXPECT_TRUE((*alpha)->ReleaseWorker(lease->id).ok());
+}
+
+TEST_F(ClusterTest, ANodeStartedWhileEtcdIsDownRegistersWhenItComes) {
+  etcd_->Stop();
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a", 3);
+  ASSERT_NE(a, nullptr) << "the daemon refused to start without etcd";
+  absl::Status restarted = etcd_->Restart(/*wipe=*/false);
+  ASSERT_TRUE(restarted.ok()) << restarted << "\n" << etcd_->log();
+  EXPECT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10))) << a->log();
+}
+
+TEST_F(ClusterTest, BadClusterSettingsExitTwoWithOneLine) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string config_tail;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--cluster=etcd://nohost", "--node=a"}, "", "cluster endpoint 'nohost' is not HOST:PORT"},
+      {{etcd_->cluster_flag()}, "", "cluster.node: is required with cluster endpoints"},
+      {{etcd_->cluster_flag(), "--node=a/b"}, "", "cluster.node: 'a/b'"},
+      {{etcd_->cluster_flag(), "--node=a"},
+       " cluster { lease_ttl_s: 1 }",
+       "cluster.lease_ttl_s: 1 is outside [2, 300]"},
+      {{"--node=a"}, "", "cluster.node: set without cluster endpoints"},
+  };
+  for (const Case& c : cases) {
+    testing::TempDir dir;
+    const std::string config =
+        dir.Write("c.textproto", absl::StrCat(testing::kTestConfig, c.config_tail));
+    std::vector<std::string> argv = {testing::BinPath("kvwardend"), "--config=" + config,
+                                     "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    testing::CommandResult r = testing::RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 2) << c.message << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.message));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace kvwarden

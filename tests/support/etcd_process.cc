@@ -1,0 +1,153 @@
+#include "tests/support/etcd_process.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cache_service/cluster/etcd_client.h"
+
+namespace kvwarden::testing {
+namespace {
+
+constexpr char kEtcd[] = "/usr/bin/etcd";
+
+bool Exited(pid_t pid, absl::Duration within) {
+  const absl::Time deadline = absl::Now() + within;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return false;
+}
+
+bool Listening(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+absl::StatusOr<std::unique_ptr<EtcdProcess>> EtcdProcess::Start() {
+  if (access(kEtcd, X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "no /usr/bin/etcd: apt-get install etcd-server (scripts/install_deps.sh)");
+  }
+  std::unique_ptr<EtcdProcess> e(new EtcdProcess());
+  e->client_port_ = FreeLoopbackPort();
+  e->peer_port_ = FreeLoopbackPort();
+  e->endpoint_ = absl::StrCat("127.0.0.1:", e->client_port_);
+  if (absl::Status s = e->Launch(); !s.ok()) return s;
+  return e;
+}
+
+absl::Status EtcdProcess::Launch() {
+  const std::string client = absl::StrCat("http://", endpoint_);
+  const std::string peer = absl::StrCat("http://127.0.0.1:", peer_port_);
+  const std::string data = absl::StrCat(dir_.path(), "/data", generation_);
+  const std::string log_path = absl::StrCat(dir_.path(), "/etcd.log");
+  std::vector<std::string> args = {kEtcd,
+                                   "--name=kvw-test",
+                                   "--data-dir=" + data,
+                                   "--listen-client-urls=" + client,
+                                   "--advertise-client-urls=" + client,
+                                   "--listen-peer-urls=" + peer,
+                                   "--initial-advertise-peer-urls=" + peer,
+                                   "--initial-cluster=kvw-test=" + peer,
+                                   "--log-level=warn"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ < 0) return absl::InternalError("fork failed");
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // Plain connects until etcd listens, then the gRPC probe.
+  const absl::Time listen_deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < listen_deadline && !Listening(client_port_))
+    absl::SleepFor(absl::Milliseconds(20));
+  EtcdClient::Options options;
+  options.endpoints = {endpoint_};
+  options.call_timeout = absl::Milliseconds(500);
+  absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create(options);
+  if (!etcd.ok()) return etcd.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  absl::Status last;
+  while (absl::Now() < deadline) {
+    // A write, not a read: a linearizable read sent before the member has elected itself
+    // holds etcd's read loop for its request timeout (~7 s), and every read after it waits.
+    if (last = (*etcd)->Put("/kvw-test-ready", "1"); last.ok()) return absl::OkStatus();
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(absl::StrCat("etcd exited at start: ", log()));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("etcd did not answer in 20 s: ", last.ToString()));
+}
+
+void EtcdProcess::Stop() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGTERM);
+  if (!Exited(pid_, absl::Seconds(5))) {
+    kill(pid_, SIGKILL);
+    Exited(pid_, absl::Seconds(5));
+  }
+  pid_ = -1;
+}
+
+absl::Status EtcdProcess::Restart(bool wipe) {
+  Stop();
+  if (wipe) ++generation_;
+  return Launch();
+}
+
+EtcdProcess::~EtcdProcess() { Stop(); }
+
+std::string EtcdProcess::log() const {
+  std::ifstream in(absl::StrCat(dir_.path(), "/etcd.log"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace kvwarden::testing

@@ -1,0 +1,46 @@
+#pragma once
+
+// A real etcd member (Debian's etcd-server, /usr/bin/etcd) for integration tests: on
+// free loopback ports, its data in a temp folder, stopped by its pid.
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "tests/support/process.h"
+
+namespace kvwarden::testing {
+
+class EtcdProcess {
+ public:
+  // Starts one member and returns once it has elected itself and takes writes (20 s).
+  static absl::StatusOr<std::unique_ptr<EtcdProcess>> Start();
+  // SIGTERM, then SIGKILL after 5 s.
+  ~EtcdProcess();
+
+  // SIGTERM and wait: etcd is gone until Restart.
+  void Stop();
+  // Starts it again on the same ports; `wipe`: with an empty data folder, as if the
+  // cluster had lost everything (every lease and key).
+  absl::Status Restart(bool wipe);
+  // "127.0.0.1:PORT" of its client API, and the --cluster flag naming it.
+  const std::string& endpoint() const { return endpoint_; }
+  std::string cluster_flag() const { return "--cluster=etcd://" + endpoint_; }
+  std::string log() const;
+
+ private:
+  EtcdProcess() = default;
+  absl::Status Launch();
+  TempDir dir_;
+  std::string endpoint_;
+  int client_port_ = 0, peer_port_ = 0;
+  int generation_ = 0;  // data folder number (Restart(wipe) starts a new one)
+  pid_t pid_ = -1;
+};
+
+// A loopback TCP port nothing listens on right now.
+int FreeLoopbackPort();
+
+}  // namespace kvwarden::testing
