@@ -6,7 +6,6 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "cache_service/cluster/etcd_client.h"
 #include "cache_service/cluster/node_registration.h"
 #include "cache_service/core/memory/pool_set.h"
 #include "cache_service/core/sequences/parked_calls.h"
@@ -26,6 +25,7 @@
 #include "cache_service/rpc/grpc_acceptor.h"
 #include "cache_service/rpc/service_context.h"
 #include "cache_service/rpc/transfer_service.h"
+#include "common/cluster/etcd_client.h"
 #include "grpcpp/server_builder.h"
 
 namespace kvwarden {

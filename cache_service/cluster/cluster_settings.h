@@ -8,12 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/cluster/cluster_keys.h"
 
 namespace kvwarden {
-
-// Where cluster entries live in etcd by default: <prefix>/nodes/<node>. Versioned so a
-// later layout can live beside this one during an upgrade.
-inline constexpr char kDefaultClusterPrefix[] = "/kvwarden/v1";
 
 struct ClusterSettings {
   std::vector<std::string> endpoints;  // etcd members, host:port; empty: cluster mode off

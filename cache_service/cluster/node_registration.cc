@@ -10,10 +10,6 @@
 
 namespace kvwarden {
 
-std::string NodeKey(absl::string_view prefix, absl::string_view node) {
-  return absl::StrCat(prefix, "/nodes/", node);
-}
-
 NodeRegistration::NodeRegistration(Options options)
     : options_(std::move(options)), key_(NodeKey(options_.key_prefix, options_.node)) {
   thread_ = std::thread([this] {

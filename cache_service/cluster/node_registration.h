@@ -24,13 +24,10 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cache_service/cluster/cluster_settings.h"
-#include "cache_service/cluster/etcd_client.h"
+#include "common/cluster/etcd_client.h"
 #include "kvwarden/v1/cluster.pb.h"
 
 namespace kvwarden {
-
-// <prefix>/nodes/<node>: a node's entry.
-std::string NodeKey(absl::string_view prefix, absl::string_view node);
 
 class NodeRegistration {
  public:

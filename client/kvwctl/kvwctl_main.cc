@@ -2,7 +2,7 @@
 //
 // Exit codes: 0 success; 1 the daemon refused the request (its gRPC status code and
 // message are printed on one line) or `health` is not SERVING; 2 bad usage; 3 the daemon
-// cannot be reached.
+// (or, for `cluster`, etcd) cannot be reached.
 
 #include <cstdio>
 #include <cstdlib>
@@ -18,10 +18,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvwctl/table.h"
+#include "common/cluster/cluster_keys.h"
+#include "common/cluster/etcd_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.pb.h"
 #include "kvwarden/admin_client.h"
 #include "kvwarden/v1/admin.pb.h"
+#include "kvwarden/v1/cluster.pb.h"
 #include "kvwarden/v1/control.pb.h"
 
 namespace kvwarden::kvwctl {
@@ -39,6 +42,8 @@ struct Globals {
   bool json = false;
   int timeout_ms = 5000;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;  // files; TLS when tls_ca is set
+  std::string cluster;  // etcd://HOST:PORT[,...]: `kvwctl cluster` reads the nodes there
+  std::string cluster_prefix = kDefaultClusterPrefix;
 };
 
 std::string ReadFileOrEmpty(const std::string& path) {
@@ -128,6 +133,71 @@ class Cli {
       }
     }
     return *serving == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRefused;
+  }
+
+  // The nodes' entries in etcd (cluster mode: README, "Cluster mode").
+  int Cluster() {
+    if (g_.cluster.empty()) {
+      std::fprintf(
+          stderr,
+          "kvwctl: cluster: --cluster=etcd://HOST:PORT (or KVWARDEN_CLUSTER) is required\n");
+      return kUsage;
+    }
+    absl::StatusOr<std::vector<std::string>> endpoints = ParseEtcdEndpoints(g_.cluster);
+    if (!endpoints.ok()) {
+      std::fprintf(stderr, "kvwctl: --cluster: %s\n",
+                   Printable(std::string(endpoints.status().message())).c_str());
+      return kUsage;
+    }
+    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd =
+        EtcdClient::Create({*std::move(endpoints), absl::Milliseconds(g_.timeout_ms)});
+    absl::StatusOr<std::vector<EtcdClient::KeyValue>> kvs =
+        etcd.ok() ? (*etcd)->GetPrefix(NodesPrefix(g_.cluster_prefix)) : etcd.status();
+    if (!kvs.ok()) {
+      const bool unreachable = kvs.status().code() == absl::StatusCode::kUnavailable ||
+                               kvs.status().code() == absl::StatusCode::kDeadlineExceeded;
+      std::fprintf(stderr, "kvwctl: %s%s\n", unreachable ? "cannot reach etcd: " : "",
+                   Printable(std::string(kvs.status().message())).c_str());
+      return unreachable ? kUnreachable : kRefused;
+    }
+    std::vector<v1::NodeInfo> nodes;
+    for (const EtcdClient::KeyValue& kv : *kvs) {
+      v1::NodeInfo info;
+      google::protobuf::util::JsonParseOptions parse;
+      parse.ignore_unknown_fields = true;  // entries of a newer daemon
+      if (!google::protobuf::util::JsonStringToMessage(kv.value, &info, parse).ok()) {
+        std::fprintf(stderr, "kvwctl: cluster: %s is not a node entry; skipped\n",
+                     Printable(kv.key).c_str());
+        continue;
+      }
+      nodes.push_back(std::move(info));
+    }
+    if (g_.json) {
+      std::cout << "[";
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        std::cout << (i ? ",\n" : "\n");
+        if (PrintJson(nodes[i]) != kOk) return kRefused;
+      }
+      std::cout << (nodes.empty() ? "]\n" : "\n]\n");
+      return kOk;
+    }
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    Table t({"NODE", "ADDRESS", "VERSION", "POOLS (free/capacity pages)", "UPDATED", "TTL"});
+    for (const v1::NodeInfo& n : nodes) {
+      std::string pools;
+      for (const v1::NodePool& p : n.pools()) {
+        absl::StrAppend(&pools, pools.empty() ? "" : ", ", p.name(), " ", p.device(), " ",
+                        p.free_pages(), "/", p.capacity_pages());
+      }
+      t.Add({n.node(), n.grpc_address(), n.version(), pools,
+             absl::StrFormat("%.1fs ago",
+                             std::max<int64_t>(0, now_ms - n.updated_unix_ms()) / 1000.0),
+             absl::StrCat(n.lease_ttl_s(), "s")});
+    }
+    std::cout << Printable(t.Render(), true);
+    if (nodes.empty())
+      std::cout << "no nodes under " << Printable(NodesPrefix(g_.cluster_prefix)) << "\n";
+    return kOk;
   }
 
   int Pools() {
@@ -550,9 +620,15 @@ int Main(int argc, char** argv) {
   app.add_option("--tls-server-name", g.tls_server_name,
                  "Name to check the daemon's certificate against "
                  "(default: the target's host)");
+  if (const char* c = std::getenv("KVWARDEN_CLUSTER")) g.cluster = c;
+  app.add_option(
+      "--cluster", g.cluster,
+      "etcd://HOST:PORT[,HOST:PORT...] of the cluster, for `cluster` (env KVWARDEN_CLUSTER)");
+  app.add_option("--cluster-prefix", g.cluster_prefix, "The cluster's etcd key prefix")
+      ->capture_default_str();
   app.footer(
       "Exit codes: 0 ok; 1 the daemon refused (status and message on one line on stderr), or "
-      "`health` found it not SERVING; 2 bad usage; 3 daemon unreachable.");
+      "`health` found it not SERVING; 2 bad usage; 3 daemon (or etcd) unreachable.");
 
   auto* health = app.add_subcommand("health", "Health check, version and uptime (no token needed)");
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
@@ -589,6 +665,9 @@ int Main(int argc, char** argv) {
   auto* undrain = app.add_subcommand("undrain", "Accept new sequences in a pool again");
   undrain->add_option("POOL", drain_pool, "Pool name")->required();
   auto* config = app.add_subcommand("config", "The running config, tokens redacted");
+  auto* cluster = app.add_subcommand(
+      "cluster",
+      "Nodes of the cluster (from etcd; needs --cluster): address, pools, free pages, entry age");
   auto* top = app.add_subcommand(
       "top", "Live per-pool and per-tenant usage with rates, refreshed like top");
   top->add_option("--interval-ms", interval_ms, "Refresh period")
@@ -601,7 +680,7 @@ int Main(int argc, char** argv) {
                                         "source <(kvwctl completion bash)");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
   for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch,
-                    drain, undrain, config, top, completion}) {
+                    drain, undrain, config, cluster, top, completion}) {
     sub->fallthrough();
   }
 
@@ -624,6 +703,7 @@ int Main(int argc, char** argv) {
   if (*drain) return cli.Drain(drain_pool, true);
   if (*undrain) return cli.Drain(drain_pool, false);
   if (*config) return cli.Config();
+  if (*cluster) return cli.Cluster();
   if (*top) return cli.Top(interval_ms, count);
   if (*completion) {
     std::cout << BashCompletion(app);

@@ -8,8 +8,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "cache_service/cluster/etcd_client.h"
 #include "cache_service/cluster/node_registration.h"
+#include "common/cluster/etcd_client.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -172,6 +172,39 @@ TEST_F(ClusterTest, ANodeStartedWhileEtcdIsDownRegistersWhenItComes) {
   absl::Status restarted = etcd_->Restart(/*wipe=*/false);
   ASSERT_TRUE(restarted.ok()) << restarted << "\n" << etcd_->log();
   EXPECT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10))) << a->log();
+}
+
+TEST_F(ClusterTest, KvwctlClusterListsEveryNode) {
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a");
+  std::unique_ptr<DaemonProcess> b = StartNode("node-b");
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10)));
+  ASSERT_TRUE(WaitForEntry("node-b", true, absl::Seconds(10)));
+  const std::string kvwctl = testing::BinPath("kvwctl");
+  testing::CommandResult r = testing::RunCommand({kvwctl, etcd_->cluster_flag(), "cluster"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("NODE"));
+  EXPECT_THAT(r.out, HasSubstr("node-a"));
+  EXPECT_THAT(r.out, HasSubstr(a->target()));
+  EXPECT_THAT(r.out, HasSubstr("node-b"));
+  EXPECT_THAT(r.out, HasSubstr(b->target()));
+  EXPECT_THAT(r.out, HasSubstr("main cpu 8192/8192"));
+  r = testing::RunCommand({kvwctl, etcd_->cluster_flag(), "--json", "cluster"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"node\": \"node-a\""));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("\"grpc_address\": \"", b->target(), "\"")));
+  // Usage errors exit 2 with one line; etcd away exits 3.
+  r = testing::RunCommand({kvwctl, "cluster"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--cluster=etcd://HOST:PORT"));
+  r = testing::RunCommand({kvwctl, "--cluster=etcd://nohost", "cluster"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("is not HOST:PORT"));
+  etcd_->Stop();
+  r = testing::RunCommand({kvwctl, etcd_->cluster_flag(), "--timeout-ms=1000", "cluster"});
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot reach etcd"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
 TEST_F(ClusterTest, BadClusterSettingsExitTwoWithOneLine) {

@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "cache_service/cluster/etcd_client.h"
+#include "common/cluster/etcd_client.h"
 
 namespace kvwarden::testing {
 namespace {

@@ -1,6 +1,6 @@
 // The --cluster flag's endpoint list and etcd's prefix range end.
 
-#include "cache_service/cluster/etcd_client.h"
+#include "common/cluster/etcd_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

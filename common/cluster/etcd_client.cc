@@ -1,4 +1,4 @@
-#include "cache_service/cluster/etcd_client.h"
+#include "common/cluster/etcd_client.h"
 
 #include <utility>
 

@@ -1,0 +1,24 @@
+#pragma once
+
+// Where a kvwarden cluster keeps its entries in etcd, for the daemons that write them and
+// the tools that read them (kvwctl cluster).
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace kvwarden {
+
+// The default key prefix. Versioned so a later layout can live beside this one during an
+// upgrade.
+inline constexpr char kDefaultClusterPrefix[] = "/kvwarden/v1";
+
+// <prefix>/nodes/: every node's entry (a NodeInfo as JSON) is a key under it.
+inline std::string NodesPrefix(absl::string_view prefix) { return absl::StrCat(prefix, "/nodes/"); }
+// <prefix>/nodes/<node>: one node's entry.
+inline std::string NodeKey(absl::string_view prefix, absl::string_view node) {
+  return absl::StrCat(NodesPrefix(prefix), node);
+}
+
+}  // namespace kvwarden
