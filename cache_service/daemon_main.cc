@@ -45,6 +45,7 @@ struct Flags {
   bool check_config = false;
   std::optional<std::string> cluster;
   std::optional<std::string> node;
+  std::optional<std::string> advertise;
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
@@ -82,6 +83,7 @@ int Run(const Flags& flags) {
     settings->cluster.endpoints = *std::move(endpoints);
   }
   if (flags.node) settings->cluster.node = *flags.node;
+  if (flags.advertise) settings->cluster.advertise = *flags.advertise;
   if (absl::Status s = ValidateClusterSettings(settings->cluster); !s.ok()) {
     std::fprintf(stderr, "kvwardend: %s\n", std::string(s.message()).c_str());
     return 2;
@@ -255,6 +257,10 @@ int main(int argc, char** argv) {
                  "etcd://HOST:PORT[,HOST:PORT...]: join the cluster these etcd members keep; "
                  "overrides cluster.endpoints (README, \"Cluster mode\")");
   app.add_option("--node", flags.node, "This daemon's name in the cluster; overrides cluster.node");
+  app.add_option(
+      "--advertise", flags.advertise,
+      "HOST:PORT other nodes and clients call this daemon at; overrides cluster.advertise "
+      "(default: the bound --listen address)");
   app.footer(
       "Exit codes: 0 stopped by SIGINT/SIGTERM; 1 could not start (port, memory); "
       "2 bad flags or bad config.");

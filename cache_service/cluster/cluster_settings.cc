@@ -10,7 +10,7 @@ namespace kvwarden {
 namespace {
 
 bool NodeNameOk(const std::string& n) {
-  if (n.empty() || n.size() > 63) return false;
+  if (n.empty() || n.size() > 253) return false;  // a Kubernetes node name fits
   for (char c : n) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
       return false;
@@ -34,7 +34,7 @@ absl::Status ValidateClusterSettings(const ClusterSettings& s) {
   }
   if (!NodeNameOk(s.node)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cluster.node: '", s.node, "' may hold only letters, digits, '.', '_' and '-' (1 to 63)"));
+        "cluster.node: '", s.node, "' may hold only letters, digits, '.', '_' and '-' (1 to 253)"));
   }
   if (s.key_prefix.empty() || s.key_prefix[0] != '/' || absl::EndsWith(s.key_prefix, "/")) {
     return absl::InvalidArgumentError(absl::StrCat("cluster.key_prefix: '", s.key_prefix,

@@ -45,10 +45,13 @@ class ClusterTest : public ::testing::Test {
   }
 
   // A daemon of the test config in the cluster as `node`, its entry under a `ttl_s` lease.
-  std::unique_ptr<DaemonProcess> StartNode(const std::string& node, uint32_t ttl_s = 3) {
+  std::unique_ptr<DaemonProcess> StartNode(const std::string& node, uint32_t ttl_s = 3,
+                                           std::vector<std::string> more_flags = {}) {
     const std::string config =
         absl::StrCat(testing::kTestConfig, " cluster { lease_ttl_s: ", ttl_s, " }");
-    auto d = DaemonProcess::Start(config, {etcd_->cluster_flag(), "--node=" + node});
+    std::vector<std::string> flags = {etcd_->cluster_flag(), "--node=" + node};
+    flags.insert(flags.end(), more_flags.begin(), more_flags.end());
+    auto d = DaemonProcess::Start(config, flags);
     EXPECT_TRUE(d.ok()) << d.status();
     return d.ok() ? *std::move(d) : nullptr;
   }
@@ -174,6 +177,14 @@ TEST_F(ClusterTest, ANodeStartedWhileEtcdIsDownRegistersWhenItComes) {
   EXPECT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10))) << a->log();
 }
 
+TEST_F(ClusterTest, ANodeBehindAnotherAddressAdvertisesIt) {
+  // A pod listening on 0.0.0.0 behind the node's IP (the DaemonSet's hostPort).
+  std::unique_ptr<DaemonProcess> a = StartNode("node-a", 3, {"--advertise=10.1.2.3:50051"});
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(WaitForEntry("node-a", true, absl::Seconds(10)));
+  EXPECT_EQ(Entry("node-a")->grpc_address(), "10.1.2.3:50051");
+}
+
 TEST_F(ClusterTest, KvwctlClusterListsEveryNode) {
   std::unique_ptr<DaemonProcess> a = StartNode("node-a");
   std::unique_ptr<DaemonProcess> b = StartNode("node-b");
@@ -221,6 +232,9 @@ TEST_F(ClusterTest, BadClusterSettingsExitTwoWithOneLine) {
        " cluster { lease_ttl_s: 1 }",
        "cluster.lease_ttl_s: 1 is outside [2, 300]"},
       {{"--node=a"}, "", "cluster.node: set without cluster endpoints"},
+      {{etcd_->cluster_flag(), "--node=a", "--advertise=nohost"},
+       "",
+       "cluster.advertise: 'nohost' is not HOST:PORT"},
   };
   for (const Case& c : cases) {
     testing::TempDir dir;

@@ -43,7 +43,7 @@ def by_kind(docs, kind):
     return [d for d in docs if d and d["kind"] == kind]
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/cpu"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/cpu", "overlays/cluster"])
 def test_kustomize_renders_and_lints(overlay, tmp_path):
     text, docs = render(overlay)
     need("yamllint")
@@ -62,8 +62,17 @@ def test_kustomize_renders_and_lints(overlay, tmp_path):
     assert ds["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     gpu = c["resources"]["limits"].get("nvidia.com/gpu")
-    assert (gpu == 1) == (overlay == "base"), c["resources"]
-    assert ("nodeSelector" in ds["spec"]["template"]["spec"]) == (overlay == "base")
+    assert (gpu == 1) == (overlay != "overlays/cpu"), c["resources"]
+    assert ("nodeSelector" in ds["spec"]["template"]["spec"]) == (overlay != "overlays/cpu")
+    if overlay == "overlays/cluster":
+        # Each daemon joins the etcd the overlay runs, named after its node, at its node's IP.
+        sts = by_kind(docs, "StatefulSet")[0]
+        assert sts["spec"]["replicas"] == 3
+        members = [f"kvwarden-etcd-{i}.kvwarden-etcd:2379" for i in range(3)]
+        assert "--cluster=etcd://" + ",".join(members) in c["args"]
+        assert "--node=$(NODE_NAME)" in c["args"] and "--advertise=$(HOST_IP):50051" in c["args"]
+        env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
+        assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
     assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "Service") and by_kind(docs, "Secret")
     # The DaemonSet mounts the generated ConfigMap (its hashed name).
     cm = by_kind(docs, "ConfigMap")[0]["metadata"]["name"]
