@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -24,7 +25,9 @@
 #include "cache_service/util/log.h"
 #include "cache_service/util/process_fds.h"
 #include "common/cluster/etcd_client.h"
+#include "common/net/tcp_listen.h"
 #include "google/protobuf/stubs/logging.h"
+#include "grpc/support/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -49,6 +52,17 @@ struct Flags {
 };
 
 // Writes "host:port\n" atomically so a waiting script never reads half a line.
+void GrpcLogToOurs(gpr_log_func_args* args) {
+  const LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kWarning
+                         : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                                   : LogLevel::kDebug;
+  const char* slash = args->file != nullptr ? std::strrchr(args->file, '/') : nullptr;
+  LogEvent(level, "grpc_log")
+      .Field("source", absl::StrCat(slash != nullptr ? slash + 1 : (args->file ? args->file : "?"),
+                                    ":", args->line))
+      .Field("message", args->message != nullptr ? args->message : "");
+}
+
 bool WriteReadyFile(const std::string& path, const std::string& address) {
   const std::string tmp = path + ".tmp";
   {
@@ -104,16 +118,21 @@ int Run(const Flags& flags) {
                 settings->pools.size(), settings->tenants.size(), settings->listen.c_str());
     return 0;
   }
-  if (!settings->metrics_listen.empty() &&
-      settings->metrics_listen.rfind(':') == std::string::npos) {
-    std::fprintf(stderr, "kvwardend: --metrics: '%s' is not HOST:PORT\n",
-                 settings->metrics_listen.c_str());
+  // Before any part starts: a bad address is named as the flag's, not as the first
+  // listener (UCX, the TCP data path) that happens to trip on it.
+  if (!settings->metrics_listen.empty()) {
+    if (absl::Status s = net::CheckListenAddress(settings->metrics_listen); !s.ok()) {
+      std::fprintf(stderr, "kvwardend: --metrics: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  if (absl::Status s = net::CheckListenAddress(settings->listen); !s.ok()) {
+    std::fprintf(stderr, "kvwardend: --listen: %s\n", std::string(s.message()).c_str());
     return 2;
   }
-  if (settings->listen.rfind(':') == std::string::npos) {
-    std::fprintf(stderr, "kvwardend: --listen: '%s' is not HOST:PORT\n", settings->listen.c_str());
-    return 2;
-  }
+  // gRPC's own log lines (a TLS handshake a client broke off, say) become our events, so
+  // the log stays one record per line in the configured format.
+  gpr_set_log_function(GrpcLogToOurs);
 
   // Debian's Abseil is built without NDEBUG, so every absl::Mutex runs the deadlock
   // detector (its lock graph) by default: ~45 ns per lock+unlock instead of ~13. The tests

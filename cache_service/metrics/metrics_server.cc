@@ -12,9 +12,9 @@
 #include "cache_service/metrics/metrics_http.h"
 #include "cache_service/rpc/admin_snapshots.h"
 #include "prometheus/collectable.h"
-#include "prometheus/text_serializer.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
 
 #ifndef KVWARDEN_VERSION
 #define KVWARDEN_VERSION "dev"
@@ -214,8 +214,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   absl::StatusOr<std::unique_ptr<MetricsHttp>> http =
       MetricsHttp::Start({address}, [impl] { return impl->Render(); });
   if (!http.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics: cannot listen on ", address, ": ", http.status().message()));
+    // A bad address stays INVALID_ARGUMENT (exit 2); a port in use is UNAVAILABLE (exit 1).
+    return absl::Status(http.status().code(), absl::StrCat("metrics: cannot listen on ", address,
+                                                           ": ", http.status().message()));
   }
   s->impl_->http = *std::move(http);
   const size_t colon = address.rfind(':');

@@ -4,6 +4,8 @@
 // message are printed on one line) or `health` is not SERVING; 2 bad usage; 3 the daemon
 // (or, for `cluster`, etcd) cannot be reached.
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +15,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -22,6 +25,7 @@
 #include "common/cluster/etcd_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.pb.h"
+#include "grpc/support/log.h"
 #include "kvwarden/admin_client.h"
 #include "kvwarden/v1/admin.pb.h"
 #include "kvwarden/v1/cluster.pb.h"
@@ -45,6 +49,24 @@ struct Globals {
   std::string cluster;  // etcd://HOST:PORT[,...]: `kvwctl cluster` reads the nodes there
   std::string cluster_prefix = kDefaultClusterPrefix;
 };
+
+// "prefill", "decode", "both": the words the client libraries take.
+std::string RoleName(v1::WorkerRole role) {
+  switch (role) {
+    case v1::WORKER_ROLE_PREFILL:
+      return "prefill";
+    case v1::WORKER_ROLE_DECODE:
+      return "decode";
+    case v1::WORKER_ROLE_BOTH:
+      return "both";
+    default:
+      return "unspecified";
+  }
+}
+
+// Clears the terminal before a redraw (top, seq watch) only on a terminal: piped output
+// gets the refreshes one after another, without escape codes.
+const char* ClearScreen() { return isatty(STDOUT_FILENO) ? "\033[H\033[2J" : "\n"; }
 
 std::string ReadFileOrEmpty(const std::string& path) {
   std::ifstream in(path);
@@ -263,7 +285,7 @@ class Cli {
     if (g_.json) return PrintJson(resp);
     Table t({"LEASE", "TENANT", "NAME", "ROLE", "TTL", "EXPIRES_IN", "SEQS"});
     for (const v1::WorkerInfo& w : resp.workers()) {
-      t.Add({absl::StrCat(w.lease_id()), w.tenant(), w.name(), v1::WorkerRole_Name(w.role()),
+      t.Add({absl::StrCat(w.lease_id()), w.tenant(), w.name(), RoleName(w.role()),
              absl::StrCat(w.ttl_ms(), "ms"), absl::StrCat(w.expires_in_ms(), "ms"),
              absl::StrCat(w.sequences())});
     }
@@ -422,8 +444,7 @@ class Cli {
         }
         std::cout << line << "]}\n";
       } else {
-        std::cout << "\033[H\033[2J"
-                  << "kvwctl top  " << g_.target << "  "
+        std::cout << ClearScreen() << "kvwctl top  " << g_.target << "  "
                   << absl::FormatTime("%H:%M:%S", now, absl::LocalTimeZone()) << "  every "
                   << interval_ms << " ms; " << pools.grpc_connections() << " connections, "
                   << pools.open_fds() << " fds\n\n";
@@ -464,7 +485,7 @@ class Cli {
     for (int i = 0; count == 0 || i < count; ++i) {
       if (i > 0) absl::SleepFor(absl::Milliseconds(interval_ms));
       if (!g_.json)
-        std::cout << "\033[H\033[2J"
+        std::cout << ClearScreen()
                   << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "  every "
                   << interval_ms << " ms\n";
       if (int rc = ShowSequence(id); rc != kOk) return rc;
@@ -537,7 +558,16 @@ class Cli {
                                              "DATA_LOSS",
                                              "UNAUTHENTICATED"};
     if (c >= 0 && c <= 16) code = kNames[c];
-    const std::string msg = Printable(std::string(s.message()));  // one line, no terminal codes
+    std::string msg = Printable(std::string(s.message()));  // one line, no terminal codes
+    // A closed or reset connection is what a TLS mismatch looks like from here: say so.
+    if (unreachable &&
+        (absl::StrContains(msg, "Socket closed") || absl::StrContains(msg, "Connection reset"))) {
+      msg += g_.tls_ca.empty()
+                 ? " (a daemon serving TLS closes plaintext connections: pass --tls-ca)"
+             : g_.tls_cert.empty()
+                 ? " (the daemon may require a client certificate: --tls-cert and --tls-key)"
+                 : " (check that the daemon trusts this client certificate)";
+    }
     std::fprintf(stderr, "kvwctl: %s%s: %s\n", unreachable ? "cannot reach daemon: " : "",
                  code.c_str(), msg.c_str());
     return unreachable ? kUnreachable : kRefused;
@@ -690,6 +720,17 @@ int Main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kOk : kUsage;
   }
+  if (g.tls_cert.empty() != g.tls_key.empty()) {
+    std::fprintf(stderr, "kvwctl: --tls-cert and --tls-key go together (mutual TLS needs both)\n");
+    return kUsage;
+  }
+  if (!g.tls_cert.empty() && g.tls_ca.empty()) {
+    std::fprintf(stderr,
+                 "kvwctl: --tls-cert and --tls-key need --tls-ca (TLS is on only with --tls-ca)\n");
+    return kUsage;
+  }
+  // gRPC's own log lines would break "one line on stderr"; its errors reach us as statuses.
+  gpr_set_log_function([](gpr_log_func_args*) {});
   Cli cli(g);
   if (*health) return cli.Health();
   if (*pools) return cli.Pools();

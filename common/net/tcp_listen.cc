@@ -12,7 +12,10 @@
 
 namespace kvwarden::net {
 
-absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog) {
+namespace {
+
+// getaddrinfo's answer for a listening address; the caller frees it.
+absl::StatusOr<addrinfo*> Resolve(const std::string& address) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("'", address, "': want HOST:PORT"));
@@ -24,7 +27,8 @@ absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog) {
   }
   uint32_t p = 0;
   if (!absl::SimpleAtoi(port, &p) || p > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("'", address, "': bad port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", address, "': port '", port, "' is not in [0, 65535]"));
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -35,6 +39,22 @@ absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog) {
       rc != 0) {
     return absl::InvalidArgumentError(absl::StrCat("'", address, "': ", gai_strerror(rc)));
   }
+  return found;
+}
+
+}  // namespace
+
+absl::Status CheckListenAddress(const std::string& address) {
+  absl::StatusOr<addrinfo*> found = Resolve(address);
+  if (!found.ok()) return found.status();
+  freeaddrinfo(*found);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog) {
+  absl::StatusOr<addrinfo*> resolved = Resolve(address);
+  if (!resolved.ok()) return resolved.status();
+  addrinfo* found = *resolved;
   absl::Status last = absl::UnavailableError(absl::StrCat("'", address, "': no address"));
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
     UniqueFd fd(socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -49,9 +69,9 @@ absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog) {
     socklen_t len = sizeof(bound);
     getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len);
     TcpListener out;
-    out.port = ntohs(bound.ss_family == AF_INET6
-                         ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                         : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    out.port =
+        ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     out.fd = std::move(fd);
     freeaddrinfo(found);
     return out;

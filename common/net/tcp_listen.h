@@ -21,4 +21,8 @@ struct TcpListener {
 // cannot be bound.
 absl::StatusOr<TcpListener> ListenTcp(const std::string& address, int backlog = 256);
 
+// Whether ListenTcp could use `address`: it parses, its port is in [0, 65535] and its
+// host resolves; INVALID_ARGUMENT naming what is wrong. Binds nothing (flag checks).
+absl::Status CheckListenAddress(const std::string& address);
+
 }  // namespace kvwarden::net

@@ -79,6 +79,8 @@ def test_tls_serves_tls_clients_only(pki):
             r = subprocess.run([kvwctl, "--target", daemon.target, "--token", "test-admin", "--timeout-ms", "2000",
                                 "tenants"], capture_output=True, text=True)
             assert r.returncode == 3, r.stderr  # unreachable without TLS
+            # One line (no raw gRPC log lines) that says what is likely wrong.
+            assert r.stderr.count("\n") == 1 and "--tls-ca" in r.stderr, r.stderr
         finally:
             daemon.stop()
         assert "tls=on" in open(daemon.log_path).read()
