@@ -590,18 +590,33 @@ class Cli {
 };
 
 // Completes subcommands, their subcommands and every option, from the parser itself.
+// Completes subcommands (aliases too), their subcommands' flags (`seq watch --count`) and
+// `completion`'s one argument.
 std::string BashCompletion(const CLI::App& app) {
-  std::string top_words, cases;
-  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    absl::StrAppend(&top_words, " ", sub->get_name());
+  const auto all = [](const CLI::App*) { return true; };
+  // A subcommand's name and aliases, as a bash case pattern and as words.
+  const auto names = [](const CLI::App* a, const char* sep) {
+    std::string n = a->get_name();
+    for (const std::string& alias : a->get_aliases()) absl::StrAppend(&n, sep, alias);
+    return n;
+  };
+  // What may follow a subcommand: its subcommands, its long options, its choices.
+  const auto words_after = [&](const CLI::App* a) {
     std::string words;
-    for (const CLI::App* s2 : sub->get_subcommands([](const CLI::App*) { return true; })) {
-      absl::StrAppend(&words, " ", s2->get_name());
-    }
-    for (const CLI::Option* o : sub->get_options()) {
+    for (const CLI::App* s : a->get_subcommands(all)) absl::StrAppend(&words, " ", names(s, " "));
+    for (const CLI::Option* o : a->get_options()) {
       for (const std::string& n : o->get_lnames()) absl::StrAppend(&words, " --", n);
     }
-    absl::StrAppend(&cases, "    ", sub->get_name(), ") words=\"", words, "\" ;;\n");
+    if (a->get_name() == "completion") absl::StrAppend(&words, " bash");
+    return words;
+  };
+  std::string top_words, cases;
+  for (const CLI::App* sub : app.get_subcommands(all)) {
+    absl::StrAppend(&top_words, " ", names(sub, " "));
+    absl::StrAppend(&cases, "    ", names(sub, "|"), ") words=\"", words_after(sub), "\" ;;\n");
+    for (const CLI::App* s2 : sub->get_subcommands(all)) {
+      absl::StrAppend(&cases, "    ", names(s2, "|"), ") words=\"", words_after(s2), "\" ;;\n");
+    }
   }
   for (const CLI::Option* o : app.get_options()) {
     for (const std::string& n : o->get_lnames()) absl::StrAppend(&top_words, " --", n);

@@ -299,6 +299,17 @@ TEST_F(KvwctlTest, ConfigTopAndCompletion) {
   std::fputs(r.out.c_str(), f);
   std::fclose(f);
   EXPECT_EQ(RunCommand({"/bin/bash", "-n", script}).exit_code, 0);  // it parses
+  // What bash offers after each prefix: aliases, a nested subcommand's flags, the shell.
+  const auto offered = [&](const std::string& words, int cword) {
+    return RunCommand({"/bin/bash", "-c",
+                       absl::StrCat("source ", script, "; COMP_WORDS=(", words, "); COMP_CWORD=",
+                                    cword, "; _kvwctl; echo \"${COMPREPLY[*]}\"")})
+        .out;
+  };
+  EXPECT_THAT(offered("kvwctl le", 1), HasSubstr("leases"));
+  EXPECT_THAT(offered("kvwctl seq watch --", 3), HasSubstr("--interval-ms"));
+  EXPECT_THAT(offered("kvwctl seq watch --", 3), HasSubstr("--count"));
+  EXPECT_THAT(offered("kvwctl completion b", 2), HasSubstr("bash"));
   EXPECT_EQ(Ctl({"completion", "fish"}, false).exit_code, 2);
 }
 
