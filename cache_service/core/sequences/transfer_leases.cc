@@ -18,6 +18,20 @@ void AppendPageRun(const PagePool& pool, PageId page, std::vector<PageRun>& runs
   }
 }
 
+namespace {
+
+// Moves the record at `it` out of `records`, uncounting it from its tenant.
+template <typename Records, typename Counts>
+typename Records::mapped_type RemoveAt(Records& records, Counts& per_tenant,
+                                       typename Records::iterator it) {
+  typename Records::mapped_type r = std::move(it->second);
+  records.erase(it);
+  if (--per_tenant[r.info.tenant] == 0) per_tenant.erase(r.info.tenant);
+  return r;
+}
+
+}  // namespace
+
 uint32_t TransferLeases::CountOf(TenantId tenant) const {
   auto it = per_tenant_.find(tenant);
   return it == per_tenant_.end() ? 0 : it->second;
@@ -42,10 +56,7 @@ absl::StatusOr<TransferLeases::Record> TransferLeases::Take(TransferId id, const
   if (it == records_.end() || !caller.CanSee(it->second.info.tenant)) {
     return absl::NotFoundError(absl::StrCat("transfer ", id, " not found"));
   }
-  Record r = std::move(it->second);
-  records_.erase(it);
-  if (--per_tenant_[r.info.tenant] == 0) per_tenant_.erase(r.info.tenant);
-  return r;
+  return RemoveAt(records_, per_tenant_, it);
 }
 
 std::vector<TransferLeases::Record> TransferLeases::TakeWhere(
@@ -53,9 +64,7 @@ std::vector<TransferLeases::Record> TransferLeases::TakeWhere(
   std::vector<Record> taken;
   for (auto it = records_.begin(); it != records_.end();) {
     if (pred(it->second)) {
-      if (--per_tenant_[it->second.info.tenant] == 0) per_tenant_.erase(it->second.info.tenant);
-      taken.push_back(std::move(it->second));
-      records_.erase(it++);
+      taken.push_back(RemoveAt(records_, per_tenant_, it++));
     } else {
       ++it;
     }
