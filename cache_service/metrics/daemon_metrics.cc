@@ -109,7 +109,7 @@ struct DaemonMetrics::Families {
           .Name("kvwarden_sequence_lifetime_seconds")
           .Help(
               "Sequences' time from creation to release, by policy and how they "
-              "ended (released, lease_ended)")
+              "ended (released, lease_ended, migrated)")
           .Register(*registry);
   Family<Histogram>& seq_idle =
       prometheus::BuildHistogram()
@@ -162,7 +162,7 @@ struct DaemonMetrics::Families {
     std::array<Counter*, 3> compressions{}, evicted{};
     Histogram* compaction = nullptr;
     Histogram* token_lifetime = nullptr;
-    std::array<Histogram*, 2> seq_lifetime{}, seq_idle{};
+    std::array<Histogram*, 3> seq_lifetime{}, seq_idle{};
   };
   absl::flat_hash_map<const RetentionStrategy*, PerPolicy> policy;
   Counter* stats_messages_total = &stats_messages.Add({});
@@ -213,14 +213,17 @@ struct DaemonMetrics::Families {
       }
       pp.seq_lifetime = {
           &seq_lifetime.Add({{"policy", p}, {"end", "released"}}, LifetimeBuckets()),
-          &seq_lifetime.Add({{"policy", p}, {"end", "lease_ended"}}, LifetimeBuckets())};
+          &seq_lifetime.Add({{"policy", p}, {"end", "lease_ended"}}, LifetimeBuckets()),
+          &seq_lifetime.Add({{"policy", p}, {"end", "migrated"}}, LifetimeBuckets())};
       pp.seq_idle = {&seq_idle.Add({{"policy", p}, {"end", "released"}}, LifetimeBuckets()),
-                     &seq_idle.Add({{"policy", p}, {"end", "lease_ended"}}, LifetimeBuckets())};
+                     &seq_idle.Add({{"policy", p}, {"end", "lease_ended"}}, LifetimeBuckets()),
+                     &seq_idle.Add({{"policy", p}, {"end", "migrated"}}, LifetimeBuckets())};
     }
   }
 };
 
-DaemonMetrics::DaemonMetrics(const std::vector<std::string>& pools) : f_(std::make_unique<Families>()) {
+DaemonMetrics::DaemonMetrics(const std::vector<std::string>& pools)
+    : f_(std::make_unique<Families>()) {
   for (const std::string& pool : pools) f_->pressure.Add({{"pool", pool}});
 }
 DaemonMetrics::~DaemonMetrics() = default;
@@ -280,12 +283,12 @@ void DaemonMetrics::PressureTightened(const std::string& pool) {
   f_->pressure.Add({{"pool", pool}}).Increment();
 }
 
-void DaemonMetrics::SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
-                                  absl::Duration idle) {
+void DaemonMetrics::SequenceEnded(const RetentionStrategy& policy, SequenceEnd why,
+                                  absl::Duration lifetime, absl::Duration idle) {
   auto it = f_->policy.find(&policy);
   if (it == f_->policy.end()) return;
   Families::PerPolicy& p = it->second;
-  const int e = why == SequenceEnd::kReleased ? 0 : 1;
+  const int e = static_cast<int>(why);  // the order of the series above
   p.seq_lifetime[e]->Observe(absl::ToDoubleSeconds(lifetime));
   p.seq_idle[e]->Observe(absl::ToDoubleSeconds(idle));
 }

@@ -15,11 +15,8 @@ namespace kvwarden {
 
 const std::vector<const RetentionStrategy*>& RetentionPolicies() {
   static const std::vector<const RetentionStrategy*> policies = {
-      &RetentionStrategy::KeepAll(),
-      &StreamingStrategy::Get(),
-      &ScissorhandsStrategy::Get(),
-      &WindowKvStrategy::Get(),
-      &H2oStrategy::Get(),
+      &RetentionStrategy::KeepAll(), &StreamingStrategy::Get(), &ScissorhandsStrategy::Get(),
+      &WindowKvStrategy::Get(),      &H2oStrategy::Get(),
   };
   return policies;
 }
@@ -31,8 +28,10 @@ const RetentionStrategy* FindRetentionPolicy(absl::string_view name) {
   return nullptr;
 }
 
-absl::StatusOr<RetentionPolicy> PolicyFromProto(const v1::RetentionPolicy& in, const KvLayout& layout,
-                                                const std::string& field) {
+namespace {
+
+absl::StatusOr<RetentionPolicy> Validate(const v1::RetentionPolicy& in, const KvLayout& layout,
+                                         const std::string& field) {
   switch (in.policy_case()) {
     case v1::RetentionPolicy::POLICY_NOT_SET:
     case v1::RetentionPolicy::kFull:
@@ -46,7 +45,17 @@ absl::StatusOr<RetentionPolicy> PolicyFromProto(const v1::RetentionPolicy& in, c
     case v1::RetentionPolicy::kH2O:
       return H2oFromProto(in.h2o(), layout, field + ".h2o");
   }
-  return absl::InvalidArgumentError(absl::StrCat(field, ": unknown policy ", static_cast<int>(in.policy_case())));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": unknown policy ", static_cast<int>(in.policy_case())));
+}
+
+}  // namespace
+
+absl::StatusOr<RetentionPolicy> PolicyFromProto(const v1::RetentionPolicy& in,
+                                                const KvLayout& layout, const std::string& field) {
+  absl::StatusOr<RetentionPolicy> policy = Validate(in, layout, field);
+  if (policy.ok() && policy->strategy != nullptr) policy->wire = in.SerializeAsString();
+  return policy;
 }
 
 }  // namespace kvwarden

@@ -33,12 +33,34 @@ uint64_t GetLe(const char* p, int bytes) {
   return v;
 }
 
+uint32_t Crc32cTable(const uint8_t* p, size_t n, uint32_t crc) {
+  for (size_t i = 0; i < n; ++i) crc = kCrcTable[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes this very polynomial, 8 bytes at a time: pages
+// checked on a migration go at memory speed, not the table's ~0.5 GB/s.
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const uint8_t* p, size_t n, uint32_t crc) {
+  uint64_t c = crc;
+  for (; n >= 8; n -= 8, p += 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    c = __builtin_ia32_crc32di(c, word);
+  }
+  return Crc32cTable(p, n, static_cast<uint32_t>(c));
+}
+#endif
+
 }  // namespace
 
 uint32_t Crc32c(absl::string_view bytes, uint32_t crc) {
-  crc = ~crc;
-  for (char c : bytes) crc = kCrcTable[(crc ^ static_cast<uint8_t>(c)) & 0xff] ^ (crc >> 8);
-  return ~crc;
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) return ~Crc32cSse42(p, bytes.size(), ~crc);
+#endif
+  return ~Crc32cTable(p, bytes.size(), ~crc);
 }
 
 RecordWriter::RecordWriter(absl::string_view tag, uint32_t version) {
@@ -60,10 +82,11 @@ std::string RecordWriter::Finish() && {
   return std::move(out_);
 }
 
-absl::StatusOr<RecordReader> RecordReader::Open(absl::string_view bytes, absl::string_view tag, uint32_t version,
-                                                absl::string_view what) {
+absl::StatusOr<RecordReader> RecordReader::Open(absl::string_view bytes, absl::string_view tag,
+                                                uint32_t version, absl::string_view what) {
   if (bytes.size() < kHeader + kTrailer) {
-    return absl::DataLossError(absl::StrCat(what, ": ", bytes.size(), " bytes are not a whole record"));
+    return absl::DataLossError(
+        absl::StrCat(what, ": ", bytes.size(), " bytes are not a whole record"));
   }
   const uint32_t stored = static_cast<uint32_t>(GetLe(bytes.data() + bytes.size() - kTrailer, 4));
   if (Crc32c(bytes.substr(0, bytes.size() - kTrailer)) != stored) {
@@ -74,7 +97,8 @@ absl::StatusOr<RecordReader> RecordReader::Open(absl::string_view bytes, absl::s
   }
   const uint32_t v = static_cast<uint32_t>(GetLe(bytes.data() + 4, 4));
   if (v != version) {
-    return absl::DataLossError(absl::StrCat(what, ": version ", v, ", this build reads version ", version));
+    return absl::DataLossError(
+        absl::StrCat(what, ": version ", v, ", this build reads version ", version));
   }
   return RecordReader(bytes.substr(kHeader, bytes.size() - kHeader - kTrailer), std::string(what));
 }
@@ -116,9 +140,11 @@ bool RecordReader::U32s(std::vector<uint32_t>* v, uint64_t max) {
 }
 
 absl::Status RecordReader::Done() const {
-  if (failed_) return absl::DataLossError(absl::StrCat(what_, ": fields do not match the record's shape"));
+  if (failed_)
+    return absl::DataLossError(absl::StrCat(what_, ": fields do not match the record's shape"));
   if (!rest_.empty()) {
-    return absl::DataLossError(absl::StrCat(what_, ": ", rest_.size(), " bytes past the last field"));
+    return absl::DataLossError(
+        absl::StrCat(what_, ": ", rest_.size(), " bytes past the last field"));
   }
   return absl::OkStatus();
 }

@@ -28,6 +28,7 @@ struct KvLayout {
   // K (or V) bytes of one token in one head.
   size_t token_bytes() const { return geometry().token_bytes(); }
   std::string ToString() const;
+  bool operator==(const KvLayout&) const = default;
 };
 
 }  // namespace kvwarden

@@ -33,6 +33,9 @@ struct RetentionPolicy {
   // empty for a policy without budgets.
   std::vector<uint32_t> layer_budgets;
   std::shared_ptr<const PolicyParams> params;
+  // The kvwarden.v1.RetentionPolicy it was made from, serialized (empty: full): what a
+  // sequence carries to another daemon, which validates it again for its own pool.
+  std::string wire;
 
   const RetentionStrategy& Strategy() const;
   // Slots a head of `layer` may keep; `max_tokens` for a policy without budgets.
@@ -46,7 +49,9 @@ struct RetentionPolicy {
   std::string Summary() const;
   // The parameters as their policy's type (for its strategy, which made them).
   template <typename T>
-  const T& Params() const { return static_cast<const T&>(*params); }
+  const T& Params() const {
+    return static_cast<const T&>(*params);
+  }
 };
 
 }  // namespace kvwarden

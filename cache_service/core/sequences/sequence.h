@@ -14,8 +14,8 @@
 #include "absl/time/time.h"
 #include "cache_service/core/ids.h"
 #include "cache_service/core/memory/page_pool.h"
-#include "cache_service/core/sequences/retention_state.h"
 #include "cache_service/core/sequences/retention_policy.h"
+#include "cache_service/core/sequences/retention_state.h"
 #include "cache_service/core/sequences/slot_map.h"
 
 namespace kvwarden {
@@ -35,7 +35,9 @@ struct Sequence {
   // Unix ms of the last reservation, write, read or statistics (for the idle-time
   // metric): atomic, as writes and reads hold `mu` shared.
   mutable std::atomic<int64_t> last_active_ms{0};
-  void Touch(absl::Time now) const { last_active_ms.store(absl::ToUnixMillis(now), std::memory_order_relaxed); }
+  void Touch(absl::Time now) const {
+    last_active_ms.store(absl::ToUnixMillis(now), std::memory_order_relaxed);
+  }
 
   mutable absl::Mutex mu;
   bool released ABSL_GUARDED_BY(mu) = false;
@@ -62,7 +64,7 @@ struct Sequence {
     std::vector<uint32_t> kept;
   };
   std::vector<std::optional<SlotRemap>> last_remap ABSL_GUARDED_BY(mu);  // [layer * heads + head]
-  uint64_t remap_epoch ABSL_GUARDED_BY(mu) = 0;  // 0: none
+  uint64_t remap_epoch ABSL_GUARDED_BY(mu) = 0;                          // 0: none
 
   // Transfer leases holding this sequence's pages, all and writing ones. Compaction and
   // forks do not run while they do: the table answers TransferBusyError instead of
@@ -70,6 +72,9 @@ struct Sequence {
   // at the latest at lease expiry.
   uint32_t transfers ABSL_GUARDED_BY(mu) = 0;
   uint32_t write_transfers ABSL_GUARDED_BY(mu) = 0;
+  // Set while a migration's transfer lease holds it (SequenceTable::BeginMigration):
+  // reservations wait (TransferBusyError), writes are refused (MigratingError).
+  bool migrating ABSL_GUARDED_BY(mu) = false;
   bool TransfersBusy(bool writes_only) const ABSL_SHARED_LOCKS_REQUIRED(mu) {
     return (writes_only ? write_transfers : transfers) != 0;
   }
@@ -88,7 +93,8 @@ struct Sequence {
   // The fullest layer's LayerSlots.
   uint32_t FullestLayerSlots() const ABSL_SHARED_LOCKS_REQUIRED(mu) {
     uint32_t n = 0;
-    for (uint32_t layer = 0; layer < layout().num_layers; ++layer) n = std::max(n, LayerSlots(layer));
+    for (uint32_t layer = 0; layer < layout().num_layers; ++layer)
+      n = std::max(n, LayerSlots(layer));
     return n;
   }
   // Slots the layer's page table must cover: the fullest head's count.

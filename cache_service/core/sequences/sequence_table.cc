@@ -148,7 +148,7 @@ absl::StatusOr<Reservation> SequenceTable::Reserve(SequenceId id, TenantId tenan
   if (seq.released) return NotFound(id);
   const RetentionStrategy& strategy = seq.policy.Strategy();
   // Making room may compact: never under a transfer's feet.
-  if (strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false))
+  if ((strategy.ReserveCompacts() && seq.TransfersBusy(/*writes_only=*/false)) || seq.migrating)
     return TransferBusyError(id);
   if (uint64_t{seq.num_tokens} + num_tokens > seq.max_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
@@ -237,6 +237,7 @@ absl::Status SequenceTable::WriteKV(SequenceId id, TenantId tenant, uint32_t lay
   }
   absl::ReaderMutexLock lock(&seq.mu);
   if (seq.released) return NotFound(id);
+  if (seq.migrating) return MigratingError(id);
   if (uint64_t{token_start} + num_tokens > seq.num_tokens) {
     return absl::OutOfRangeError(absl::StrFormat(
         "token_start: tokens [%u, %d) are not all reserved (sequence %d has %u tokens)",

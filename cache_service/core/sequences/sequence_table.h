@@ -35,6 +35,7 @@
 #include "cache_service/core/sequences/retention_policy.h"
 #include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/core/sequences/sequence.h"
+#include "cache_service/core/sequences/sequence_image.h"
 #include "cache_service/core/sequences/stats_batch.h"
 #include "cache_service/core/sequences/table_events.h"
 #include "cache_service/core/sequences/transfer_leases.h"
@@ -206,6 +207,35 @@ class SequenceTable {
                                  uint32_t layer, uint32_t first_page, uint32_t count,
                                  absl::FunctionRef<absl::Status(const TransferPages&)> fn) const;
   std::vector<TransferInfo> ListTransfers(std::optional<TenantId> tenant) const;
+
+  // Migration, source side (sequence_migration.cc). Pins every page of the sequence
+  // under a read transfer lease of `ttl` (at most kMaxTransferTtl) held by the
+  // sequence's own worker lease, stops its writes (reservations wait, writes are
+  // refused) and describes it with a checksum per page. NOT_FOUND for a sequence the
+  // caller cannot see; FAILED_PRECONDITION while another migration or a write transfer
+  // holds it.
+  absl::StatusOr<MigrationStart> BeginMigration(SequenceId id, const Caller& caller,
+                                                absl::Duration ttl);
+  // Ends the migration's lease. `adopted`: the target holds the sequence now, so it is
+  // released here (ended as migrated); otherwise it takes writes again, unchanged. An
+  // error says the lease had already ended (expiry, its worker's lease lapsing).
+  absl::Status EndMigration(TransferId transfer, SequenceId id, bool adopted);
+
+  // Migration, target side: a sequence made from `image` for `tenant` under `lease` in
+  // `pool` with `policy` (the image's, validated for the pool). Pages are allocated and
+  // charged, then `fill` writes each layer's pages' bytes, then every page is checked
+  // against the image's checksum; only then is the sequence inserted. Any failure frees
+  // what was allocated and inserts nothing: DATA_LOSS for a page whose checksum does not
+  // hold, INVALID_ARGUMENT for an image that does not describe a sequence of the pool.
+  struct AdoptArgs {
+    TenantId tenant = kNoTenant;
+    LeaseId lease = 0;
+    PagePool* pool = nullptr;
+    RetentionPolicy policy;
+    const SequenceImage* image = nullptr;
+  };
+  using PageFill = absl::FunctionRef<absl::Status(uint32_t layer, absl::Span<const PageId> pages)>;
+  absl::StatusOr<SequenceId> Adopt(const AdoptArgs& args, PageFill fill);
 
   // Pool refcounts equal references from sequences, page owners match, ledger usage
   // equals pool usage. Call when no other thread mutates (tests, debug endpoints).

@@ -3,8 +3,6 @@
 // TransferLeases (transfer_leases.h); the table's lock guards it. See SequenceTable's
 // header for what waits on a pin.
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <utility>
 
@@ -12,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/core/sequences/sequence.h"
 #include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/sequences/transfer_busy.h"
 
 namespace kvwarden {
 namespace {
@@ -48,11 +47,8 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
         absl::StrCat("ttl_ms: must be in [0, ", absl::ToInt64Milliseconds(kMaxTransferTtl), "]"));
   }
   const absl::Duration ttl = args.ttl == absl::ZeroDuration() ? kDefaultTransferTtl : args.ttl;
-  // getrandom() of 16 bytes never returns short once the entropy pool is initialized.
-  net::DataSecret secret;
-  if (getrandom(secret.data(), secret.size(), 0) != static_cast<ssize_t>(secret.size())) {
-    return absl::InternalError("getrandom failed: no transfer secret");
-  }
+  absl::StatusOr<net::DataSecret> secret = NewDataSecret();
+  if (!secret.ok()) return secret.status();
   // Table lock first (lease check and the record), then the sequence: the header's order.
   absl::MutexLock table_lock(&mu_);
   if (absl::Status s = options_.leases->CheckActive(args.lease, args.tenant); !s.ok()) return s;
@@ -69,6 +65,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   }
   absl::MutexLock seq_lock(&seq->mu);
   if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
+  if (args.mode == TransferMode::kWrite && seq->migrating) return MigratingError(seq->id);
   if (absl::Status s = CheckRange(*seq, args); !s.ok()) return s;
   PagePool& pool = *seq->pool;
   const uint32_t pt = seq->layout().page_tokens;
@@ -106,9 +103,9 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   const absl::Time now = Now();
   grant.id = transfers_.NewId();
   grant.expires = now + ttl;
-  grant.secret = secret;
+  grant.secret = *secret;
   TransferLeases::Record t;
-  t.secret = secret;
+  t.secret = *secret;
   t.info = TransferInfo{grant.id,         args.tenant,     args.lease,       seq->id,
                         pool.name(),      args.mode,       args.layer_start, args.layer_count,
                         grant.first_page, grant.num_pages, pinned.size(),    now,
@@ -132,6 +129,7 @@ absl::Status SequenceTable::FinishTransfer(TransferLeases::Record& t, TransferEn
   {
     absl::MutexLock lock(&seq.mu);
     seq.pool->Unpin(t.pinned);
+    if (t.migration) seq.migrating = false;
     --seq.transfers;
     if (t.info.mode == TransferMode::kWrite) --seq.write_transfers;
   }
@@ -184,15 +182,19 @@ absl::Status SequenceTable::WithTransferPages(
     return absl::FailedPreconditionError(
         absl::StrCat("transfer ", id, " was begun for reading; it cannot write"));
   }
-  if (layer >= t.info.layer_count || count == 0 ||
-      uint64_t{first_page} + count > t.info.num_pages) {
+  if (layer >= t.info.layer_count) {
     return absl::OutOfRangeError(absl::StrFormat(
-        "pages [%u, %d) of layer index %u are outside transfer %d (%u layers x %u pages)",
-        first_page, uint64_t{first_page} + count, layer, id, t.info.layer_count, t.info.num_pages));
+        "layer index %u is outside transfer %d (%u layers)", layer, id, t.info.layer_count));
+  }
+  const auto [base, layer_pages] = t.LayerPages(layer);
+  if (count == 0 || uint64_t{first_page} + count > layer_pages) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("pages [%u, %d) of layer index %u are outside transfer %d (%u pages there)",
+                        first_page, uint64_t{first_page} + count, layer, id, layer_pages));
   }
   PagePool& pool = *t.seq->pool;
   TransferPages pages{t.info.tenant, &pool, {}};
-  const size_t at = size_t{layer} * t.info.num_pages + first_page;
+  const size_t at = base + first_page;
   for (size_t i = at; i < at + count; ++i) AppendPageRun(pool, t.pinned[i], pages.runs);
   return fn(pages);
 }

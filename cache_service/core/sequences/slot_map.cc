@@ -32,4 +32,10 @@ uint32_t SlotMap::LowerBound(uint32_t pos) const {
                                positions_.begin());
 }
 
+void SlotMap::Assign(std::vector<uint32_t> positions) {
+  size_ = static_cast<uint32_t>(positions.size());
+  identity_ = positions.empty() || positions.back() == size_ - 1;  // ascending and unique
+  positions_ = identity_ ? std::vector<uint32_t>() : std::move(positions);
+}
+
 }  // namespace kvwarden

@@ -21,6 +21,11 @@ class SlotMap {
   uint32_t LowerBound(uint32_t pos) const;
   // Keeps only `kept_slots` (ascending); kept slot i becomes slot i.
   void Retain(const std::vector<uint32_t>& kept_slots);
+  // The live positions, ascending and unique (checked by the caller): what a migrated
+  // sequence's head held on the daemon it came from.
+  void Assign(std::vector<uint32_t> positions);
+  // The live positions, empty while identity() (slot i holds position i).
+  const std::vector<uint32_t>& positions() const { return positions_; }
 
  private:
   bool identity_ = true;

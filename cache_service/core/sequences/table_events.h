@@ -16,7 +16,7 @@ namespace kvwarden {
 
 // How a sequence ended: its worker released it, or its worker lease ended (lapse or
 // ReleaseWorker).
-enum class SequenceEnd { kReleased, kLeaseEnded };
+enum class SequenceEnd { kReleased, kLeaseEnded, kMigrated };
 // How a transfer lease ended: EndTransfer, its TTL, or its worker lease (or the daemon) ending.
 enum class TransferEnd { kCompleted, kExpired, kLeaseEnded };
 

@@ -1,8 +1,8 @@
 #pragma once
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 #include "cache_service/core/ids.h"
 
 namespace kvwarden {
@@ -20,8 +20,17 @@ inline absl::Status TransferBusyError(SequenceId id) {
   return s;
 }
 
+// A sequence being migrated takes no writes until the migration ends: its pages' bytes
+// are what the target checks against their checksums.
+inline absl::Status MigratingError(SequenceId id) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("sequence ", id,
+                   " is migrating to another node; it takes no writes until the migration ends"));
+}
+
 inline bool IsTransferBusy(const absl::Status& s) {
-  return s.code() == absl::StatusCode::kUnavailable && s.GetPayload(kTransferBusyPayload).has_value();
+  return s.code() == absl::StatusCode::kUnavailable &&
+         s.GetPayload(kTransferBusyPayload).has_value();
 }
 
 }  // namespace kvwarden

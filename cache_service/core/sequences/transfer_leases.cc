@@ -1,5 +1,7 @@
 #include "cache_service/core/sequences/transfer_leases.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +18,15 @@ void AppendPageRun(const PagePool& pool, PageId page, std::vector<PageRun>& runs
   } else {
     runs.push_back({chunk, offset, 1});
   }
+}
+
+absl::StatusOr<net::DataSecret> NewDataSecret() {
+  // getrandom() of 16 bytes never returns short once the entropy pool is initialized.
+  net::DataSecret secret;
+  if (getrandom(secret.data(), secret.size(), 0) != static_cast<ssize_t>(secret.size())) {
+    return absl::InternalError("getrandom failed: no transfer secret");
+  }
+  return secret;
 }
 
 namespace {

@@ -55,6 +55,9 @@ struct PageRun {
 // same chunk, else it starts one.
 void AppendPageRun(const PagePool& pool, PageId page, std::vector<PageRun>& runs);
 
+// 16 random bytes from getrandom(): a transfer's data-path secret.
+absl::StatusOr<net::DataSecret> NewDataSecret();
+
 struct TransferGrant {
   TransferId id = 0;
   uint64_t epoch = 0;
@@ -98,6 +101,19 @@ class TransferLeases {
     net::DataSecret secret{};
     std::shared_ptr<Sequence> seq;  // the pinned pages' sequence, alive while pinned
     std::vector<PageId> pinned;     // [layer - layer_start][page - first_page]
+    // A migration's lease pins whole page tables, whose lengths differ per layer: the
+    // pages of layer index i are pinned[layer_offsets[i], layer_offsets[i + 1]). Empty:
+    // num_pages per layer.
+    std::vector<size_t> layer_offsets;
+    bool migration = false;  // its end lets the sequence take writes again
+
+    // Pinned pages of layer index `layer` (< info.layer_count): where they start in
+    // `pinned` and how many.
+    std::pair<size_t, uint32_t> LayerPages(uint32_t layer) const {
+      if (layer_offsets.empty()) return {size_t{layer} * info.num_pages, info.num_pages};
+      return {layer_offsets[layer],
+              static_cast<uint32_t>(layer_offsets[layer + 1] - layer_offsets[layer])};
+    }
   };
 
   uint32_t CountOf(TenantId tenant) const;
