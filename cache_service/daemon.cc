@@ -18,6 +18,8 @@
 #include "cache_service/rpc/parse_failure_interceptor.h"
 #include "cache_service/rpc/proto_convert.h"
 #include "cache_service/util/log.h"
+#include "common/net/tcp_data_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace kvwarden {
@@ -32,6 +34,18 @@ std::string NewInstanceId() {
 
 absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
   return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
+}
+
+// How this daemon calls the others of its cluster: over TLS when it serves TLS, trusting
+// the CA that signs its clients' certificates and presenting its own certificate (one
+// CA for the cluster's daemons), else in plaintext as it is called.
+std::shared_ptr<grpc::ChannelCredentials> PeerCredentials(const TlsSettings& tls) {
+  if (!tls.enabled()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = tls.client_ca_pem;
+  o.pem_private_key = tls.key_pem;
+  o.pem_cert_chain = tls.cert_pem;
+  return grpc::SslCredentials(o);
 }
 
 }  // namespace
@@ -163,7 +177,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   std::vector<std::string> tokens;
   for (const TenantAuth& t : settings.tenant_tokens) tokens.push_back(t.token);
-  d->auth_ = std::make_unique<Authenticator>(settings.admin_token, std::move(tokens));
+  d->auth_ = std::make_unique<Authenticator>(
+      settings.admin_token, std::move(tokens),
+      settings.cluster.enabled() ? settings.cluster.peer_token : "");
   d->grpc_limits_ = {settings.max_grpc_connections, settings.max_grpc_connections_per_peer,
                      settings.grpc_preface_timeout, settings.grpc_auth_timeout,
                      &d->connection_marks_};
@@ -189,13 +205,33 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     d->data_plane_.attach = d->attach_.get();
     LogEvent(LogLevel::kInfo, "attach_listening").Field("path", settings.attach_socket);
   }
-  const ServiceContext ctx{&d->pools_,           ledger,
-                           d->table_.get(),      d->leases_.get(),
-                           d->auth_.get(),       &d->policy_defaults_,
-                           absl::Now(),          &d->data_plane_,
-                           &d->parked_,          &d->grpc_connections_,
-                           &d->metrics_address_, &d->config_text_,
-                           &d->config_path_,     &d->set_serving_};
+  if (d->cluster_.enabled()) {
+    // etcd is reached lazily: a daemon starts whether or not etcd answers yet.
+    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({d->cluster_.endpoints});
+    if (!etcd.ok()) return Prefixed(etcd.status(), "cluster: ");
+    d->etcd_ = *std::move(etcd);
+    Migrations::Options m;
+    m.table = d->table_.get();
+    m.ledger = ledger;
+    m.leases = d->leases_.get();
+    m.pools = &d->pools_;
+    m.etcd = d->etcd_.get();
+    m.key_prefix = d->cluster_.key_prefix;
+    m.node = d->cluster_.node;
+    m.peer_token = d->cluster_.peer_token;
+    m.auth = d->auth_.get();
+    m.data_port = d->data_plane_.tcp_data_port;
+    m.peer_credentials = PeerCredentials(settings.tls);
+    d->migrations_ = std::make_unique<Migrations>(std::move(m));
+  }
+  ServiceContext ctx{&d->pools_,           ledger,
+                     d->table_.get(),      d->leases_.get(),
+                     d->auth_.get(),       &d->policy_defaults_,
+                     absl::Now(),          &d->data_plane_,
+                     &d->parked_,          &d->grpc_connections_,
+                     &d->metrics_address_, &d->config_text_,
+                     &d->config_path_,     &d->set_serving_};
+  ctx.migrations = d->migrations_.get();
   d->config_text_ = settings.redacted_config;
   d->tls_ = settings.tls;
   d->grpc_idle_timeout_ = settings.grpc_idle_timeout;
@@ -203,6 +239,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   d->control_.emplace(ctx);
   d->admin_.emplace(ctx);
   d->transfer_.emplace(ctx);
+  if (d->migrations_ != nullptr) d->peer_.emplace(d->migrations_.get());
   if (d->metrics_ != nullptr) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> server =
         MetricsServer::Start(settings.metrics_listen, d->metrics_.get(), ctx);
@@ -248,6 +285,7 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
   builder.RegisterService(&*control_);
   builder.RegisterService(&*admin_);
   builder.RegisterService(&*transfer_);
+  if (peer_) builder.RegisterService(&*peer_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(NewParseFailureInterceptorFactory());
   interceptors.push_back(NewConnectionAuthInterceptorFactory(auth_.get(), &connection_marks_));
@@ -263,15 +301,13 @@ void Daemon::AddTo(grpc::ServerBuilder& builder) {
 
 absl::Status Daemon::JoinCluster(const std::string& grpc_address) {
   if (!cluster_.enabled()) return absl::OkStatus();
-  absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({cluster_.endpoints});
-  if (!etcd.ok()) return etcd.status();
-  etcd_ = *std::move(etcd);
   NodeRegistration::Options o;
   o.etcd = etcd_.get();
   o.key_prefix = cluster_.key_prefix;
   o.node = cluster_.node;
   o.ttl = cluster_.lease_ttl;
   const std::string address = AdvertisedAddress(cluster_, grpc_address);
+  migrations_->SetAdvertisedHost(net::TargetHost(address));
   const int64_t started = absl::ToUnixMillis(absl::Now());
   o.describe = [this, address, started] {
     v1::NodeInfo info;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cache_service/cluster/migrations.h"
 #include "cache_service/cluster/node_registration.h"
 #include "cache_service/core/memory/pool_set.h"
 #include "cache_service/core/sequences/parked_calls.h"
@@ -23,6 +24,7 @@
 #include "cache_service/rpc/admin_service.h"
 #include "cache_service/rpc/control_service.h"
 #include "cache_service/rpc/grpc_acceptor.h"
+#include "cache_service/rpc/peer_service.h"
 #include "cache_service/rpc/service_context.h"
 #include "cache_service/rpc/transfer_service.h"
 #include "common/cluster/etcd_client.h"
@@ -62,6 +64,11 @@ class Daemon {
   absl::Status JoinCluster(const std::string& grpc_address);
   // Removes the node's entry now (a clean stop): clients stop picking it before it goes.
   void LeaveCluster() { registration_.reset(); }
+  // Answers every migration call now (a running one is cut short, its sequence stays):
+  // call before the server shuts down, which waits for every call's answer.
+  void StopMigrations() {
+    if (migrations_ != nullptr) migrations_->Stop();
+  }
 
   SequenceTable& table() { return *table_; }
   // With TLS configured, where the acceptor hands connections (made by AddTo); else null.
@@ -101,6 +108,7 @@ class Daemon {
   std::optional<ControlServiceImpl> control_;
   std::optional<AdminServiceImpl> admin_;
   std::optional<TransferServiceImpl> transfer_;
+  std::optional<PeerServiceImpl> peer_;  // cluster mode only
   std::string metrics_address_;
   std::string config_text_, config_path_;
   std::function<void(bool)> set_serving_;
@@ -108,6 +116,7 @@ class Daemon {
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tls_acceptor_;
   ClusterSettings cluster_;
   std::unique_ptr<EtcdClient> etcd_;
+  std::unique_ptr<Migrations> migrations_;          // uses etcd_ and the table
   std::unique_ptr<NodeRegistration> registration_;  // describes the pools: goes before them
   std::unique_ptr<MetricsServer> metrics_server_;   // first to go: it reads every part
 };

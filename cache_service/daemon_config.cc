@@ -247,6 +247,15 @@ absl::Status ResolveTokenFiles(v1::DaemonConfig* cfg, const std::string& config_
     }
     t->set_token(token);
   }
+  v1::ClusterConfig* cluster = cfg->mutable_cluster();
+  if (!cluster->peer_token().empty() || !cluster->peer_token_file().empty()) {
+    if (absl::Status s = ResolveToken(cluster->peer_token(), cluster->peer_token_file(), config_dir,
+                                      "cluster.peer_token", &token);
+        !s.ok()) {
+      return s;
+    }
+    cluster->set_peer_token(token);
+  }
   return absl::OkStatus();
 }
 
@@ -380,6 +389,7 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->cluster.lease_ttl = absl::Seconds(ttl_s);
   out->cluster.advertise = cluster.advertise();
   if (!cluster.key_prefix().empty()) out->cluster.key_prefix = cluster.key_prefix();
+  out->cluster.peer_token = cluster.peer_token();
   if (out->attach_socket.size() > 107) {
     return FieldError("data_plane.attach_socket",
                       "longer than a Unix socket path may be (107 bytes)");
@@ -403,6 +413,8 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
   for (v1::TenantConfig& t : *redacted.mutable_tenants()) {
     if (!t.token().empty()) t.set_token("<redacted>");
   }
+  if (!redacted.cluster().peer_token().empty())
+    redacted.mutable_cluster()->set_peer_token("<redacted>");
   const size_t slash = path_for_errors.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : path_for_errors.substr(0, slash);
   if (absl::Status s = ResolveTokenFiles(&proto, dir); !s.ok()) {

@@ -238,7 +238,8 @@ int Run(const Flags& flags) {
   systemd.Stopping();
   acceptor->reset();  // no new connections
   (*daemon)
-      ->StopParkedCalls();  // calls waiting for a transfer lease end now, not at their deadline
+      ->StopParkedCalls();      // calls waiting for a transfer lease end now, not at their deadline
+  (*daemon)->StopMigrations();  // likewise calls waiting on another daemon
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   return 0;

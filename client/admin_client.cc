@@ -18,7 +18,8 @@ struct AdminClient::Impl {
 
   // One unary call with the token and deadline: its answer, or the daemon's status.
   template <typename Stub, typename Req, typename Resp>
-  absl::StatusOr<Resp> Call(Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+  absl::StatusOr<Resp> Call(Stub& stub,
+                            grpc::Status (Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
                             const Req& req) const {
     std::unique_ptr<grpc::ClientContext> ctx = NewContext(options);
     Resp resp;
@@ -66,16 +67,19 @@ absl::StatusOr<v1::ListWorkersResponse> AdminClient::ListWorkers() {
   return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListWorkers, v1::ListWorkersRequest());
 }
 
-absl::StatusOr<v1::ListSequencesResponse> AdminClient::ListSequences(const v1::ListSequencesRequest& request) {
+absl::StatusOr<v1::ListSequencesResponse> AdminClient::ListSequences(
+    const v1::ListSequencesRequest& request) {
   return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListSequences, request);
 }
 
 absl::StatusOr<v1::ListTransfersResponse> AdminClient::ListTransfers() {
-  return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListTransfers, v1::ListTransfersRequest());
+  return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListTransfers,
+                     v1::ListTransfersRequest());
 }
 
 absl::StatusOr<v1::ListAttachmentsResponse> AdminClient::ListAttachments() {
-  return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListAttachments, v1::ListAttachmentsRequest());
+  return impl_->Call(*impl_->admin, &v1::AdminService::Stub::ListAttachments,
+                     v1::ListAttachmentsRequest());
 }
 
 absl::StatusOr<v1::PoolStats> AdminClient::SetPoolDraining(const std::string& pool, bool draining) {
@@ -83,6 +87,16 @@ absl::StatusOr<v1::PoolStats> AdminClient::SetPoolDraining(const std::string& po
   req.set_pool(pool);
   req.set_draining(draining);
   return impl_->Call(*impl_->admin, &v1::AdminService::Stub::SetPoolDraining, req);
+}
+
+absl::StatusOr<v1::MigrateSequenceResponse> AdminClient::MigrateSequence(
+    const v1::MigrateSequenceRequest& request, absl::Duration timeout) {
+  std::unique_ptr<grpc::ClientContext> ctx = NewContext(impl_->options);
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::MigrateSequenceResponse resp;
+  if (grpc::Status s = impl_->control->MigrateSequence(ctx.get(), request, &resp); !s.ok())
+    return FromGrpc(s);
+  return resp;
 }
 
 absl::StatusOr<v1::GetConfigResponse> AdminClient::GetConfig() {

@@ -167,6 +167,24 @@ absl::StatusOr<uint32_t> Client::ReleaseSequence(uint64_t sequence_id) {
   return resp.freed_pages();
 }
 
+absl::StatusOr<Migration> Client::MigrateSequence(uint64_t sequence_id,
+                                                  const std::string& target_node,
+                                                  const MigrateOptions& options) {
+  auto ctx = impl_->Context();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + options.timeout));
+  v1::MigrateSequenceRequest req;
+  req.set_sequence_id(sequence_id);
+  req.set_target_node(target_node);
+  req.set_target_lease_id(options.target_lease_id);
+  req.set_hold_ms(static_cast<uint32_t>(
+      std::clamp<int64_t>(absl::ToInt64Milliseconds(options.hold), 0, UINT32_MAX)));
+  v1::MigrateSequenceResponse resp;
+  grpc::Status s = impl_->stub->MigrateSequence(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return Migration{resp.node(),     resp.grpc_address(), resp.sequence_id(),
+                   resp.lease_id(), resp.bytes_moved(),  absl::Microseconds(resp.duration_us())};
+}
+
 absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   auto ctx = impl_->Context();
   v1::DescribeSequenceRequest req;

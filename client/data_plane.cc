@@ -20,10 +20,10 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/net/tcp_data_channel.h"
 #include "common/sync/plain_mutex.h"
 #include "common/ucx/ucx.h"
 #include "end_lease.h"
-#include "tcp_data_channel.h"
 
 namespace kvwarden {
 namespace client {
@@ -77,7 +77,7 @@ struct DataPlane::Impl {
   // The TCP data path instead of UCX: asked for ("tcp"), or UCX could not reach the
   // daemon with the default transports.
   bool use_tcp = false;
-  std::optional<TcpDataChannel> tcp;
+  std::optional<net::TcpDataChannel> tcp;
   ucx::Context context;
   ucx::Worker worker;
   DataPlaneInfo info;  // the instance the endpoint talks to
@@ -124,14 +124,17 @@ struct DataPlane::Impl {
   absl::Status ConnectTcpLocked(absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     tcp.reset();
     if (info.tcp_data_port == 0) {
-      return absl::FailedPreconditionError("kvwardend serves no TCP data path (data_plane.disable_tcp)");
+      return absl::FailedPreconditionError(
+          "kvwardend serves no TCP data path (data_plane.disable_tcp)");
     }
-    const std::string host = TargetHost(client->options().target);
+    const std::string host = net::TargetHost(client->options().target);
     if (host.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the TCP data path needs a host to connect to; the target is ", client->options().target));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the TCP data path needs a host to connect to; the target is ",
+                       client->options().target));
     }
-    absl::StatusOr<TcpDataChannel> ch = TcpDataChannel::Connect(host, info.tcp_data_port, deadline);
+    absl::StatusOr<net::TcpDataChannel> ch =
+        net::TcpDataChannel::Connect(host, info.tcp_data_port, deadline);
     if (!ch.ok()) return ch.status();
     tcp = *std::move(ch);
     return absl::OkStatus();
@@ -154,7 +157,7 @@ struct DataPlane::Impl {
     }
     net::DataSecret secret;
     std::copy(g.data_secret.begin(), g.data_secret.end(), secret.begin());
-    absl::InlinedVector<TcpPageOp, 8> ops;
+    absl::InlinedVector<net::TcpPageOp, 8> ops;
     for (uint32_t l = 0; l < layers; ++l) {
       ops.push_back({layer + l, page, count, buf + size_t{l} * count * g.page_bytes});
     }
@@ -278,8 +281,7 @@ struct DataPlane::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status WaitLocked(Requests& reqs, absl::Time deadline)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  absl::Status WaitLocked(Requests& reqs, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::Status first;
     for (ucs_status_ptr_t r : reqs) first.Update(ucx::Wait(worker, r, "RMA", deadline));
     reqs.clear();
@@ -304,7 +306,8 @@ struct DataPlane::Impl {
     }
     if (use_tcp) {
       if (info.instance_id != g.instance_id) {
-        return absl::UnavailableError("the daemon restarted since this transfer began; begin again");
+        return absl::UnavailableError(
+            "the daemon restarted since this transfer began; begin again");
       }
       return TcpMoveLocked(g, mode, layer, 1, page, count, buf, now + options.op_timeout);
     }
@@ -372,8 +375,9 @@ uint64_t DataPlane::reconnects() const {
 std::string DataPlane::DescribeEndpoint() const {
   PlainMutexLock lock(&impl_->mu);
   if (impl_->use_tcp) {
-    return absl::StrCat("kvwarden TCP data path to ", TargetHost(impl_->client->options().target),
-                        ":", impl_->info.tcp_data_port, impl_->tcp ? "" : " (not connected)");
+    return absl::StrCat("kvwarden TCP data path to ",
+                        net::TargetHost(impl_->client->options().target), ":",
+                        impl_->info.tcp_data_port, impl_->tcp ? "" : " (not connected)");
   }
   return impl_->ep ? impl_->ep->Describe() : "";
 }

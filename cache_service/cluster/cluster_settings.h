@@ -18,6 +18,7 @@ struct ClusterSettings {
   absl::Duration lease_ttl = absl::Seconds(10);
   std::string advertise;  // host:port others call; "": the bound gRPC address
   std::string key_prefix = kDefaultClusterPrefix;
+  std::string peer_token;  // shared by the cluster's daemons; empty: no migrations
 
   bool enabled() const { return !endpoints.empty(); }
 };

@@ -17,14 +17,17 @@ class ConnectionAuthInterceptor final : public gx::Interceptor {
       : info_(info), auth_(auth), marks_(marks) {}
 
   void Intercept(gx::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(gx::InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+    if (methods->QueryInterceptionHookPoint(
+            gx::InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
       const int fd = PeerFd(info_->server_context()->peer());
       if (fd >= 0 && !marks_->Marked(fd)) {
         const auto* md = methods->GetRecvInitialMetadata();
         if (md != nullptr) {
           auto it = md->find("authorization");
-          if (it != md->end() &&
-              auth_->Authenticate(absl::string_view(it->second.data(), it->second.size())).ok()) {
+          const absl::string_view value =
+              it == md->end() ? absl::string_view()
+                              : absl::string_view(it->second.data(), it->second.size());
+          if (it != md->end() && (auth_->Authenticate(value).ok() || auth_->IsPeer(value))) {
             marks_->Mark(fd);
           }
         }

@@ -1,22 +1,26 @@
 #include "cache_service/rpc/control_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "cache_service/cluster/migrations.h"
+#include "cache_service/retention/registry.h"
 #include "cache_service/rpc/call_auth.h"
 #include "cache_service/rpc/grpc_status.h"
 #include "cache_service/rpc/kv_stream_reactors.h"
-#include "cache_service/retention/registry.h"
+#include "cache_service/rpc/proto_convert.h"
 #include "cache_service/rpc/stats_stream_reactor.h"
 #include "cache_service/rpc/unary_call.h"
-#include "cache_service/rpc/proto_convert.h"
 
 namespace kvwarden {
 namespace {
 
 absl::StatusOr<WorkerRole> RoleFromProto(v1::WorkerRole role) {
   switch (role) {
-    case v1::WORKER_ROLE_PREFILL: return WorkerRole::kPrefill;
-    case v1::WORKER_ROLE_DECODE: return WorkerRole::kDecode;
-    case v1::WORKER_ROLE_BOTH: return WorkerRole::kBoth;
+    case v1::WORKER_ROLE_PREFILL:
+      return WorkerRole::kPrefill;
+    case v1::WORKER_ROLE_DECODE:
+      return WorkerRole::kDecode;
+    case v1::WORKER_ROLE_BOTH:
+      return WorkerRole::kBoth;
     default:
       return absl::InvalidArgumentError(
           "role: must be WORKER_ROLE_PREFILL, WORKER_ROLE_DECODE or WORKER_ROLE_BOTH");
@@ -26,8 +30,7 @@ absl::StatusOr<WorkerRole> RoleFromProto(v1::WorkerRole role) {
 }  // namespace
 
 grpc::ServerUnaryReactor* ControlServiceImpl::Ping(grpc::CallbackServerContext* call,
-                                                   const v1::PingRequest*,
-                                                   v1::PingResponse* resp) {
+                                                   const v1::PingRequest*, v1::PingResponse* resp) {
   return FinishWith(call, [&] {
     resp->set_version(KVWARDEN_VERSION);
     resp->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - ctx_.started));
@@ -35,17 +38,17 @@ grpc::ServerUnaryReactor* ControlServiceImpl::Ping(grpc::CallbackServerContext* 
   });
 }
 
-grpc::ServerUnaryReactor* ControlServiceImpl::RegisterWorker(
-    grpc::CallbackServerContext* call, const v1::RegisterWorkerRequest* req,
-    v1::RegisterWorkerResponse* resp) {
+grpc::ServerUnaryReactor* ControlServiceImpl::RegisterWorker(grpc::CallbackServerContext* call,
+                                                             const v1::RegisterWorkerRequest* req,
+                                                             v1::RegisterWorkerResponse* resp) {
   return FinishWith(call, [&]() -> absl::Status {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) return tenant.status();
     absl::StatusOr<WorkerRole> role = RoleFromProto(req->role());
     if (!role.ok()) return role.status();
     if (req->name().size() > 256) return absl::InvalidArgumentError("name: longer than 256 bytes");
-    absl::StatusOr<LeaseInfo> lease = ctx_.leases->Register(
-        *tenant, req->name(), *role, absl::Milliseconds(req->ttl_ms()));
+    absl::StatusOr<LeaseInfo> lease =
+        ctx_.leases->Register(*tenant, req->name(), *role, absl::Milliseconds(req->ttl_ms()));
     if (!lease.ok()) return lease.status();
     resp->set_lease_id(lease->id);
     resp->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(lease->ttl)));
@@ -82,9 +85,9 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ReleaseWorker(grpc::CallbackServer
   });
 }
 
-grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
-    grpc::CallbackServerContext* call, const v1::CreateSequenceRequest* req,
-    v1::CreateSequenceResponse* resp) {
+grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(grpc::CallbackServerContext* call,
+                                                             const v1::CreateSequenceRequest* req,
+                                                             v1::CreateSequenceResponse* resp) {
   return FinishWith(call, [&]() -> absl::Status {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) return tenant.status();
@@ -92,15 +95,18 @@ grpc::ServerUnaryReactor* ControlServiceImpl::CreateSequence(
     absl::StatusOr<PagePool*> pool = ctx_.pools->Find(req->pool());
     if (!pool.ok()) return pool.status();
     if ((*pool)->draining()) {
-      return absl::UnavailableError(absl::StrCat("pool '", req->pool(),
-                                                 "' is draining: no new sequences (an operator ran kvwctl drain)"));
+      return absl::UnavailableError(absl::StrCat(
+          "pool '", req->pool(), "' is draining: no new sequences (an operator ran kvwctl drain)"));
     }
     CreateSequenceArgs args{*tenant, req->lease_id(), *pool, req->max_tokens(), {}};
     if (req->has_policy()) {
-      absl::StatusOr<RetentionPolicy> policy = PolicyFromProto(req->policy(), (*pool)->layout(), "policy");
+      absl::StatusOr<RetentionPolicy> policy =
+          PolicyFromProto(req->policy(), (*pool)->layout(), "policy");
       if (!policy.ok()) return policy.status();
       args.policy = *std::move(policy);
-    } else if (const RetentionPolicy* def = ctx_.policy_defaults ? ctx_.policy_defaults->Find(*tenant, req->pool()) : nullptr) {
+    } else if (const RetentionPolicy* def = ctx_.policy_defaults
+                                                ? ctx_.policy_defaults->Find(*tenant, req->pool())
+                                                : nullptr) {
       args.policy = *def;
     }
     absl::StatusOr<SequenceId> id = ctx_.table->Create(args);
@@ -117,20 +123,21 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ForkSequence(grpc::CallbackServerC
                                                            v1::ForkSequenceResponse* resp) {
   const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
   if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
-  return FinishParkable(call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
-    absl::StatusOr<ForkResult> fork =
-        ctx_.table->Fork(req->sequence_id(), tenant, req->lease_id());
-    if (!fork.ok()) return fork.status();
-    resp->set_sequence_id(fork->id);
-    resp->set_shared_pages(fork->shared_pages);
-    resp->set_copied_pages(fork->copied_pages);
-    return absl::OkStatus();
-  });
+  return FinishParkable(call, ctx_.parked, *tenant,
+                        [this, req, resp, tenant = *tenant]() -> absl::Status {
+                          absl::StatusOr<ForkResult> fork =
+                              ctx_.table->Fork(req->sequence_id(), tenant, req->lease_id());
+                          if (!fork.ok()) return fork.status();
+                          resp->set_sequence_id(fork->id);
+                          resp->set_shared_pages(fork->shared_pages);
+                          resp->set_copied_pages(fork->copied_pages);
+                          return absl::OkStatus();
+                        });
 }
 
-grpc::ServerUnaryReactor* ControlServiceImpl::ReleaseSequence(
-    grpc::CallbackServerContext* call, const v1::ReleaseSequenceRequest* req,
-    v1::ReleaseSequenceResponse* resp) {
+grpc::ServerUnaryReactor* ControlServiceImpl::ReleaseSequence(grpc::CallbackServerContext* call,
+                                                              const v1::ReleaseSequenceRequest* req,
+                                                              v1::ReleaseSequenceResponse* resp) {
   return FinishWith(call, [&]() -> absl::Status {
     absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
     if (!tenant.ok()) return tenant.status();
@@ -155,31 +162,53 @@ grpc::ServerUnaryReactor* ControlServiceImpl::DescribeSequence(
   });
 }
 
+grpc::ServerUnaryReactor* ControlServiceImpl::MigrateSequence(grpc::CallbackServerContext* call,
+                                                              const v1::MigrateSequenceRequest* req,
+                                                              v1::MigrateSequenceResponse* resp) {
+  const absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, *call);
+  if (!caller.ok()) return FinishWith(call, [&] { return caller.status(); });
+  if (ctx_.migrations == nullptr) {
+    return FinishWith(call, [] {
+      return absl::FailedPreconditionError(
+          "this daemon is not in a cluster (--cluster): there is no node to migrate to");
+    });
+  }
+  // Answered on the migrations' thread: the target is another daemon.
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  ctx_.migrations->MigrateOut(*caller, *req,
+                              [reactor, resp](absl::StatusOr<v1::MigrateSequenceResponse> r) {
+                                if (r.ok()) *resp = *std::move(r);
+                                reactor->Finish(ToGrpcStatus(r.status()));
+                              });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerContext* call,
                                                            const v1::ReserveSlotsRequest* req,
                                                            v1::ReserveSlotsResponse* resp) {
   const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
   if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
-  return FinishParkable(call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
-    absl::StatusOr<Reservation> r =
-        ctx_.table->Reserve(req->sequence_id(), tenant, req->num_tokens());
-    if (!r.ok()) return r.status();
-    resp->set_first_position(r->first_position);
-    resp->set_num_tokens(r->num_tokens);
-    resp->set_first_slot(r->first_slot);
-    resp->set_first_page_offset(r->first_page_offset);
-    resp->set_epoch(r->epoch);
-    for (const auto& pages : r->layer_pages) {
-      resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
-    }
-    resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
-    for (const HeadRetention& c : r->evicted) ToProto(c, resp->add_evicted());
-    return absl::OkStatus();
-  });
+  return FinishParkable(
+      call, ctx_.parked, *tenant, [this, req, resp, tenant = *tenant]() -> absl::Status {
+        absl::StatusOr<Reservation> r =
+            ctx_.table->Reserve(req->sequence_id(), tenant, req->num_tokens());
+        if (!r.ok()) return r.status();
+        resp->set_first_position(r->first_position);
+        resp->set_num_tokens(r->num_tokens);
+        resp->set_first_slot(r->first_slot);
+        resp->set_first_page_offset(r->first_page_offset);
+        resp->set_epoch(r->epoch);
+        for (const auto& pages : r->layer_pages) {
+          resp->add_layers()->mutable_page_ids()->Add(pages.begin(), pages.end());
+        }
+        resp->mutable_first_slots()->Add(r->first_slots.begin(), r->first_slots.end());
+        for (const HeadRetention& c : r->evicted) ToProto(c, resp->add_evicted());
+        return absl::OkStatus();
+      });
 }
 
-grpc::ServerReadReactor<grpc::ByteBuffer>* ControlServiceImpl::WriteKV(grpc::CallbackServerContext* call,
-                                                                     grpc::ByteBuffer* resp) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* ControlServiceImpl::WriteKV(
+    grpc::CallbackServerContext* call, grpc::ByteBuffer* resp) {
   return NewWriteKvReactor(ctx_, call, resp);
 }
 

@@ -10,13 +10,20 @@ namespace kvwarden {
 // ControlService::CallbackService, except that WriteKV and StreamStats take raw bytes
 // (see raw_messages.h). Spelled out: a raw bidi method cannot stack on a typed one.
 using ControlServiceBase = v1::ControlService::WithCallbackMethod_Ping<
-    v1::ControlService::WithCallbackMethod_RegisterWorker<v1::ControlService::WithCallbackMethod_KeepAlive<
-    v1::ControlService::WithCallbackMethod_ReleaseWorker<
-        v1::ControlService::WithCallbackMethod_CreateSequence<v1::ControlService::WithCallbackMethod_ForkSequence<
-            v1::ControlService::WithCallbackMethod_ReleaseSequence<v1::ControlService::WithCallbackMethod_DescribeSequence<
-                v1::ControlService::WithCallbackMethod_ReserveSlots<v1::ControlService::WithRawCallbackMethod_WriteKV<
-                    v1::ControlService::WithCallbackMethod_ReadKV<
-                        v1::ControlService::WithRawCallbackMethod_StreamStats<v1::ControlService::Service>>>>>>>>>>>>;
+    v1::ControlService::WithCallbackMethod_RegisterWorker<
+        v1::ControlService::WithCallbackMethod_KeepAlive<
+            v1::ControlService::WithCallbackMethod_ReleaseWorker<
+                v1::ControlService::WithCallbackMethod_CreateSequence<
+                    v1::ControlService::WithCallbackMethod_ForkSequence<
+                        v1::ControlService::WithCallbackMethod_ReleaseSequence<
+                            v1::ControlService::WithCallbackMethod_DescribeSequence<
+                                v1::ControlService::WithCallbackMethod_MigrateSequence<
+                                    v1::ControlService::WithCallbackMethod_ReserveSlots<
+                                        v1::ControlService::WithRawCallbackMethod_WriteKV<
+                                            v1::ControlService::WithCallbackMethod_ReadKV<
+                                                v1::ControlService::
+                                                    WithRawCallbackMethod_StreamStats<
+                                                        v1::ControlService::Service>>>>>>>>>>>>>;
 
 class ControlServiceImpl final : public ControlServiceBase {
  public:
@@ -45,6 +52,9 @@ class ControlServiceImpl final : public ControlServiceBase {
   grpc::ServerUnaryReactor* DescribeSequence(grpc::CallbackServerContext* call,
                                              const v1::DescribeSequenceRequest* req,
                                              v1::SequenceInfo* resp) override;
+  grpc::ServerUnaryReactor* MigrateSequence(grpc::CallbackServerContext* call,
+                                            const v1::MigrateSequenceRequest* req,
+                                            v1::MigrateSequenceResponse* resp) override;
   grpc::ServerUnaryReactor* ReserveSlots(grpc::CallbackServerContext* call,
                                          const v1::ReserveSlotsRequest* req,
                                          v1::ReserveSlotsResponse* resp) override;

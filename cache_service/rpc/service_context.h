@@ -5,20 +5,20 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "cache_service/daemon_config.h"
-#include "cache_service/core/tenancy/authenticator.h"
-#include "cache_service/core/sequences/parked_calls.h"
 #include "cache_service/core/memory/pool_set.h"
+#include "cache_service/core/sequences/parked_calls.h"
 #include "cache_service/core/sequences/sequence_table.h"
+#include "cache_service/core/tenancy/authenticator.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
 #include "cache_service/core/tenancy/worker_leases.h"
+#include "cache_service/daemon_config.h"
 
 namespace kvwarden {
 
 // Each tenant's default retention policy per pool (from the config). Immutable.
 struct PolicyDefaults {
-  std::vector<std::string> pools;        // pool names, config order
-  std::vector<TenantDefaults> tenants;   // by tenant id
+  std::vector<std::string> pools;       // pool names, config order
+  std::vector<TenantDefaults> tenants;  // by tenant id
 
   // Null when none is configured (then the policy is full).
   const RetentionPolicy* Find(TenantId tenant, const std::string& pool) const {
@@ -31,6 +31,7 @@ struct PolicyDefaults {
 };
 
 class UcxDataPlane;
+class Migrations;
 class AttachServer;
 struct GrpcConnectionStats;
 
@@ -61,6 +62,8 @@ struct ServiceContext {
   const std::string* config_path = nullptr;
   // Sets gRPC health's overall status (SetPoolDraining); may be null or empty.
   const std::function<void(bool serving)>* set_serving = nullptr;
+  // Cluster mode's migrations (MigrateSequence); null when the daemon is not in a cluster.
+  Migrations* migrations = nullptr;
 };
 
 }  // namespace kvwarden

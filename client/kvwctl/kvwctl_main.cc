@@ -376,6 +376,24 @@ class Cli {
     return kOk;
   }
 
+  int Migrate(uint64_t id, const std::string& node, uint32_t hold_ms) {
+    v1::MigrateSequenceRequest req;
+    req.set_sequence_id(id);
+    req.set_target_node(node);
+    req.set_hold_ms(hold_ms);
+    // The whole migration, whatever --timeout-ms says for ordinary calls.
+    absl::StatusOr<v1::MigrateSequenceResponse> resp_or =
+        admin_->MigrateSequence(req, std::max(absl::Minutes(1), absl::Milliseconds(g_.timeout_ms)));
+    if (!resp_or.ok()) return Fail(resp_or.status());
+    const v1::MigrateSequenceResponse& resp = *resp_or;
+    if (g_.json) return PrintJson(resp);
+    std::cout << absl::StrFormat(
+        "sequence %d moved to node %s (%s) as sequence %d under lease %d: %s in %.1f ms\n", id,
+        Printable(resp.node()), Printable(resp.grpc_address()), resp.sequence_id(), resp.lease_id(),
+        Bytes(resp.bytes_moved()), resp.duration_us() / 1000.0);
+    return kOk;
+  }
+
   int Config() {
     absl::StatusOr<v1::GetConfigResponse> resp_or = admin_->GetConfig();
     if (!resp_or.ok()) return Fail(resp_or.status());
@@ -694,6 +712,16 @@ int Main(int argc, char** argv) {
   auto* show =
       seq->add_subcommand("show", "Layout, pages, epoch, per-layer/per-head live slots and budget");
   show->add_option("ID", id, "Sequence id")->required();
+  std::string to_node;
+  uint32_t hold_ms = 0;
+  auto* migrate = seq->add_subcommand(
+      "migrate",
+      "Move a sequence to another node of the cluster (byte for byte; it stays here on any error)");
+  migrate->add_option("ID", id, "Sequence id")->required();
+  migrate->add_option("--to", to_node, "The target node (kvwctl cluster lists them)")->required();
+  migrate->add_option(
+      "--hold-ms", hold_ms,
+      "How long the target holds it for a worker to fork it (0 = 30 s, at most 300 s)");
   auto* watch = seq->add_subcommand("watch", "Redraw `seq show` live");
   int interval_ms = 1000, count = 0;
   watch->add_option("ID", id, "Sequence id")->required();
@@ -725,7 +753,7 @@ int Main(int argc, char** argv) {
                                         "source <(kvwctl completion bash)");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
   for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch,
-                    drain, undrain, config, cluster, top, completion}) {
+                    migrate, drain, undrain, config, cluster, top, completion}) {
     sub->fallthrough();
   }
 
@@ -756,6 +784,7 @@ int Main(int argc, char** argv) {
   if (*seqs) return cli.Sequences(tenant, pool);
   if (*show) return cli.ShowSequence(id);
   if (*watch) return cli.WatchSequence(id, interval_ms, count);
+  if (*migrate) return cli.Migrate(id, to_node, hold_ms);
   if (*drain) return cli.Drain(drain_pool, true);
   if (*undrain) return cli.Drain(drain_pool, false);
   if (*config) return cli.Config();

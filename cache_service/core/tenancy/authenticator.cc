@@ -18,8 +18,17 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 }  // namespace
 
-Authenticator::Authenticator(std::string admin_token, std::vector<std::string> tenant_tokens)
-    : admin_token_(std::move(admin_token)), tenant_tokens_(std::move(tenant_tokens)) {}
+Authenticator::Authenticator(std::string admin_token, std::vector<std::string> tenant_tokens,
+                             std::string peer_token)
+    : admin_token_(std::move(admin_token)),
+      tenant_tokens_(std::move(tenant_tokens)),
+      peer_token_(std::move(peer_token)) {}
+
+bool Authenticator::IsPeer(absl::string_view authorization) const {
+  constexpr absl::string_view kBearer = "Bearer ";
+  return !peer_token_.empty() && absl::StartsWith(authorization, kBearer) &&
+         ConstantTimeEquals(authorization.substr(kBearer.size()), peer_token_);
+}
 
 absl::StatusOr<Caller> Authenticator::Authenticate(absl::string_view authorization) const {
   if (authorization.empty()) {

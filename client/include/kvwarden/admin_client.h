@@ -46,6 +46,11 @@ class AdminClient {
   absl::StatusOr<v1::PoolStats> SetPoolDraining(const std::string& pool, bool draining);
   absl::StatusOr<v1::GetConfigResponse> GetConfig();
   absl::StatusOr<v1::SequenceInfo> DescribeSequence(uint64_t sequence_id);
+  // Moves any tenant's sequence to another node of the cluster (Client::MigrateSequence,
+  // with the admin token): what an operator emptying a node does. `timeout` bounds the
+  // whole migration.
+  absl::StatusOr<v1::MigrateSequenceResponse> MigrateSequence(
+      const v1::MigrateSequenceRequest& request, absl::Duration timeout);
 
  private:
   struct Impl;

@@ -168,6 +168,24 @@ struct Fork {
   uint32_t copied_pages = 0;
 };
 
+// Where a migrated sequence went (Client::MigrateSequence).
+struct Migration {
+  std::string node;          // the target
+  std::string grpc_address;  // where the target serves: connect there to use it
+  uint64_t sequence_id = 0;  // its id on the target
+  uint64_t lease_id = 0;     // the target's lease that owns it
+  uint64_t bytes_moved = 0;
+  absl::Duration duration;
+};
+
+struct MigrateOptions {
+  // An active lease of this tenant on the target to own the sequence; 0: the target
+  // holds it under a lease of `hold` until a worker there forks it.
+  uint64_t target_lease_id = 0;
+  absl::Duration hold = absl::ZeroDuration();  // zero: 30 s; at most 5 min
+  absl::Duration timeout = absl::Minutes(1);   // the whole migration
+};
+
 struct HeadInfo {
   uint32_t live_slots = 0;
   uint32_t budget = 0;
@@ -292,6 +310,12 @@ class Client {
   // Returns the pages that went back to the pool.
   absl::StatusOr<uint32_t> ReleaseSequence(uint64_t sequence_id);
   absl::StatusOr<SequenceInfo> DescribeSequence(uint64_t sequence_id);
+  // Cluster mode: moves the sequence to `target_node` (README, "Cluster mode"). On
+  // success it is gone here and lives on the target under a new id, byte for byte, with
+  // its positions per head, epoch and policy state; on any error it is still here,
+  // unchanged. Meanwhile its writes are refused and its reservations wait.
+  absl::StatusOr<Migration> MigrateSequence(uint64_t sequence_id, const std::string& target_node,
+                                            const MigrateOptions& options = {});
   absl::StatusOr<Reservation> ReserveSlots(uint64_t sequence_id, uint32_t num_tokens);
 
   // Writes tokens [token_start, token_start + num_tokens) of layers

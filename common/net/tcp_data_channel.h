@@ -2,7 +2,8 @@
 
 // One connection to kvwardend's TCP data path (common/net/data_frames.h): requests name
 // a transfer grant and its secret; the daemon checks them and copies the pages. Used by
-// DataPlane when transports are "tcp" or UCX cannot reach the daemon (another host).
+// the client's DataPlane when transports are "tcp" or UCX cannot reach the daemon (another
+// host), and by a daemon reading a migrating sequence's pages from another daemon.
 // Blocking I/O with a deadline per call. Not thread-safe (DataPlane serializes).
 
 #include <cstdint>
@@ -15,7 +16,7 @@
 #include "common/fd/unique_fd.h"
 #include "common/net/data_frames.h"
 
-namespace kvwarden::client {
+namespace kvwarden::net {
 
 // One layer's pages of a grant: [first_page, first_page + page_count) into or out of
 // `buf` (page_count * page_bytes bytes).
@@ -53,4 +54,4 @@ class TcpDataChannel {
 // (unix sockets).
 std::string TargetHost(const std::string& target);
 
-}  // namespace kvwarden::client
+}  // namespace kvwarden::net

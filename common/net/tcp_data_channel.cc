@@ -1,4 +1,4 @@
-#include "tcp_data_channel.h"
+#include "common/net/tcp_data_channel.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace kvwarden::client {
+namespace kvwarden::net {
 
 std::string TargetHost(const std::string& target) {
   std::string t = target;
@@ -87,8 +87,8 @@ absl::Status TcpDataChannel::Wait(short events, absl::Time deadline) {
       return absl::DeadlineExceededError("TCP data path: the daemon did not answer in time");
     }
     pollfd p{fd_.get(), events, 0};
-    const int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(
-                                  absl::ToInt64Milliseconds(left) + 1, 1000)));
+    const int n =
+        poll(&p, 1, static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 1000)));
     if (n > 0) return absl::OkStatus();
     if (n < 0 && errno != EINTR) {
       return absl::UnavailableError(absl::StrCat("TCP data path: poll: ", strerror(errno)));
@@ -182,9 +182,9 @@ absl::Status TcpDataChannel::Move(uint64_t transfer_id, const net::DataSecret& s
     if (absl::Status s = RecvAll(msg.data(), msg.size(), deadline); !s.ok()) return Broken(s);
     const uint64_t expected = (r.code == 0 && !write) ? uint64_t{op.page_count} * page_bytes : 0;
     if (r.payload_bytes != expected) {
-      return Broken(absl::UnavailableError(absl::StrFormat(
-          "TCP data path: the daemon sent %d bytes for a request of %d", r.payload_bytes,
-          expected)));
+      return Broken(absl::UnavailableError(
+          absl::StrFormat("TCP data path: the daemon sent %d bytes for a request of %d",
+                          r.payload_bytes, expected)));
     }
     if (expected != 0) {
       if (absl::Status s = RecvAll(op.buf, expected, deadline); !s.ok()) return Broken(s);
@@ -198,4 +198,4 @@ absl::Status TcpDataChannel::Move(uint64_t transfer_id, const net::DataSecret& s
   return first;
 }
 
-}  // namespace kvwarden::client
+}  // namespace kvwarden::net

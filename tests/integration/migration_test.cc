@@ -1,0 +1,314 @@
+// Cluster mode, migration: two kvwardends in one cluster (a real etcd, started here and
+// stopped by pid) move a sequence daemon to daemon. What the target adopts reads back
+// byte for byte with its positions per head, epoch and evicted counts; the source lets
+// go only after the target answered; a target killed mid-migration leaves the source
+// serving the sequence unchanged; a peer sending a page that does not match its
+// checksum gets DATA_LOSS and leaves nothing behind; another tenant, a wrong peer token,
+// an unknown node or a daemon outside any cluster are refused with precise statuses.
+
+#include <signal.h>
+#include <stdlib.h>
+
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/cluster/cluster_keys.h"
+#include "common/cluster/etcd_client.h"
+#include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "kvwarden/admin_client.h"
+#include "kvwarden/client.h"
+#include "kvwarden/v1/peer.grpc.pb.h"
+#include "tests/support/etcd_process.h"
+#include "tests/support/kv_pattern.h"
+#include "tests/support/process.h"
+#include "tests/support/test_config.h"
+
+namespace kvwarden {
+namespace {
+
+using testing::DaemonProcess;
+using testing::EtcdProcess;
+using ::testing::HasSubstr;
+
+// As in cluster_test: this process forks etcd and daemons while its gRPC clients live.
+const bool kNoGrpcForkHandlers = [] {
+  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
+}();
+
+constexpr const char* kPeerToken = "cluster-peer-secret";
+constexpr uint32_t kLayers = 4, kHeads = 2, kTokenBytes = 16 * 2;  // pool "main"
+
+class MigrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto etcd = EtcdProcess::Start();
+    ASSERT_TRUE(etcd.ok()) << etcd.status();
+    etcd_ = *std::move(etcd);
+    auto client = EtcdClient::Create({{etcd_->endpoint()}, absl::Milliseconds(500)});
+    ASSERT_TRUE(client.ok()) << client.status();
+    etcd_client_ = *std::move(client);
+    a_ = StartNode("node-a");
+    b_ = StartNode("node-b");
+    ASSERT_TRUE(a_ && b_);
+    ASSERT_TRUE(WaitForNode("node-a") && WaitForNode("node-b"));
+    alpha_a_ = Connect(*a_, testing::kAlphaToken);
+    alpha_b_ = Connect(*b_, testing::kAlphaToken);
+    auto lease = alpha_a_->RegisterWorker("prefill", client::Role::kPrefill, 60000);
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    lease_a_ = lease->id;
+  }
+
+  std::unique_ptr<DaemonProcess> StartNode(const std::string& node) {
+    const std::string config = absl::StrCat(
+        testing::kTestConfig, " cluster { lease_ttl_s: 3 peer_token: \"", kPeerToken, "\" }");
+    auto d = DaemonProcess::Start(config, {etcd_->cluster_flag(), "--node=" + node});
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *std::move(d) : nullptr;
+  }
+  bool WaitForNode(const std::string& node) {
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < until) {
+      auto kv = etcd_client_->Get(NodeKey(kDefaultClusterPrefix, node));
+      if (kv.ok() && kv->has_value()) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+  static std::unique_ptr<Client> Connect(const DaemonProcess& d, const char* token) {
+    auto c = Client::Connect({d.target(), token, absl::Seconds(10)});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // A streaming sequence (budget 8, 4 sinks) of `tokens` tokens written with
+  // PatternKv(7, ...): past 8 tokens its middle is dropped, so positions are not 0..n-1.
+  uint64_t WrittenSequence(uint32_t tokens) {
+    auto seq = alpha_a_->CreateSequence(lease_a_, "main", 256, client::Policy::Streaming(8));
+    EXPECT_TRUE(seq.ok()) << seq.status();
+    for (uint32_t done = 0; done < tokens;) {
+      const uint32_t n = std::min<uint32_t>(4, tokens - done);
+      auto r = alpha_a_->ReserveSlots(seq->id, n);
+      EXPECT_TRUE(r.ok()) << r.status();
+      std::string k, v;
+      for (uint32_t layer = 0; layer < kLayers; ++layer) {
+        k += testing::PatternKv(7, layer, kHeads, done, n, kTokenBytes, false);
+        v += testing::PatternKv(7, layer, kHeads, done, n, kTokenBytes, true);
+      }
+      absl::Status w = alpha_a_->WriteKV(seq->id, seq->layout, 0, kLayers, done, n,
+                                         {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                                         {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
+      EXPECT_TRUE(w.ok()) << w;
+      done += n;
+    }
+    return seq->id;
+  }
+
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::unique_ptr<EtcdClient> etcd_client_;
+  std::unique_ptr<DaemonProcess> a_, b_;
+  std::unique_ptr<Client> alpha_a_, alpha_b_;
+  uint64_t lease_a_ = 0;
+};
+
+TEST_F(MigrationTest, AMigratedSequenceReadsBackByteForByteWithItsPositionsAndEpoch) {
+  const uint64_t id = WrittenSequence(20);
+  auto before = alpha_a_->DescribeSequence(id);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_GT(before->epoch, 0u) << "streaming should have dropped tokens";
+  auto read_before = alpha_a_->ReadKV(id, 0, kLayers, 0, 0);
+  ASSERT_TRUE(read_before.ok()) << read_before.status();
+
+  auto moved = alpha_a_->MigrateSequence(id, "node-b");
+  ASSERT_TRUE(moved.ok()) << moved.status() << "\nA:\n" << a_->log() << "\nB:\n" << b_->log();
+  EXPECT_EQ(moved->node, "node-b");
+  EXPECT_EQ(moved->grpc_address, b_->target());
+  EXPECT_NE(moved->lease_id, 0u);
+  EXPECT_EQ(moved->bytes_moved, uint64_t{before->pages_held} * 512);
+  std::printf("migrated %llu bytes in %.2f ms\n",
+              static_cast<unsigned long long>(moved->bytes_moved),
+              absl::ToDoubleMilliseconds(moved->duration));
+
+  // Gone from A, only after B holds it.
+  EXPECT_EQ(alpha_a_->DescribeSequence(id).status().code(), absl::StatusCode::kNotFound);
+  auto after = alpha_b_->DescribeSequence(moved->sequence_id);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->epoch, before->epoch);
+  EXPECT_EQ(after->num_tokens, before->num_tokens);
+  EXPECT_EQ(after->max_tokens, before->max_tokens);
+  EXPECT_EQ(after->policy, before->policy);
+  EXPECT_EQ(after->lease, moved->lease_id);
+  ASSERT_EQ(after->heads.size(), before->heads.size());
+  for (size_t layer = 0; layer < after->heads.size(); ++layer) {
+    for (size_t h = 0; h < after->heads[layer].size(); ++h) {
+      EXPECT_EQ(after->heads[layer][h].live_slots, before->heads[layer][h].live_slots);
+      EXPECT_EQ(after->heads[layer][h].evicted, before->heads[layer][h].evicted);
+    }
+  }
+  auto read_after = alpha_b_->ReadKV(moved->sequence_id, 0, kLayers, 0, 0, before->epoch);
+  ASSERT_TRUE(read_after.ok()) << read_after.status();
+  ASSERT_EQ(read_after->size(), read_before->size());
+  for (size_t i = 0; i < read_after->size(); ++i) {
+    EXPECT_EQ((*read_after)[i].positions, (*read_before)[i].positions);
+    EXPECT_EQ((*read_after)[i].head_live_counts, (*read_before)[i].head_live_counts);
+    EXPECT_TRUE((*read_after)[i].k == (*read_before)[i].k) << "layer " << i;
+    EXPECT_TRUE((*read_after)[i].v == (*read_before)[i].v) << "layer " << i;
+  }
+  // A decode worker on B takes it over with a fork and goes on decoding.
+  auto decode = alpha_b_->RegisterWorker("decode", client::Role::kDecode, 60000);
+  ASSERT_TRUE(decode.ok());
+  auto fork = alpha_b_->ForkSequence(moved->sequence_id, decode->id);
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  ASSERT_TRUE(alpha_b_->ReleaseSequence(moved->sequence_id).ok());
+  auto next = alpha_b_->ReserveSlots(fork->id, 1);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->first_position, 20u);
+  // The hand-off is logged on both sides.
+  EXPECT_THAT(a_->log(), HasSubstr("sequence_migrated"));
+  EXPECT_THAT(b_->log(), HasSubstr("sequence_adopted"));
+}
+
+TEST_F(MigrationTest, AKilledTargetLeavesTheSourceServingTheSequenceUnchanged) {
+  const uint64_t id = WrittenSequence(12);
+  auto read_before = alpha_a_->ReadKV(id, 0, kLayers, 0, 0);
+  ASSERT_TRUE(read_before.ok());
+  auto info = alpha_a_->DescribeSequence(id);
+  ASSERT_TRUE(info.ok());
+  // B frozen: the call reaches it and waits; then B dies with it in flight.
+  ASSERT_EQ(kill(b_->pid(), SIGSTOP), 0);
+  absl::StatusOr<client::Migration> moved;
+  std::thread migrate([&] { moved = alpha_a_->MigrateSequence(id, "node-b"); });
+  absl::SleepFor(absl::Milliseconds(500));
+  // Meanwhile the sequence takes no writes.
+  std::string k(kHeads * kTokenBytes, 'x');
+  absl::Status w = alpha_a_->WriteKV(id, info->layout, 0, 1, 11, 1,
+                                     {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                                     {reinterpret_cast<const uint8_t*>(k.data()), k.size()});
+  EXPECT_EQ(w.code(), absl::StatusCode::kFailedPrecondition) << w;
+  EXPECT_THAT(w.message(), HasSubstr("migrating"));
+  b_->Kill();
+  migrate.join();
+  ASSERT_FALSE(moved.ok());
+  EXPECT_EQ(moved.status().code(), absl::StatusCode::kUnavailable) << moved.status();
+  EXPECT_THAT(moved.status().message(), HasSubstr("node-b"));
+  auto read_after = alpha_a_->ReadKV(id, 0, kLayers, 0, 0);
+  ASSERT_TRUE(read_after.ok()) << read_after.status();
+  for (size_t i = 0; i < read_after->size(); ++i) {
+    EXPECT_TRUE((*read_after)[i].k == (*read_before)[i].k);
+    EXPECT_TRUE((*read_after)[i].v == (*read_before)[i].v);
+  }
+  // It takes reservations again.
+  EXPECT_TRUE(alpha_a_->ReserveSlots(id, 1).ok());
+}
+
+TEST_F(MigrationTest, APageThatDoesNotMatchItsChecksumIsRefusedAndNothingIsAdopted) {
+  // The test plays a source node: a real read grant on A's TCP data path, and an image
+  // whose last page checksum is wrong.
+  const uint64_t id = WrittenSequence(6);  // 2 pages per layer, no drops yet
+  auto info = alpha_a_->DescribeSequence(id);
+  ASSERT_TRUE(info.ok());
+  auto dp = alpha_a_->GetDataPlane("main");
+  ASSERT_TRUE(dp.ok() && dp->tcp_data_port != 0);
+  auto grant =
+      alpha_a_->BeginTransfer(lease_a_, {id, 0, kLayers, 0, 6}, client::TransferMode::kRead, 30000,
+                              {}, client::TransferPath::kTcp);
+  ASSERT_TRUE(grant.ok()) << grant.status();
+
+  v1::AdoptSequenceRequest req;
+  v1::SequenceImage* im = req.mutable_image();
+  im->set_source_sequence_id(id);
+  im->set_tenant("alpha");
+  im->set_pool("main");
+  im->mutable_layout()->set_num_layers(kLayers);
+  im->mutable_layout()->set_num_kv_heads(kHeads);
+  im->mutable_layout()->set_head_dim(16);
+  im->mutable_layout()->set_dtype(v1::DTYPE_FP16);
+  im->mutable_layout()->set_page_tokens(4);
+  im->set_max_tokens(256);
+  im->set_num_tokens(6);
+  for (uint32_t i = 0; i < kLayers * kHeads; ++i) im->add_heads()->set_live(6);
+  for (uint32_t layer = 0; layer < kLayers; ++layer) {
+    im->add_layer_pages(2);
+    im->add_page_crc32c(0);
+    im->add_page_crc32c(0);
+  }
+  req.set_source_node("node-test");
+  req.set_data_host("127.0.0.1");
+  req.set_data_port(dp->tcp_data_port);
+  req.set_transfer_id(grant->id);
+  req.set_data_secret(grant->data_secret);
+  auto stub = v1::PeerService::NewStub(
+      grpc::CreateChannel(b_->target(), grpc::InsecureChannelCredentials()));
+  auto call = [&](const std::string& token) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + token);
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    v1::AdoptSequenceResponse resp;
+    return stub->AdoptSequence(&ctx, req, &resp);
+  };
+  grpc::Status s = call(kPeerToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("checksum"));
+  // A tenant's or the admin's token is not the peer token.
+  EXPECT_EQ(call(testing::kAlphaToken).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call(testing::kAdminToken).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // B holds nothing: no sequence, no page in use.
+  auto admin_b =
+      client::AdminClient::Connect({b_->target(), testing::kAdminToken, absl::Seconds(10)});
+  ASSERT_TRUE(admin_b.ok());
+  auto seqs = (*admin_b)->ListSequences(v1::ListSequencesRequest());
+  ASSERT_TRUE(seqs.ok());
+  EXPECT_EQ(seqs->sequences_size(), 0);
+  auto pools = (*admin_b)->ListPools();
+  ASSERT_TRUE(pools.ok());
+  for (const auto& p : pools->pools()) EXPECT_EQ(p.used_pages(), 0u) << p.name();
+  EXPECT_TRUE(alpha_a_->EndTransfer(grant->id).ok());
+}
+
+TEST_F(MigrationTest, BadMigrationsAreRefusedWithPreciseStatusesAndChangeNothing) {
+  const uint64_t id = WrittenSequence(4);
+  auto code = [&](Client& c, uint64_t seq, const std::string& node) {
+    return c.MigrateSequence(seq, node).status().code();
+  };
+  auto beta_a = Connect(*a_, testing::kBetaToken);
+  EXPECT_EQ(code(*beta_a, id, "node-b"), absl::StatusCode::kNotFound)
+      << "another tenant's sequence";
+  EXPECT_EQ(code(*alpha_a_, id, "node-z"), absl::StatusCode::kNotFound)
+      << "a node not in the cluster";
+  EXPECT_EQ(code(*alpha_a_, id, "node-a"), absl::StatusCode::kInvalidArgument) << "this node";
+  EXPECT_EQ(code(*alpha_a_, id, ""), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(*alpha_a_, id + 1, "node-b"), absl::StatusCode::kNotFound);
+  client::MigrateOptions too_long;
+  too_long.hold = absl::Minutes(10);
+  EXPECT_EQ(alpha_a_->MigrateSequence(id, "node-b", too_long).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A target lease that is not the tenant's on the target: refused there, nothing moved.
+  client::MigrateOptions foreign;
+  foreign.target_lease_id = 12345;
+  EXPECT_EQ(alpha_a_->MigrateSequence(id, "node-b", foreign).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto still = alpha_a_->DescribeSequence(id);
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_EQ(still->num_tokens, 4u);
+  EXPECT_TRUE(alpha_a_->ReserveSlots(id, 1).ok()) << "writes resume after a refused migration";
+
+  // kvwctl: the operator's way, with the admin token (any tenant's sequence).
+  const testing::CommandResult r =
+      testing::RunCommand({testing::BinPath("kvwctl"), "--target=" + a_->target(),
+                           "--token=" + std::string(testing::kAdminToken), "seq", "migrate",
+                           absl::StrCat(id), "--to", "node-b"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("moved to node node-b"));
+  EXPECT_EQ(alpha_a_->DescribeSequence(id).status().code(), absl::StatusCode::kNotFound);
+
+  // A daemon outside any cluster has nowhere to migrate to.
+  auto single = DaemonProcess::Start(testing::kTestConfig);
+  ASSERT_TRUE(single.ok());
+  auto alone = Connect(**single, testing::kAlphaToken);
+  EXPECT_EQ(code(*alone, 1, "node-b"), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace kvwarden
