@@ -23,6 +23,7 @@
 #include "kvwarden/v1/peer.grpc.pb.h"
 #include "tests/support/etcd_process.h"
 #include "tests/support/kv_pattern.h"
+#include "tests/support/policy_examples.h"
 #include "tests/support/process.h"
 #include "tests/support/test_config.h"
 
@@ -83,27 +84,69 @@ class MigrationTest : public ::testing::Test {
     return c.ok() ? *std::move(c) : nullptr;
   }
 
-  // A streaming sequence (budget 8, 4 sinks) of `tokens` tokens written with
-  // PatternKv(7, ...): past 8 tokens its middle is dropped, so positions are not 0..n-1.
+  // Reserves and writes tokens [from, from + n) of every layer with PatternKv(7, ...).
+  void ReserveAndWrite(const client::Sequence& seq, uint32_t from, uint32_t n) {
+    auto r = alpha_a_->ReserveSlots(seq.id, n);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::string k, v;
+    for (uint32_t layer = 0; layer < kLayers; ++layer) {
+      k += testing::PatternKv(7, layer, kHeads, from, n, kTokenBytes, false);
+      v += testing::PatternKv(7, layer, kHeads, from, n, kTokenBytes, true);
+    }
+    absl::Status w = alpha_a_->WriteKV(seq.id, seq.layout, 0, kLayers, from, n,
+                                       {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                                       {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
+    ASSERT_TRUE(w.ok()) << w;
+  }
+
+  // A streaming sequence (budget 8, 4 sinks) of `tokens` tokens: past 8 tokens its
+  // middle is dropped, so positions are not 0..n-1.
   uint64_t WrittenSequence(uint32_t tokens) {
     auto seq = alpha_a_->CreateSequence(lease_a_, "main", 256, client::Policy::Streaming(8));
     EXPECT_TRUE(seq.ok()) << seq.status();
-    for (uint32_t done = 0; done < tokens;) {
-      const uint32_t n = std::min<uint32_t>(4, tokens - done);
-      auto r = alpha_a_->ReserveSlots(seq->id, n);
-      EXPECT_TRUE(r.ok()) << r.status();
-      std::string k, v;
-      for (uint32_t layer = 0; layer < kLayers; ++layer) {
-        k += testing::PatternKv(7, layer, kHeads, done, n, kTokenBytes, false);
-        v += testing::PatternKv(7, layer, kHeads, done, n, kTokenBytes, true);
-      }
-      absl::Status w = alpha_a_->WriteKV(seq->id, seq->layout, 0, kLayers, done, n,
-                                         {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
-                                         {reinterpret_cast<const uint8_t*>(v.data()), v.size()});
-      EXPECT_TRUE(w.ok()) << w;
-      done += n;
-    }
+    for (uint32_t done = 0; done < tokens; done += 4)
+      ReserveAndWrite(*seq, done, std::min<uint32_t>(4, tokens - done));
     return seq->id;
+  }
+
+  // What a worker reads of every layer, and what the daemon says of every head.
+  struct Snapshot {
+    client::SequenceInfo info;
+    std::vector<client::LayerKv> kv;
+  };
+  static Snapshot Take(Client& c, uint64_t id) {
+    Snapshot s;
+    auto info = c.DescribeSequence(id);
+    EXPECT_TRUE(info.ok()) << info.status();
+    auto kv = c.ReadKV(id, 0, kLayers, 0, 0);
+    EXPECT_TRUE(kv.ok()) << kv.status();
+    if (info.ok()) s.info = *info;
+    if (kv.ok()) s.kv = *kv;
+    return s;
+  }
+  // The same sequence, byte for byte, slot for slot, with the same policy figures.
+  static void ExpectSame(const Snapshot& a, const Snapshot& b) {
+    EXPECT_EQ(a.info.epoch, b.info.epoch);
+    EXPECT_EQ(a.info.num_tokens, b.info.num_tokens);
+    EXPECT_EQ(a.info.max_tokens, b.info.max_tokens);
+    EXPECT_EQ(a.info.policy_summary, b.info.policy_summary);
+    ASSERT_EQ(a.info.heads.size(), b.info.heads.size());
+    for (size_t layer = 0; layer < a.info.heads.size(); ++layer) {
+      ASSERT_EQ(a.info.heads[layer].size(), b.info.heads[layer].size());
+      for (size_t h = 0; h < a.info.heads[layer].size(); ++h) {
+        EXPECT_EQ(a.info.heads[layer][h].live_slots, b.info.heads[layer][h].live_slots);
+        EXPECT_EQ(a.info.heads[layer][h].evicted, b.info.heads[layer][h].evicted);
+        EXPECT_EQ(a.info.heads[layer][h].figures, b.info.heads[layer][h].figures)
+            << layer << "/" << h;
+      }
+    }
+    ASSERT_EQ(a.kv.size(), b.kv.size());
+    for (size_t i = 0; i < a.kv.size(); ++i) {
+      EXPECT_EQ(a.kv[i].positions, b.kv[i].positions) << "layer " << i;
+      EXPECT_EQ(a.kv[i].head_live_counts, b.kv[i].head_live_counts);
+      EXPECT_TRUE(a.kv[i].k == b.kv[i].k) << "layer " << i;
+      EXPECT_TRUE(a.kv[i].v == b.kv[i].v) << "layer " << i;
+    }
   }
 
   std::unique_ptr<EtcdProcess> etcd_;
@@ -115,47 +158,24 @@ class MigrationTest : public ::testing::Test {
 
 TEST_F(MigrationTest, AMigratedSequenceReadsBackByteForByteWithItsPositionsAndEpoch) {
   const uint64_t id = WrittenSequence(20);
-  auto before = alpha_a_->DescribeSequence(id);
-  ASSERT_TRUE(before.ok()) << before.status();
-  ASSERT_GT(before->epoch, 0u) << "streaming should have dropped tokens";
-  auto read_before = alpha_a_->ReadKV(id, 0, kLayers, 0, 0);
-  ASSERT_TRUE(read_before.ok()) << read_before.status();
+  const Snapshot before = Take(*alpha_a_, id);
+  ASSERT_GT(before.info.epoch, 0u) << "streaming should have dropped tokens";
 
   auto moved = alpha_a_->MigrateSequence(id, "node-b");
   ASSERT_TRUE(moved.ok()) << moved.status() << "\nA:\n" << a_->log() << "\nB:\n" << b_->log();
   EXPECT_EQ(moved->node, "node-b");
   EXPECT_EQ(moved->grpc_address, b_->target());
   EXPECT_NE(moved->lease_id, 0u);
-  EXPECT_EQ(moved->bytes_moved, uint64_t{before->pages_held} * 512);
+  EXPECT_EQ(moved->bytes_moved, uint64_t{before.info.pages_held} * 512);
   std::printf("migrated %llu bytes in %.2f ms\n",
               static_cast<unsigned long long>(moved->bytes_moved),
               absl::ToDoubleMilliseconds(moved->duration));
 
   // Gone from A, only after B holds it.
   EXPECT_EQ(alpha_a_->DescribeSequence(id).status().code(), absl::StatusCode::kNotFound);
-  auto after = alpha_b_->DescribeSequence(moved->sequence_id);
-  ASSERT_TRUE(after.ok()) << after.status();
-  EXPECT_EQ(after->epoch, before->epoch);
-  EXPECT_EQ(after->num_tokens, before->num_tokens);
-  EXPECT_EQ(after->max_tokens, before->max_tokens);
-  EXPECT_EQ(after->policy, before->policy);
-  EXPECT_EQ(after->lease, moved->lease_id);
-  ASSERT_EQ(after->heads.size(), before->heads.size());
-  for (size_t layer = 0; layer < after->heads.size(); ++layer) {
-    for (size_t h = 0; h < after->heads[layer].size(); ++h) {
-      EXPECT_EQ(after->heads[layer][h].live_slots, before->heads[layer][h].live_slots);
-      EXPECT_EQ(after->heads[layer][h].evicted, before->heads[layer][h].evicted);
-    }
-  }
-  auto read_after = alpha_b_->ReadKV(moved->sequence_id, 0, kLayers, 0, 0, before->epoch);
-  ASSERT_TRUE(read_after.ok()) << read_after.status();
-  ASSERT_EQ(read_after->size(), read_before->size());
-  for (size_t i = 0; i < read_after->size(); ++i) {
-    EXPECT_EQ((*read_after)[i].positions, (*read_before)[i].positions);
-    EXPECT_EQ((*read_after)[i].head_live_counts, (*read_before)[i].head_live_counts);
-    EXPECT_TRUE((*read_after)[i].k == (*read_before)[i].k) << "layer " << i;
-    EXPECT_TRUE((*read_after)[i].v == (*read_before)[i].v) << "layer " << i;
-  }
+  const Snapshot after = Take(*alpha_b_, moved->sequence_id);
+  ExpectSame(before, after);
+  EXPECT_EQ(after.info.lease, moved->lease_id);
   // A decode worker on B takes it over with a fork and goes on decoding.
   auto decode = alpha_b_->RegisterWorker("decode", client::Role::kDecode, 60000);
   ASSERT_TRUE(decode.ok());
@@ -168,6 +188,60 @@ TEST_F(MigrationTest, AMigratedSequenceReadsBackByteForByteWithItsPositionsAndEp
   // The hand-off is logged on both sides.
   EXPECT_THAT(a_->log(), HasSubstr("sequence_migrated"));
   EXPECT_THAT(b_->log(), HasSubstr("sequence_adopted"));
+}
+
+// Scissorhands' hand-worked example (POLICIES.md) on A, then the move: B holds the same
+// kept slots (0, 2, 5, 6) at epoch 1 with the same low-attention history, and its next
+// statistics step at that epoch is taken as A would have taken it.
+TEST_F(MigrationTest, AScissorhandsSequenceMovesWithItsCompressionAndHistory) {
+  const testing::ScissorhandsExample ex = testing::MakeScissorhandsExample();
+  client::Policy policy = client::Policy::Scissorhands(6);
+  policy.recent = 2;
+  policy.window = 3;
+  policy.drop = 3;
+  auto seq = alpha_a_->CreateSequence(lease_a_, "main", 100, policy);
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  auto stream = *alpha_a_->OpenStatsStream();
+  uint32_t reserved = 0;
+  uint64_t epoch = 0;
+  auto step_of = [&](uint32_t attended, const std::vector<uint32_t>& listed) {
+    client::DecodeStep s;
+    for (uint32_t layer = 0; layer < kLayers; ++layer) {
+      for (uint32_t h = 0; h < kHeads; ++h) s.heads.push_back({layer, h, attended, listed, {}});
+    }
+    return s;
+  };
+  for (const auto& step : ex.steps) {
+    ReserveAndWrite(*seq, reserved, step.attended - reserved);
+    reserved = step.attended;
+    auto u = stream->SendSteps(seq->id, epoch, {step_of(step.attended, step.listed)});
+    ASSERT_TRUE(u.ok()) << u.status();
+    epoch = u->epoch;
+  }
+  ASSERT_TRUE(stream->Close().ok());
+  ASSERT_EQ(epoch, 1u);
+  const Snapshot before = Take(*alpha_a_, seq->id);
+  ASSERT_EQ(before.info.heads[0][0].live_slots, 4u);
+  // The history is not blank: a fresh state on B would show up in this figure.
+  ASSERT_GT(before.info.heads[0][0].Figure("low_max").value_or(0), 0.0);
+
+  auto moved = alpha_a_->MigrateSequence(seq->id, "node-b");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  const Snapshot after = Take(*alpha_b_, moved->sequence_id);
+  ExpectSame(before, after);
+  EXPECT_EQ(after.kv[0].positions, (std::vector<uint32_t>{0, 2, 5, 6, 0, 2, 5, 6}));
+
+  // Decoding goes on at B at the carried epoch: one more token, one more step.
+  auto decode = alpha_b_->RegisterWorker("decode", client::Role::kDecode, 60000);
+  ASSERT_TRUE(decode.ok());
+  auto fork = alpha_b_->ForkSequence(moved->sequence_id, decode->id);
+  ASSERT_TRUE(fork.ok()) << fork.status();
+  ASSERT_TRUE(alpha_b_->ReserveSlots(fork->id, 1).ok());
+  auto on_b = *alpha_b_->OpenStatsStream();
+  auto u = on_b->SendSteps(fork->id, 1, {step_of(5, {0, 4})});
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_GE(u->epoch, 1u);
+  ASSERT_TRUE(on_b->Close().ok());
 }
 
 TEST_F(MigrationTest, AKilledTargetLeavesTheSourceServingTheSequenceUnchanged) {
