@@ -8,7 +8,7 @@
 # Needs ucx_perftest (Debian's ucx-utils) and iperf3 (installed when missing) for the data plane rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install_deps.sh ucx-utils iperf3 python3-grpcio python3-protobuf python3-numpy
+bash scripts/install_deps.sh ucx-utils iperf3 etcd-server python3-grpcio python3-protobuf python3-numpy
 bash scripts/build.sh build > /dev/null
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -22,6 +22,7 @@ for run in $(seq 1 "$runs"); do
   if [ "$runs" -gt 1 ]; then echo "==== run $run of $runs"; fi
   for step in "build/bin/bench_kernels --benchmark_min_time=0.5" "build/bin/bench_control" \
               "build/bin/bench_stats 3 8" "tests/bench/dataplane_vs_ucx_perftest.sh ${1:-1} ${2:-3}" \
+              "build/bin/bench_migration" \
               "env PYTHONPATH=build/python:client/python /usr/bin/python3 -m kvwarden.bench --kvwardend build/bin/kvwardend"; do
     echo "== $step"
     # Each bench prints its own summary; the rows are collected for the table.
