@@ -155,6 +155,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
       return dp->Unstage(id, completed);
     };
   }
+  ClusterHooks* hooks = &d->hooks_;
+  table_options.on_sequence_ended = [hooks](SequenceId id, SequenceEnd why) {
+    hooks->SequenceEnded(id, why);
+  };
   d->table_ = std::make_unique<SequenceTable>(std::move(table_options));
   if (settings.tcp_data) {
     TcpDataServer::Options tcp;
@@ -210,7 +214,22 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({d->cluster_.endpoints});
     if (!etcd.ok()) return Prefixed(etcd.status(), "cluster: ");
     d->etcd_ = *std::move(etcd);
+    Handles::Options h;
+    h.etcd = d->etcd_.get();
+    h.ledger = ledger;
+    h.key_prefix = d->cluster_.key_prefix;
+    h.node = d->cluster_.node;
+    h.node_lease = [hooks] { return hooks->node_lease.load(); };
+    h.alive = [table = d->table_.get()](SequenceId id) {
+      return table->Describe(id, Caller::Admin(), false, false).ok();
+    };
+    d->handles_ = std::make_unique<Handles>(std::move(h));
+    {
+      absl::MutexLock lock(&hooks->mu);
+      hooks->handles = d->handles_.get();
+    }
     Migrations::Options m;
+    m.handles = d->handles_.get();
     m.table = d->table_.get();
     m.ledger = ledger;
     m.leases = d->leases_.get();
@@ -232,6 +251,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
                      &d->metrics_address_, &d->config_text_,
                      &d->config_path_,     &d->set_serving_};
   ctx.migrations = d->migrations_.get();
+  ctx.handles = d->handles_.get();
   d->config_text_ = settings.redacted_config;
   d->tls_ = settings.tls;
   d->grpc_idle_timeout_ = settings.grpc_idle_timeout;
@@ -252,7 +272,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   return d;
 }
 
-Daemon::~Daemon() { parked_.Shutdown(); }
+Daemon::~Daemon() {
+  parked_.Shutdown();
+  // Sequence ends reported from here on (the reaper, the table's end) leave handles be:
+  // the node's lease takes their entries with it.
+  absl::MutexLock lock(&hooks_.mu);
+  hooks_.handles = nullptr;
+}
 
 absl::StatusOr<std::unique_ptr<GrpcAcceptor>> Daemon::ListenGrpc(const std::string& address,
                                                                  uint64_t fd_limit) {
@@ -308,6 +334,11 @@ absl::Status Daemon::JoinCluster(const std::string& grpc_address) {
   o.ttl = cluster_.lease_ttl;
   const std::string address = AdvertisedAddress(cluster_, grpc_address);
   migrations_->SetAdvertisedHost(net::TargetHost(address));
+  handles_->SetAddress(address);
+  o.on_lease = [this](int64_t lease) {
+    hooks_.node_lease = lease;
+    if (lease != 0) handles_->Republish(lease);
+  };
   const int64_t started = absl::ToUnixMillis(absl::Now());
   o.describe = [this, address, started] {
     v1::NodeInfo info;

@@ -1,11 +1,13 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cache_service/cluster/handles.h"
 #include "cache_service/cluster/migrations.h"
 #include "cache_service/cluster/node_registration.h"
 #include "cache_service/core/memory/pool_set.h"
@@ -85,6 +87,20 @@ class Daemon {
  private:
   Daemon() = default;
 
+  // Cluster mode's view of sequence ends and of the node's etcd lease. It outlives the
+  // table and the registration that call it (declared before both) and forwards to the
+  // handles only while they exist (the destructor detaches them first).
+  struct ClusterHooks {
+    absl::Mutex mu;
+    Handles* handles ABSL_GUARDED_BY(mu) = nullptr;
+    std::atomic<int64_t> node_lease{0};
+    void SequenceEnded(SequenceId id, SequenceEnd why) {
+      absl::MutexLock lock(&mu);
+      if (handles != nullptr) handles->SequenceEnded(id, why == SequenceEnd::kMigrated);
+    }
+  };
+
+  ClusterHooks hooks_;
   DataPlaneParts data_plane_;
   std::unique_ptr<UcxDataPlane> ucx_;
   std::unique_ptr<TenantLedger> ledger_;
@@ -116,7 +132,8 @@ class Daemon {
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tls_acceptor_;
   ClusterSettings cluster_;
   std::unique_ptr<EtcdClient> etcd_;
-  std::unique_ptr<Migrations> migrations_;          // uses etcd_ and the table
+  std::unique_ptr<Handles> handles_;                // uses etcd_
+  std::unique_ptr<Migrations> migrations_;          // uses etcd_, the table and handles_
   std::unique_ptr<NodeRegistration> registration_;  // describes the pools: goes before them
   std::unique_ptr<MetricsServer> metrics_server_;   // first to go: it reads every part
 };

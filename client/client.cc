@@ -185,6 +185,33 @@ absl::StatusOr<Migration> Client::MigrateSequence(uint64_t sequence_id,
                    resp.lease_id(), resp.bytes_moved(),  absl::Microseconds(resp.duration_us())};
 }
 
+namespace {
+Handle FromProto(const v1::HandleInfo& h) {
+  return Handle{h.handle(), h.node(), h.grpc_address(), h.sequence_id()};
+}
+}  // namespace
+
+absl::StatusOr<Handle> Client::PublishHandle(uint64_t sequence_id, const std::string& handle) {
+  auto ctx = impl_->Context();
+  v1::PublishHandleRequest req;
+  req.set_sequence_id(sequence_id);
+  req.set_handle(handle);
+  v1::HandleInfo resp;
+  grpc::Status s = impl_->stub->PublishHandle(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return FromProto(resp);
+}
+
+absl::StatusOr<Handle> Client::ResolveHandle(const std::string& handle) {
+  auto ctx = impl_->Context();
+  v1::ResolveHandleRequest req;
+  req.set_handle(handle);
+  v1::HandleInfo resp;
+  grpc::Status s = impl_->stub->ResolveHandle(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return FromProto(resp);
+}
+
 absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   auto ctx = impl_->Context();
   v1::DescribeSequenceRequest req;

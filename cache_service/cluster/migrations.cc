@@ -1,7 +1,5 @@
 #include "cache_service/cluster/migrations.h"
 
-#include <pthread.h>
-
 #include <utility>
 #include <vector>
 
@@ -9,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/cluster/sequence_image_proto.h"
+#include "cache_service/cluster/serial_worker.h"
 #include "cache_service/retention/registry.h"
 #include "cache_service/util/log.h"
 #include "common/cluster/cluster_keys.h"
@@ -36,68 +35,10 @@ absl::Status FromGrpc(const grpc::Status& s, absl::string_view node) {
 
 }  // namespace
 
-// One named thread serving jobs in order. A job gets `cancelled` when the queue shuts
-// down before it ran.
-class Migrations::Worker {
- public:
-  static constexpr size_t kMaxPending = 64;
-  explicit Worker(const char* name)
-      : thread_([this, name] {
-          pthread_setname_np(pthread_self(), name);
-          Run();
-        }) {}
-  ~Worker() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  // False (the job dropped, not run) when kMaxPending jobs wait already.
-  bool Post(std::function<void(bool cancelled)> job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (jobs_.size() >= kMaxPending) return false;
-      if (!stop_) {
-        jobs_.push_back(std::move(job));
-        job = nullptr;
-      }
-    }
-    if (job) {
-      job(true);
-    } else {
-      cv_.notify_one();
-    }
-    return true;
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      std::function<void(bool)> job = std::move(jobs_.front());
-      jobs_.pop_front();
-      const bool cancelled = stop_;
-      lock.unlock();
-      job(cancelled);
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void(bool)>> jobs_;
-  bool stop_ = false;
-  std::thread thread_;  // last: starts once the rest exists
-};
-
 Migrations::Migrations(Options options)
     : options_(std::move(options)),
-      out_(std::make_unique<Worker>("kvw-migrate-out")),
-      in_(std::make_unique<Worker>("kvw-migrate-in")) {}
+      out_(std::make_unique<SerialWorker>("kvw-migrate-out")),
+      in_(std::make_unique<SerialWorker>("kvw-migrate-in")) {}
 
 Migrations::~Migrations() { Stop(); }
 
@@ -126,8 +67,8 @@ void Migrations::MigrateOut(const Caller& caller, const v1::MigrateSequenceReque
     done(RunOut(caller, req));
   };
   if (!out_->Post(std::move(job))) {
-    done(absl::ResourceExhaustedError(
-        absl::StrCat(Worker::kMaxPending, " migrations wait on this node already; retry later")));
+    done(absl::ResourceExhaustedError(absl::StrCat(
+        SerialWorker::kMaxPending, " migrations wait on this node already; retry later")));
   }
 }
 
@@ -148,8 +89,8 @@ void Migrations::AdoptIn(absl::string_view authorization, const v1::AdoptSequenc
     done(RunIn(req));
   };
   if (!in_->Post(std::move(job))) {
-    done(absl::ResourceExhaustedError(
-        absl::StrCat(Worker::kMaxPending, " adoptions wait on this node already; retry later")));
+    done(absl::ResourceExhaustedError(absl::StrCat(
+        SerialWorker::kMaxPending, " adoptions wait on this node already; retry later")));
   }
 }
 
@@ -205,6 +146,7 @@ absl::StatusOr<v1::MigrateSequenceResponse> Migrations::RunOut(
     (void)options_.table->EndMigration(m->transfer, req.sequence_id(), /*adopted=*/false);
     return s;
   }
+  adopt.mutable_image()->set_handle(options_.handles->HandleOf(req.sequence_id()));
   adopt.set_source_node(options_.node);
   adopt.set_data_host(host);
   adopt.set_data_port(options_.data_port);
@@ -349,6 +291,13 @@ absl::StatusOr<v1::AdoptSequenceResponse> Migrations::RunIn(const v1::AdoptSeque
         return absl::OkStatus();
       });
   if (!id.ok()) return fail(id.status());
+  if (!wire.handle().empty()) {
+    // The handle follows the sequence here before the source lets go of it.
+    if (absl::Status s = options_.handles->PublishAdopted(*tenant, *id, wire.handle()); !s.ok()) {
+      (void)options_.table->Release(*id, *tenant);
+      return fail(s);
+    }
+  }
   uint64_t pages = 0;
   for (uint32_t n : image->layer_pages) pages += n;
   v1::AdoptSequenceResponse out;

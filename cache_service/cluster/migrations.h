@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "cache_service/cluster/handles.h"
 #include "cache_service/core/memory/pool_set.h"
 #include "cache_service/core/sequences/sequence_table.h"
 #include "cache_service/core/tenancy/authenticator.h"
@@ -42,6 +43,8 @@
 #include "kvwarden/v1/peer.grpc.pb.h"
 
 namespace kvwarden {
+
+class SerialWorker;
 
 class Migrations {
  public:
@@ -57,6 +60,7 @@ class Migrations {
     // migrations are off.
     std::string peer_token;
     const Authenticator* auth = nullptr;  // checks callers' peer token
+    Handles* handles = nullptr;           // required: a handle moves with its sequence
     // Credentials for calling other daemons (TLS when this daemon serves TLS).
     std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
     // This daemon's TCP data path port (0: off, and so are migrations out).
@@ -88,7 +92,6 @@ class Migrations {
   void AdoptIn(absl::string_view authorization, const v1::AdoptSequenceRequest& req, InDone done);
 
  private:
-  class Worker;
   absl::StatusOr<v1::MigrateSequenceResponse> RunOut(const Caller& caller,
                                                      const v1::MigrateSequenceRequest& req);
   absl::StatusOr<v1::AdoptSequenceResponse> RunIn(const v1::AdoptSequenceRequest& req);
@@ -98,8 +101,8 @@ class Migrations {
   std::mutex mu_;
   std::string advertised_host_;                // guarded by mu_
   grpc::ClientContext* adopt_call_ = nullptr;  // the call to a target under way; mu_
-  std::unique_ptr<Worker> out_;
-  std::unique_ptr<Worker> in_;
+  std::unique_ptr<SerialWorker> out_;
+  std::unique_ptr<SerialWorker> in_;
 };
 
 }  // namespace kvwarden

@@ -26,6 +26,7 @@ NodeRegistration::~NodeRegistration() {
     absl::MutexLock lock(&mu_);
     lease = lease_;
   }
+  if (options_.on_lease) options_.on_lease(0);
   // The entry goes with its lease: at once on a clean stop.
   if (lease != 0) {
     if (absl::Status s = options_.etcd->Revoke(lease); !s.ok()) {
@@ -75,6 +76,7 @@ bool NodeRegistration::Register() {
     lease_ = *lease;
     n = ++registrations_;
   }
+  if (options_.on_lease) options_.on_lease(*lease);
   LogEvent(LogLevel::kInfo, "cluster_registered")
       .Field("node", options_.node)
       .Field("key", key_)
@@ -95,8 +97,11 @@ bool NodeRegistration::Renew() {
   if (s.ok()) return true;
   if (s.code() == absl::StatusCode::kNotFound) {
     // etcd no longer has the lease (nor, with it, the entry): register anew.
-    absl::MutexLock lock(&mu_);
-    lease_ = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      lease_ = 0;
+    }
+    if (options_.on_lease) options_.on_lease(0);
   }
   return false;
 }

@@ -38,6 +38,10 @@ class NodeRegistration {
     absl::Duration ttl = absl::Seconds(10);
     // The entry as of now (pools and free pages); called on the kvw-cluster thread.
     std::function<v1::NodeInfo()> describe;
+    // The entry's lease changed: a new one after (re)registering, 0 once it is lost or
+    // revoked. Called on the kvw-cluster thread (0 also from the destructor); may block
+    // (handles are written again under the new lease).
+    std::function<void(int64_t lease)> on_lease;
   };
   // Starts the thread; the first registration is attempted on it at once.
   explicit NodeRegistration(Options options);

@@ -1,6 +1,7 @@
 #include "cache_service/rpc/control_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "cache_service/cluster/handles.h"
 #include "cache_service/cluster/migrations.h"
 #include "cache_service/retention/registry.h"
 #include "cache_service/rpc/call_auth.h"
@@ -180,6 +181,52 @@ grpc::ServerUnaryReactor* ControlServiceImpl::MigrateSequence(grpc::CallbackServ
                                 if (r.ok()) *resp = *std::move(r);
                                 reactor->Finish(ToGrpcStatus(r.status()));
                               });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::PublishHandle(grpc::CallbackServerContext* call,
+                                                            const v1::PublishHandleRequest* req,
+                                                            v1::HandleInfo* resp) {
+  const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+  if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
+  if (ctx_.handles == nullptr) {
+    return FinishWith(call, [] {
+      return absl::FailedPreconditionError(
+          "handles need cluster mode (--cluster): this daemon is not in a cluster");
+    });
+  }
+  // The sequence must be the caller's: the same NOT_FOUND as for any id it cannot see.
+  if (absl::StatusOr<SequenceInfo> seq =
+          ctx_.table->Describe(req->sequence_id(), Caller::Tenant(*tenant), false, false);
+      !seq.ok()) {
+    return FinishWith(call, [&] { return seq.status(); });
+  }
+  // Answered on the handles' thread: etcd is another server.
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  ctx_.handles->Publish(*tenant, req->sequence_id(), req->handle(),
+                        [reactor, resp](absl::StatusOr<v1::HandleInfo> r) {
+                          if (r.ok()) *resp = *std::move(r);
+                          reactor->Finish(ToGrpcStatus(r.status()));
+                        });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ResolveHandle(grpc::CallbackServerContext* call,
+                                                            const v1::ResolveHandleRequest* req,
+                                                            v1::HandleInfo* resp) {
+  const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
+  if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
+  if (ctx_.handles == nullptr) {
+    return FinishWith(call, [] {
+      return absl::FailedPreconditionError(
+          "handles need cluster mode (--cluster): this daemon is not in a cluster");
+    });
+  }
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  ctx_.handles->Resolve(*tenant, req->handle(), [reactor, resp](absl::StatusOr<v1::HandleInfo> r) {
+    if (r.ok()) *resp = *std::move(r);
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
   return reactor;
 }
 

@@ -18,12 +18,15 @@ using ControlServiceBase = v1::ControlService::WithCallbackMethod_Ping<
                         v1::ControlService::WithCallbackMethod_ReleaseSequence<
                             v1::ControlService::WithCallbackMethod_DescribeSequence<
                                 v1::ControlService::WithCallbackMethod_MigrateSequence<
-                                    v1::ControlService::WithCallbackMethod_ReserveSlots<
-                                        v1::ControlService::WithRawCallbackMethod_WriteKV<
-                                            v1::ControlService::WithCallbackMethod_ReadKV<
-                                                v1::ControlService::
-                                                    WithRawCallbackMethod_StreamStats<
-                                                        v1::ControlService::Service>>>>>>>>>>>>>;
+                                    v1::ControlService::WithCallbackMethod_PublishHandle<
+                                        v1::ControlService::WithCallbackMethod_ResolveHandle<
+                                            v1::ControlService::WithCallbackMethod_ReserveSlots<
+                                                v1::ControlService::WithRawCallbackMethod_WriteKV<
+                                                    v1::ControlService::WithCallbackMethod_ReadKV<
+                                                        v1::ControlService::
+                                                            WithRawCallbackMethod_StreamStats<
+                                                                v1::ControlService::
+                                                                    Service>>>>>>>>>>>>>>>;
 
 class ControlServiceImpl final : public ControlServiceBase {
  public:
@@ -55,6 +58,12 @@ class ControlServiceImpl final : public ControlServiceBase {
   grpc::ServerUnaryReactor* MigrateSequence(grpc::CallbackServerContext* call,
                                             const v1::MigrateSequenceRequest* req,
                                             v1::MigrateSequenceResponse* resp) override;
+  grpc::ServerUnaryReactor* PublishHandle(grpc::CallbackServerContext* call,
+                                          const v1::PublishHandleRequest* req,
+                                          v1::HandleInfo* resp) override;
+  grpc::ServerUnaryReactor* ResolveHandle(grpc::CallbackServerContext* call,
+                                          const v1::ResolveHandleRequest* req,
+                                          v1::HandleInfo* resp) override;
   grpc::ServerUnaryReactor* ReserveSlots(grpc::CallbackServerContext* call,
                                          const v1::ReserveSlotsRequest* req,
                                          v1::ReserveSlotsResponse* resp) override;

@@ -32,6 +32,7 @@ struct PolicyDefaults {
 
 class UcxDataPlane;
 class Migrations;
+class Handles;
 class AttachServer;
 struct GrpcConnectionStats;
 
@@ -64,6 +65,7 @@ struct ServiceContext {
   const std::function<void(bool serving)>* set_serving = nullptr;
   // Cluster mode's migrations (MigrateSequence); null when the daemon is not in a cluster.
   Migrations* migrations = nullptr;
+  Handles* handles = nullptr;  // cluster mode's handles; null like migrations
 };
 
 }  // namespace kvwarden

@@ -10,7 +10,7 @@ from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
-PROTOS = ["options", "layout", "policy", "config", "control", "admin", "transfer"]
+PROTOS = ["options", "layout", "policy", "config", "cluster", "control", "admin", "transfer", "peer"]
 
 
 class BuildWithStubs(build_py):

@@ -21,4 +21,11 @@ inline std::string NodeKey(absl::string_view prefix, absl::string_view node) {
   return absl::StrCat(NodesPrefix(prefix), node);
 }
 
+// <prefix>/handles/<tenant>/<handle>: the sequence a tenant named `handle` (a HandleInfo
+// as JSON), under the etcd lease of the node that holds it.
+inline std::string HandleKey(absl::string_view prefix, absl::string_view tenant,
+                             absl::string_view handle) {
+  return absl::StrCat(prefix, "/handles/", tenant, "/", handle);
+}
+
 }  // namespace kvwarden

@@ -214,4 +214,38 @@ absl::StatusOr<int64_t> EtcdClient::Delete(absl::string_view key) {
   return resp.deleted();
 }
 
+absl::StatusOr<bool> EtcdClient::PutIfAbsent(absl::string_view key, absl::string_view value,
+                                             int64_t lease) {
+  etcdserverpb::TxnRequest req;
+  etcdserverpb::Compare* absent = req.add_compare();
+  absent->set_key(std::string(key));
+  absent->set_target(etcdserverpb::Compare::CREATE);
+  absent->set_result(etcdserverpb::Compare::EQUAL);
+  absent->set_create_revision(0);  // a key that does not exist has create revision 0
+  etcdserverpb::PutRequest* put = req.add_success()->mutable_request_put();
+  put->set_key(std::string(key));
+  put->set_value(std::string(value));
+  put->set_lease(lease);
+  etcdserverpb::TxnResponse resp;
+  absl::Status s =
+      Call("Txn", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Txn(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.succeeded();
+}
+
+absl::StatusOr<bool> EtcdClient::DeleteIfValue(absl::string_view key, absl::string_view value) {
+  etcdserverpb::TxnRequest req;
+  etcdserverpb::Compare* same = req.add_compare();
+  same->set_key(std::string(key));
+  same->set_target(etcdserverpb::Compare::VALUE);
+  same->set_result(etcdserverpb::Compare::EQUAL);
+  same->set_value(std::string(value));
+  req.add_success()->mutable_request_delete_range()->set_key(std::string(key));
+  etcdserverpb::TxnResponse resp;
+  absl::Status s =
+      Call("Txn", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Txn(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.succeeded();
+}
+
 }  // namespace kvwarden

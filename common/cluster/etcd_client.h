@@ -62,6 +62,11 @@ class EtcdClient {
   absl::StatusOr<std::vector<KeyValue>> GetPrefix(absl::string_view prefix);
   // How many keys went.
   absl::StatusOr<int64_t> Delete(absl::string_view key);
+  // Writes `key` only if it does not exist (one transaction): whether it was written.
+  absl::StatusOr<bool> PutIfAbsent(absl::string_view key, absl::string_view value,
+                                   int64_t lease = 0);
+  // Deletes `key` only if it holds `value` (one transaction): whether it was deleted.
+  absl::StatusOr<bool> DeleteIfValue(absl::string_view key, absl::string_view value);
 
   // host:port of the member the next call goes to first.
   std::string current_endpoint() const;

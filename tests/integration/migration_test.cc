@@ -384,5 +384,86 @@ TEST_F(MigrationTest, BadMigrationsAreRefusedWithPreciseStatusesAndChangeNothing
   EXPECT_EQ(code(*alone, 1, "node-b"), absl::StatusCode::kFailedPrecondition);
 }
 
+// Handles: a tenant's name for a sequence, resolved from any node, following it across a
+// migration and gone with it.
+TEST_F(MigrationTest, AHandleResolvesFromAnyNodeFollowsTheSequenceAndGoesWithIt) {
+  const uint64_t id = WrittenSequence(8);
+  auto published = alpha_a_->PublishHandle(id, "req-42");
+  ASSERT_TRUE(published.ok()) << published.status();
+  EXPECT_EQ(published->node, "node-a");
+  EXPECT_EQ(published->sequence_id, id);
+  // The decode side asks its own node: no node or id needed.
+  auto found = alpha_b_->ResolveHandle("req-42");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->node, "node-a");
+  EXPECT_EQ(found->grpc_address, a_->target());
+  EXPECT_EQ(found->sequence_id, id);
+  // Tenants' names never meet.
+  auto beta_b = Connect(*b_, testing::kBetaToken);
+  EXPECT_EQ(beta_b->ResolveHandle("req-42").status().code(), absl::StatusCode::kNotFound);
+  // One name, one sequence; one handle per sequence; names are checked.
+  const uint64_t other = WrittenSequence(4);
+  EXPECT_EQ(alpha_a_->PublishHandle(other, "req-42").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(alpha_a_->PublishHandle(id, "req-43").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(alpha_a_->PublishHandle(other, "a/b").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(alpha_a_->PublishHandle(other, "").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(alpha_a_->PublishHandle(id + 12345, "req-44").status().code(),
+            absl::StatusCode::kNotFound);
+  auto beta_a = Connect(*a_, testing::kBetaToken);
+  EXPECT_EQ(beta_a->PublishHandle(other, "mine").status().code(), absl::StatusCode::kNotFound);
+
+  // The handle follows the sequence to B.
+  auto moved = alpha_a_->MigrateSequence(id, "node-b");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  auto after = alpha_a_->ResolveHandle("req-42");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->node, "node-b");
+  EXPECT_EQ(after->grpc_address, b_->target());
+  EXPECT_EQ(after->sequence_id, moved->sequence_id);
+
+  // And goes with it.
+  ASSERT_TRUE(alpha_b_->ReleaseSequence(moved->sequence_id).ok());
+  const absl::Time until = absl::Now() + absl::Seconds(2);
+  absl::StatusCode code = absl::StatusCode::kOk;
+  while (absl::Now() < until &&
+         (code = alpha_a_->ResolveHandle("req-42").status().code()) == absl::StatusCode::kOk) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(code, absl::StatusCode::kNotFound);
+  // The name is free again.
+  EXPECT_TRUE(alpha_a_->PublishHandle(other, "req-42").ok());
+}
+
+TEST_F(MigrationTest, AKilledNodesHandlesGoWithinItsLeaseTtl) {
+  auto lease_b = alpha_b_->RegisterWorker("prefill-b", client::Role::kPrefill, 60000);
+  ASSERT_TRUE(lease_b.ok());
+  auto seq = alpha_b_->CreateSequence(lease_b->id, "main", 64);
+  ASSERT_TRUE(seq.ok());
+  ASSERT_TRUE(alpha_b_->PublishHandle(seq->id, "on-b").ok());
+  ASSERT_TRUE(alpha_a_->ResolveHandle("on-b").ok());
+  b_->Kill();
+  const absl::Time killed = absl::Now();
+  absl::StatusCode code = absl::StatusCode::kOk;
+  while (absl::Now() - killed < absl::Seconds(8) &&
+         (code = alpha_a_->ResolveHandle("on-b").status().code()) == absl::StatusCode::kOk) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(code, absl::StatusCode::kNotFound);
+  EXPECT_LE(absl::Now() - killed, absl::Seconds(3) + absl::Seconds(2)) << "TTL 3 s";
+  std::printf("kill -9 to handle gone: %.2f s (TTL 3 s)\n",
+              absl::ToDoubleSeconds(absl::Now() - killed));
+}
+
+TEST_F(MigrationTest, HandlesNeedClusterMode) {
+  auto single = DaemonProcess::Start(testing::kTestConfig);
+  ASSERT_TRUE(single.ok());
+  auto alone = Connect(**single, testing::kAlphaToken);
+  EXPECT_EQ(alone->ResolveHandle("x").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(alone->PublishHandle(1, "x").status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace kvwarden

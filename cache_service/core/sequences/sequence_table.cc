@@ -487,6 +487,7 @@ absl::StatusOr<uint64_t> SequenceTable::Release(SequenceId id, TenantId tenant) 
 }
 
 void SequenceTable::ReportEnd(const Sequence& seq, SequenceEnd why) {
+  if (options_.on_sequence_ended) options_.on_sequence_ended(seq.id, why);
   const absl::Time now = Now();
   events().SequenceEnded(
       seq.policy.Strategy(), why, now - seq.created,

@@ -131,6 +131,9 @@ class SequenceTable {
     // Told of compressions, statistics, pressure and sequence ends (metrics); must
     // outlive the table. Null: nothing is reported.
     TableEvents* events = nullptr;
+    // Called (outside the table's lock) when a sequence ends, with its id and how:
+    // cluster mode's handles go with it.
+    std::function<void(SequenceId, SequenceEnd)> on_sequence_ended;
   };
 
   explicit SequenceTable(Options options);

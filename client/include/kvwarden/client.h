@@ -178,6 +178,14 @@ struct Migration {
   absl::Duration duration;
 };
 
+// Where a tenant's named sequence is (Client::PublishHandle, ResolveHandle).
+struct Handle {
+  std::string handle;
+  std::string node;          // the node holding the sequence
+  std::string grpc_address;  // where it serves: connect there to use the sequence
+  uint64_t sequence_id = 0;  // its id there
+};
+
 struct MigrateOptions {
   // An active lease of this tenant on the target to own the sequence; 0: the target
   // holds it under a lease of `hold` until a worker there forks it.
@@ -316,6 +324,13 @@ class Client {
   // unchanged. Meanwhile its writes are refused and its reservations wait.
   absl::StatusOr<Migration> MigrateSequence(uint64_t sequence_id, const std::string& target_node,
                                             const MigrateOptions& options = {});
+  // Cluster mode: names the sequence for this tenant across the cluster (letters,
+  // digits, '.', '_', '-', ':'; up to 200). It follows the sequence when it migrates and
+  // goes when the sequence ends. ALREADY_EXISTS when the name is taken.
+  absl::StatusOr<Handle> PublishHandle(uint64_t sequence_id, const std::string& handle);
+  // Where this tenant's sequence named `handle` is now, asked of any node; NOT_FOUND
+  // when none is (it ended, or its node died).
+  absl::StatusOr<Handle> ResolveHandle(const std::string& handle);
   absl::StatusOr<Reservation> ReserveSlots(uint64_t sequence_id, uint32_t num_tokens);
 
   // Writes tokens [token_start, token_start + num_tokens) of layers

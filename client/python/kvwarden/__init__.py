@@ -24,11 +24,13 @@ __path__ = pkgutil.extend_path(__path__, __name__)  # noqa: F821
 
 from kvwarden.errors import KvwardenError  # noqa: E402
 from kvwarden.types import (  # noqa: E402
+    Handle,
     HeadRetention,
     HeadStats,
     LayerKV,
     Layout,
     Lease,
+    Migration,
     Policy,
     Reservation,
     RetentionUpdate,
@@ -41,12 +43,14 @@ from kvwarden.attach import AttachedPool, PageView  # noqa: E402
 __all__ = [
     "AttachedPool",
     "Client",
+    "Handle",
     "HeadRetention",
     "HeadStats",
     "KvwardenError",
     "LayerKV",
     "Layout",
     "Lease",
+    "Migration",
     "PageView",
     "Policy",
     "Reservation",

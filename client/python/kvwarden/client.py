@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 
 from kvwarden.errors import KvwardenError
-from kvwarden.types import HeadRetention, LayerKV, Layout, Lease, Policy, Reservation, Sequence
+from kvwarden.types import Handle, HeadRetention, LayerKV, Layout, Lease, Migration, Policy, Reservation, Sequence
 from kvwarden.v1 import admin_pb2, admin_pb2_grpc, control_pb2, control_pb2_grpc
 from kvwarden.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -172,6 +172,31 @@ class Client:
         """Epoch, tokens, policy, pages and per (layer, head) live slots and budgets."""
         return self._unary(self.control.DescribeSequence,
                            control_pb2.DescribeSequenceRequest(sequence_id=seq.id, include_pages=include_pages))
+
+    def migrate_sequence(self, seq: Sequence, target_node: str, target_lease: Optional[int] = None,
+                         hold_ms: int = 0, timeout: float = 60.0) -> Migration:
+        """Cluster mode: moves `seq` to node `target_node`, byte for byte with its positions
+        per head, epoch and policy state. On success it is gone here; on any error it is
+        still here, unchanged. `target_lease`: a lease id of this tenant on the target to
+        own it; else the target holds it `hold_ms` (0: 30 s) for a worker to fork."""
+        req = control_pb2.MigrateSequenceRequest(sequence_id=seq.id, target_node=target_node,
+                                                 target_lease_id=target_lease or 0, hold_ms=hold_ms)
+        try:
+            r = self.control.MigrateSequence(req, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as e:
+            raise KvwardenError.from_rpc(e) from None
+        return Migration(r.node, r.grpc_address, r.sequence_id, r.lease_id, r.bytes_moved, r.duration_us / 1e6)
+
+    def publish_handle(self, seq: Sequence, handle: str) -> Handle:
+        """Cluster mode: names `seq` for this tenant across the cluster; the name follows
+        it when it migrates and goes when it ends."""
+        r = self._unary(self.control.PublishHandle, control_pb2.PublishHandleRequest(sequence_id=seq.id, handle=handle))
+        return Handle(r.handle, r.node, r.grpc_address, r.sequence_id)
+
+    def resolve_handle(self, handle: str) -> Handle:
+        """Where this tenant's sequence named `handle` is now (asked of any node)."""
+        r = self._unary(self.control.ResolveHandle, control_pb2.ResolveHandleRequest(handle=handle))
+        return Handle(r.handle, r.node, r.grpc_address, r.sequence_id)
 
     def reserve_slots(self, seq: Sequence, num_tokens: int) -> Reservation:
         return self.reserve_slots_async(seq, num_tokens).wait()

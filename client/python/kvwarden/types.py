@@ -126,6 +126,28 @@ class Sequence:
 
 
 @dataclass(frozen=True)
+class Handle:
+    """Where a tenant's named sequence is (publish_handle, resolve_handle): connect a
+    Client to `grpc_address` and use Sequence id `sequence_id` there."""
+    handle: str
+    node: str
+    grpc_address: str
+    sequence_id: int
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Where a migrated sequence went (migrate_sequence): its id and owning lease on
+    node `node`, which serves at `grpc_address`."""
+    node: str
+    grpc_address: str
+    sequence_id: int
+    lease_id: int
+    bytes_moved: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class Reservation:
     first_position: int
     num_tokens: int

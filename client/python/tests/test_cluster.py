@@ -1,0 +1,102 @@
+"""Cluster mode from Python: a real etcd and two kvwardends (started here, stopped by
+pid); a sequence written on node A is named, resolved from node B, migrated there and
+read back byte for byte."""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+import kvwarden
+from conftest import CONFIG, Daemon
+from kvwarden.spawn import stop_process
+
+ETCD = "/usr/bin/etcd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not os.path.exists(ETCD):
+        pytest.skip("etcd-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="kvw-py-cluster-") as d:
+        client_port, peer_port = free_port(), free_port()
+        endpoint = f"127.0.0.1:{client_port}"
+        log = open(os.path.join(d, "etcd.log"), "w")
+        etcd = subprocess.Popen(
+            [ETCD, "--data-dir", os.path.join(d, "etcd"), "--listen-client-urls", f"http://{endpoint}",
+             "--advertise-client-urls", f"http://{endpoint}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        nodes = []
+        try:
+            config = CONFIG + ' cluster { lease_ttl_s: 3 peer_token: "py-peer-secret" }'
+            for name in ("py-a", "py-b"):
+                workdir = os.path.join(d, name)
+                os.mkdir(workdir)
+                nodes.append(Daemon(workdir, config, extra_args=[f"--cluster=etcd://{endpoint}", f"--node={name}"]))
+            yield nodes
+        finally:
+            for n in nodes:
+                n.stop()
+            stop_process(etcd)
+            log.close()
+
+
+def wait_for(fn, timeout=10.0):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except kvwarden.KvwardenError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_handle_and_migration(cluster):
+    a, b = cluster
+    with kvwarden.Client(a.target, token="alpha-token") as ca, kvwarden.Client(b.target, token="alpha-token") as cb:
+        lease = ca.register_worker("prefill", role="prefill")
+        seq = ca.create_sequence(lease, pool="main", max_tokens=64)
+        ca.reserve_slots(seq, 8)
+        rng = np.random.default_rng(7)
+        k = rng.standard_normal((4, 2, 8, 16)).astype(np.float16)
+        v = rng.standard_normal((4, 2, 8, 16)).astype(np.float16)
+        ca.write_kv(seq, k, v, token_start=0)
+        # Publishing needs the node's etcd lease: it may take a moment after start.
+        h = wait_for(lambda: ca.publish_handle(seq, "py-req-1"))
+        assert (h.node, h.sequence_id) == ("py-a", seq.id)
+        found = cb.resolve_handle("py-req-1")
+        assert (found.node, found.grpc_address, found.sequence_id) == ("py-a", a.target, seq.id)
+
+        moved = ca.migrate_sequence(seq, "py-b")
+        assert moved.node == "py-b" and moved.grpc_address == b.target
+        assert moved.bytes_moved == 4 * 2 * 512  # 4 layers x 2 pages of 512 bytes
+        with pytest.raises(kvwarden.KvwardenError) as gone:
+            ca.describe_sequence(seq)
+        assert gone.value.code.name == "NOT_FOUND"
+        there = cb.resolve_handle("py-req-1")
+        assert (there.node, there.sequence_id) == ("py-b", moved.sequence_id)
+
+        remote = kvwarden.Sequence(moved.sequence_id, seq.layout, "main")
+        kv = cb.read_kv(remote)
+        for layer in range(4):
+            got_k, got_v = kv[layer].dense()
+            np.testing.assert_array_equal(got_k, k[layer])
+            np.testing.assert_array_equal(got_v, v[layer])
+
+        with pytest.raises(kvwarden.KvwardenError) as bad:
+            cb.migrate_sequence(remote, "py-b")
+        assert bad.value.code.name == "INVALID_ARGUMENT"
