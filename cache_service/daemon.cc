@@ -241,6 +241,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     m.auth = d->auth_.get();
     m.data_port = d->data_plane_.tcp_data_port;
     m.peer_credentials = PeerCredentials(settings.tls);
+    if (d->metrics_ != nullptr) {
+      m.on_result = [metrics = d->metrics_.get()](bool out, absl::StatusCode code, uint64_t bytes) {
+        metrics->MigrationEnded(out, code, bytes);
+      };
+    }
     d->migrations_ = std::make_unique<Migrations>(std::move(m));
   }
   ServiceContext ctx{&d->pools_,           ledger,
@@ -340,9 +345,12 @@ absl::Status Daemon::JoinCluster(const std::string& grpc_address) {
     if (lease != 0) handles_->Republish(lease);
   };
   const int64_t started = absl::ToUnixMillis(absl::Now());
-  o.describe = [this, address, started] {
+  const bool migrates = !cluster_.peer_token.empty() && data_plane_.tcp_data_port != 0;
+  o.describe = [this, address, started, migrates] {
     v1::NodeInfo info;
     info.set_grpc_address(address);
+    info.set_migration_transport(migrates ? "tcp" : "none");
+    info.set_data_port(data_plane_.tcp_data_port);
     info.set_version(KVWARDEN_VERSION);
     info.set_started_unix_ms(started);
     for (const PagePool* pool : pools_.all()) {

@@ -13,9 +13,11 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -48,6 +50,7 @@ struct Flags {
   bool check_config = false;
   std::optional<std::string> cluster;
   std::optional<std::string> node;
+  std::optional<std::string> peer_token_file;
   std::optional<std::string> advertise;
 };
 
@@ -98,6 +101,18 @@ int Run(const Flags& flags) {
   }
   if (flags.node) settings->cluster.node = *flags.node;
   if (flags.advertise) settings->cluster.advertise = *flags.advertise;
+  if (flags.peer_token_file) {
+    std::ifstream in(*flags.peer_token_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string token(absl::StripAsciiWhitespace(text.str()));
+    if (!in || token.empty()) {
+      std::fprintf(stderr, "kvwardend: --peer-token-file: %s: %s\n", flags.peer_token_file->c_str(),
+                   !in ? "cannot read" : "is empty");
+      return 2;
+    }
+    settings->cluster.peer_token = token;
+  }
   if (absl::Status s = ValidateClusterSettings(settings->cluster); !s.ok()) {
     std::fprintf(stderr, "kvwardend: %s\n", std::string(s.message()).c_str());
     return 2;
@@ -277,6 +292,9 @@ int main(int argc, char** argv) {
                  "etcd://HOST:PORT[,HOST:PORT...]: join the cluster these etcd members keep; "
                  "overrides cluster.endpoints (README, \"Cluster mode\")");
   app.add_option("--node", flags.node, "This daemon's name in the cluster; overrides cluster.node");
+  app.add_option("--peer-token-file", flags.peer_token_file,
+                 "File holding the secret the cluster's daemons share to move sequences between "
+                 "them; overrides cluster.peer_token(_file)");
   app.add_option(
       "--advertise", flags.advertise,
       "HOST:PORT other nodes and clients call this daemon at; overrides cluster.advertise "

@@ -64,7 +64,10 @@ void Migrations::MigrateOut(const Caller& caller, const v1::MigrateSequenceReque
       done(absl::UnavailableError("the daemon is stopping; the sequence was not migrated"));
       return;
     }
-    done(RunOut(caller, req));
+    absl::StatusOr<v1::MigrateSequenceResponse> r = RunOut(caller, req);
+    if (options_.on_result)
+      options_.on_result(true, r.status().code(), r.ok() ? r->bytes_moved() : 0);
+    done(std::move(r));
   };
   if (!out_->Post(std::move(job))) {
     done(absl::ResourceExhaustedError(absl::StrCat(
@@ -86,7 +89,9 @@ void Migrations::AdoptIn(absl::string_view authorization, const v1::AdoptSequenc
       done(absl::UnavailableError("the daemon is stopping; nothing was adopted"));
       return;
     }
-    done(RunIn(req));
+    absl::StatusOr<v1::AdoptSequenceResponse> r = RunIn(req);
+    if (options_.on_result) options_.on_result(false, r.status().code(), r.ok() ? r->bytes() : 0);
+    done(std::move(r));
   };
   if (!in_->Post(std::move(job))) {
     done(absl::ResourceExhaustedError(absl::StrCat(

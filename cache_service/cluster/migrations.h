@@ -65,6 +65,9 @@ class Migrations {
     std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
     // This daemon's TCP data path port (0: off, and so are migrations out).
     uint16_t data_port = 0;
+    // Told of every migration that ended here (metrics): source or target, its status and
+    // the page bytes moved. May be empty.
+    std::function<void(bool out, absl::StatusCode code, uint64_t bytes)> on_result;
   };
   using OutDone = std::function<void(absl::StatusOr<v1::MigrateSequenceResponse>)>;
   using InDone = std::function<void(absl::StatusOr<v1::AdoptSequenceResponse>)>;

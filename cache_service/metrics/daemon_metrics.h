@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "cache_service/core/sequences/table_events.h"
 
 namespace prometheus {
@@ -30,11 +31,14 @@ class DaemonMetrics final : public TableEvents {
   // names that are not kvwardend's own count as "other", so labels stay bounded.
   void ObserveRpc(const std::string& method, int code, double seconds);
 
-  void Compressed(const RetentionStrategy& policy, RetentionCause cause, absl::Span<const HeadRetention> changes,
-                  absl::Span<const int64_t> reserved_at_ms, int64_t now_ms,
-                  absl::Duration took) override;
+  void Compressed(const RetentionStrategy& policy, RetentionCause cause,
+                  absl::Span<const HeadRetention> changes, absl::Span<const int64_t> reserved_at_ms,
+                  int64_t now_ms, absl::Duration took) override;
   void StatsApplied(uint64_t ids) override;
   void PressureTightened(const std::string& pool) override;
+  // A migration ended here, as source (`out`) or target: its status and the page bytes
+  // it moved (Migrations' on_result).
+  void MigrationEnded(bool out, absl::StatusCode code, uint64_t bytes);
   void SequenceEnded(const RetentionStrategy& policy, SequenceEnd why, absl::Duration lifetime,
                      absl::Duration idle) override;
   void TransferBegun(bool write, uint64_t bytes) override;

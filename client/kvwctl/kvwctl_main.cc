@@ -204,14 +204,19 @@ class Cli {
       return kOk;
     }
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-    Table t({"NODE", "ADDRESS", "VERSION", "POOLS (free/capacity pages)", "UPDATED", "TTL"});
+    Table t({"NODE", "ADDRESS", "MIGRATION", "VERSION", "POOLS (free/capacity pages)", "UPDATED",
+             "TTL"});
     for (const v1::NodeInfo& n : nodes) {
       std::string pools;
       for (const v1::NodePool& p : n.pools()) {
         absl::StrAppend(&pools, pools.empty() ? "" : ", ", p.name(), " ", p.device(), " ",
                         p.free_pages(), "/", p.capacity_pages());
       }
-      t.Add({n.node(), n.grpc_address(), n.version(), pools,
+      const std::string migration =
+          n.migration_transport() == "tcp"
+              ? absl::StrCat("tcp :", n.data_port())
+              : (n.migration_transport().empty() ? "-" : n.migration_transport());
+      t.Add({n.node(), n.grpc_address(), migration, n.version(), pools,
              absl::StrFormat("%.1fs ago",
                              std::max<int64_t>(0, now_ms - n.updated_unix_ms()) / 1000.0),
              absl::StrCat(n.lease_ttl_s(), "s")});

@@ -16,10 +16,12 @@
 #include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "kvwarden/admin_client.h"
 #include "kvwarden/client.h"
+#include "kvwarden/v1/cluster.pb.h"
 #include "kvwarden/v1/peer.grpc.pb.h"
 #include "tests/support/etcd_process.h"
 #include "tests/support/kv_pattern.h"
@@ -455,6 +457,21 @@ TEST_F(MigrationTest, AKilledNodesHandlesGoWithinItsLeaseTtl) {
   EXPECT_LE(absl::Now() - killed, absl::Seconds(3) + absl::Seconds(2)) << "TTL 3 s";
   std::printf("kill -9 to handle gone: %.2f s (TTL 3 s)\n",
               absl::ToDoubleSeconds(absl::Now() - killed));
+}
+
+// The transport a node moves sequences over is in its entry and in kvwctl cluster: the
+// daemon-served TCP data path, never UCX RMA over TCP.
+TEST_F(MigrationTest, NodesPublishHowTheyMoveSequences) {
+  auto kv = etcd_client_->Get(NodeKey(kDefaultClusterPrefix, "node-a"));
+  ASSERT_TRUE(kv.ok() && kv->has_value());
+  v1::NodeInfo info;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage((*kv)->value, &info).ok());
+  EXPECT_EQ(info.migration_transport(), "tcp");
+  EXPECT_GT(info.data_port(), 0u);
+  const testing::CommandResult r =
+      testing::RunCommand({testing::BinPath("kvwctl"), etcd_->cluster_flag(), "cluster"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("tcp :", info.data_port())));
 }
 
 TEST_F(MigrationTest, HandlesNeedClusterMode) {

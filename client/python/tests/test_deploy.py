@@ -71,6 +71,9 @@ def test_kustomize_renders_and_lints(overlay, tmp_path):
         members = [f"kvwarden-etcd-{i}.kvwarden-etcd:2379" for i in range(3)]
         assert "--cluster=etcd://" + ",".join(members) in c["args"]
         assert "--node=$(NODE_NAME)" in c["args"] and "--advertise=$(HOST_IP):50051" in c["args"]
+        # The daemons share the peer token, mounted with the other tokens.
+        assert "--peer-token-file=/etc/kvwarden/tokens/peer" in c["args"]
+        assert "peer" in by_kind(docs, "Secret")[0]["stringData"]
         env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
         assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
     assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "Service") and by_kind(docs, "Secret")
