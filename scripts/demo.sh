@@ -6,17 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${KVW_BUILD_DIR:-build}
 bash scripts/build.sh "$BUILD" >/dev/null
+bash scripts/install_deps.sh etcd-server >/dev/null  # act four's cluster
 BIN=$BUILD/bin
 CONFIG=deploy/config/example.textproto
 ADMIN_TOKEN=admin-dev-token   # from $CONFIG
 
 work=$(mktemp -d)
 daemon_pid=""
+cluster_pids=()
 cleanup() {
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-    kill -TERM "$daemon_pid"
-    wait "$daemon_pid" 2>/dev/null || true
-  fi
+  for pid in "${cluster_pids[@]}" $daemon_pid; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid"
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -145,6 +149,52 @@ ctl attached
 touch "$work/decode-done" "$work/prefill-done"
 wait "$decode_pid" || status=1
 wait "$prefill_pid" || status=1
+
+# Act four: cluster mode. A real etcd and two more daemons, node-a and node-b, sharing a
+# peer token. The prefill worker writes on node-a, names the sequence "demo-request-1" and
+# moves it to node-b (every page checked against its CRC-32C); the decode worker, told
+# only the name, finds it on node-b and checks every byte there.
+echo
+echo "== act four: cluster mode (etcd): prefill on node-a, hand-off by handle, decode on node-b"
+read -r etcd_client etcd_peer < <(/usr/bin/python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$etcd_client" \
+  --advertise-client-urls "http://127.0.0.1:$etcd_client" --listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "default=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
+cluster_pids+=($!)
+CLUSTER="etcd://127.0.0.1:$etcd_client"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/peer-token"
+declare -A node_target
+for node in node-a node-b; do
+  "$BIN/kvwardend" --config="$CONFIG" --listen=127.0.0.1:0 --ready-file="$work/$node.ready" \
+    --attach-socket="$work/$node.sock" --cluster="$CLUSTER" --node="$node" \
+    --peer-token-file="$work/peer-token" 2>"$work/$node.log" &
+  cluster_pids+=($!)
+  for _ in $(seq 1 500); do
+    [ -s "$work/$node.ready" ] && break
+    sleep 0.02
+  done
+  node_target[$node]=$(cat "$work/$node.ready")
+done
+"$BIN/kvw_handoff_worker" --target="${node_target[node-a]}" --token="${token[alpha]}" --role=prefill \
+  --tokens=2048 --handle=demo-request-1 --migrate-to=node-b --hold-file="$work/cluster-done" \
+  >"$work/cluster-prefill.out" 2>"$work/cluster-prefill.err" &
+cluster_prefill=$!
+until grep -q '^migrated ' "$work/cluster-prefill.out" 2>/dev/null; do
+  kill -0 "$cluster_prefill" 2>/dev/null || { cat "$work/cluster-prefill.err"; exit 1; }
+  sleep 0.05
+done
+"$BIN/kvw_handoff_worker" --target="${node_target[node-a]}" --token="${token[alpha]}" --role=decode \
+  --tokens=2048 --handle=demo-request-1 >"$work/cluster-decode.out" 2>"$work/cluster-decode.err" || {
+  cat "$work/cluster-decode.err"; status=1; }
+cat "$work/cluster-prefill.out" "$work/cluster-decode.out"
+echo "-- kvwctl --cluster=$CLUSTER cluster"
+"$BIN/kvwctl" --cluster="$CLUSTER" cluster
+touch "$work/cluster-done"
+wait "$cluster_prefill" || status=1
 
 echo
 echo "== stopping kvwardend (pid $daemon_pid)"

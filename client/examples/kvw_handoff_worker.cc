@@ -6,11 +6,15 @@
 //     sequence and checks every page in place, then also gets it by UCX RMA; prints one
 //     "handoff ..." line with the figures. With --hold-file it keeps the mapping (and its
 //     transfer lease) until the file exists, so `kvwctl transfers/attached` show them.
+// Cluster mode (act four): --handle=NAME names the sequence cluster-wide (prefill) or
+// finds it (decode: on whichever node holds it), and --migrate-to=NODE moves it to
+// another daemon after the prefill, as a prefill node hands a request to a decode node.
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,8 +35,15 @@ void WaitFor(const std::string& file) {
   while (!file.empty() && access(file.c_str(), F_OK) != 0) absl::SleepFor(absl::Milliseconds(20));
 }
 
+// The bytes' pattern: keyed by the handle when there is one (a migrated sequence has a
+// new id), else by the sequence id.
+uint64_t Seed(const std::string& handle, uint64_t seq) {
+  return handle.empty() ? seq : std::hash<std::string>{}(handle);
+}
+
 int Prefill(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint32_t tokens,
-            const std::string& transports, const std::string& hold_file) {
+            const std::string& transports, const std::string& hold_file, const std::string& handle,
+            const std::string& migrate_to) {
   auto seq = c.CreateSequence(lease, pool, tokens, Policy::Full());
   if (!seq.ok() || !c.ReserveSlots(seq->id, tokens).ok()) {
     std::fprintf(stderr, "prefill: %s\n", seq.status().ToString().c_str());
@@ -45,7 +56,7 @@ int Prefill(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint32
   }
   const PageRange r{seq->id, 0, seq->layout.num_layers, 0, tokens};
   std::vector<uint8_t> buf(RangeBytes(r, seq->layout));
-  for (size_t i = 0; i < buf.size(); ++i) buf[i] = PatternByte(seq->id, i);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = PatternByte(Seed(handle, seq->id), i);
   const absl::Time start = absl::Now();
   if (absl::Status s = (*dp)->Put(r, buf); !s.ok()) {
     std::fprintf(stderr, "prefill: Put: %s\n", s.ToString().c_str());
@@ -55,13 +66,46 @@ int Prefill(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint32
   std::printf("handoff_seq=%llu bytes=%zu put_MiBps=%.0f\n",
               static_cast<unsigned long long>(seq->id), buf.size(), buf.size() / 1048576.0 / secs);
   std::fflush(stdout);
+  if (!handle.empty()) {
+    // A node publishes handles once it is registered in etcd: retry while it is not.
+    absl::StatusOr<Handle> h;
+    for (int i = 0; i < 100; ++i) {
+      h = c.PublishHandle(seq->id, handle);
+      if (h.ok() || h.status().code() != absl::StatusCode::kUnavailable) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    if (!h.ok()) {
+      std::fprintf(stderr, "prefill: PublishHandle: %s\n", h.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("handle %s -> sequence %llu on node %s\n", handle.c_str(),
+                static_cast<unsigned long long>(seq->id), h->node.c_str());
+  }
+  if (!migrate_to.empty()) {
+    auto moved = c.MigrateSequence(seq->id, migrate_to);
+    if (!moved.ok()) {
+      std::fprintf(stderr, "prefill: MigrateSequence: %s\n", moved.status().ToString().c_str());
+      return 1;
+    }
+    std::printf(
+        "migrated sequence %llu to node %s (%s) as sequence %llu: %.1f MiB in %.1f ms, every page "
+        "checked\n",
+        static_cast<unsigned long long>(seq->id), moved->node.c_str(), moved->grpc_address.c_str(),
+        static_cast<unsigned long long>(moved->sequence_id), moved->bytes_moved / 1048576.0,
+        absl::ToDoubleMilliseconds(moved->duration));
+    std::fflush(stdout);
+    WaitFor(hold_file);
+    return 0;
+  }
+  std::fflush(stdout);
   WaitFor(hold_file);
   (void)c.ReleaseSequence(seq->id);
   return 0;
 }
 
 int Decode(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint64_t seq_id,
-           uint32_t tokens, const std::string& transports, const std::string& hold_file) {
+           uint64_t seed, uint32_t tokens, const std::string& transports,
+           const std::string& hold_file) {
   auto info = c.DescribeSequence(seq_id);
   if (!info.ok()) {
     std::fprintf(stderr, "decode: %s\n", info.status().ToString().c_str());
@@ -86,7 +130,7 @@ int Decode(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint64_
     for (uint32_t p = 0; p < pages; ++p) {
       const uint8_t* in_place = (*m)->page(layer, p);
       const size_t base = (size_t{layer} * pages + p) * page;
-      for (size_t b = 0; b < page; ++b) bad += in_place[b] != PatternByte(seq_id, base + b);
+      for (size_t b = 0; b < page; ++b) bad += in_place[b] != PatternByte(seed, base + b);
     }
   }
   const double attach_secs = absl::ToDoubleSeconds(absl::Now() - start);
@@ -102,7 +146,7 @@ int Decode(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint64_
     return 1;
   }
   const double get_secs = absl::ToDoubleSeconds(absl::Now() - start);
-  for (size_t i = 0; i < buf.size(); ++i) bad += buf[i] != PatternByte(seq_id, i);
+  for (size_t i = 0; i < buf.size(); ++i) bad += buf[i] != PatternByte(seed, i);
   std::printf(
       "handoff seq=%llu bytes=%zu attached_read_only=%d checked_in_place_MiBps=%.0f "
       "get_MiBps=%.0f transports=%s mismatches=%llu\n",
@@ -117,7 +161,8 @@ int Decode(kvwarden::Client& c, uint64_t lease, const std::string& pool, uint64_
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string target = "127.0.0.1:50051", token, role, pool = "main", hold_file, transports = "shm";
+  std::string target = "127.0.0.1:50051", token, role, pool = "main", hold_file, transports = "shm",
+              handle, migrate_to;
   uint64_t seq = 0;
   uint32_t tokens = 2048;
   CLI::App app{"kvwarden prefill -> decode hand-off over the data plane"};
@@ -129,6 +174,11 @@ int main(int argc, char** argv) {
   app.add_option("--tokens", tokens);
   app.add_option("--transports", transports, "UCX_TLS for the RMA path: shm or tcp");
   app.add_option("--hold-file", hold_file, "Hold until this file exists");
+  app.add_option(
+      "--handle", handle,
+      "Cluster mode: prefill names the sequence so; decode finds it by this name instead of --seq");
+  app.add_option("--migrate-to", migrate_to,
+                 "Cluster mode, prefill: move the sequence to this node");
   CLI11_PARSE(app, argc, argv);
 
   kvwarden::client::Options options;
@@ -136,6 +186,22 @@ int main(int argc, char** argv) {
   options.token = token;
   options.timeout = absl::Seconds(30);
   auto client = kvwarden::Client::Connect(options);
+  if (role == "decode" && !handle.empty()) {
+    // Found by name: the sequence is on whichever node holds it now.
+    auto found = (*client)->ResolveHandle(handle);
+    if (!found.ok()) {
+      std::fprintf(stderr, "decode: ResolveHandle: %s\n", found.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("handle %s resolved: sequence %llu on node %s (%s)\n", handle.c_str(),
+                static_cast<unsigned long long>(found->sequence_id), found->node.c_str(),
+                found->grpc_address.c_str());
+    seq = found->sequence_id;
+    if (found->grpc_address != target) {
+      options.target = found->grpc_address;
+      client = kvwarden::Client::Connect(options);
+    }
+  }
   auto lease =
       (*client)->RegisterWorker(role, role == "prefill" ? Role::kPrefill : Role::kDecode, 5000);
   if (!lease.ok()) {
@@ -143,9 +209,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   LeaseKeeper keeper(client->get(), *lease);
-  const int rc = role == "prefill"
-                     ? Prefill(**client, lease->id, pool, tokens, transports, hold_file)
-                     : Decode(**client, lease->id, pool, seq, tokens, transports, hold_file);
+  const int rc = role == "prefill" ? Prefill(**client, lease->id, pool, tokens, transports,
+                                             hold_file, handle, migrate_to)
+                                   : Decode(**client, lease->id, pool, seq, Seed(handle, seq),
+                                            tokens, transports, hold_file);
   (void)(*client)->ReleaseWorker(lease->id);  // a clean exit: a release, not a lapse
   return rc;
 }
