@@ -7,6 +7,8 @@
 //     path, adoption) next to one iperf3 TCP stream on the same loopback (goal >= 0.8);
 //   hand-off p50: from MigrateSequence to the decode worker's first read of the
 //     sequence on the target (one token of one layer);
+//   ResolveHandle p50 (asked of the node without the sequence: an etcd read behind it)
+//     next to an empty gRPC call to the same node (goal <= 2x);
 //   CRC-32C GB/s next to memcpy of the same bytes (what checking every page costs).
 // Prints "row|..." lines for scripts/bench.sh.
 //
@@ -164,6 +166,26 @@ int Run(uint32_t layers, uint32_t tokens, int rounds, bool iperf) {
     id = moved->sequence_id;
     at = to;
   }
+  // Handle lookup, asked of the node that does not hold the sequence (an etcd read
+  // behind it), next to an empty call to the same node.
+  absl::StatusOr<client::Handle> published;
+  for (int i = 0; i < 100 && !(published = clients[at]->PublishHandle(id, "bench-request")).ok();
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  if (!published.ok()) {
+    std::fprintf(stderr, "PublishHandle: %s\n", std::string(published.status().message()).c_str());
+    return 1;
+  }
+  std::vector<double> resolve_us, ping_us;
+  for (int i = 0; i < 300; ++i) {
+    absl::Time t = absl::Now();
+    if (!clients[1 - at]->ResolveHandle("bench-request").ok()) return 1;
+    resolve_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+    t = absl::Now();
+    if (!clients[1 - at]->Ping().ok()) return 1;
+    ping_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t));
+  }
   const double iperf_gbps = iperf ? IperfGBps() : 0;
   const auto [crc, copy] = CrcAndMemcpyGBps(std::min<uint64_t>(seq_bytes, 256ull << 20));
   const double best = *std::max_element(gbps.begin(), gbps.end());
@@ -185,6 +207,8 @@ int Run(uint32_t layers, uint32_t tokens, int rounds, bool iperf) {
   std::printf(
       "row|bench_migration|MigrateSequence to first read on the target, p50|%.1f ms|-|-|-\n",
       Median(handoff_ms));
+  std::printf("row|bench_migration|ResolveHandle p50|%.1f us|%.1f us empty RPC|%.2fx|<= 2x\n",
+              Median(resolve_us), Median(ping_us), Median(resolve_us) / Median(ping_us));
   std::printf("row|bench_migration|CRC-32C of pages|%.2f GB/s|%.2f GB/s memcpy|%.2fx|-\n", crc,
               copy, crc / copy);
   return 0;
