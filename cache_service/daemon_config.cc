@@ -1,8 +1,12 @@
 #include "cache_service/daemon_config.h"
 
-#include <fstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <optional>
-#include <sstream>
 #include <tuple>
 
 #include "absl/container/flat_hash_set.h"
@@ -166,13 +170,25 @@ absl::Status ValidateLeases(const v1::LeaseConfig& in, DaemonSettings* out) {
   return absl::OkStatus();
 }
 
-// The whole file, or nullopt when it cannot be read.
-std::optional<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
+// The whole file, or why it cannot be read (the status message is the reason, e.g.
+// "Permission denied"): an operator fixing an install needs it, not just the path.
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(std::strerror(errno));
+  std::string out;
+  struct stat st;
+  int err = fstat(fd, &st) != 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : 0);
+  char chunk[16384];
+  while (err == 0) {
+    const ssize_t n = read(fd, chunk, sizeof(chunk));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) err = errno;
+    if (n <= 0) break;
+    out.append(chunk, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (err != 0) return absl::FailedPreconditionError(std::strerror(err));
+  return out;
 }
 
 // A file the config names: absolute, or relative to the config's directory.
@@ -193,8 +209,10 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
     return FieldError(field + "_file",
                       absl::StrCat("set ", field, " or ", field, "_file, not both"));
   const std::string path = ConfigRelative(file, config_dir);
-  const std::optional<std::string> text = ReadWholeFile(path);
-  if (!text) return FieldError(field + "_file", absl::StrCat(path, ": cannot read"));
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok())
+    return FieldError(field + "_file",
+                      absl::StrCat(path, ": cannot read: ", text.status().message()));
   *out = std::string(absl::StripAsciiWhitespace(*text));
   if (out->empty()) return FieldError(field + "_file", absl::StrCat(path, " is empty"));
   return absl::OkStatus();
@@ -205,8 +223,9 @@ absl::Status ReadPem(const std::string& file, const std::string& config_dir,
                      const std::string& field, std::string* out) {
   if (file.empty()) return absl::OkStatus();
   const std::string path = ConfigRelative(file, config_dir);
-  const std::optional<std::string> text = ReadWholeFile(path);
-  if (!text) return FieldError(field, absl::StrCat(path, ": cannot read"));
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok())
+    return FieldError(field, absl::StrCat(path, ": cannot read: ", text.status().message()));
   *out = *text;
   if (out->find("-----BEGIN ") == std::string::npos)
     return FieldError(field, absl::StrCat(path, " is not PEM"));
@@ -433,8 +452,11 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
 }
 
 absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path) {
-  const std::optional<std::string> text = ReadWholeFile(path);
-  if (!text) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat(path, ": cannot open config file: ", text.status().message()));
+  }
   return ParseDaemonConfig(*text, path);
 }
 
