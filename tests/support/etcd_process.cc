@@ -150,4 +150,114 @@ std::string EtcdProcess::log() const {
   return ss.str();
 }
 
+absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start() {
+  if (access(kEtcd, X_OK) != 0 || access("/usr/bin/etcdctl", X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "no /usr/bin/etcd or etcdctl: apt-get install etcd-server etcd-client "
+        "(scripts/install_deps.sh)");
+  }
+  std::unique_ptr<EtcdCluster> c(new EtcdCluster());
+  std::vector<std::string> peers;
+  std::string initial;
+  for (int i = 0; i < 3; ++i) {
+    c->endpoints_.push_back(absl::StrCat("127.0.0.1:", FreeLoopbackPort()));
+    peers.push_back(absl::StrCat("http://127.0.0.1:", FreeLoopbackPort()));
+    absl::StrAppend(&initial, i ? "," : "", "m", i, "=", peers[i]);
+  }
+  for (int i = 0; i < 3; ++i) {
+    const std::string client = "http://" + c->endpoints_[i];
+    std::vector<std::string> args = {kEtcd,
+                                     absl::StrCat("--name=m", i),
+                                     absl::StrCat("--data-dir=", c->dir_.path(), "/m", i),
+                                     "--listen-client-urls=" + client,
+                                     "--advertise-client-urls=" + client,
+                                     "--listen-peer-urls=" + peers[i],
+                                     "--initial-advertise-peer-urls=" + peers[i],
+                                     "--initial-cluster=" + initial,
+                                     "--initial-cluster-state=new",
+                                     "--log-level=warn"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log_path = absl::StrCat(c->dir_.path(), "/m", i, ".log");
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    c->pids_.push_back(pid);
+  }
+  EtcdClient::Options options;
+  options.endpoints = c->endpoints_;
+  options.call_timeout = absl::Milliseconds(500);
+  absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create(options);
+  if (!etcd.ok()) return etcd.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  absl::Status last;
+  while (absl::Now() < deadline) {
+    if (last = (*etcd)->Put("/kvw-test-ready", "1"); last.ok() && c->Leader().ok()) return c;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("the etcd cluster did not form in 30 s: ", last.ToString()));
+}
+
+EtcdCluster::~EtcdCluster() {
+  for (pid_t pid : pids_) {
+    kill(pid, SIGCONT);
+    kill(pid, SIGTERM);
+  }
+  for (pid_t pid : pids_) {
+    if (!Exited(pid, absl::Seconds(5))) {
+      kill(pid, SIGKILL);
+      Exited(pid, absl::Seconds(5));
+    }
+  }
+}
+
+std::string EtcdCluster::cluster_flag() const {
+  std::string flag = "--cluster=etcd://";
+  for (size_t i = 0; i < endpoints_.size(); ++i)
+    absl::StrAppend(&flag, i ? "," : "", endpoints_[i]);
+  return flag;
+}
+
+absl::StatusOr<int> EtcdCluster::Leader() const {
+  // One member at a time: a frozen one never answers, the others name the leader's id.
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    const CommandResult r =
+        RunCommand({"/usr/bin/etcdctl", "--endpoints=" + endpoints_[i], "--command-timeout=1s",
+                    "--dial-timeout=1s", "endpoint", "status", "-w", "fields"});
+    if (r.exit_code != 0) continue;
+    // Lines like "\"MemberID\" : 123" and "\"Leader\" : 123".
+    auto field = [&](const std::string& name) -> std::string {
+      const size_t at = r.out.find("\"" + name + "\" : ");
+      if (at == std::string::npos) return "";
+      const size_t start = at + name.size() + 5;
+      return r.out.substr(start, r.out.find('\n', start) - start);
+    };
+    const std::string leader = field("Leader");
+    if (leader.empty() || leader == "0") continue;
+    if (field("MemberID") == leader) return static_cast<int>(i);
+    // Another member leads: find which by asking each.
+    for (size_t j = 0; j < endpoints_.size(); ++j) {
+      const CommandResult q =
+          RunCommand({"/usr/bin/etcdctl", "--endpoints=" + endpoints_[j], "--command-timeout=1s",
+                      "--dial-timeout=1s", "endpoint", "status", "-w", "fields"});
+      if (q.exit_code == 0 && q.out.find("\"MemberID\" : " + leader + "\n") != std::string::npos) {
+        return static_cast<int>(j);
+      }
+    }
+  }
+  return absl::UnavailableError("no etcd member names a leader");
+}
+
+void EtcdCluster::Freeze(int member) { kill(pids_[member], SIGSTOP); }
+void EtcdCluster::Thaw(int member) { kill(pids_[member], SIGCONT); }
+
 }  // namespace kvwarden::testing

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "tests/support/process.h"
@@ -38,6 +39,30 @@ class EtcdProcess {
   int client_port_ = 0, peer_port_ = 0;
   int generation_ = 0;  // data folder number (Restart(wipe) starts a new one)
   pid_t pid_ = -1;
+};
+
+// Three etcd members in one cluster on loopback (data in a temp folder, stopped by pid),
+// for the failover tests: which one leads, and freezing it as a hung machine would.
+class EtcdCluster {
+ public:
+  // Returns once the cluster has a leader and takes writes (30 s).
+  static absl::StatusOr<std::unique_ptr<EtcdCluster>> Start();
+  // SIGCONT, then SIGTERM (SIGKILL after 5 s) each member.
+  ~EtcdCluster();
+
+  // The --cluster flag naming every member, and each member's host:port.
+  std::string cluster_flag() const;
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+  // The member that leads now (etcdctl endpoint status, from Debian's etcd-client).
+  absl::StatusOr<int> Leader() const;
+  void Freeze(int member);  // SIGSTOP
+  void Thaw(int member);    // SIGCONT
+
+ private:
+  EtcdCluster() = default;
+  TempDir dir_;
+  std::vector<std::string> endpoints_;
+  std::vector<pid_t> pids_;
 };
 
 // A loopback TCP port nothing listens on right now.
