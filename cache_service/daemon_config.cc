@@ -208,13 +208,9 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
   if (!inline_token.empty())
     return FieldError(field + "_file",
                       absl::StrCat("set ", field, " or ", field, "_file, not both"));
-  const std::string path = ConfigRelative(file, config_dir);
-  const absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok())
-    return FieldError(field + "_file",
-                      absl::StrCat(path, ": cannot read: ", text.status().message()));
-  *out = std::string(absl::StripAsciiWhitespace(*text));
-  if (out->empty()) return FieldError(field + "_file", absl::StrCat(path, " is empty"));
+  absl::StatusOr<std::string> token = ReadTokenFile(ConfigRelative(file, config_dir));
+  if (!token.ok()) return FieldError(field + "_file", std::string(token.status().message()));
+  *out = *std::move(token);
   return absl::OkStatus();
 }
 
@@ -449,6 +445,16 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
   }
   return settings;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  const absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot read: ", text.status().message()));
+  std::string token(absl::StripAsciiWhitespace(*text));
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " is empty"));
+  return token;
 }
 
 absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path) {

@@ -89,6 +89,9 @@ inline constexpr const char* kDefaultListen = "127.0.0.1:50051";
 // Every error is one line: "<path>: <field>: <reason>" (or "<path>:<line>:<col>: ..."
 // for syntax errors), with code INVALID_ARGUMENT (NOT_FOUND for a missing file).
 absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path);
+// A token file's content, surrounding whitespace dropped; INVALID_ARGUMENT naming the path
+// and the reason when it cannot be read or holds nothing (token_file, --peer-token-file).
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
                                                  const std::string& path_for_errors);
 

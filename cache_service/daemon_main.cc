@@ -13,11 +13,9 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -102,16 +100,13 @@ int Run(const Flags& flags) {
   if (flags.node) settings->cluster.node = *flags.node;
   if (flags.advertise) settings->cluster.advertise = *flags.advertise;
   if (flags.peer_token_file) {
-    std::ifstream in(*flags.peer_token_file);
-    std::stringstream text;
-    text << in.rdbuf();
-    const std::string token(absl::StripAsciiWhitespace(text.str()));
-    if (!in || token.empty()) {
-      std::fprintf(stderr, "kvwardend: --peer-token-file: %s: %s\n", flags.peer_token_file->c_str(),
-                   !in ? "cannot read" : "is empty");
+    absl::StatusOr<std::string> token = ReadTokenFile(*flags.peer_token_file);
+    if (!token.ok()) {
+      std::fprintf(stderr, "kvwardend: --peer-token-file: %s\n",
+                   std::string(token.status().message()).c_str());
       return 2;
     }
-    settings->cluster.peer_token = token;
+    settings->cluster.peer_token = *std::move(token);
   }
   if (absl::Status s = ValidateClusterSettings(settings->cluster); !s.ok()) {
     std::fprintf(stderr, "kvwardend: %s\n", std::string(s.message()).c_str());

@@ -41,17 +41,16 @@ std::string Handles::Key(const Entry& e) const {
 
 absl::StatusOr<Handles::Entry> Handles::MakeEntry(TenantId tenant, SequenceId sequence,
                                                   const std::string& handle) const {
-  v1::HandleInfo info;
-  info.set_handle(handle);
-  info.set_node(options_.node);
+  Entry e{tenant, handle, {}, ""};
+  e.info.set_handle(handle);
+  e.info.set_node(options_.node);
   {
     absl::MutexLock lock(&mu_);
-    info.set_grpc_address(address_);
+    e.info.set_grpc_address(address_);
   }
-  info.set_sequence_id(sequence);
-  info.set_published_unix_ms(absl::ToUnixMillis(absl::Now()));
-  Entry e{tenant, handle, ""};
-  if (!google::protobuf::util::MessageToJsonString(info, &e.value).ok()) {
+  e.info.set_sequence_id(sequence);
+  e.info.set_published_unix_ms(absl::ToUnixMillis(absl::Now()));
+  if (!google::protobuf::util::MessageToJsonString(e.info, &e.value).ok()) {
     return absl::InternalError("a HandleInfo does not print as JSON");
   }
   return e;
@@ -80,8 +79,7 @@ void Handles::Publish(TenantId tenant, SequenceId sequence, const std::string& h
       return done(absl::AlreadyExistsError(
           absl::StrCat("handle '", handle, "' names another sequence already")));
     }
-    v1::HandleInfo info;
-    (void)google::protobuf::util::JsonStringToMessage(e->value, &info);
+    const v1::HandleInfo info = e->info;
     {
       absl::MutexLock lock(&mu_);
       entries_[sequence] = *e;

@@ -70,7 +70,8 @@ class Handles {
   struct Entry {
     TenantId tenant = kNoTenant;
     std::string handle;
-    std::string value;  // the JSON written: deletes compare against it
+    v1::HandleInfo info;
+    std::string value;  // `info` as the JSON written: deletes compare against it
   };
   std::string Key(const Entry& e) const;
   absl::StatusOr<Entry> MakeEntry(TenantId tenant, SequenceId sequence,

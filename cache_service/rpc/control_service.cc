@@ -28,6 +28,11 @@ absl::StatusOr<WorkerRole> RoleFromProto(v1::WorkerRole role) {
   }
 }
 
+absl::Status HandlesNeedClusterMode() {
+  return absl::FailedPreconditionError(
+      "handles need cluster mode (--cluster): this daemon is not in a cluster");
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* ControlServiceImpl::Ping(grpc::CallbackServerContext* call,
@@ -176,11 +181,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::MigrateSequence(grpc::CallbackServ
   }
   // Answered on the migrations' thread: the target is another daemon.
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  ctx_.migrations->MigrateOut(*caller, *req,
-                              [reactor, resp](absl::StatusOr<v1::MigrateSequenceResponse> r) {
-                                if (r.ok()) *resp = *std::move(r);
-                                reactor->Finish(ToGrpcStatus(r.status()));
-                              });
+  ctx_.migrations->MigrateOut(*caller, *req, FinishLater(reactor, resp));
   return reactor;
 }
 
@@ -189,12 +190,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::PublishHandle(grpc::CallbackServer
                                                             v1::HandleInfo* resp) {
   const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
   if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
-  if (ctx_.handles == nullptr) {
-    return FinishWith(call, [] {
-      return absl::FailedPreconditionError(
-          "handles need cluster mode (--cluster): this daemon is not in a cluster");
-    });
-  }
+  if (ctx_.handles == nullptr) return FinishWith(call, [] { return HandlesNeedClusterMode(); });
   // The sequence must be the caller's: the same NOT_FOUND as for any id it cannot see.
   if (absl::StatusOr<SequenceInfo> seq =
           ctx_.table->Describe(req->sequence_id(), Caller::Tenant(*tenant), false, false);
@@ -203,11 +199,7 @@ grpc::ServerUnaryReactor* ControlServiceImpl::PublishHandle(grpc::CallbackServer
   }
   // Answered on the handles' thread: etcd is another server.
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  ctx_.handles->Publish(*tenant, req->sequence_id(), req->handle(),
-                        [reactor, resp](absl::StatusOr<v1::HandleInfo> r) {
-                          if (r.ok()) *resp = *std::move(r);
-                          reactor->Finish(ToGrpcStatus(r.status()));
-                        });
+  ctx_.handles->Publish(*tenant, req->sequence_id(), req->handle(), FinishLater(reactor, resp));
   return reactor;
 }
 
@@ -216,17 +208,9 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ResolveHandle(grpc::CallbackServer
                                                             v1::HandleInfo* resp) {
   const absl::StatusOr<TenantId> tenant = AuthenticateTenant(*ctx_.auth, *call);
   if (!tenant.ok()) return FinishWith(call, [&] { return tenant.status(); });
-  if (ctx_.handles == nullptr) {
-    return FinishWith(call, [] {
-      return absl::FailedPreconditionError(
-          "handles need cluster mode (--cluster): this daemon is not in a cluster");
-    });
-  }
+  if (ctx_.handles == nullptr) return FinishWith(call, [] { return HandlesNeedClusterMode(); });
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
-  ctx_.handles->Resolve(*tenant, req->handle(), [reactor, resp](absl::StatusOr<v1::HandleInfo> r) {
-    if (r.ok()) *resp = *std::move(r);
-    reactor->Finish(ToGrpcStatus(r.status()));
-  });
+  ctx_.handles->Resolve(*tenant, req->handle(), FinishLater(reactor, resp));
   return reactor;
 }
 

@@ -1,6 +1,6 @@
 #include "cache_service/rpc/peer_service.h"
 
-#include "cache_service/rpc/grpc_status.h"
+#include "cache_service/rpc/unary_call.h"
 
 namespace kvwarden {
 
@@ -13,11 +13,7 @@ grpc::ServerUnaryReactor* PeerServiceImpl::AdoptSequence(grpc::CallbackServerCon
   if (auto it = md.find("authorization"); it != md.end())
     authorization.assign(it->second.data(), it->second.size());
   // Answered on the migrations' thread: the pages come from another daemon.
-  migrations_->AdoptIn(authorization, *req,
-                       [reactor, resp](absl::StatusOr<v1::AdoptSequenceResponse> r) {
-                         if (r.ok()) *resp = *std::move(r);
-                         reactor->Finish(ToGrpcStatus(r.status()));
-                       });
+  migrations_->AdoptIn(authorization, *req, FinishLater(reactor, resp));
   return reactor;
 }
 

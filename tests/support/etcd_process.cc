@@ -42,6 +42,24 @@ bool Listening(int port) {
   return ok;
 }
 
+// Starts etcd with `args` (argv[0] included), its output appended to `log_path`; the
+// pid, or -1 when fork failed.
+pid_t SpawnEtcd(std::vector<std::string> args, const std::string& log_path) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 int FreeLoopbackPort() {
@@ -86,19 +104,8 @@ absl::Status EtcdProcess::Launch() {
                                    "--initial-advertise-peer-urls=" + peer,
                                    "--initial-cluster=kvw-test=" + peer,
                                    "--log-level=warn"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_ = fork();
+  pid_ = SpawnEtcd(args, log_path);
   if (pid_ < 0) return absl::InternalError("fork failed");
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
-    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
   // Plain connects until etcd listens, then the gRPC probe.
   const absl::Time listen_deadline = absl::Now() + absl::Seconds(20);
   while (absl::Now() < listen_deadline && !Listening(client_port_))
@@ -176,20 +183,8 @@ absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start() {
                                      "--initial-cluster=" + initial,
                                      "--initial-cluster-state=new",
                                      "--log-level=warn"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const std::string log_path = absl::StrCat(c->dir_.path(), "/m", i, ".log");
-    const pid_t pid = fork();
+    const pid_t pid = SpawnEtcd(args, absl::StrCat(c->dir_.path(), "/m", i, ".log"));
     if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
     c->pids_.push_back(pid);
   }
   EtcdClient::Options options;
@@ -228,33 +223,28 @@ std::string EtcdCluster::cluster_flag() const {
 }
 
 absl::StatusOr<int> EtcdCluster::Leader() const {
-  // One member at a time: a frozen one never answers, the others name the leader's id.
+  // Each member once: its own id and the leader's id, in "-w fields" lines like
+  // "\"MemberID\" : 123". A frozen member never answers.
+  std::vector<std::string> member_ids(endpoints_.size());
+  std::string leader;
   for (size_t i = 0; i < endpoints_.size(); ++i) {
     const CommandResult r =
         RunCommand({"/usr/bin/etcdctl", "--endpoints=" + endpoints_[i], "--command-timeout=1s",
                     "--dial-timeout=1s", "endpoint", "status", "-w", "fields"});
     if (r.exit_code != 0) continue;
-    // Lines like "\"MemberID\" : 123" and "\"Leader\" : 123".
     auto field = [&](const std::string& name) -> std::string {
       const size_t at = r.out.find("\"" + name + "\" : ");
       if (at == std::string::npos) return "";
       const size_t start = at + name.size() + 5;
       return r.out.substr(start, r.out.find('\n', start) - start);
     };
-    const std::string leader = field("Leader");
-    if (leader.empty() || leader == "0") continue;
-    if (field("MemberID") == leader) return static_cast<int>(i);
-    // Another member leads: find which by asking each.
-    for (size_t j = 0; j < endpoints_.size(); ++j) {
-      const CommandResult q =
-          RunCommand({"/usr/bin/etcdctl", "--endpoints=" + endpoints_[j], "--command-timeout=1s",
-                      "--dial-timeout=1s", "endpoint", "status", "-w", "fields"});
-      if (q.exit_code == 0 && q.out.find("\"MemberID\" : " + leader + "\n") != std::string::npos) {
-        return static_cast<int>(j);
-      }
-    }
+    member_ids[i] = field("MemberID");
+    if (const std::string l = field("Leader"); !l.empty() && l != "0") leader = l;
   }
-  return absl::UnavailableError("no etcd member names a leader");
+  for (size_t i = 0; i < member_ids.size(); ++i) {
+    if (!leader.empty() && member_ids[i] == leader) return static_cast<int>(i);
+  }
+  return absl::UnavailableError("no answering etcd member is the leader they name");
 }
 
 void EtcdCluster::Freeze(int member) { kill(pids_[member], SIGSTOP); }

@@ -118,12 +118,7 @@ absl::StatusOr<MigrationStart> SequenceTable::BeginMigration(SequenceId id, cons
     }
     seq = it->second;
     if (absl::Status s = options_.leases->CheckActive(seq->lease, seq->tenant); !s.ok()) return s;
-    const TenantLimits& limits = options_.ledger->spec(seq->tenant).limits;
-    if (transfers_.CountOf(seq->tenant) >= limits.max_transfers) {
-      options_.ledger->CountLimitRefusal(seq->tenant);
-      return TenantLimitReached(options_.ledger->spec(seq->tenant), "max_transfers",
-                                limits.max_transfers, "transfer leases");
-    }
+    if (absl::Status s = CheckTransferLimitLocked(seq->tenant); !s.ok()) return s;
     absl::MutexLock seq_lock(&seq->mu);
     if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
     if (seq->migrating) {

@@ -267,6 +267,8 @@ class SequenceTable {
                                       uint32_t token_end, std::optional<uint64_t> epoch)
       ABSL_SHARED_LOCKS_REQUIRED(seq.mu);
   // Unpins and tells on_transfers_changed; the record is already out of transfers_.
+  // RESOURCE_EXHAUSTED (counted) once `tenant` holds TenantLimits::max_transfers leases.
+  absl::Status CheckTransferLimitLocked(TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FinishTransfer(TransferLeases::Record& t, TransferEnd how);
   size_t EndTransfersWhere(const std::function<bool(const TransferLeases::Record&)>& pred,
                            TransferEnd how);

@@ -57,12 +57,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
     return absl::NotFoundError(absl::StrCat("sequence ", args.sequence, " not found"));
   }
   std::shared_ptr<Sequence> seq = it->second;
-  const TenantLimits& limits = options_.ledger->spec(args.tenant).limits;
-  if (transfers_.CountOf(args.tenant) >= limits.max_transfers) {
-    options_.ledger->CountLimitRefusal(args.tenant);
-    return TenantLimitReached(options_.ledger->spec(args.tenant), "max_transfers",
-                              limits.max_transfers, "transfer leases");
-  }
+  if (absl::Status s = CheckTransferLimitLocked(args.tenant); !s.ok()) return s;
   absl::MutexLock seq_lock(&seq->mu);
   if (!seq->kv_lost.empty()) return absl::DataLossError(seq->kv_lost);
   if (args.mode == TransferMode::kWrite && seq->migrating) return MigratingError(seq->id);
@@ -117,6 +112,14 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
   events().TransferBegun(args.mode == TransferMode::kWrite,
                          uint64_t{pinned_count} * pool.page_bytes());
   return grant;
+}
+
+absl::Status SequenceTable::CheckTransferLimitLocked(TenantId tenant) {
+  const TenantLimits& limits = options_.ledger->spec(tenant).limits;
+  if (transfers_.CountOf(tenant) < limits.max_transfers) return absl::OkStatus();
+  options_.ledger->CountLimitRefusal(tenant);
+  return TenantLimitReached(options_.ledger->spec(tenant), "max_transfers", limits.max_transfers,
+                            "transfer leases");
 }
 
 absl::Status SequenceTable::FinishTransfer(TransferLeases::Record& t, TransferEnd how) {
