@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -166,9 +167,17 @@ absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start() {
   std::unique_ptr<EtcdCluster> c(new EtcdCluster());
   std::vector<std::string> peers;
   std::string initial;
+  // Six ports, all different: FreeLoopbackPort closes its probe, so the kernel may hand
+  // the same port out twice in a row, and two members on one port never form a cluster.
+  std::vector<int> ports;
+  while (ports.size() < 6) {
+    const int port = FreeLoopbackPort();
+    if (port != 0 && std::find(ports.begin(), ports.end(), port) == ports.end())
+      ports.push_back(port);
+  }
   for (int i = 0; i < 3; ++i) {
-    c->endpoints_.push_back(absl::StrCat("127.0.0.1:", FreeLoopbackPort()));
-    peers.push_back(absl::StrCat("http://127.0.0.1:", FreeLoopbackPort()));
+    c->endpoints_.push_back(absl::StrCat("127.0.0.1:", ports[2 * i]));
+    peers.push_back(absl::StrCat("http://127.0.0.1:", ports[2 * i + 1]));
     absl::StrAppend(&initial, i ? "," : "", "m", i, "=", peers[i]);
   }
   for (int i = 0; i < 3; ++i) {
