@@ -51,6 +51,7 @@ std::shared_ptr<grpc::ChannelCredentials> PeerCredentials(const TlsSettings& tls
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& settings) {
+  if (absl::Status s = CheckTenantSources(settings); !s.ok()) return s;
   std::unique_ptr<Daemon> d(new Daemon());
   d->cluster_ = settings.cluster;
   d->data_plane_.instance_id = NewInstanceId();
@@ -129,9 +130,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
         .Field("interfaces", net_devices.empty() ? "all" : net_devices);
   }
   LeaseOptions lease_options = settings.leases;
-  lease_options.max_leases = [ledger](TenantId t) {
-    return ledger->spec(t).limits.max_worker_leases;
-  };
+  lease_options.max_leases = [ledger](TenantId t) { return ledger->limits(t).max_worker_leases; };
   lease_options.limit_refusal = [ledger](TenantId t, uint32_t limit) {
     ledger->CountLimitRefusal(t);
     return TenantLimitReached(ledger->spec(t), "max_worker_leases", limit, "worker leases");
@@ -148,7 +147,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   ParkedCalls* parked = &d->parked_;
   // Every tenant's fair share of the parked-call room, so one cannot fill it for all.
-  parked->SetTenantShare(std::max<size_t>(16, 4096 / std::max<size_t>(1, settings.tenants.size())));
+  // Fleet-wide tenants come and go: plan for at least 16 then.
+  const size_t tenants_planned =
+      std::max<size_t>(settings.cluster.enabled() && settings.cluster.fleet_tenants ? 16 : 1,
+                       settings.tenants.size());
+  parked->SetTenantShare(std::max<size_t>(16, 4096 / tenants_planned));
   table_options.on_transfers_changed = [parked] { parked->Wake(); };
   if (d->ucx_ != nullptr) {
     table_options.on_transfer_ended = [dp = d->ucx_.get()](TransferId id, bool completed) {
@@ -224,6 +227,23 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
       return table->Describe(id, Caller::Admin(), false, false).ok();
     };
     d->handles_ = std::make_unique<Handles>(std::move(h));
+    if (d->cluster_.fleet_tenants) {
+      TenantDirectory::Options t;
+      t.etcd = d->etcd_.get();
+      t.ledger = ledger;
+      t.auth = d->auth_.get();
+      t.key_prefix = d->cluster_.key_prefix;
+      t.limits = [base = settings.tenant_limits](const v1::TenantLimitsConfig& in) {
+        return LimitsFrom(in, base);
+      };
+      d->tenants_ = std::make_unique<TenantDirectory>(std::move(t));
+      // A moment for the first listing, so a fleet-wide tenant's first call after a
+      // start is not refused; without etcd the daemon starts anyway and lists later.
+      if (!d->tenants_->WaitSynced(absl::Seconds(2))) {
+        LogEvent(LogLevel::kWarning, "fleet_tenants_not_listed_yet")
+            .Field("etcd", d->etcd_->current_endpoint());
+      }
+    }
     {
       absl::MutexLock lock(&hooks->mu);
       hooks->handles = d->handles_.get();

@@ -10,6 +10,7 @@
 #include "cache_service/cluster/handles.h"
 #include "cache_service/cluster/migrations.h"
 #include "cache_service/cluster/node_registration.h"
+#include "cache_service/cluster/tenant_directory.h"
 #include "cache_service/core/memory/pool_set.h"
 #include "cache_service/core/sequences/parked_calls.h"
 #include "cache_service/core/sequences/sequence_table.h"
@@ -133,6 +134,7 @@ class Daemon {
   ClusterSettings cluster_;
   std::unique_ptr<EtcdClient> etcd_;
   std::unique_ptr<Handles> handles_;                // uses etcd_
+  std::unique_ptr<TenantDirectory> tenants_;        // fleet-wide tenants: updates ledger_, auth_
   std::unique_ptr<Migrations> migrations_;          // uses etcd_, the table and handles_
   std::unique_ptr<NodeRegistration> registration_;  // describes the pools: goes before them
   std::unique_ptr<MetricsServer> metrics_server_;   // first to go: it reads every part

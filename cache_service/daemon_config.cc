@@ -24,9 +24,7 @@
 #include "kvwarden/v1/config.pb.h"
 
 namespace kvwarden {
-namespace {
 
-// Fields set in `in` override `base`.
 TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base) {
   if (in.max_sequences()) base.max_sequences = in.max_sequences();
   if (in.max_worker_leases()) base.max_worker_leases = in.max_worker_leases();
@@ -35,6 +33,17 @@ TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base) {
   if (in.max_attach_connections()) base.max_attach_connections = in.max_attach_connections();
   return base;
 }
+
+absl::Status CheckTenantSources(const DaemonSettings& s) {
+  if (!s.tenants.empty() || (s.cluster.enabled() && s.cluster.fleet_tenants)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      "tenants: at least one tenant is required (or cluster mode, whose fleet-wide tenants "
+      "live in etcd)");
+}
+
+namespace {
 
 // Collects the first syntax error with its position.
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
@@ -292,8 +301,10 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
     }
     out->pools.push_back(std::move(spec));
   }
-  if (in.tenants().empty()) return FieldError("tenants", "at least one tenant is required");
+  // No tenant at all is allowed here for cluster mode's fleet-wide tenants; once the
+  // flags are merged, CheckTenantSources refuses a node with none.
   names.clear();
+  out->tenant_limits = LimitsFrom(in.tenant_limits(), TenantLimits());
   absl::flat_hash_set<std::string> tokens = {in.admin_token()};
   for (int i = 0; i < in.tenants_size(); ++i) {
     const v1::TenantConfig& t = in.tenants(i);
@@ -405,6 +416,7 @@ absl::Status Validate(const v1::DaemonConfig& in, DaemonSettings* out) {
   out->cluster.advertise = cluster.advertise();
   if (!cluster.key_prefix().empty()) out->cluster.key_prefix = cluster.key_prefix();
   out->cluster.peer_token = cluster.peer_token();
+  out->cluster.fleet_tenants = !cluster.local_tenants_only();
   if (out->attach_socket.size() > 107) {
     return FieldError("data_plane.attach_socket",
                       "longer than a Unix socket path may be (107 bytes)");

@@ -18,6 +18,10 @@
 namespace kvwarden {
 
 namespace v1 {
+class TenantLimitsConfig;
+}  // namespace v1
+
+namespace v1 {
 class DaemonConfig;
 }  // namespace v1
 
@@ -55,6 +59,7 @@ struct DaemonSettings {
   std::vector<TenantSpec> tenants;              // ledger order = tenant ids
   std::vector<TenantAuth> tenant_tokens;        // same order
   std::vector<TenantDefaults> tenant_defaults;  // same order
+  TenantLimits tenant_limits;  // the node's defaults (tenant_limits), for fleet-wide tenants
   LeaseOptions leases;
   absl::Duration reap_interval = absl::Milliseconds(100);
   bool ucx = true;
@@ -92,6 +97,11 @@ absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path);
 // A token file's content, surrounding whitespace dropped; INVALID_ARGUMENT naming the path
 // and the reason when it cannot be read or holds nothing (token_file, --peer-token-file).
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+// A tenant's limits: the fields set in `in` over `base`.
+TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base);
+// Whether the node has tenants to serve once flags are merged: its config's, or the
+// cluster's fleet-wide ones; INVALID_ARGUMENT otherwise.
+absl::Status CheckTenantSources(const DaemonSettings& s);
 absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
                                                  const std::string& path_for_errors);
 

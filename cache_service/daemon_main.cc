@@ -112,6 +112,11 @@ int Run(const Flags& flags) {
     std::fprintf(stderr, "kvwardend: %s\n", std::string(s.message()).c_str());
     return 2;
   }
+  if (absl::Status s = CheckTenantSources(*settings); !s.ok()) {
+    std::fprintf(stderr, "kvwardend: bad config: %s: %s\n", flags.config.c_str(),
+                 std::string(s.message()).c_str());
+    return 2;
+  }
   if (!flags.log_format.empty() && !ParseLogFormat(flags.log_format, &settings->log_format)) {
     std::fprintf(stderr, "kvwardend: --log-format: '%s' is not text or json\n",
                  flags.log_format.c_str());

@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libssl-dev
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev
   libucx-dev ucx-utils
   prometheus-cpp-dev libspdlog-dev libsystemd-dev

@@ -18,7 +18,8 @@ struct ClusterSettings {
   absl::Duration lease_ttl = absl::Seconds(10);
   std::string advertise;  // host:port others call; "": the bound gRPC address
   std::string key_prefix = kDefaultClusterPrefix;
-  std::string peer_token;  // shared by the cluster's daemons; empty: no migrations
+  std::string peer_token;     // shared by the cluster's daemons; empty: no migrations
+  bool fleet_tenants = true;  // watch <key_prefix>/tenants (off: local_tenants_only)
 
   bool enabled() const { return !endpoints.empty(); }
 };

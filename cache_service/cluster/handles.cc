@@ -36,7 +36,7 @@ void Handles::SetAddress(std::string grpc_address) {
 }
 
 std::string Handles::Key(const Entry& e) const {
-  return HandleKey(options_.key_prefix, options_.ledger->spec(e.tenant).name, e.handle);
+  return HandleKey(options_.key_prefix, options_.ledger->name(e.tenant), e.handle);
 }
 
 absl::StatusOr<Handles::Entry> Handles::MakeEntry(TenantId tenant, SequenceId sequence,
@@ -117,8 +117,7 @@ void Handles::Resolve(TenantId tenant, const std::string& handle, Done done) {
   if (absl::Status s = CheckName(handle); !s.ok()) return done(s);
   auto job = [this, tenant, handle, done](bool cancelled) {
     if (cancelled) return done(absl::UnavailableError("the daemon is stopping"));
-    const std::string key =
-        HandleKey(options_.key_prefix, options_.ledger->spec(tenant).name, handle);
+    const std::string key = HandleKey(options_.key_prefix, options_.ledger->name(tenant), handle);
     absl::StatusOr<std::optional<EtcdClient::KeyValue>> kv = options_.etcd->Get(key);
     if (!kv.ok())
       return done(absl::UnavailableError(absl::StrCat("etcd: ", kv.status().message())));

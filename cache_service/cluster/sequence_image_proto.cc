@@ -7,7 +7,7 @@ namespace kvwarden {
 absl::Status ImageToProto(const SequenceImage& in, const TenantLedger& ledger,
                           v1::SequenceImage* out) {
   out->set_source_sequence_id(in.id);
-  out->set_tenant(ledger.spec(in.tenant).name);
+  out->set_tenant(ledger.name(in.tenant));
   out->set_pool(in.pool);
   v1::KvLayout* l = out->mutable_layout();
   l->set_num_layers(in.layout.num_layers);

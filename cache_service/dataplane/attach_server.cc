@@ -1,7 +1,5 @@
 #include "cache_service/dataplane/attach_server.h"
 
-#include "cache_service/util/random_id.h"
-
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
@@ -17,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache_service/util/log.h"
+#include "cache_service/util/random_id.h"
 #include "common/fd/seqpacket.h"
 #include "kvwarden/v1/transfer.pb.h"
 
@@ -115,7 +114,8 @@ void AttachServer::Serve() {
       last_sweep = absl::Now();
       absl::MutexLock lock(&mu_);
       for (auto& c : conns_) {
-        const bool lapsed = c->info.id != 0 && !leases_->CheckActive(c->info.lease, c->info.tenant).ok();
+        const bool lapsed =
+            c->info.id != 0 && !leases_->CheckActive(c->info.lease, c->info.tenant).ok();
         const bool silent = c->info.id == 0 && last_sweep - c->accepted > kAuthDeadline;
         if (lapsed || silent) closing.push_back(c.get());
         if (lapsed) lease_ended.push_back(c.get());
@@ -131,9 +131,10 @@ void AttachServer::Serve() {
               .Field("tenant", TenantName(c->info.tenant))
               .Field("lease", c->info.lease)
               .Field("pid", c->info.pid)
-              .Field("why", std::find(lease_ended.begin(), lease_ended.end(), c.get()) != lease_ended.end()
-                                ? "lease ended"
-                                : "closed or refused");
+              .Field("why",
+                     std::find(lease_ended.begin(), lease_ended.end(), c.get()) != lease_ended.end()
+                         ? "lease ended"
+                         : "closed or refused");
         }
         return true;
       });
@@ -257,7 +258,7 @@ bool AttachServer::Handle(Connection& conn) {
   }
   if (conn.info.id == 0 && options_.ledger != nullptr) {
     // Only this thread attaches connections: the count cannot grow before ours does.
-    const TenantSpec& spec = options_.ledger->spec(caller->tenant);
+    const TenantSpec spec = options_.ledger->spec(caller->tenant);
     uint32_t attached = 0;
     {
       absl::MutexLock lock(&mu_);
@@ -265,8 +266,9 @@ bool AttachServer::Handle(Connection& conn) {
     }
     if (attached >= spec.limits.max_attach_connections) {
       options_.ledger->CountLimitRefusal(caller->tenant);
-      Answer(conn.fd.get(), TenantLimitReached(spec, "max_attach_connections", spec.limits.max_attach_connections,
-                                               "attach connections"));
+      Answer(conn.fd.get(),
+             TenantLimitReached(spec, "max_attach_connections", spec.limits.max_attach_connections,
+                                "attach connections"));
       return false;
     }
   }
@@ -295,7 +297,7 @@ bool AttachServer::Handle(Connection& conn) {
 }
 
 std::string AttachServer::TenantName(TenantId tenant) const {
-  return options_.ledger != nullptr ? options_.ledger->spec(tenant).name : absl::StrCat(tenant);
+  return options_.ledger != nullptr ? options_.ledger->name(tenant) : absl::StrCat(tenant);
 }
 
 uint32_t AttachServer::TenantConnectionsLocked(TenantId tenant) const {

@@ -3,11 +3,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "cache_service/util/log.h"
 #include "cache_service/rpc/admin_snapshots.h"
 #include "cache_service/rpc/call_auth.h"
 #include "cache_service/rpc/grpc_status.h"
 #include "cache_service/rpc/proto_convert.h"
+#include "cache_service/util/log.h"
 
 namespace kvwarden {
 
@@ -71,7 +71,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListSequences(grpc::CallbackServerCo
     std::optional<TenantId> tenant;
     if (!req->tenant().empty()) {
       tenant = ctx_.ledger->Find(req->tenant());
-      if (!tenant) return absl::NotFoundError(absl::StrCat("tenant '", req->tenant(), "' not found"));
+      if (!tenant)
+        return absl::NotFoundError(absl::StrCat("tenant '", req->tenant(), "' not found"));
     }
     if (!req->pool().empty()) {
       if (absl::StatusOr<PagePool*> p = ctx_.pools->Find(req->pool()); !p.ok()) return p.status();
@@ -104,7 +105,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListWorkers(grpc::CallbackServerCont
     for (const LeaseInfo& l : ctx_.leases->List()) {
       v1::WorkerInfo* w = resp->add_workers();
       w->set_lease_id(l.id);
-      w->set_tenant(ctx_.ledger->spec(l.tenant).name);
+      w->set_tenant(ctx_.ledger->name(l.tenant));
       w->set_name(l.name);
       w->set_role(static_cast<v1::WorkerRole>(l.role));
       w->set_ttl_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(l.ttl)));
@@ -123,7 +124,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTransfers(grpc::CallbackServerCo
     for (const TransferInfo& t : ctx_.table->ListTransfers(std::nullopt)) {
       v1::TransferInfo* out = resp->add_transfers();
       out->set_transfer_id(t.id);
-      out->set_tenant(ctx_.ledger->spec(t.tenant).name);
+      out->set_tenant(ctx_.ledger->name(t.tenant));
       out->set_lease_id(t.lease);
       out->set_sequence_id(t.sequence);
       out->set_pool(t.pool);
@@ -171,10 +172,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetPoolDraining(grpc::CallbackServer
   });
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::GetConfig(grpc::CallbackServerContext* call, const v1::GetConfigRequest*,
+grpc::ServerUnaryReactor* AdminServiceImpl::GetConfig(grpc::CallbackServerContext* call,
+                                                      const v1::GetConfigRequest*,
                                                       v1::GetConfigResponse* resp) {
   return AdminCall(ctx_, call, [&]() -> absl::Status {
-    if (ctx_.config_text == nullptr) return absl::UnavailableError("this daemon keeps no copy of its config");
+    if (ctx_.config_text == nullptr)
+      return absl::UnavailableError("this daemon keeps no copy of its config");
     resp->set_text(*ctx_.config_text);
     if (ctx_.config_path != nullptr) resp->set_path(*ctx_.config_path);
     return absl::OkStatus();

@@ -1,10 +1,10 @@
 #include "cache_service/rpc/admin_snapshots.h"
 
 #include "absl/container/flat_hash_map.h"
-#include "cache_service/util/process_fds.h"
 #include "cache_service/dataplane/attach_server.h"
 #include "cache_service/rpc/grpc_acceptor.h"
 #include "cache_service/rpc/proto_convert.h"
+#include "cache_service/util/process_fds.h"
 
 namespace kvwarden {
 
@@ -24,7 +24,7 @@ void SnapshotTenants(const ServiceContext& ctx, v1::ListTenantsResponse* out) {
   absl::flat_hash_map<TenantId, uint32_t> workers;
   for (const LeaseInfo& l : ctx.leases->List()) ++workers[l.tenant];
   for (const TenantUsage& u : ctx.ledger->AllUsage()) {
-    const TenantSpec& spec = ctx.ledger->spec(u.id);
+    const TenantSpec spec = ctx.ledger->spec(u.id);
     v1::TenantInfo* t = out->add_tenants();
     t->set_name(spec.name);
     t->set_quota_bytes(spec.quota_bytes);
@@ -38,6 +38,8 @@ void SnapshotTenants(const ServiceContext& ctx, v1::ListTenantsResponse* out) {
     t->set_quota_refusals(u.quota_refusals);
     t->set_open_streams(u.open_streams);
     t->set_limit_refusals(u.limit_refusals);
+    t->set_source(TenantSourceName(spec.source));
+    t->set_removed(spec.removed);
   }
 }
 
@@ -47,7 +49,7 @@ void SnapshotAttachments(const ServiceContext& ctx, v1::ListAttachmentsResponse*
   for (const AttachmentSnapshot& a : ctx.data_plane->attach->List()) {
     v1::AttachmentInfo* info = out->add_attachments();
     info->set_attachment_id(a.id);
-    info->set_tenant(ctx.ledger->spec(a.tenant).name);
+    info->set_tenant(ctx.ledger->name(a.tenant));
     info->set_lease_id(a.lease);
     info->set_pool(a.pool);
     info->set_pid(a.pid);

@@ -22,7 +22,7 @@ void ToProto(const KvLayout& in, v1::KvLayout* out) {
 
 void ToProto(const SequenceInfo& in, const TenantLedger& ledger, v1::SequenceInfo* out) {
   out->set_sequence_id(in.id);
-  out->set_tenant(ledger.spec(in.tenant).name);
+  out->set_tenant(ledger.name(in.tenant));
   out->set_pool(in.pool);
   out->set_lease_id(in.lease);
   ToProto(in.layout, out->mutable_layout());
@@ -80,7 +80,7 @@ void ToProto(const PagePool& pool, const TenantLedger& ledger, v1::PoolStats* ou
   out->set_chunks_bound(s.chunks_bound);
   for (const PoolTenantStats& t : s.tenants) {
     v1::PoolTenantUsage* u = out->add_tenants();
-    u->set_tenant(ledger.spec(t.tenant).name);
+    u->set_tenant(ledger.name(t.tenant));
     u->set_chunks(t.chunks);
     u->set_pages(t.pages);
   }

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -15,14 +16,18 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/kvwctl/fleet_tenants.h"
 #include "client/kvwctl/table.h"
 #include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
+#include "common/codec/sha256.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpc/support/log.h"
@@ -111,18 +116,22 @@ std::string Pct(uint64_t part, uint64_t whole) {
 class Cli {
  public:
   explicit Cli(const Globals& g) : g_(g) {
-    client::Options o;
-    o.target = g.target;
-    o.token = g.token;
-    o.timeout = absl::Milliseconds(g.timeout_ms);
-    if (!g.tls_ca.empty()) {
-      o.tls_ca_pem = ReadFileOrEmpty(g.tls_ca);
-      o.tls_key_pem = ReadFileOrEmpty(g.tls_key);
-      o.tls_cert_pem = ReadFileOrEmpty(g.tls_cert);
-      o.tls_server_name = g.tls_server_name;
-    }
     // Connect fails only for an empty target, which the parser's default rules out.
-    admin_ = *client::AdminClient::Connect(o);
+    admin_ = *client::AdminClient::Connect(ClientOptions(g.target));
+  }
+
+  client::Options ClientOptions(const std::string& target) const {
+    client::Options o;
+    o.target = target;
+    o.token = g_.token;
+    o.timeout = absl::Milliseconds(g_.timeout_ms);
+    if (!g_.tls_ca.empty()) {
+      o.tls_ca_pem = ReadFileOrEmpty(g_.tls_ca);
+      o.tls_key_pem = ReadFileOrEmpty(g_.tls_key);
+      o.tls_cert_pem = ReadFileOrEmpty(g_.tls_cert);
+      o.tls_server_name = g_.tls_server_name;
+    }
+    return o;
   }
 
   int Health() {
@@ -157,12 +166,12 @@ class Cli {
     return *serving == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRefused;
   }
 
-  // The nodes' entries in etcd (cluster mode: README, "Cluster mode").
-  int Cluster() {
+  // Opens etcd from --cluster, or prints why not and gives the exit code.
+  int OpenEtcd(const char* command, std::unique_ptr<EtcdClient>* out) const {
     if (g_.cluster.empty()) {
-      std::fprintf(
-          stderr,
-          "kvwctl: cluster: --cluster=etcd://HOST:PORT (or KVWARDEN_CLUSTER) is required\n");
+      std::fprintf(stderr,
+                   "kvwctl: %s: --cluster=etcd://HOST:PORT (or KVWARDEN_CLUSTER) is required\n",
+                   command);
       return kUsage;
     }
     absl::StatusOr<std::vector<std::string>> endpoints = ParseEtcdEndpoints(g_.cluster);
@@ -173,16 +182,24 @@ class Cli {
     }
     absl::StatusOr<std::unique_ptr<EtcdClient>> etcd =
         EtcdClient::Create({*std::move(endpoints), absl::Milliseconds(g_.timeout_ms)});
+    if (!etcd.ok()) return EtcdFail(etcd.status());
+    *out = *std::move(etcd);
+    return kOk;
+  }
+
+  int EtcdFail(const absl::Status& s) const {
+    const bool unreachable = s.code() == absl::StatusCode::kUnavailable ||
+                             s.code() == absl::StatusCode::kDeadlineExceeded;
+    std::fprintf(stderr, "kvwctl: %s%s\n", unreachable ? "cannot reach etcd: " : "",
+                 Printable(std::string(s.message())).c_str());
+    return unreachable ? kUnreachable : kRefused;
+  }
+
+  // Every node's entry (entries that do not parse are skipped with a line on stderr).
+  int ReadNodes(EtcdClient& etcd, std::vector<v1::NodeInfo>* nodes) const {
     absl::StatusOr<std::vector<EtcdClient::KeyValue>> kvs =
-        etcd.ok() ? (*etcd)->GetPrefix(NodesPrefix(g_.cluster_prefix)) : etcd.status();
-    if (!kvs.ok()) {
-      const bool unreachable = kvs.status().code() == absl::StatusCode::kUnavailable ||
-                               kvs.status().code() == absl::StatusCode::kDeadlineExceeded;
-      std::fprintf(stderr, "kvwctl: %s%s\n", unreachable ? "cannot reach etcd: " : "",
-                   Printable(std::string(kvs.status().message())).c_str());
-      return unreachable ? kUnreachable : kRefused;
-    }
-    std::vector<v1::NodeInfo> nodes;
+        etcd.GetPrefix(NodesPrefix(g_.cluster_prefix));
+    if (!kvs.ok()) return EtcdFail(kvs.status());
     for (const EtcdClient::KeyValue& kv : *kvs) {
       v1::NodeInfo info;
       google::protobuf::util::JsonParseOptions parse;
@@ -192,8 +209,17 @@ class Cli {
                      Printable(kv.key).c_str());
         continue;
       }
-      nodes.push_back(std::move(info));
+      nodes->push_back(std::move(info));
     }
+    return kOk;
+  }
+
+  // The nodes' entries in etcd (cluster mode: README, "Cluster mode").
+  int Cluster() {
+    std::unique_ptr<EtcdClient> etcd;
+    if (int rc = OpenEtcd("cluster", &etcd); rc != kOk) return rc;
+    std::vector<v1::NodeInfo> nodes;
+    if (int rc = ReadNodes(*etcd, &nodes); rc != kOk) return rc;
     if (g_.json) {
       std::cout << "[";
       for (size_t i = 0; i < nodes.size(); ++i) {
@@ -263,8 +289,8 @@ class Cli {
     if (!resp_or.ok()) return Fail(resp_or.status());
     const v1::ListTenantsResponse& resp = *resp_or;
     if (g_.json) return PrintJson(resp);
-    Table t({"TENANT", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS", "WORKERS",
-             "STREAMS", "REFUSED", "LIMIT_REFUSED"});
+    Table t({"TENANT", "SOURCE", "WEIGHT", "QUOTA", "USED", "USED%", "PAGES", "PEAK_PAGES", "SEQS",
+             "WORKERS", "STREAMS", "REFUSED", "LIMIT_REFUSED"});
     for (const v1::TenantInfo& x : resp.tenants()) {
       std::string quota, pct;
       if (x.quota_pages() > 0) {
@@ -274,12 +300,151 @@ class Cli {
         quota = Bytes(x.quota_bytes());
         pct = Pct(x.used_bytes(), x.quota_bytes());
       }
-      t.Add({x.name(), absl::StrCat(x.weight()), quota, Bytes(x.used_bytes()), pct,
+      t.Add({x.name(),
+             absl::StrCat(x.source().empty() ? "config" : x.source(),
+                          x.removed() ? " (removed)" : ""),
+             absl::StrCat(x.weight()), quota, Bytes(x.used_bytes()), pct,
              absl::StrCat(x.used_pages()), absl::StrCat(x.peak_pages()),
              absl::StrCat(x.sequences()), absl::StrCat(x.workers()), absl::StrCat(x.open_streams()),
              absl::StrCat(x.quota_refusals()), absl::StrCat(x.limit_refusals())});
     }
     std::cout << t.Render();
+    return kOk;
+  }
+
+  // Every node's tenants summed (--cluster): quotas are per node, usage adds up.
+  int ClusterTenants() {
+    std::unique_ptr<EtcdClient> etcd;
+    if (int rc = OpenEtcd("tenants", &etcd); rc != kOk) return rc;
+    std::vector<v1::NodeInfo> nodes;
+    if (int rc = ReadNodes(*etcd, &nodes); rc != kOk) return rc;
+    absl::StatusOr<std::vector<EtcdClient::KeyValue>> fleet =
+        etcd->GetPrefix(TenantsPrefix(g_.cluster_prefix));
+    if (!fleet.ok()) return EtcdFail(fleet.status());
+    std::vector<std::pair<std::string, v1::ListTenantsResponse>> by_node;
+    std::vector<std::string> unreachable;
+    for (const v1::NodeInfo& n : nodes) {
+      absl::StatusOr<std::unique_ptr<client::AdminClient>> node =
+          client::AdminClient::Connect(ClientOptions(n.grpc_address()));
+      absl::StatusOr<v1::ListTenantsResponse> resp =
+          node.ok() ? (*node)->ListTenants() : node.status();
+      if (!resp.ok()) {
+        unreachable.push_back(absl::StrCat(n.node(), " (", resp.status().message(), ")"));
+        continue;
+      }
+      by_node.emplace_back(n.node(), *std::move(resp));
+    }
+    std::vector<ClusterTenant> sums = SumTenants(by_node);
+    // Fleet-wide entries no node serves (refused everywhere, or no node yet) show too.
+    for (const EtcdClient::KeyValue& kv : *fleet) {
+      const std::string name = kv.key.substr(TenantsPrefix(g_.cluster_prefix).size());
+      if (std::none_of(sums.begin(), sums.end(),
+                       [&](const ClusterTenant& c) { return c.name == name; })) {
+        ClusterTenant c;
+        c.name = name;
+        c.source = "cluster";
+        if (absl::StatusOr<v1::FleetTenant> t = ParseFleetTenant(kv.value); t.ok()) {
+          c.quota_pages = t->quota_pages();
+          c.quota_bytes = t->quota_bytes();
+        }
+        sums.push_back(std::move(c));
+      }
+    }
+    if (g_.json) {
+      std::cout << "{\n  \"tenants\": [";
+      for (size_t i = 0; i < sums.size(); ++i) {
+        const ClusterTenant& c = sums[i];
+        std::string node_list;
+        for (size_t j = 0; j < c.nodes.size(); ++j)
+          absl::StrAppend(&node_list, j ? ", " : "", "\"", c.nodes[j], "\"");
+        std::cout << (i ? "," : "")
+                  << absl::StrFormat(
+                         "\n    {\"name\": \"%s\", \"source\": \"%s\", \"nodes\": [%s], "
+                         "\"quota_pages_per_node\": %d, \"quota_bytes_per_node\": %d, "
+                         "\"used_pages\": %d, \"used_bytes\": %d, \"sequences\": %d, "
+                         "\"workers\": %d, \"quota_refusals\": %d}",
+                         c.name, c.source, node_list, c.quota_pages, c.quota_bytes, c.used_pages,
+                         c.used_bytes, c.sequences, c.workers, c.quota_refusals);
+      }
+      std::cout << (sums.empty() ? "" : "\n  ") << "],\n  \"nodes_answered\": " << by_node.size()
+                << ",\n  \"nodes_unreachable\": " << unreachable.size() << "\n}\n";
+      return unreachable.empty() ? kOk : kUnreachable;
+    }
+    Table t(
+        {"TENANT", "SOURCE", "NODES", "QUOTA/NODE", "USED", "PAGES", "SEQS", "WORKERS", "REFUSED"});
+    for (const ClusterTenant& c : sums) {
+      const std::string quota =
+          c.quota_pages > 0 ? absl::StrCat(c.quota_pages, " pages") : Bytes(c.quota_bytes);
+      t.Add({c.name, c.source, absl::StrCat(c.nodes.size(), "/", by_node.size()), quota,
+             Bytes(c.used_bytes), absl::StrCat(c.used_pages), absl::StrCat(c.sequences),
+             absl::StrCat(c.workers), absl::StrCat(c.quota_refusals)});
+    }
+    std::cout << Printable(t.Render(), true);
+    std::cout << by_node.size() << " of " << nodes.size()
+              << " nodes answered; quotas are enforced per node\n";
+    for (const std::string& u : unreachable)
+      std::fprintf(stderr, "kvwctl: cannot reach node %s\n", Printable(u).c_str());
+    return unreachable.empty() ? kOk : kUnreachable;
+  }
+
+  // Writes a fleet-wide tenant into etcd (every node applies it within a second).
+  int TenantsSet(FleetTenantEdit edit, const std::string& token_file) {
+    std::unique_ptr<EtcdClient> etcd;
+    if (int rc = OpenEtcd("tenants set", &etcd); rc != kOk) return rc;
+    if (!token_file.empty()) {
+      std::ifstream in(token_file);
+      std::stringstream buf;
+      buf << in.rdbuf();
+      const std::string token(absl::StripAsciiWhitespace(buf.str()));
+      if (!in || token.empty()) {
+        std::fprintf(stderr, "kvwctl: tenants set: --token-file %s: unreadable or empty\n",
+                     Printable(token_file).c_str());
+        return kUsage;
+      }
+      edit.token_sha256 = Sha256Hex(token);
+    } else if (edit.token_sha256) {
+      std::string digest;
+      if (!ParseSha256Hex(*edit.token_sha256, &digest)) {
+        std::fprintf(stderr, "kvwctl: tenants set: --token-sha256 must be 64 hex digits\n");
+        return kUsage;
+      }
+      edit.token_sha256 = absl::AsciiStrToLower(*edit.token_sha256);
+    }
+    const std::string key = TenantKey(g_.cluster_prefix, edit.name);
+    absl::StatusOr<std::optional<EtcdClient::KeyValue>> current = etcd->Get(key);
+    if (!current.ok()) return EtcdFail(current.status());
+    std::optional<v1::FleetTenant> before;
+    if (current->has_value()) {
+      absl::StatusOr<v1::FleetTenant> parsed = ParseFleetTenant((*current)->value);
+      if (parsed.ok()) before = *std::move(parsed);  // a broken entry is replaced whole
+    }
+    absl::StatusOr<v1::FleetTenant> after = EditFleetTenant(before, edit);
+    if (!after.ok()) {
+      std::fprintf(stderr, "kvwctl: tenants set: %s\n",
+                   Printable(std::string(after.status().message())).c_str());
+      return kUsage;
+    }
+    if (absl::Status s = etcd->Put(key, FleetTenantJson(*after)); !s.ok()) return EtcdFail(s);
+    if (g_.json) return PrintJson(*after);
+    std::cout << Printable(absl::StrCat("tenant ", edit.name, before ? " changed" : " added",
+                                        " at ", key, "; every node applies it at once\n"));
+    return kOk;
+  }
+
+  int TenantsRemove(const std::string& name) {
+    std::unique_ptr<EtcdClient> etcd;
+    if (int rc = OpenEtcd("tenants rm", &etcd); rc != kOk) return rc;
+    const std::string key = TenantKey(g_.cluster_prefix, name);
+    absl::StatusOr<int64_t> deleted = etcd->Delete(key);
+    if (!deleted.ok()) return EtcdFail(deleted.status());
+    if (*deleted == 0) {
+      std::fprintf(stderr, "kvwctl: NOT_FOUND: no fleet-wide tenant at %s\n",
+                   Printable(key).c_str());
+      return kRefused;
+    }
+    std::cout << Printable(absl::StrCat(
+        "tenant ", name, " removed from ", key,
+        "; nodes refuse its token at once, and what it holds goes as its leases lapse\n"));
     return kOk;
   }
 
@@ -691,7 +856,8 @@ int Main(int argc, char** argv) {
   if (const char* c = std::getenv("KVWARDEN_CLUSTER")) g.cluster = c;
   app.add_option(
       "--cluster", g.cluster,
-      "etcd://HOST:PORT[,HOST:PORT...] of the cluster, for `cluster` (env KVWARDEN_CLUSTER)");
+      "etcd://HOST:PORT[,HOST:PORT...] of the cluster, for `cluster` and `tenants` (every "
+      "node's) (env KVWARDEN_CLUSTER)");
   app.add_option("--cluster-prefix", g.cluster_prefix, "The cluster's etcd key prefix")
       ->capture_default_str();
   app.footer(
@@ -700,7 +866,36 @@ int Main(int argc, char** argv) {
 
   auto* health = app.add_subcommand("health", "Health check, version and uptime (no token needed)");
   auto* pools = app.add_subcommand("pools", "Pools: capacity, usage, chunks per tenant");
-  auto* tenants = app.add_subcommand("tenants", "Tenants: quota, usage, sequences, refusals");
+  auto* tenants = app.add_subcommand(
+      "tenants",
+      "Tenants: quota, usage, sequences, refusals (with --cluster: summed over every node)");
+  tenants->require_subcommand(0, 1);
+  FleetTenantEdit edit;
+  std::string token_file, token_sha256;
+  uint64_t quota_bytes = 0, quota_pages = 0;
+  uint32_t weight = 0, max_sequences = 0, max_worker_leases = 0, max_open_streams = 0;
+  auto* tenants_set = tenants->add_subcommand(
+      "set",
+      "Add or change a fleet-wide tenant in etcd (needs --cluster); unset options keep "
+      "their values");
+  tenants_set->add_option("NAME", edit.name, "Tenant name")->required();
+  auto* token_file_opt = tenants_set->add_option(
+      "--token-file", token_file, "File holding the tenant's token (etcd keeps its SHA-256 only)");
+  tenants_set
+      ->add_option("--token-sha256", token_sha256,
+                   "The token's SHA-256 as hex, instead of the file")
+      ->excludes(token_file_opt);
+  auto* quota_bytes_opt = tenants_set->add_option("--quota-bytes", quota_bytes, "Quota per node");
+  auto* quota_pages_opt = tenants_set->add_option("--quota-pages", quota_pages, "Quota per node");
+  auto* weight_opt = tenants_set->add_option("--weight", weight, "Share under memory pressure")
+                         ->check(CLI::PositiveNumber);
+  auto* max_sequences_opt = tenants_set->add_option("--max-sequences", max_sequences);
+  auto* max_leases_opt = tenants_set->add_option("--max-worker-leases", max_worker_leases);
+  auto* max_streams_opt = tenants_set->add_option("--max-open-streams", max_open_streams);
+  std::string rm_name;
+  auto* tenants_rm =
+      tenants->add_subcommand("rm", "Remove a fleet-wide tenant from etcd (needs --cluster)");
+  tenants_rm->add_option("NAME", rm_name, "Tenant name")->required();
   auto* workers =
       app.add_subcommand("workers", "Registered workers and their leases (alias: leases)");
   workers->alias("leases");
@@ -757,8 +952,9 @@ int Main(int argc, char** argv) {
                                         "Print a shell completion script: "
                                         "source <(kvwctl completion bash)");
   completion->add_option("SHELL", shell, "bash")->required()->check(CLI::IsMember({"bash"}));
-  for (auto* sub : {health, pools, tenants, workers, transfers, attached, seqs, seq, show, watch,
-                    migrate, drain, undrain, config, cluster, top, completion}) {
+  for (auto* sub :
+       {health, pools, tenants, tenants_set, tenants_rm, workers, transfers, attached, seqs, seq,
+        show, watch, migrate, drain, undrain, config, cluster, top, completion}) {
     sub->fallthrough();
   }
 
@@ -782,7 +978,18 @@ int Main(int argc, char** argv) {
   Cli cli(g);
   if (*health) return cli.Health();
   if (*pools) return cli.Pools();
-  if (*tenants) return cli.Tenants();
+  if (*tenants_set) {
+    if (!token_sha256.empty()) edit.token_sha256 = token_sha256;
+    if (*quota_bytes_opt) edit.quota_bytes = quota_bytes;
+    if (*quota_pages_opt) edit.quota_pages = quota_pages;
+    if (*weight_opt) edit.weight = weight;
+    if (*max_sequences_opt) edit.max_sequences = max_sequences;
+    if (*max_leases_opt) edit.max_worker_leases = max_worker_leases;
+    if (*max_streams_opt) edit.max_open_streams = max_open_streams;
+    return cli.TenantsSet(edit, token_file);
+  }
+  if (*tenants_rm) return cli.TenantsRemove(rm_name);
+  if (*tenants) return g.cluster.empty() ? cli.Tenants() : cli.ClusterTenants();
   if (*workers) return cli.Workers();
   if (*transfers) return cli.Transfers();
   if (*attached) return cli.Attached();

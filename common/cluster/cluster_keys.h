@@ -28,4 +28,13 @@ inline std::string HandleKey(absl::string_view prefix, absl::string_view tenant,
   return absl::StrCat(prefix, "/handles/", tenant, "/", handle);
 }
 
+// <prefix>/tenants/: the fleet-wide tenants (a FleetTenant as JSON each), written by an
+// operator and watched by every node.
+inline std::string TenantsPrefix(absl::string_view prefix) {
+  return absl::StrCat(prefix, "/tenants/");
+}
+inline std::string TenantKey(absl::string_view prefix, absl::string_view tenant) {
+  return absl::StrCat(TenantsPrefix(prefix), tenant);
+}
+
 }  // namespace kvwarden

@@ -1,5 +1,6 @@
 #include "common/cluster/etcd_client.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -47,6 +48,7 @@ struct EtcdClient::Member {
   std::string endpoint;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+  std::unique_ptr<etcdserverpb::Watch::Stub> watch;
 };
 
 namespace {
@@ -85,6 +87,7 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(Options options) 
         grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
     m->kv = etcdserverpb::KV::NewStub(channel);
     m->lease = etcdserverpb::Lease::NewStub(channel);
+    m->watch = etcdserverpb::Watch::NewStub(channel);
     c->members_.push_back(std::move(m));
   }
   return c;
@@ -188,7 +191,8 @@ absl::StatusOr<std::optional<EtcdClient::KeyValue>> EtcdClient::Get(absl::string
   return std::optional<KeyValue>(KeyValue{kv.key(), kv.value(), kv.lease(), kv.mod_revision()});
 }
 
-absl::StatusOr<std::vector<EtcdClient::KeyValue>> EtcdClient::GetPrefix(absl::string_view prefix) {
+absl::StatusOr<std::vector<EtcdClient::KeyValue>> EtcdClient::GetPrefix(absl::string_view prefix,
+                                                                        int64_t* revision) {
   etcdserverpb::RangeRequest req;
   req.set_key(std::string(prefix));
   req.set_range_end(PrefixEnd(prefix));
@@ -196,6 +200,7 @@ absl::StatusOr<std::vector<EtcdClient::KeyValue>> EtcdClient::GetPrefix(absl::st
   absl::Status s = Call(
       "Range", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Range(&ctx, req, &resp); });
   if (!s.ok()) return s;
+  if (revision != nullptr) *revision = resp.header().revision();
   std::vector<KeyValue> out;
   out.reserve(resp.kvs_size());
   for (const mvccpb::KeyValue& kv : resp.kvs())
@@ -246,6 +251,90 @@ absl::StatusOr<bool> EtcdClient::DeleteIfValue(absl::string_view key, absl::stri
       Call("Txn", [&](Member& m, grpc::ClientContext& ctx) { return m.kv->Txn(&ctx, req, &resp); });
   if (!s.ok()) return s;
   return resp.succeeded();
+}
+
+void EtcdClient::WatchCancel::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  if (active_ != nullptr) active_->TryCancel();
+}
+
+void EtcdClient::MoveOnFrom(size_t member) {
+  absl::MutexLock lock(&mu_);
+  if (current_ == member) current_ = (member + 1) % members_.size();
+}
+
+absl::StatusOr<int64_t> EtcdClient::WatchPrefix(
+    absl::string_view prefix, int64_t start_revision, absl::Duration window,
+    const std::function<void(const std::vector<WatchEvent>&)>& on_events, WatchCancel* cancel) {
+  size_t at;
+  {
+    absl::MutexLock lock(&mu_);
+    at = current_;
+  }
+  Member& m = *members_[at];
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + window));
+  {
+    absl::MutexLock lock(&cancel->mu_);
+    if (cancel->cancelled_) return absl::CancelledError("etcd watch cancelled");
+    cancel->active_ = &ctx;
+  }
+  auto stream = m.watch->Watch(&ctx);
+  etcdserverpb::WatchRequest req;
+  etcdserverpb::WatchCreateRequest* create = req.mutable_create_request();
+  create->set_key(std::string(prefix));
+  create->set_range_end(PrefixEnd(prefix));
+  create->set_start_revision(start_revision);
+  int64_t next = start_revision;
+  bool created = false;
+  absl::Status outcome = absl::OkStatus();
+  if (stream->Write(req)) {
+    etcdserverpb::WatchResponse resp;
+    std::vector<WatchEvent> events;
+    while (stream->Read(&resp)) {
+      if (resp.created()) created = true;
+      if (resp.canceled()) {
+        outcome = resp.compact_revision() > 0
+                      ? absl::OutOfRangeError(absl::StrCat(
+                            "etcd ", m.endpoint, ": revision ", start_revision,
+                            " was compacted (oldest kept ", resp.compact_revision(), ")"))
+                      : absl::UnavailableError(absl::StrCat(
+                            "etcd ", m.endpoint, ": watch cancelled: ", resp.cancel_reason()));
+        ctx.TryCancel();
+        break;
+      }
+      if (resp.events_size() == 0) continue;
+      events.clear();
+      for (const mvccpb::Event& e : resp.events()) {
+        const mvccpb::KeyValue& kv = e.kv();
+        events.push_back({e.type() == mvccpb::Event::DELETE,
+                          {kv.key(), kv.value(), kv.lease(), kv.mod_revision()}});
+        next = std::max(next, kv.mod_revision() + 1);
+      }
+      on_events(events);
+    }
+  }
+  const grpc::Status finished = stream->Finish();
+  bool was_cancelled;
+  {
+    absl::MutexLock lock(&cancel->mu_);
+    cancel->active_ = nullptr;
+    was_cancelled = cancel->cancelled_;
+  }
+  if (was_cancelled) return absl::CancelledError("etcd watch cancelled");
+  if (!outcome.ok()) return outcome;
+  // The window's end is the normal one; a member that never created the watch is left.
+  if (created && (finished.ok() || finished.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                  finished.error_code() == grpc::StatusCode::CANCELLED)) {
+    return next;
+  }
+  MoveOnFrom(at);
+  if (finished.ok() || finished.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "etcd ", m.endpoint, ": the watch was not created within ", absl::FormatDuration(window)));
+  }
+  return FromGrpc(finished, "Watch", m.endpoint);
 }
 
 }  // namespace kvwarden

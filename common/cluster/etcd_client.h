@@ -9,6 +9,7 @@
 // anything else. Thread-safe.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 
 namespace grpc {
 class Channel;
+class ClientContext;
 }  // namespace grpc
 
 namespace kvwarden {
@@ -45,6 +47,22 @@ class EtcdClient {
     int64_t lease = 0;
     int64_t mod_revision = 0;
   };
+  struct WatchEvent {
+    bool deleted = false;
+    KeyValue kv;  // a delete carries the key and its mod_revision only
+  };
+  // Stops a WatchPrefix in progress from another thread.
+  class WatchCancel {
+   public:
+    // The watch in progress returns CANCELLED at once, and so does every later one.
+    void Cancel();
+
+   private:
+    friend class EtcdClient;
+    absl::Mutex mu_;
+    grpc::ClientContext* active_ ABSL_GUARDED_BY(mu_) = nullptr;
+    bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  };
 
   static absl::StatusOr<std::unique_ptr<EtcdClient>> Create(Options options);
   ~EtcdClient();
@@ -58,8 +76,10 @@ class EtcdClient {
   // `lease` 0: the key lives until deleted.
   absl::Status Put(absl::string_view key, absl::string_view value, int64_t lease = 0);
   absl::StatusOr<std::optional<KeyValue>> Get(absl::string_view key);
-  // Every key starting with `prefix`, in key order.
-  absl::StatusOr<std::vector<KeyValue>> GetPrefix(absl::string_view prefix);
+  // Every key starting with `prefix`, in key order; `revision` (if not null) gets the
+  // store's revision they were read at (a watch from revision + 1 misses nothing).
+  absl::StatusOr<std::vector<KeyValue>> GetPrefix(absl::string_view prefix,
+                                                  int64_t* revision = nullptr);
   // How many keys went.
   absl::StatusOr<int64_t> Delete(absl::string_view key);
   // Writes `key` only if it does not exist (one transaction): whether it was written.
@@ -67,6 +87,17 @@ class EtcdClient {
                                    int64_t lease = 0);
   // Deletes `key` only if it holds `value` (one transaction): whether it was deleted.
   absl::StatusOr<bool> DeleteIfValue(absl::string_view key, absl::string_view value);
+
+  // Watches every key under `prefix` from `start_revision` on, on one member, for up to
+  // `window`, handing each batch of events to `on_events` (on this thread, in revision
+  // order) as it arrives. Returns the revision to watch from next: OK at the window's end
+  // (a silent window too: a frozen member is left at the next call, whose watch is not
+  // created in time). OUT_OF_RANGE when etcd compacted `start_revision` away (read the
+  // prefix again); UNAVAILABLE or DEADLINE_EXCEEDED when the member failed (the next
+  // call goes to another one); CANCELLED through `cancel`.
+  absl::StatusOr<int64_t> WatchPrefix(
+      absl::string_view prefix, int64_t start_revision, absl::Duration window,
+      const std::function<void(const std::vector<WatchEvent>&)>& on_events, WatchCancel* cancel);
 
   // host:port of the member the next call goes to first.
   std::string current_endpoint() const;
@@ -76,6 +107,7 @@ class EtcdClient {
   explicit EtcdClient(Options options);
   template <typename Fn>
   absl::Status Call(absl::string_view what, Fn fn);
+  void MoveOnFrom(size_t member);
 
   const Options options_;
   std::vector<std::unique_ptr<Member>> members_;

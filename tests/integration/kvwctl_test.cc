@@ -84,7 +84,7 @@ TEST_F(KvwctlTest, PoolsAndTenantsTables) {
   EXPECT_THAT(r.out, HasSubstr("main  beta"));  // per-tenant chunk usage
   r = Ctl({"tenants"});
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_THAT(r.out, HasSubstr("beta    1       64 pages"));
+  EXPECT_THAT(r.out, HasSubstr("beta    config  1       64 pages"));
   r = Ctl({"--json", "tenants"});
   EXPECT_THAT(r.out, HasSubstr("\"name\": \"alpha\""));
   EXPECT_THAT(r.out, HasSubstr("\"used_pages\": \"12\""));  // beta: 3 pages x 4 layers

@@ -35,6 +35,51 @@ TEST(TenantLedgerTest, ByteQuota) {
   EXPECT_EQ(ledger.Find("zzz"), std::nullopt);
 }
 
+// Fleet-wide tenants: added and changed while charged, never the config's, ids stable.
+TEST(TenantLedgerTest, FleetTenantsComeChangeAndGoWithStableIds) {
+  TenantLedger ledger({TenantSpec{"alpha", 0, 10, 1}});
+  absl::StatusOr<TenantId> gamma = ledger.Upsert(TenantSpec{"gamma", 0, 10, 3});
+  ASSERT_TRUE(gamma.ok());
+  EXPECT_EQ(*gamma, 1u);
+  EXPECT_EQ(ledger.size(), 2u);
+  EXPECT_EQ(ledger.spec(*gamma).source, TenantSource::kCluster);
+  EXPECT_EQ(ledger.weight(*gamma), 3u);
+  ASSERT_TRUE(ledger.Charge(*gamma, 8, 100).ok());
+  // A cut below what it holds: the next charge is refused, what it holds stays.
+  ASSERT_EQ(ledger.Upsert(TenantSpec{"gamma", 0, 5, 3}).value(), *gamma);
+  EXPECT_EQ(ledger.Charge(*gamma, 1, 100).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(ledger.CouldCharge(*gamma, 1, 100));
+  EXPECT_EQ(ledger.Usage(*gamma).pages, 8u);
+  // Raised again: charged at once.
+  ASSERT_TRUE(ledger.Upsert(TenantSpec{"gamma", 0, 20, 3}).ok());
+  EXPECT_TRUE(ledger.Charge(*gamma, 2, 100).ok());
+  // The config's tenants are not the fleet's to change.
+  absl::StatusOr<TenantId> alpha = ledger.Upsert(TenantSpec{"alpha", 0, 99, 1});
+  EXPECT_EQ(alpha.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(alpha.status().message(), HasSubstr("defined in this node's config"));
+  EXPECT_EQ(ledger.spec(0).quota_pages, 10u);
+  ledger.MarkRemoved(0);  // a config tenant: stays
+  EXPECT_EQ(ledger.Find("alpha"), std::optional<TenantId>(0));
+  // Removed: not found by name, still listed with what it holds; back under the same id.
+  ledger.MarkRemoved(*gamma);
+  EXPECT_EQ(ledger.Find("gamma"), std::nullopt);
+  EXPECT_TRUE(ledger.spec(*gamma).removed);
+  EXPECT_EQ(ledger.AllUsage().size(), 2u);
+  EXPECT_EQ(ledger.Upsert(TenantSpec{"gamma", 0, 20, 1}).value(), *gamma);
+  EXPECT_FALSE(ledger.spec(*gamma).removed);
+  EXPECT_EQ(ledger.Usage(*gamma).pages, 10u);
+}
+
+TEST(TenantLedgerTest, AtMostMaxTenantsOverALife) {
+  TenantLedger ledger({TenantSpec{"alpha", 0, 10, 1}});
+  for (size_t i = 1; i < TenantLedger::kMaxTenants; ++i) {
+    ASSERT_TRUE(ledger.Upsert(TenantSpec{"t" + std::to_string(i), 0, 1, 1}).ok());
+  }
+  absl::StatusOr<TenantId> one_more = ledger.Upsert(TenantSpec{"last", 0, 1, 1});
+  EXPECT_EQ(one_more.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(ledger.Upsert(TenantSpec{"t1", 0, 2, 1}).ok()) << "a change is not a new tenant";
+}
+
 TEST(HumanBytesTest, Renders) {
   EXPECT_EQ(HumanBytes(512), "512 B");
   EXPECT_EQ(HumanBytes(1536), "1.5 KiB");

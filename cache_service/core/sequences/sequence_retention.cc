@@ -6,11 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "cache_service/util/log.h"
 #include "cache_service/core/sequences/retention_strategy.h"
 #include "cache_service/core/sequences/sequence.h"
 #include "cache_service/core/sequences/sequence_table.h"
 #include "cache_service/core/sequences/transfer_busy.h"
+#include "cache_service/util/log.h"
 
 namespace kvwarden {
 
@@ -27,14 +27,14 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
   // Lowest tenant weight first; within a weight, the sequences holding the most slots.
   auto held = [](const Sequence& s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s.num_tokens; };
   std::sort(candidates.begin(), candidates.end(), [&](const auto& a, const auto& b) {
-    const uint32_t wa = options_.ledger->spec(a->tenant).weight, wb = options_.ledger->spec(b->tenant).weight;
+    const uint32_t wa = options_.ledger->weight(a->tenant), wb = options_.ledger->weight(b->tenant);
     return wa != wb ? wa < wb : held(*a) > held(*b);
   });
   uint64_t freed = 0;
   const uint64_t used = pool->used_pages();
   for (const auto& seq : candidates) {
     if (freed >= pages_wanted) break;
-    if (!seq->mu.TryLock()) continue;  // busy in another call: never wait here
+    if (!seq->mu.TryLock()) continue;             // busy in another call: never wait here
     if (!seq->released && seq->transfers == 0) {  // a transfer's pages are not squeezed
       const RetentionStrategy& strategy = seq->policy.Strategy();
       const uint32_t floor = strategy.SqueezeFloor(seq->policy);
@@ -53,13 +53,14 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
         events().PressureTightened(pool->name());
         freed += result.pages_freed;
         seq->pressure_note = absl::StrFormat(
-            "budget %u -> %u at %s: pool '%s' at %d of %d pages (high-water %u%%), tenant weight %u",
+            "budget %u -> %u at %s: pool '%s' at %d of %d pages (high-water %u%%), tenant weight "
+            "%u",
             before, tighter, absl::FormatTime("%H:%M:%S", Now(), absl::UTCTimeZone()), pool->name(),
             used, pool->capacity_pages(), pool->high_water_percent(),
-            options_.ledger->spec(seq->tenant).weight);
+            options_.ledger->weight(seq->tenant));
         LogEvent(LogLevel::kInfo, "pressure_tightened")
             .Field("pool", pool->name())
-            .Field("tenant", options_.ledger->spec(seq->tenant).name)
+            .Field("tenant", options_.ledger->name(seq->tenant))
             .Field("sequence", seq->id)
             .Field("budget_before", before)
             .Field("budget_after", tighter)
@@ -73,7 +74,8 @@ uint64_t SequenceTable::RelievePressure(PagePool* pool, uint64_t pages_wanted, S
   return freed;
 }
 
-absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantId tenant, StatsBatch batch) {
+absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantId tenant,
+                                                          StatsBatch batch) {
   absl::StatusOr<std::shared_ptr<Sequence>> found = Find(id, Caller::Tenant(tenant));
   if (!found.ok()) return found.status();
   Sequence& seq = **found;
@@ -90,13 +92,15 @@ absl::StatusOr<RetentionResult> SequenceTable::ApplyStats(SequenceId id, TenantI
   const bool one_back = seq.epoch > 0 && batch.epoch == seq.epoch - 1 &&
                         seq.remap_epoch == seq.epoch && seq.last_remap.size() == seq.slots.size();
   if (batch.epoch != seq.epoch && !one_back) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "epoch: statistics for epoch %d, sequence %d is at epoch %d; recompute against the new slots",
-        batch.epoch, id, seq.epoch));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("epoch: statistics for epoch %d, sequence %d is at epoch %d; recompute "
+                        "against the new slots",
+                        batch.epoch, id, seq.epoch));
   }
   RetentionResult result;
   const absl::Time started = Now();
-  if (absl::Status s = seq.policy.Strategy().ApplyStats(seq, batch, one_back, &result); !s.ok()) return s;
+  if (absl::Status s = seq.policy.Strategy().ApplyStats(seq, batch, one_back, &result); !s.ok())
+    return s;
   result.epoch = seq.epoch;
   ReportCompression(seq, RetentionCause::kStats, result.changes, started);
   uint64_t ids = 0;

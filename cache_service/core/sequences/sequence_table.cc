@@ -76,7 +76,7 @@ absl::Status SequenceTable::Insert(std::shared_ptr<Sequence> seq) {
   absl::MutexLock lock(&mu_);
   // Checked under the table lock: see the header on lease races.
   if (absl::Status s = options_.leases->CheckActive(seq->lease, seq->tenant); !s.ok()) return s;
-  const TenantLimits& limits = options_.ledger->spec(seq->tenant).limits;
+  const TenantLimits limits = options_.ledger->limits(seq->tenant);
   uint32_t& held = tenant_sequences_[seq->tenant];
   if (held >= limits.max_sequences) {
     options_.ledger->CountLimitRefusal(seq->tenant);
@@ -657,13 +657,16 @@ absl::Status SequenceTable::CheckInvariants(absl::Span<PagePool* const> pools) c
           "pool '%s': %d pages in use, %d owned by sequences, %d pinned orphans", pool->name(),
           stats.used_pages, pool_refs.size(), stats.orphan_pinned_pages));
     }
-    for (const PoolTenantStats& t : stats.tenants) tenant_pages[t.tenant] += t.pages;
+    for (const PoolTenantStats& t : stats.tenants) {
+      if (t.tenant >= tenant_pages.size()) tenant_pages.resize(t.tenant + 1, 0);  // added since
+      tenant_pages[t.tenant] += t.pages;
+    }
   }
   for (TenantId t = 0; t < tenant_pages.size(); ++t) {
     const uint64_t charged = options_.ledger->Usage(t).pages;
     if (charged != tenant_pages[t]) {
       return absl::InternalError(absl::StrFormat("tenant '%s': ledger says %d pages, pools %d",
-                                                 options_.ledger->spec(t).name, charged,
+                                                 options_.ledger->name(t), charged,
                                                  tenant_pages[t]));
     }
   }

@@ -115,7 +115,7 @@ absl::StatusOr<TransferGrant> SequenceTable::BeginTransfer(const TransferArgs& a
 }
 
 absl::Status SequenceTable::CheckTransferLimitLocked(TenantId tenant) {
-  const TenantLimits& limits = options_.ledger->spec(tenant).limits;
+  const TenantLimits limits = options_.ledger->limits(tenant);
   if (transfers_.CountOf(tenant) < limits.max_transfers) return absl::OkStatus();
   options_.ledger->CountLimitRefusal(tenant);
   return TenantLimitReached(options_.ledger->spec(tenant), "max_transfers", limits.max_transfers,

@@ -28,7 +28,7 @@ size_t LeaseReaper::ReapOnce(WorkerLeases& leases, SequenceTable& table) {
     LogEvent(LogLevel::kInfo, "lease_lapsed")
         .Field("lease", lease.id)
         .Field("worker", lease.name)
-        .Field("tenant", table.ledger().spec(lease.tenant).name)
+        .Field("tenant", table.ledger().name(lease.tenant))
         .Field("sequences_released", n);
   }
   if (const size_t ended = table.ExpireTransfers(); ended > 0) {

@@ -1,11 +1,10 @@
 #include "cache_service/core/tenancy/tenant_ledger.h"
 
-#include "cache_service/util/log.h"
-
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "cache_service/util/log.h"
 
 namespace kvwarden {
 
@@ -33,9 +32,14 @@ bool OverBytes(const TenantSpec& spec, const TenantUsage& u, uint64_t bytes) {
 
 }  // namespace
 
-absl::Status TenantLimitReached(const TenantSpec& spec, const char* limit, uint32_t value, const char* what) {
+absl::Status TenantLimitReached(const TenantSpec& spec, const char* limit, uint32_t value,
+                                const char* what) {
   return absl::ResourceExhaustedError(absl::StrFormat(
       "tenant '%s' is at its limit %s = %u %s; release some first", spec.name, limit, value, what));
+}
+
+const char* TenantSourceName(TenantSource s) {
+  return s == TenantSource::kCluster ? "cluster" : "config";
 }
 
 TenantLedger::TenantLedger(std::vector<TenantSpec> tenants)
@@ -44,16 +48,71 @@ TenantLedger::TenantLedger(std::vector<TenantSpec> tenants)
 }
 
 std::optional<TenantId> TenantLedger::Find(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
   for (TenantId i = 0; i < specs_.size(); ++i) {
-    if (specs_[i].name == name) return i;
+    if (specs_[i].name == name && !specs_[i].removed) return i;
   }
   return std::nullopt;
 }
 
+TenantSpec TenantLedger::spec(TenantId id) const {
+  absl::MutexLock lock(&mu_);
+  return specs_[id];
+}
+
+std::string TenantLedger::name(TenantId id) const {
+  absl::MutexLock lock(&mu_);
+  return specs_[id].name;
+}
+
+uint32_t TenantLedger::weight(TenantId id) const {
+  absl::MutexLock lock(&mu_);
+  return specs_[id].weight;
+}
+
+TenantLimits TenantLedger::limits(TenantId id) const {
+  absl::MutexLock lock(&mu_);
+  return specs_[id].limits;
+}
+
+size_t TenantLedger::size() const {
+  absl::MutexLock lock(&mu_);
+  return specs_.size();
+}
+
+absl::StatusOr<TenantId> TenantLedger::Upsert(TenantSpec spec) {
+  spec.source = TenantSource::kCluster;
+  spec.removed = false;
+  absl::MutexLock lock(&mu_);
+  for (TenantId i = 0; i < specs_.size(); ++i) {
+    if (specs_[i].name != spec.name) continue;
+    if (specs_[i].source == TenantSource::kConfig) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "tenant '%s' is defined in this node's config, which wins over etcd", spec.name));
+    }
+    specs_[i] = std::move(spec);
+    return i;
+  }
+  if (specs_.size() >= kMaxTenants) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("a daemon serves at most %d tenants over its life", kMaxTenants));
+  }
+  const TenantId id = static_cast<TenantId>(specs_.size());
+  specs_.push_back(std::move(spec));
+  usage_.emplace_back();
+  usage_.back().id = id;
+  return id;
+}
+
+void TenantLedger::MarkRemoved(TenantId id) {
+  absl::MutexLock lock(&mu_);
+  if (specs_[id].source == TenantSource::kCluster) specs_[id].removed = true;
+}
+
 absl::Status TenantLedger::Charge(TenantId id, uint64_t pages, uint64_t page_bytes) {
-  const TenantSpec& spec = specs_[id];
   const uint64_t bytes = pages * page_bytes;
   absl::MutexLock lock(&mu_);
+  const TenantSpec& spec = specs_[id];
   TenantUsage& u = usage_[id];
   const bool over_pages = OverPages(spec, u, pages);
   const bool over_bytes = OverBytes(spec, u, bytes);
@@ -91,19 +150,20 @@ void TenantLedger::Refund(TenantId id, uint64_t pages, uint64_t page_bytes) {
 }
 
 bool TenantLedger::CouldCharge(TenantId id, uint64_t pages, uint64_t page_bytes) const {
-  const TenantSpec& spec = specs_[id];
   absl::MutexLock lock(&mu_);
+  const TenantSpec& spec = specs_[id];
   const TenantUsage& u = usage_[id];
   return !OverPages(spec, u, pages) && !OverBytes(spec, u, pages * page_bytes);
 }
 
 absl::Status TenantLedger::OpenStream(TenantId id) {
-  const TenantSpec& spec = specs_[id];
   absl::MutexLock lock(&mu_);
+  const TenantSpec& spec = specs_[id];
   TenantUsage& u = usage_[id];
   if (u.open_streams >= spec.limits.max_open_streams) {
     ++u.limit_refusals;
-    return TenantLimitReached(spec, "max_open_streams", spec.limits.max_open_streams, "open streams");
+    return TenantLimitReached(spec, "max_open_streams", spec.limits.max_open_streams,
+                              "open streams");
   }
   ++u.open_streams;
   return absl::OkStatus();

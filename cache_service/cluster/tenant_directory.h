@@ -1,0 +1,86 @@
+#pragma once
+
+// Fleet-wide tenants: keeps this node's ledger and token table in step with the
+// FleetTenant entries under <key_prefix>/tenants/ in etcd, on one thread named
+// "kvw-tenants" that lists the prefix and then watches it from the listed revision:
+//
+// - a put adds the tenant or changes its quota, weight, limits or token at once (the
+//   next reservation is charged against the new quota; what a tenant holds is never
+//   taken back); a delete refuses its token from then on;
+// - an entry that is not a valid FleetTenant, names a tenant of this node's config, or
+//   shares a token with another tenant is refused and logged, and changes nothing (a
+//   tenant keeps its last good entry);
+// - etcd being unreachable changes nothing: the node serves the tenants it last saw and
+//   lists again when etcd answers; a watch is re-created every `window`, so a frozen
+//   member is left within two windows.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "cache_service/core/tenancy/authenticator.h"
+#include "cache_service/core/tenancy/tenant_ledger.h"
+#include "common/cluster/cluster_keys.h"
+#include "common/cluster/etcd_client.h"
+#include "kvwarden/v1/cluster.pb.h"
+
+namespace kvwarden {
+
+class TenantDirectory {
+ public:
+  struct Options {
+    EtcdClient* etcd = nullptr;      // required; outlive this
+    TenantLedger* ledger = nullptr;  // required
+    Authenticator* auth = nullptr;   // required
+    std::string key_prefix = kDefaultClusterPrefix;
+    // A FleetTenant's limits over this node's defaults (daemon_config's tenant_limits).
+    std::function<TenantLimits(const v1::TenantLimitsConfig&)> limits;
+    absl::Duration window = absl::Seconds(5);
+  };
+  struct Stats {
+    bool synced = false;   // the prefix was listed at least once
+    int64_t revision = 0;  // the etcd revision applied up to
+    uint64_t applied = 0;  // entries added or changed
+    uint64_t removed = 0;
+    uint64_t refused = 0;  // invalid or conflicting entries
+  };
+
+  // Starts the thread; the first listing is attempted at once.
+  explicit TenantDirectory(Options options);
+  ~TenantDirectory();
+  TenantDirectory(const TenantDirectory&) = delete;
+  TenantDirectory& operator=(const TenantDirectory&) = delete;
+
+  // Whether the first listing was applied within `timeout` (a daemon waits a moment at
+  // start, so a fleet-wide tenant's first call is not refused).
+  bool WaitSynced(absl::Duration timeout);
+  Stats stats() const;
+
+ private:
+  void Run();
+  // Lists the prefix and applies it whole (tenants missing from it are removed).
+  absl::Status Resync();
+  void ApplyPut(const EtcdClient::KeyValue& kv);
+  void ApplyDelete(const std::string& key);
+  void Refuse(const std::string& key, int64_t revision, absl::string_view why);
+
+  const Options options_;
+  const std::string prefix_;  // <key_prefix>/tenants/
+  // The fleet-wide tenants applied, by name: only the kvw-tenants thread touches it.
+  absl::flat_hash_map<std::string, TenantId> known_;
+  EtcdClient::WatchCancel cancel_;
+  absl::Notification stop_;
+  absl::Notification synced_;
+  mutable absl::Mutex mu_;
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace kvwarden
