@@ -217,7 +217,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({d->cluster_.endpoints});
     if (!etcd.ok()) return Prefixed(etcd.status(), "cluster: ");
     d->etcd_ = *std::move(etcd);
+    d->view_ =
+        std::make_unique<ClusterView>(ClusterView::Options{d->etcd_.get(), d->cluster_.key_prefix});
     Handles::Options h;
+    h.view = d->view_.get();
     h.etcd = d->etcd_.get();
     h.ledger = ledger;
     h.key_prefix = d->cluster_.key_prefix;
@@ -277,6 +280,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
                      &d->config_path_,     &d->set_serving_};
   ctx.migrations = d->migrations_.get();
   ctx.handles = d->handles_.get();
+  ctx.cluster_view = d->view_.get();
+  ctx.node = d->cluster_.node;
   d->config_text_ = settings.redacted_config;
   d->tls_ = settings.tls;
   d->grpc_idle_timeout_ = settings.grpc_idle_timeout;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cache_service/cluster/cluster_view.h"
 #include "cache_service/cluster/handles.h"
 #include "cache_service/cluster/migrations.h"
 #include "cache_service/cluster/node_registration.h"
@@ -133,7 +134,8 @@ class Daemon {
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> tls_acceptor_;
   ClusterSettings cluster_;
   std::unique_ptr<EtcdClient> etcd_;
-  std::unique_ptr<Handles> handles_;                // uses etcd_
+  std::unique_ptr<ClusterView> view_;               // mirrors nodes and handles from etcd_
+  std::unique_ptr<Handles> handles_;                // uses etcd_ and view_
   std::unique_ptr<TenantDirectory> tenants_;        // fleet-wide tenants: updates ledger_, auth_
   std::unique_ptr<Migrations> migrations_;          // uses etcd_, the table and handles_
   std::unique_ptr<NodeRegistration> registration_;  // describes the pools: goes before them

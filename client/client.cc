@@ -212,6 +212,28 @@ absl::StatusOr<Handle> Client::ResolveHandle(const std::string& handle) {
   return FromProto(resp);
 }
 
+absl::StatusOr<ClusterNodes> Client::ListNodes() {
+  auto ctx = impl_->Context();
+  v1::ListNodesResponse resp;
+  grpc::Status s = impl_->stub->ListNodes(ctx.get(), v1::ListNodesRequest(), &resp);
+  if (!s.ok()) return FromGrpc(s);
+  ClusterNodes out;
+  out.self = resp.self();
+  for (const v1::NodeInfo& n : resp.nodes()) {
+    NodeInfo& node = out.nodes.emplace_back();
+    node.node = n.node();
+    node.grpc_address = n.grpc_address();
+    node.version = n.version();
+    node.migration_transport = n.migration_transport();
+    node.updated = absl::FromUnixMillis(n.updated_unix_ms());
+    for (const v1::NodePool& p : n.pools()) {
+      node.pools.push_back(NodePool{p.name(), p.device(), FromProto(p.layout()), p.capacity_pages(),
+                                    p.free_pages()});
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<SequenceInfo> Client::DescribeSequence(uint64_t sequence_id) {
   auto ctx = impl_->Context();
   v1::DescribeSequenceRequest req;

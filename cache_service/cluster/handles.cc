@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "cache_service/cluster/cluster_view.h"
 #include "cache_service/cluster/serial_worker.h"
 #include "cache_service/util/log.h"
 #include "common/cluster/cluster_keys.h"
@@ -115,6 +116,12 @@ absl::Status Handles::PublishAdopted(TenantId tenant, SequenceId sequence,
 
 void Handles::Resolve(TenantId tenant, const std::string& handle, Done done) {
   if (absl::Status s = CheckName(handle); !s.ok()) return done(s);
+  if (options_.view != nullptr) {
+    if (std::optional<v1::HandleInfo> hit =
+            options_.view->Handle(options_.ledger->name(tenant), handle)) {
+      return done(*std::move(hit));
+    }
+  }
   auto job = [this, tenant, handle, done](bool cancelled) {
     if (cancelled) return done(absl::UnavailableError("the daemon is stopping"));
     const std::string key = HandleKey(options_.key_prefix, options_.ledger->name(tenant), handle);

@@ -26,6 +26,7 @@
 namespace kvwarden {
 
 class SerialWorker;
+class ClusterView;
 
 class Handles {
  public:
@@ -38,6 +39,8 @@ class Handles {
     std::function<int64_t()> node_lease;
     // Whether the sequence still exists here (it may end while its handle is written).
     std::function<bool(SequenceId)> alive;
+    // The node's mirror of etcd: Resolve answers a hit from it at once; may be null.
+    const ClusterView* view = nullptr;
   };
   using Done = std::function<void(absl::StatusOr<v1::HandleInfo>)>;
 
@@ -58,6 +61,8 @@ class Handles {
   // The same, blocking, for a sequence this node adopted: overwrites the entry (it was
   // the source's) so the handle follows the sequence here.
   absl::Status PublishAdopted(TenantId tenant, SequenceId sequence, const std::string& handle);
+  // Where the tenant's handle points: from the mirror when it has it (no etcd round
+  // trip, on the calling thread), else from etcd on the handles' thread.
   void Resolve(TenantId tenant, const std::string& handle, Done done);
   // The sequence's handle here (empty: none).
   std::string HandleOf(SequenceId sequence) const;

@@ -1,7 +1,6 @@
 #include "cache_service/cluster/tenant_directory.h"
 
-#include <pthread.h>
-
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -28,21 +27,32 @@ bool ValidTenantName(absl::string_view name) {
 
 TenantDirectory::TenantDirectory(Options options)
     : options_(std::move(options)), prefix_(TenantsPrefix(options_.key_prefix)) {
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "kvw-tenants");
-    Run();
-  });
+  PrefixWatcher::Options w;
+  w.etcd = options_.etcd;
+  w.prefix = prefix_;
+  w.thread_name = "kvw-tenants";
+  w.window = options_.window;
+  w.on_listing = [this](const std::vector<EtcdClient::KeyValue>& kvs) { ApplyListing(kvs); };
+  w.on_event = [this](const EtcdClient::WatchEvent& e) {
+    if (e.deleted) {
+      ApplyDelete(e.kv.key);
+    } else {
+      ApplyPut(e.kv);
+    }
+    absl::MutexLock lock(&mu_);
+    stats_.revision = std::max(stats_.revision, e.kv.mod_revision);
+  };
+  w.on_unreachable = [](const absl::Status& s) {
+    // Once per outage: the tenants last seen stay in force.
+    LogEvent(LogLevel::kWarning, "fleet_tenants_etcd_unreachable")
+        .Field("error", s.message())
+        .Field("retry_s", 1);
+  };
+  w.on_back = [] { LogEvent(LogLevel::kInfo, "fleet_tenants_etcd_back"); };
+  watcher_ = std::make_unique<PrefixWatcher>(std::move(w));
 }
 
-TenantDirectory::~TenantDirectory() {
-  stop_.Notify();
-  cancel_.Cancel();
-  thread_.join();
-}
-
-bool TenantDirectory::WaitSynced(absl::Duration timeout) {
-  return synced_.WaitForNotificationWithTimeout(timeout);
-}
+bool TenantDirectory::WaitSynced(absl::Duration timeout) { return watcher_->WaitListed(timeout); }
 
 TenantDirectory::Stats TenantDirectory::stats() const {
   absl::MutexLock lock(&mu_);
@@ -135,14 +145,12 @@ void TenantDirectory::ApplyDelete(const std::string& key) {
   LogEvent(LogLevel::kInfo, "fleet_tenant_removed").Field("tenant", name);
 }
 
-absl::Status TenantDirectory::Resync() {
-  int64_t revision = 0;
-  absl::StatusOr<std::vector<EtcdClient::KeyValue>> kvs =
-      options_.etcd->GetPrefix(prefix_, &revision);
-  if (!kvs.ok()) return kvs.status();
+void TenantDirectory::ApplyListing(const std::vector<EtcdClient::KeyValue>& kvs) {
   absl::flat_hash_map<std::string, bool> listed;
-  for (const EtcdClient::KeyValue& kv : *kvs) {
+  int64_t revision = 0;
+  for (const EtcdClient::KeyValue& kv : kvs) {
     listed[kv.key.substr(prefix_.size())] = true;
+    revision = std::max(revision, kv.mod_revision);
     ApplyPut(kv);
   }
   std::vector<std::string> gone;
@@ -152,59 +160,7 @@ absl::Status TenantDirectory::Resync() {
   for (const std::string& key : gone) ApplyDelete(key);
   absl::MutexLock lock(&mu_);
   stats_.synced = true;
-  stats_.revision = revision;
-  return absl::OkStatus();
-}
-
-void TenantDirectory::Run() {
-  bool warned = false;
-  int64_t next = 0;  // 0: list first
-  while (!stop_.HasBeenNotified()) {
-    absl::Status s;
-    if (next == 0) {
-      s = Resync();
-      if (s.ok()) {
-        next = stats().revision + 1;
-        if (!synced_.HasBeenNotified()) synced_.Notify();
-      }
-    } else {
-      absl::StatusOr<int64_t> resumed = options_.etcd->WatchPrefix(
-          prefix_, next, options_.window,
-          [this](const std::vector<EtcdClient::WatchEvent>& events) {
-            for (const EtcdClient::WatchEvent& e : events) {
-              if (e.deleted) {
-                ApplyDelete(e.kv.key);
-              } else {
-                ApplyPut(e.kv);
-              }
-              absl::MutexLock lock(&mu_);
-              stats_.revision = std::max(stats_.revision, e.kv.mod_revision);
-            }
-          },
-          &cancel_);
-      if (resumed.ok()) {
-        next = *resumed;
-      } else {
-        s = resumed.status();
-        // Compacted past what was seen, or a member failed: list again, whole.
-        next = 0;
-      }
-    }
-    if (s.ok()) {
-      if (warned) LogEvent(LogLevel::kInfo, "fleet_tenants_etcd_back");
-      warned = false;
-      continue;
-    }
-    if (s.code() == absl::StatusCode::kCancelled) break;
-    if (!warned) {
-      // Once per outage: the tenants last seen stay in force.
-      LogEvent(LogLevel::kWarning, "fleet_tenants_etcd_unreachable")
-          .Field("error", s.message())
-          .Field("retry_s", 1);
-      warned = true;
-    }
-    stop_.WaitForNotificationWithTimeout(absl::Seconds(1));
-  }
+  stats_.revision = std::max(stats_.revision, revision);
 }
 
 }  // namespace kvwarden

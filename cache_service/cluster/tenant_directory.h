@@ -1,8 +1,8 @@
 #pragma once
 
 // Fleet-wide tenants: keeps this node's ledger and token table in step with the
-// FleetTenant entries under <key_prefix>/tenants/ in etcd, on one thread named
-// "kvw-tenants" that lists the prefix and then watches it from the listed revision:
+// FleetTenant entries under <key_prefix>/tenants/ in etcd, through a PrefixWatcher on
+// one thread named "kvw-tenants" (lists the prefix, then watches it):
 //
 // - a put adds the tenant or changes its quota, weight, limits or token at once (the
 //   next reservation is charged against the new quota; what a tenant holds is never
@@ -16,19 +16,20 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cache_service/core/tenancy/authenticator.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
 #include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
+#include "common/cluster/prefix_watcher.h"
 #include "kvwarden/v1/cluster.pb.h"
 
 namespace kvwarden {
@@ -54,7 +55,6 @@ class TenantDirectory {
 
   // Starts the thread; the first listing is attempted at once.
   explicit TenantDirectory(Options options);
-  ~TenantDirectory();
   TenantDirectory(const TenantDirectory&) = delete;
   TenantDirectory& operator=(const TenantDirectory&) = delete;
 
@@ -64,9 +64,8 @@ class TenantDirectory {
   Stats stats() const;
 
  private:
-  void Run();
-  // Lists the prefix and applies it whole (tenants missing from it are removed).
-  absl::Status Resync();
+  // Applies a listing whole: tenants missing from it are removed.
+  void ApplyListing(const std::vector<EtcdClient::KeyValue>& kvs);
   void ApplyPut(const EtcdClient::KeyValue& kv);
   void ApplyDelete(const std::string& key);
   void Refuse(const std::string& key, int64_t revision, absl::string_view why);
@@ -75,12 +74,9 @@ class TenantDirectory {
   const std::string prefix_;  // <key_prefix>/tenants/
   // The fleet-wide tenants applied, by name: only the kvw-tenants thread touches it.
   absl::flat_hash_map<std::string, TenantId> known_;
-  EtcdClient::WatchCancel cancel_;
-  absl::Notification stop_;
-  absl::Notification synced_;
   mutable absl::Mutex mu_;
   Stats stats_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
+  std::unique_ptr<PrefixWatcher> watcher_;  // last: its thread uses the rest
 };
 
 }  // namespace kvwarden

@@ -1,6 +1,7 @@
 #include "cache_service/rpc/control_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "cache_service/cluster/cluster_view.h"
 #include "cache_service/cluster/handles.h"
 #include "cache_service/cluster/migrations.h"
 #include "cache_service/retention/registry.h"
@@ -212,6 +213,23 @@ grpc::ServerUnaryReactor* ControlServiceImpl::ResolveHandle(grpc::CallbackServer
   grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
   ctx_.handles->Resolve(*tenant, req->handle(), FinishLater(reactor, resp));
   return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlServiceImpl::ListNodes(grpc::CallbackServerContext* call,
+                                                        const v1::ListNodesRequest*,
+                                                        v1::ListNodesResponse* resp) {
+  return FinishWith(call, [&]() -> absl::Status {
+    if (absl::StatusOr<Caller> caller = AuthenticateCall(*ctx_.auth, *call); !caller.ok()) {
+      return caller.status();
+    }
+    if (ctx_.cluster_view == nullptr) {
+      return absl::FailedPreconditionError(
+          "ListNodes needs cluster mode (--cluster): this daemon is not in a cluster");
+    }
+    for (v1::NodeInfo& n : ctx_.cluster_view->Nodes()) *resp->add_nodes() = std::move(n);
+    resp->set_self(ctx_.node);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* ControlServiceImpl::ReserveSlots(grpc::CallbackServerContext* call,

@@ -20,13 +20,15 @@ using ControlServiceBase = v1::ControlService::WithCallbackMethod_Ping<
                                 v1::ControlService::WithCallbackMethod_MigrateSequence<
                                     v1::ControlService::WithCallbackMethod_PublishHandle<
                                         v1::ControlService::WithCallbackMethod_ResolveHandle<
-                                            v1::ControlService::WithCallbackMethod_ReserveSlots<
-                                                v1::ControlService::WithRawCallbackMethod_WriteKV<
-                                                    v1::ControlService::WithCallbackMethod_ReadKV<
+                                            v1::ControlService::WithCallbackMethod_ListNodes<
+                                                v1::ControlService::WithCallbackMethod_ReserveSlots<
+                                                    v1::ControlService::WithRawCallbackMethod_WriteKV<
                                                         v1::ControlService::
-                                                            WithRawCallbackMethod_StreamStats<
+                                                            WithCallbackMethod_ReadKV<
                                                                 v1::ControlService::
-                                                                    Service>>>>>>>>>>>>>>>;
+                                                                    WithRawCallbackMethod_StreamStats<
+                                                                        v1::ControlService::
+                                                                            Service>>>>>>>>>>>>>>>>;
 
 class ControlServiceImpl final : public ControlServiceBase {
  public:
@@ -64,6 +66,9 @@ class ControlServiceImpl final : public ControlServiceBase {
   grpc::ServerUnaryReactor* ResolveHandle(grpc::CallbackServerContext* call,
                                           const v1::ResolveHandleRequest* req,
                                           v1::HandleInfo* resp) override;
+  grpc::ServerUnaryReactor* ListNodes(grpc::CallbackServerContext* call,
+                                      const v1::ListNodesRequest* req,
+                                      v1::ListNodesResponse* resp) override;
   grpc::ServerUnaryReactor* ReserveSlots(grpc::CallbackServerContext* call,
                                          const v1::ReserveSlotsRequest* req,
                                          v1::ReserveSlotsResponse* resp) override;

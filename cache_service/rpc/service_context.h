@@ -33,6 +33,7 @@ struct PolicyDefaults {
 class UcxDataPlane;
 class Migrations;
 class Handles;
+class ClusterView;
 class AttachServer;
 struct GrpcConnectionStats;
 
@@ -65,7 +66,9 @@ struct ServiceContext {
   const std::function<void(bool serving)>* set_serving = nullptr;
   // Cluster mode's migrations (MigrateSequence); null when the daemon is not in a cluster.
   Migrations* migrations = nullptr;
-  Handles* handles = nullptr;  // cluster mode's handles; null like migrations
+  Handles* handles = nullptr;                 // cluster mode's handles; null like migrations
+  const ClusterView* cluster_view = nullptr;  // cluster mode's mirror of etcd; null like them
+  std::string node = {};                      // this node's name in the cluster
 };
 
 }  // namespace kvwarden

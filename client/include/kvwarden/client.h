@@ -186,6 +186,27 @@ struct Handle {
   uint64_t sequence_id = 0;  // its id there
 };
 
+// A node of the cluster as the daemons see it (Client::ListNodes, ClusterClient).
+struct NodePool {
+  std::string name;
+  std::string device;  // "cpu" or "cuda:N"
+  Layout layout;
+  uint64_t capacity_pages = 0;
+  uint64_t free_pages = 0;
+};
+struct NodeInfo {
+  std::string node;
+  std::string grpc_address;  // connect here to use the node
+  std::string version;
+  std::string migration_transport;  // "tcp", or "none": it neither sends nor takes sequences
+  std::vector<NodePool> pools;
+  absl::Time updated;  // the entry's last refresh (free pages are as of then)
+};
+struct ClusterNodes {
+  std::string self;  // the node that answered
+  std::vector<NodeInfo> nodes;
+};
+
 struct MigrateOptions {
   // An active lease of this tenant on the target to own the sequence; 0: the target
   // holds it under a lease of `hold` until a worker there forks it.
@@ -295,10 +316,15 @@ struct TransferGrant {
   std::string data_secret;  // proves the grant on the TCP data path (16 bytes)
 };
 
+class ClusterClient;
+struct ClusterOptions;
+
 class Client {
  public:
   // Does not block: the connection is made on the first call.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const Options& options);
+  // A worker's view of a cluster through its daemons (kvwarden/cluster_client.h).
+  static absl::StatusOr<std::unique_ptr<ClusterClient>> ConnectCluster(ClusterOptions options);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -331,6 +357,8 @@ class Client {
   // Where this tenant's sequence named `handle` is now, asked of any node; NOT_FOUND
   // when none is (it ended, or its node died).
   absl::StatusOr<Handle> ResolveHandle(const std::string& handle);
+  // Cluster mode: every node of the cluster, as the daemon answering sees it.
+  absl::StatusOr<ClusterNodes> ListNodes();
   absl::StatusOr<Reservation> ReserveSlots(uint64_t sequence_id, uint32_t num_tokens);
 
   // Writes tokens [token_start, token_start + num_tokens) of layers

@@ -31,18 +31,22 @@ from kvwarden.types import (  # noqa: E402
     Layout,
     Lease,
     Migration,
+    NodeInfo,
+    NodePool,
     Policy,
     Reservation,
     RetentionUpdate,
     Sequence,
 )
 from kvwarden.client import Client, tls_credentials  # noqa: E402
+from kvwarden.cluster import ClusterClient  # noqa: E402
 from kvwarden.stats import StatsStream  # noqa: E402
 from kvwarden.attach import AttachedPool, PageView  # noqa: E402
 
 __all__ = [
     "AttachedPool",
     "Client",
+    "ClusterClient",
     "Handle",
     "HeadRetention",
     "HeadStats",
@@ -51,6 +55,8 @@ __all__ = [
     "Layout",
     "Lease",
     "Migration",
+    "NodeInfo",
+    "NodePool",
     "PageView",
     "Policy",
     "Reservation",

@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 
 from kvwarden.errors import KvwardenError
-from kvwarden.types import Handle, HeadRetention, LayerKV, Layout, Lease, Migration, Policy, Reservation, Sequence
+from kvwarden.types import (Handle, HeadRetention, LayerKV, Layout, Lease, Migration, NodeInfo, Policy, Reservation,
+                            Sequence)
 from kvwarden.v1 import admin_pb2, admin_pb2_grpc, control_pb2, control_pb2_grpc
 from kvwarden.v1 import transfer_pb2, transfer_pb2_grpc
 
@@ -197,6 +198,11 @@ class Client:
         """Where this tenant's sequence named `handle` is now (asked of any node)."""
         r = self._unary(self.control.ResolveHandle, control_pb2.ResolveHandleRequest(handle=handle))
         return Handle(r.handle, r.node, r.grpc_address, r.sequence_id)
+
+    def list_nodes(self) -> "tuple[str, List[NodeInfo]]":
+        """Cluster mode: (the answering node's name, every node of the cluster)."""
+        r = self._unary(self.control.ListNodes, control_pb2.ListNodesRequest())
+        return r.self, [NodeInfo.from_proto(n) for n in r.nodes]
 
     def reserve_slots(self, seq: Sequence, num_tokens: int) -> Reservation:
         return self.reserve_slots_async(seq, num_tokens).wait()

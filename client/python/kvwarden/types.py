@@ -136,6 +136,33 @@ class Handle:
 
 
 @dataclass(frozen=True)
+class NodePool:
+    name: str
+    device: str  # "cpu" or "cuda:N"
+    layout: Layout
+    capacity_pages: int
+    free_pages: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node of the cluster as the daemons see it (Client.list_nodes, ClusterClient):
+    connect to `grpc_address` to use it. Free pages are as of `updated_unix_ms`."""
+    node: str
+    grpc_address: str
+    version: str
+    migration_transport: str  # "tcp", or "none": it neither sends nor takes sequences
+    pools: List[NodePool]
+    updated_unix_ms: int
+
+    @staticmethod
+    def from_proto(n) -> "NodeInfo":
+        return NodeInfo(n.node, n.grpc_address, n.version, n.migration_transport,
+                        [NodePool(p.name, p.device, Layout.from_proto(p.layout), p.capacity_pages, p.free_pages)
+                         for p in n.pools], n.updated_unix_ms)
+
+
+@dataclass(frozen=True)
 class Migration:
     """Where a migrated sequence went (migrate_sequence): its id and owning lease on
     node `node`, which serves at `grpc_address`."""

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -100,3 +101,38 @@ def test_handle_and_migration(cluster):
         with pytest.raises(kvwarden.KvwardenError) as bad:
             cb.migrate_sequence(remote, "py-b")
         assert bad.value.code.name == "INVALID_ARGUMENT"
+
+
+def test_cluster_client_places_and_resolves(cluster):
+    a, b = cluster
+
+    def both_listed(cc):
+        nodes = cc.nodes()
+        if len(nodes) != 2:
+            raise kvwarden.KvwardenError(grpc.StatusCode.UNAVAILABLE, "not both listed yet")
+        return nodes
+
+    with kvwarden.ClusterClient([a.target, b.target], token="alpha-token") as cc:
+        nodes = wait_for(lambda: both_listed(cc))
+        assert [n.node for n in nodes] == ["py-a", "py-b"]
+        assert nodes[1].grpc_address == b.target
+        assert nodes[0].pools[0].name == "main" and nodes[0].pools[0].layout.num_layers == 4
+        assert cc.local_node() == "py-a"
+        assert cc.place("main", pages=4).node == "py-a"  # this worker's node first
+        with pytest.raises(kvwarden.KvwardenError) as e:
+            cc.place("nope")
+        assert e.value.code.name == "NOT_FOUND"
+        with pytest.raises(kvwarden.KvwardenError) as e:
+            cc.place("main", pages=1 << 40)
+        assert e.value.code.name == "RESOURCE_EXHAUSTED"
+
+        cb = cc.on("py-b")
+        lease = cb.register_worker("prefill-b", role="prefill")
+        seq = cb.create_sequence(lease, pool="main", max_tokens=64)
+        cb.reserve_slots(seq, 4)
+        wait_for(lambda: cb.publish_handle(seq, "py-req-2"))
+        # Resolved through py-a (the first seed): a Client of py-b comes back.
+        h, holder = cc.resolve("py-req-2")
+        assert (h.node, h.sequence_id) == ("py-b", seq.id)
+        assert holder.target == b.target
+        assert holder.describe_sequence(seq).sequence_id == seq.id
