@@ -253,6 +253,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
     }
     Migrations::Options m;
     m.handles = d->handles_.get();
+    m.view = d->view_.get();
     m.table = d->table_.get();
     m.ledger = ledger;
     m.leases = d->leases_.get();

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache_service/cluster/cluster_view.h"
 #include "cache_service/cluster/sequence_image_proto.h"
 #include "cache_service/cluster/serial_worker.h"
 #include "cache_service/retention/registry.h"
@@ -59,17 +60,35 @@ void Migrations::SetAdvertisedHost(std::string host) {
 
 void Migrations::MigrateOut(const Caller& caller, const v1::MigrateSequenceRequest& req,
                             OutDone done) {
-  auto job = [this, caller, req, done](bool cancelled) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    int& pending = pending_out_[caller.tenant];
+    if (pending >= kMaxPendingPerTenant) {
+      done(absl::ResourceExhaustedError(absl::StrCat(
+          kMaxPendingPerTenant,
+          " migrations of this tenant wait or run on this node already; retry later")));
+      return;
+    }
+    ++pending;
+  }
+  auto finished = [this, tenant = caller.tenant] {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--pending_out_[tenant] == 0) pending_out_.erase(tenant);
+  };
+  auto job = [this, caller, req, done, finished](bool cancelled) {
     if (cancelled) {
+      finished();
       done(absl::UnavailableError("the daemon is stopping; the sequence was not migrated"));
       return;
     }
     absl::StatusOr<v1::MigrateSequenceResponse> r = RunOut(caller, req);
+    finished();
     if (options_.on_result)
       options_.on_result(true, r.status().code(), r.ok() ? r->bytes_moved() : 0);
     done(std::move(r));
   };
   if (!out_->Post(std::move(job))) {
+    finished();
     done(absl::ResourceExhaustedError(absl::StrCat(
         SerialWorker::kMaxPending, " migrations wait on this node already; retry later")));
   }
@@ -127,21 +146,8 @@ absl::StatusOr<v1::MigrateSequenceResponse> Migrations::RunOut(
   }
   if (host.empty()) return absl::UnavailableError("this node has not joined the cluster yet");
 
-  const std::string key = NodeKey(options_.key_prefix, target);
-  absl::StatusOr<std::optional<EtcdClient::KeyValue>> entry = options_.etcd->Get(key);
-  if (!entry.ok()) return absl::UnavailableError(absl::StrCat("etcd: ", entry.status().message()));
-  if (!entry->has_value()) {
-    return absl::NotFoundError(
-        absl::StrCat("node '", target, "' is not in the cluster (no entry at ", key, ")"));
-  }
-  v1::NodeInfo node;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;
-  if (!google::protobuf::util::JsonStringToMessage((*entry)->value, &node, parse).ok() ||
-      node.grpc_address().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("node '", target, "': its entry at ", key, " is not a NodeInfo"));
-  }
+  absl::StatusOr<v1::NodeInfo> node = FindNode(target);
+  if (!node.ok()) return node.status();
 
   absl::StatusOr<MigrationStart> m =
       options_.table->BeginMigration(req.sequence_id(), caller, kMigrationTtl);
@@ -161,7 +167,7 @@ absl::StatusOr<v1::MigrateSequenceResponse> Migrations::RunOut(
   adopt.set_hold_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(hold)));
 
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(node.grpc_address(), options_.peer_credentials);
+      grpc::CreateChannel(node->grpc_address(), options_.peer_credentials);
   std::unique_ptr<v1::PeerService::Stub> stub = v1::PeerService::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + kAdoptDeadline));
@@ -191,7 +197,7 @@ absl::StatusOr<v1::MigrateSequenceResponse> Migrations::RunOut(
   }
   v1::MigrateSequenceResponse out;
   out.set_node(target);
-  out.set_grpc_address(node.grpc_address());
+  out.set_grpc_address(node->grpc_address());
   out.set_sequence_id(adopted.sequence_id());
   out.set_lease_id(adopted.lease_id());
   out.set_bytes_moved(adopted.bytes());
@@ -205,8 +211,42 @@ absl::StatusOr<v1::MigrateSequenceResponse> Migrations::RunOut(
   return out;
 }
 
+absl::StatusOr<v1::NodeInfo> Migrations::FindNode(const std::string& name) const {
+  if (options_.view != nullptr) {
+    if (std::optional<v1::NodeInfo> mirrored = options_.view->Node(name)) return *mirrored;
+  }
+  const std::string key = NodeKey(options_.key_prefix, name);
+  absl::StatusOr<std::optional<EtcdClient::KeyValue>> entry = options_.etcd->Get(key);
+  if (!entry.ok()) return absl::UnavailableError(absl::StrCat("etcd: ", entry.status().message()));
+  if (!entry->has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("node '", name, "' is not in the cluster (no entry at ", key, ")"));
+  }
+  v1::NodeInfo node;
+  google::protobuf::util::JsonParseOptions parse;
+  parse.ignore_unknown_fields = true;
+  if (!google::protobuf::util::JsonStringToMessage((*entry)->value, &node, parse).ok() ||
+      node.grpc_address().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node '", name, "': its entry at ", key, " is not a NodeInfo"));
+  }
+  return node;
+}
+
 absl::StatusOr<v1::AdoptSequenceResponse> Migrations::RunIn(const v1::AdoptSequenceRequest& req) {
   const absl::Time deadline = absl::Now() + kPullDeadline;
+  // Pages are read only from the source node's own address: a peer cannot point this
+  // daemon at another host to read from (or probe) it.
+  absl::StatusOr<v1::NodeInfo> source = FindNode(req.source_node());
+  if (!source.ok()) {
+    return absl::Status(source.status().code(),
+                        absl::StrCat("source node: ", source.status().message()));
+  }
+  if (net::TargetHost(source->grpc_address()) != req.data_host()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("data_host '", req.data_host(), "' is not the address of source node '",
+                     req.source_node(), "' (", source->grpc_address(), ")"));
+  }
   const v1::SequenceImage& wire = req.image();
   const std::optional<TenantId> tenant = options_.ledger->Find(wire.tenant());
   if (!tenant) {

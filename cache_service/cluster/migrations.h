@@ -28,6 +28,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -45,6 +46,7 @@
 namespace kvwarden {
 
 class SerialWorker;
+class ClusterView;
 
 class Migrations {
  public:
@@ -61,6 +63,9 @@ class Migrations {
     std::string peer_token;
     const Authenticator* auth = nullptr;  // checks callers' peer token
     Handles* handles = nullptr;           // required: a handle moves with its sequence
+    // The node's mirror of etcd: nodes are looked up there first (etcd on a miss); may
+    // be null.
+    const ClusterView* view = nullptr;
     // Credentials for calling other daemons (TLS when this daemon serves TLS).
     std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
     // This daemon's TCP data path port (0: off, and so are migrations out).
@@ -87,6 +92,10 @@ class Migrations {
   // cancelled, an adoption stops between layers) and every call is answered. Idempotent.
   void Stop();
 
+  // At most this many migrations of one tenant wait or run here at once (of
+  // SerialWorker::kMaxPending for all), so one tenant cannot keep the others' out.
+  static constexpr int kMaxPendingPerTenant = 16;
+
   // Source: migrates `req.sequence_id` (visible to `caller`) to `req.target_node`; `done`
   // runs on the out thread (or here, for a request refused at once).
   void MigrateOut(const Caller& caller, const v1::MigrateSequenceRequest& req, OutDone done);
@@ -98,12 +107,16 @@ class Migrations {
   absl::StatusOr<v1::MigrateSequenceResponse> RunOut(const Caller& caller,
                                                      const v1::MigrateSequenceRequest& req);
   absl::StatusOr<v1::AdoptSequenceResponse> RunIn(const v1::AdoptSequenceRequest& req);
+  // `node`'s entry: the mirror's, else etcd's. NOT_FOUND, UNAVAILABLE (etcd) or
+  // FAILED_PRECONDITION (not a NodeInfo).
+  absl::StatusOr<v1::NodeInfo> FindNode(const std::string& node) const;
 
   const Options options_;
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
-  std::string advertised_host_;                // guarded by mu_
-  grpc::ClientContext* adopt_call_ = nullptr;  // the call to a target under way; mu_
+  std::string advertised_host_;                     // guarded by mu_
+  grpc::ClientContext* adopt_call_ = nullptr;       // the call to a target under way; mu_
+  absl::flat_hash_map<TenantId, int> pending_out_;  // waiting or running, by tenant; mu_
   std::unique_ptr<SerialWorker> out_;
   std::unique_ptr<SerialWorker> in_;
 };

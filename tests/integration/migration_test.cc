@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "cache_service/cluster/migrations.h"
 #include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
 #include "gmock/gmock.h"
@@ -279,6 +280,58 @@ TEST_F(MigrationTest, AKilledTargetLeavesTheSourceServingTheSequenceUnchanged) {
   EXPECT_TRUE(alpha_a_->ReserveSlots(id, 1).ok());
 }
 
+// One tenant's migrations waiting on a stuck target cannot keep another tenant's out:
+// past 16 of its own it is refused at once, while the other tenant's is still taken.
+TEST_F(MigrationTest, OneTenantCannotFillTheMigrationQueue) {
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < Migrations::kMaxPendingPerTenant + 3; ++i) {
+    auto seq = alpha_a_->CreateSequence(lease_a_, "main", 16);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    ASSERT_TRUE(alpha_a_->ReserveSlots(seq->id, 4).ok());
+    ids.push_back(seq->id);
+  }
+  auto beta_a = Connect(*a_, testing::kBetaToken);
+  auto beta_lease = beta_a->RegisterWorker("beta", client::Role::kPrefill, 60000);
+  ASSERT_TRUE(beta_lease.ok());
+  auto beta_seq = beta_a->CreateSequence(beta_lease->id, "main", 16);
+  ASSERT_TRUE(beta_seq.ok());
+  ASSERT_TRUE(beta_a->ReserveSlots(beta_seq->id, 4).ok());
+
+  ASSERT_EQ(kill(b_->pid(), SIGSTOP), 0);  // the first migration waits on B
+  std::vector<absl::StatusCode> codes(ids.size());
+  std::vector<std::string> messages(ids.size());
+  std::vector<std::thread> calls;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    calls.emplace_back([&, i] {
+      auto c = Connect(*a_, testing::kAlphaToken);
+      absl::Status s = c->MigrateSequence(ids[i], "node-b").status();
+      codes[i] = s.code();
+      messages[i] = std::string(s.message());
+    });
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  absl::StatusOr<client::Migration> beta_moved;
+  std::thread beta_call([&] { beta_moved = beta_a->MigrateSequence(beta_seq->id, "node-b"); });
+  absl::SleepFor(absl::Milliseconds(300));
+  b_->Kill();  // every waiting migration now fails fast
+  for (std::thread& t : calls) t.join();
+  beta_call.join();
+  int refused = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (codes[i] == absl::StatusCode::kResourceExhausted) {
+      ++refused;
+      EXPECT_THAT(messages[i], HasSubstr("migrations of this tenant wait or run"));
+    } else {
+      EXPECT_EQ(codes[i], absl::StatusCode::kUnavailable) << messages[i];
+    }
+  }
+  EXPECT_EQ(refused, 3);
+  // Beta was queued behind them, not refused; it fails only because B died.
+  EXPECT_EQ(beta_moved.status().code(), absl::StatusCode::kUnavailable) << beta_moved.status();
+  for (uint64_t id : ids) EXPECT_TRUE(alpha_a_->DescribeSequence(id).ok());
+}
+
 TEST_F(MigrationTest, APageThatDoesNotMatchItsChecksumIsRefusedAndNothingIsAdopted) {
   // The test plays a source node: a real read grant on A's TCP data path, and an image
   // whose last page checksum is wrong.
@@ -310,7 +363,7 @@ TEST_F(MigrationTest, APageThatDoesNotMatchItsChecksumIsRefusedAndNothingIsAdopt
     im->add_page_crc32c(0);
     im->add_page_crc32c(0);
   }
-  req.set_source_node("node-test");
+  req.set_source_node("node-a");
   req.set_data_host("127.0.0.1");
   req.set_data_port(dp->tcp_data_port);
   req.set_transfer_id(grant->id);
@@ -324,7 +377,17 @@ TEST_F(MigrationTest, APageThatDoesNotMatchItsChecksumIsRefusedAndNothingIsAdopt
     v1::AdoptSequenceResponse resp;
     return stub->AdoptSequence(&ctx, req, &resp);
   };
+  // Pages are read only from the source node's own address.
+  req.set_data_host("10.255.0.1");
   grpc::Status s = call(kPeerToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("is not the address of source node 'node-a'"));
+  req.set_data_host("127.0.0.1");
+  req.set_source_node("node-nowhere");
+  s = call(kPeerToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  req.set_source_node("node-a");
+  s = call(kPeerToken);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
   EXPECT_THAT(s.error_message(), HasSubstr("checksum"));
   // A tenant's or the admin's token is not the peer token.
