@@ -214,7 +214,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonSettings& sett
   }
   if (d->cluster_.enabled()) {
     // etcd is reached lazily: a daemon starts whether or not etcd answers yet.
-    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create({d->cluster_.endpoints});
+    EtcdClient::Options etcd_options;
+    etcd_options.endpoints = d->cluster_.endpoints;
+    etcd_options.tls = d->cluster_.etcd_tls;
+    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create(std::move(etcd_options));
     if (!etcd.ok()) return Prefixed(etcd.status(), "cluster: ");
     d->etcd_ = *std::move(etcd);
     d->view_ =

@@ -254,6 +254,26 @@ absl::Status ReadTls(const v1::TlsConfig& in, const std::string& config_dir, Tls
   return absl::OkStatus();
 }
 
+absl::Status ReadEtcdTls(const v1::EtcdTlsConfig& in, const std::string& config_dir,
+                         EtcdClient::Tls* out) {
+  if (in.cert_file().empty() != in.key_file().empty()) {
+    return FieldError(
+        in.cert_file().empty() ? "cluster.etcd_tls.cert_file" : "cluster.etcd_tls.key_file",
+        "is required with the other (a client certificate needs its key)");
+  }
+  if (in.ca_file().empty() && (!in.cert_file().empty() || !in.server_name().empty())) {
+    return FieldError("cluster.etcd_tls.ca_file", "is required for TLS to etcd");
+  }
+  for (auto [file, field, dst] :
+       {std::tuple{&in.ca_file(), "cluster.etcd_tls.ca_file", &out->ca_pem},
+        std::tuple{&in.cert_file(), "cluster.etcd_tls.cert_file", &out->cert_pem},
+        std::tuple{&in.key_file(), "cluster.etcd_tls.key_file", &out->key_pem}}) {
+    if (absl::Status s = ReadPem(*file, config_dir, field, dst); !s.ok()) return s;
+  }
+  out->server_name = in.server_name();
+  return absl::OkStatus();
+}
+
 absl::Status ResolveTokenFiles(v1::DaemonConfig* cfg, const std::string& config_dir) {
   std::string token;
   if (absl::Status s = ResolveToken(cfg->admin_token(), cfg->admin_token_file(), config_dir,
@@ -454,6 +474,10 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
   google::protobuf::TextFormat::PrintToString(redacted, &settings.redacted_config);
   settings.config_path = path_for_errors;
   if (absl::Status s = ReadTls(proto.tls(), dir, &settings.tls); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
+  }
+  if (absl::Status s = ReadEtcdTls(proto.cluster().etcd_tls(), dir, &settings.cluster.etcd_tls);
+      !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
   }
   return settings;

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/cluster/cluster_keys.h"
+#include "common/cluster/etcd_client.h"
 
 namespace kvwarden {
 
@@ -20,6 +21,7 @@ struct ClusterSettings {
   std::string key_prefix = kDefaultClusterPrefix;
   std::string peer_token;     // shared by the cluster's daemons; empty: no migrations
   bool fleet_tenants = true;  // watch <key_prefix>/tenants (off: local_tenants_only)
+  EtcdClient::Tls etcd_tls;   // cluster.etcd_tls, read; empty ca: plaintext
 
   bool enabled() const { return !endpoints.empty(); }
 };

@@ -53,6 +53,7 @@ struct Globals {
   std::string tls_ca, tls_cert, tls_key, tls_server_name;  // files; TLS when tls_ca is set
   std::string cluster;  // etcd://HOST:PORT[,...]: `kvwctl cluster` reads the nodes there
   std::string cluster_prefix = kDefaultClusterPrefix;
+  std::string etcd_ca, etcd_cert, etcd_key, etcd_server_name;  // files; TLS to etcd with etcd_ca
 };
 
 // "prefill", "decode", "both": the words the client libraries take.
@@ -180,9 +181,20 @@ class Cli {
                    Printable(std::string(endpoints.status().message())).c_str());
       return kUsage;
     }
-    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd =
-        EtcdClient::Create({*std::move(endpoints), absl::Milliseconds(g_.timeout_ms)});
-    if (!etcd.ok()) return EtcdFail(etcd.status());
+    EtcdClient::Options o;
+    o.endpoints = *std::move(endpoints);
+    o.call_timeout = absl::Milliseconds(g_.timeout_ms);
+    if (!g_.etcd_ca.empty()) {
+      o.tls.ca_pem = ReadFileOrEmpty(g_.etcd_ca);
+      o.tls.cert_pem = ReadFileOrEmpty(g_.etcd_cert);
+      o.tls.key_pem = ReadFileOrEmpty(g_.etcd_key);
+      o.tls.server_name = g_.etcd_server_name;
+    }
+    absl::StatusOr<std::unique_ptr<EtcdClient>> etcd = EtcdClient::Create(std::move(o));
+    if (!etcd.ok()) {
+      std::fprintf(stderr, "kvwctl: %s\n", Printable(std::string(etcd.status().message())).c_str());
+      return kUsage;
+    }
     *out = *std::move(etcd);
     return kOk;
   }
@@ -860,6 +872,20 @@ int Main(int argc, char** argv) {
       "node's) (env KVWARDEN_CLUSTER)");
   app.add_option("--cluster-prefix", g.cluster_prefix, "The cluster's etcd key prefix")
       ->capture_default_str();
+  if (const char* t = std::getenv("KVWARDEN_ETCD_CA")) g.etcd_ca = t;
+  if (const char* t = std::getenv("KVWARDEN_ETCD_CERT")) g.etcd_cert = t;
+  if (const char* t = std::getenv("KVWARDEN_ETCD_KEY")) g.etcd_key = t;
+  app.add_option("--etcd-ca", g.etcd_ca,
+                 "PEM file of the CA that signed etcd's certificate: talk to etcd over TLS "
+                 "(env KVWARDEN_ETCD_CA)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--etcd-cert", g.etcd_cert,
+                 "Client certificate PEM for etcd --client-cert-auth (env KVWARDEN_ETCD_CERT)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--etcd-key", g.etcd_key, "Its key (env KVWARDEN_ETCD_KEY)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--etcd-server-name", g.etcd_server_name,
+                 "Name to check etcd's certificate against (default: the endpoint's host)");
   app.footer(
       "Exit codes: 0 ok; 1 the daemon refused (status and message on one line on stderr), or "
       "`health` found it not SERVING; 2 bad usage; 3 daemon (or etcd) unreachable.");
@@ -971,6 +997,12 @@ int Main(int argc, char** argv) {
   if (!g.tls_cert.empty() && g.tls_ca.empty()) {
     std::fprintf(stderr,
                  "kvwctl: --tls-cert and --tls-key need --tls-ca (TLS is on only with --tls-ca)\n");
+    return kUsage;
+  }
+  if (g.etcd_cert.empty() != g.etcd_key.empty() || (!g.etcd_cert.empty() && g.etcd_ca.empty())) {
+    std::fprintf(stderr,
+                 "kvwctl: --etcd-cert and --etcd-key go together, and need --etcd-ca (TLS to etcd "
+                 "is on only with --etcd-ca)\n");
     return kUsage;
   }
   // gRPC's own log lines would break "one line on stderr"; its errors reach us as statuses.

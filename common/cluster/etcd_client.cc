@@ -74,7 +74,23 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(Options options) 
   if (options.call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("cluster: the etcd call timeout must be > 0");
   }
+  if (options.tls.cert_pem.empty() != options.tls.key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "cluster: etcd TLS needs a client certificate and its key together");
+  }
+  if (!options.tls.enabled() && !options.tls.cert_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "cluster: an etcd client certificate needs the CA of etcd's certificate (TLS on)");
+  }
   std::unique_ptr<EtcdClient> c(new EtcdClient(std::move(options)));
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (c->options_.tls.enabled()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = c->options_.tls.ca_pem;
+    ssl.pem_cert_chain = c->options_.tls.cert_pem;
+    ssl.pem_private_key = c->options_.tls.key_pem;
+    credentials = grpc::SslCredentials(ssl);
+  }
   for (const std::string& endpoint : c->options_.endpoints) {
     auto m = std::make_unique<Member>();
     m->endpoint = endpoint;
@@ -83,8 +99,10 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(Options options) 
     // second, and a member that is back should be used at the next try.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    std::shared_ptr<grpc::Channel> channel =
-        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+    if (!c->options_.tls.server_name.empty()) {
+      args.SetSslTargetNameOverride(c->options_.tls.server_name);
+    }
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, credentials, args);
     m->kv = etcdserverpb::KV::NewStub(channel);
     m->lease = etcdserverpb::Lease::NewStub(channel);
     m->watch = etcdserverpb::Watch::NewStub(channel);

@@ -37,9 +37,16 @@ std::string PrefixEnd(absl::string_view prefix);
 
 class EtcdClient {
  public:
+  // TLS to etcd: PEM text. Empty ca_pem: plaintext.
+  struct Tls {
+    std::string ca_pem, cert_pem, key_pem;
+    std::string server_name;  // overrides the name checked against etcd's certificate
+    bool enabled() const { return !ca_pem.empty(); }
+  };
   struct Options {
     std::vector<std::string> endpoints;  // host:port of each member, at least one
     absl::Duration call_timeout = absl::Seconds(2);
+    Tls tls;
   };
   struct KeyValue {
     std::string key;
