@@ -45,6 +45,9 @@ absl::Status CheckTenantSources(const DaemonSettings& s) {
 
 namespace {
 
+constexpr char kPlaceholderRefusal[] =
+    "is a 'change-me' placeholder (deploy/k8s/base/secret.yaml): set a real secret";
+
 // Collects the first syntax error with its position.
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
@@ -212,14 +215,17 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
                           std::string* out) {
   if (file.empty()) {
     *out = inline_token;
-    return absl::OkStatus();
+  } else {
+    if (!inline_token.empty())
+      return FieldError(field + "_file",
+                        absl::StrCat("set ", field, " or ", field, "_file, not both"));
+    absl::StatusOr<std::string> token = ReadTokenFile(ConfigRelative(file, config_dir));
+    if (!token.ok()) return FieldError(field + "_file", std::string(token.status().message()));
+    *out = *std::move(token);
   }
-  if (!inline_token.empty())
-    return FieldError(field + "_file",
-                      absl::StrCat("set ", field, " or ", field, "_file, not both"));
-  absl::StatusOr<std::string> token = ReadTokenFile(ConfigRelative(file, config_dir));
-  if (!token.ok()) return FieldError(field + "_file", std::string(token.status().message()));
-  *out = *std::move(token);
+  if (IsPlaceholderToken(*out)) {
+    return FieldError(file.empty() ? field : field + "_file", kPlaceholderRefusal);
+  }
   return absl::OkStatus();
 }
 
@@ -481,6 +487,10 @@ absl::StatusOr<DaemonSettings> ParseDaemonConfig(const std::string& text,
     return absl::InvalidArgumentError(absl::StrCat(path_for_errors, ": ", s.message()));
   }
   return settings;
+}
+
+bool IsPlaceholderToken(absl::string_view token) {
+  return absl::StartsWithIgnoreCase(token, "change-me");
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {

@@ -97,6 +97,8 @@ absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path);
 // A token file's content, surrounding whitespace dropped; INVALID_ARGUMENT naming the path
 // and the reason when it cannot be read or holds nothing (token_file, --peer-token-file).
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+// A token still the shipped placeholder ("change-me..."): refused wherever a token is set.
+bool IsPlaceholderToken(absl::string_view token);
 // A tenant's limits: the fields set in `in` over `base`.
 TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base);
 // Whether the node has tenants to serve once flags are merged: its config's, or the

@@ -156,6 +156,19 @@ TEST(DaemonConfigTest, AdminTokenIsRequired) {
   EXPECT_EQ(s.status().message(), "c.textproto: admin_token: is required");
 }
 
+// The Secret shipped in deploy/ holds "change-me-..." tokens: a daemon never runs on them.
+TEST(DaemonConfigTest, PlaceholderTokensAreRefused) {
+  std::string text = kValid;
+  text.replace(text.find("admin_token: \"adm\""), 18, "admin_token: \"change-me-admin-token\"");
+  EXPECT_THAT(ParseDaemonConfig(text, "c.textproto").status().message(),
+              HasSubstr("admin_token: is a 'change-me' placeholder"));
+  text = kValid;
+  text.replace(text.find("token: \"ta\""), 11, "token: \"Change-Me-alpha\"");
+  EXPECT_THAT(ParseDaemonConfig(text, "c.textproto").status().message(),
+              HasSubstr("tenants[0].token: is a 'change-me' placeholder"));
+  EXPECT_FALSE(IsPlaceholderToken("alpha-change-me"));
+}
+
 TEST(DaemonConfigTest, TokensComeFromFilesBesideTheConfig) {
   char dir_template[] = "/tmp/kvw-cfg-XXXXXX";
   const std::string dir = mkdtemp(dir_template);

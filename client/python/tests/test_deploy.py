@@ -76,14 +76,28 @@ def test_kustomize_renders_and_lints(overlay, tmp_path):
         assert "peer" in by_kind(docs, "Secret")[0]["stringData"]
         env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
         assert env == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
+    # What the pod runs fits what it is given: a cuda pool only on an image built with
+    # CUDA (and the CPU-only default image only with CPU pools), and CPU pools inside the
+    # memory limit with room for the daemon.
+    config = by_kind(docs, "ConfigMap")[0]["data"]["kvwardend.textproto"]
+    pools = re.findall(r"^pools \{(.*?)^\}", config, re.S | re.M)
+    assert pools
+    devices = [re.search(r'device: "([^"]+)"', p).group(1) for p in pools]
+    assert c["image"].endswith("-cuda") == any(d.startswith("cuda") for d in devices), (c["image"], devices)
+    cpu_bytes = sum(int(re.search(r"capacity_bytes: (\d+)", p).group(1)) for p, d in zip(pools, devices)
+                    if d == "cpu")
+    limit = c["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+    assert cpu_bytes + (1 << 30) <= int(limit[:-2]) << 30, (cpu_bytes, limit)
     assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "Service") and by_kind(docs, "Secret")
     # The DaemonSet mounts the generated ConfigMap (its hashed name).
     cm = by_kind(docs, "ConfigMap")[0]["metadata"]["name"]
     assert any(v.get("configMap", {}).get("name") == cm for v in ds["spec"]["template"]["spec"]["volumes"])
 
 
-def write_rendered_config(docs, root):
-    """The ConfigMap's config and the Secret's tokens, laid out as the pod mounts them."""
+def write_rendered_config(docs, root, real_tokens=True):
+    """The ConfigMap's config and the Secret's tokens, laid out as the pod mounts them;
+    `real_tokens`: the shipped change-me placeholders replaced, as an operator must."""
     os.makedirs(os.path.join(root, "config"))
     os.makedirs(os.path.join(root, "tokens"))
     config = os.path.join(root, "config", "kvwardend.textproto")
@@ -91,12 +105,18 @@ def write_rendered_config(docs, root):
         f.write(by_kind(docs, "ConfigMap")[0]["data"]["kvwardend.textproto"])
     for name, token in by_kind(docs, "Secret")[0]["stringData"].items():
         with open(os.path.join(root, "tokens", name), "w") as f:
-            f.write(token + "\n")
+            f.write((token.replace("change-me", "real-secret") if real_tokens else token) + "\n")
     return config
 
 
 def test_rendered_configs_load_and_the_cpu_one_serves(tmp_path):
     _, base = render("base")
+    # The Secret as shipped: the daemon refuses its placeholders, in one line.
+    unedited = write_rendered_config(base, str(tmp_path / "unedited"), real_tokens=False)
+    check = subprocess.run([os.path.join(BIN, "kvwardend"), "--config", unedited, "--check-config"],
+                           capture_output=True, text=True)
+    assert check.returncode == 2 and "'change-me' placeholder" in check.stderr, check.stderr
+    assert check.stderr.count("\n") == 1, check.stderr
     base_config = write_rendered_config(base, str(tmp_path / "base"))
     check = subprocess.run([os.path.join(BIN, "kvwardend"), "--config", base_config, "--check-config"],
                            capture_output=True, text=True)
@@ -112,7 +132,7 @@ def test_rendered_configs_load_and_the_cpu_one_serves(tmp_path):
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
             time.sleep(0.05)
         target = open(ready).read().strip()
-        admin = by_kind(cpu, "Secret")[0]["stringData"]["admin"]
+        admin = by_kind(cpu, "Secret")[0]["stringData"]["admin"].replace("change-me", "real-secret")
         out = subprocess.run([os.path.join(BIN, "kvwctl"), "--target", target, "--token", admin, "--json", "tenants"],
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
@@ -178,6 +198,9 @@ def test_runtime_image_installs_every_library_the_binaries_load():
             needed.add(owner.stdout.split(":")[0])
     assert needed <= listed, f"runtime stage lacks {sorted(needed - listed)}"
     assert "USER 10001" in runtime and "HEALTHCHECK" in runtime and "kvwctl" in runtime
+    # No config (and no example token) baked in; CUDA builds are one build argument away.
+    assert ".textproto /etc/kvwarden" not in dockerfile
+    assert "ARG KVW_ENABLE_CUDA=OFF" in dockerfile and "-DKVW_ENABLE_CUDA=${KVW_ENABLE_CUDA}" in dockerfile
 
 
 def test_grafana_dashboard_queries_exported_metrics(tmp_path):
