@@ -984,11 +984,35 @@ int Main(int argc, char** argv) {
     sub->fallthrough();
   }
 
+  // The command word, found past the global options: an unknown one is named in one line
+  // (CLI11 would say only that a subcommand is required).
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (!arg.empty() && arg[0] == '-') {
+      if (arg.find('=') != std::string::npos) continue;
+      const CLI::Option* opt = app.get_option_no_throw(arg);
+      if (opt != nullptr && opt->get_expected_min() > 0) ++i;  // its value follows
+      continue;
+    }
+    const std::vector<CLI::App*> commands = app.get_subcommands([](CLI::App*) { return true; });
+    if (std::none_of(commands.begin(), commands.end(),
+                     [&](const CLI::App* c) { return c->check_name(arg); })) {
+      std::fprintf(stderr, "kvwctl: unknown command '%s' (kvwctl --help lists them)\n",
+                   Printable(arg).c_str());
+      return kUsage;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kOk : kUsage;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help: the help text, exit 0
+    // One line on stderr for every usage error.
+    std::string what = e.what();
+    std::replace(what.begin(), what.end(), '\n', ' ');
+    std::fprintf(stderr, "kvwctl: %s (kvwctl --help)\n", Printable(what).c_str());
+    return kUsage;
   }
   if (g.tls_cert.empty() != g.tls_key.empty()) {
     std::fprintf(stderr, "kvwctl: --tls-cert and --tls-key go together (mutual TLS needs both)\n");

@@ -136,9 +136,15 @@ TEST_F(KvwctlTest, ExitCodesAndOneLineErrors) {
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_THAT(r.err, HasSubstr("kvwctl: cannot reach daemon: UNAVAILABLE"));
   ExpectOneLine(r.err);
-  EXPECT_EQ(Ctl({"seq", "show", "notanumber"}).exit_code, 2);
-  EXPECT_EQ(Ctl({"frobnicate"}).exit_code, 2);
-  EXPECT_EQ(Ctl({}).exit_code, 2);
+  // Usage errors: exit 2, one line, the unknown command named.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"seq", "show", "notanumber"}, {"frobnicate"}, {}, {"seq"}}) {
+    r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    ExpectOneLine(r.err);
+  }
+  EXPECT_EQ(Ctl({"--json", "frobnicate"}).err,
+            "kvwctl: unknown command 'frobnicate' (kvwctl --help lists them)\n");
   EXPECT_EQ(Ctl({"--help"}).exit_code, 0);
   // TLS flags that cannot work together are usage errors, not a connection failure.
   const std::string some_file = BinPath("kvwctl");
