@@ -88,7 +88,7 @@ echo
 echo "== kvwctl seqs --tenant beta"
 ctl seqs --tenant beta
 ctl --json seqs --tenant alpha >"$work/alpha-seqs.json"
-first=$(awk -F'"' '/"sequence_id"/ {print $4; exit}' "$work/alpha-seqs.json")
+first=$(grep -o '"sequence_id": [0-9]*' "$work/alpha-seqs.json" | head -1 | grep -o '[0-9]*$')
 echo
 echo "== kvwctl seq show $first (first 4 layers)"
 ctl seq show "$first" >"$work/show.txt"

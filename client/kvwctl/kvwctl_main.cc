@@ -24,16 +24,19 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvwctl/fleet_tenants.h"
+#include "client/kvwctl/json_out.h"
 #include "client/kvwctl/table.h"
 #include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
 #include "common/codec/sha256.h"
+#include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpc/support/log.h"
 #include "kvwarden/admin_client.h"
 #include "kvwarden/v1/admin.pb.h"
 #include "kvwarden/v1/cluster.pb.h"
+#include "kvwarden/v1/config.pb.h"
 #include "kvwarden/v1/control.pb.h"
 
 namespace kvwarden::kvwctl {
@@ -580,7 +583,17 @@ class Cli {
     absl::StatusOr<v1::GetConfigResponse> resp_or = admin_->GetConfig();
     if (!resp_or.ok()) return Fail(resp_or.status());
     const v1::GetConfigResponse& resp = *resp_or;
-    if (g_.json) return PrintJson(resp);
+    if (g_.json) {
+      // The config as an object, not a text blob.
+      v1::DaemonConfig config;
+      if (!google::protobuf::TextFormat::ParseFromString(resp.text(), &config)) {
+        std::fprintf(stderr, "kvwctl: the daemon's config does not parse as a DaemonConfig\n");
+        return kRefused;
+      }
+      std::cout << "{\"path\": " << JsonString(resp.path())
+                << ", \"config\": " << ToJson(config, true) << "}\n";
+      return kOk;
+    }
     std::cout << "# " << Printable(resp.path()) << " (tokens redacted)\n"
               << Printable(resp.text(), true);
     return kOk;
@@ -625,10 +638,10 @@ class Cli {
           const v1::PoolStats& p = pools.pools(k);
           const v1::PoolStats* q = find_pool(p.name());
           absl::StrAppendFormat(&line,
-                                "%s{\"pool\":\"%s\",\"used_pages\":%d,\"capacity_pages\":%d,"
+                                "%s{\"pool\":%s,\"used_pages\":%d,\"capacity_pages\":%d,"
                                 "\"pages_per_s\":%.1f,\"draining\":%s}",
-                                k ? "," : "", p.name(), p.used_pages(), p.capacity_pages(),
-                                q ? rate(p.used_pages(), q->used_pages()) : 0.0,
+                                k ? "," : "", JsonString(p.name()), p.used_pages(),
+                                p.capacity_pages(), q ? rate(p.used_pages(), q->used_pages()) : 0.0,
                                 p.draining() ? "true" : "false");
         }
         line += "],\"tenants\":[";
@@ -636,10 +649,12 @@ class Cli {
           const v1::TenantInfo& t = tenants.tenants(k);
           const v1::TenantInfo* q = find_tenant(t.name());
           absl::StrAppendFormat(&line,
-                                "%s{\"tenant\":\"%s\",\"used_pages\":%d,\"quota_pages\":%d,"
+                                "%s{\"tenant\":%s,\"used_pages\":%d,\"used_bytes\":%d,"
+                                "\"quota_pages\":%d,\"quota_bytes\":%d,"
                                 "\"sequences\":%d,\"pages_per_s\":%.1f,\"refusals_per_s\":%.2f}",
-                                k ? "," : "", t.name(), t.used_pages(), t.quota_pages(),
-                                t.sequences(), q ? rate(t.used_pages(), q->used_pages()) : 0.0,
+                                k ? "," : "", JsonString(t.name()), t.used_pages(), t.used_bytes(),
+                                t.quota_pages(), t.quota_bytes(), t.sequences(),
+                                q ? rate(t.used_pages(), q->used_pages()) : 0.0,
                                 q ? rate(t.quota_refusals(), q->quota_refusals()) : 0.0);
         }
         std::cout << line << "]}\n";
@@ -688,17 +703,17 @@ class Cli {
         std::cout << ClearScreen()
                   << absl::FormatTime("%H:%M:%S", absl::Now(), absl::LocalTimeZone()) << "  every "
                   << interval_ms << " ms\n";
-      if (int rc = ShowSequence(id); rc != kOk) return rc;
+      if (int rc = ShowSequence(id, /*one_line=*/true); rc != kOk) return rc;
       std::cout.flush();
     }
     return kOk;
   }
 
-  int ShowSequence(uint64_t id) {
+  int ShowSequence(uint64_t id, bool one_line = false) {
     absl::StatusOr<v1::SequenceInfo> q_or = admin_->DescribeSequence(id);
     if (!q_or.ok()) return Fail(q_or.status());
     const v1::SequenceInfo& q = *q_or;
-    if (g_.json) return PrintJson(q);
+    if (g_.json) return PrintJson(q, one_line);
     const v1::KvLayout& l = q.layout();
     std::cout << Printable(
         absl::StrFormat(
@@ -773,15 +788,10 @@ class Cli {
     return unreachable ? kUnreachable : kRefused;
   }
 
-  template <typename Message>
-  int PrintJson(const Message& m) const {
-    google::protobuf::util::JsonPrintOptions opts;
-    opts.add_whitespace = true;
-    opts.always_print_primitive_fields = true;
-    opts.preserve_proto_field_names = true;
-    std::string out;
-    if (!google::protobuf::util::MessageToJsonString(m, &out, opts).ok()) return kRefused;
-    std::cout << out;
+  // `one_line`: for streams of objects (seq watch), one object per line.
+  int PrintJson(const google::protobuf::Message& m, bool one_line = false) const {
+    std::cout << ToJson(m, /*pretty=*/!one_line);
+    if (one_line) std::cout << "\n";
     return kOk;
   }
 

@@ -87,7 +87,7 @@ TEST_F(KvwctlTest, PoolsAndTenantsTables) {
   EXPECT_THAT(r.out, HasSubstr("beta    config  1       64 pages"));
   r = Ctl({"--json", "tenants"});
   EXPECT_THAT(r.out, HasSubstr("\"name\": \"alpha\""));
-  EXPECT_THAT(r.out, HasSubstr("\"used_pages\": \"12\""));  // beta: 3 pages x 4 layers
+  EXPECT_THAT(r.out, HasSubstr("\"used_pages\": 12"));  // beta: 3 pages x 4 layers (a number)
   r = Ctl({"workers"});
   EXPECT_THAT(r.out, HasSubstr("decoder-7"));
   EXPECT_THAT(r.out, HasSubstr("decode"));
@@ -115,6 +115,12 @@ TEST_F(KvwctlTest, SequencesAndShow) {
   r = Ctl({"--json", "seq", "show", std::to_string(seq_id_)});
   EXPECT_THAT(r.out, HasSubstr("\"live_slots\": 10"));
   EXPECT_THAT(r.out, HasSubstr("\"budget\": 100"));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("\"sequence_id\": ", seq_id_)));  // 64-bit: a number
+  // Watching as JSON: one object per line, one line per refresh.
+  r = Ctl({"--json", "seq", "watch", std::to_string(seq_id_), "--count=2", "--interval-ms=10"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
+  EXPECT_EQ(r.out.rfind("{\"sequence_id\":", 0), 0u) << r.out;
 }
 
 TEST_F(KvwctlTest, ExitCodesAndOneLineErrors) {
@@ -287,8 +293,15 @@ TEST_F(KvwctlTest, ConfigTopAndCompletion) {
   for (const char* token : {testing::kAdminToken, testing::kAlphaToken, testing::kBetaToken}) {
     EXPECT_EQ(r.out.find(token), std::string::npos) << token;
   }
+  r = Ctl({"--json", "config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"config\": {"));  // an object, not a text blob
+  EXPECT_THAT(r.out, HasSubstr("\"name\": \"main\""));
+  EXPECT_THAT(r.out, HasSubstr("\"quota_pages\": 4096"));
+  EXPECT_EQ(r.out.find(testing::kAlphaToken), std::string::npos);
   r = Ctl({"--json", "top", "--count=2", "--interval-ms=50"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"quota_bytes\":"));
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
   EXPECT_THAT(r.out, HasSubstr("\"tenant\":\"beta\""));
   EXPECT_THAT(r.out, HasSubstr("\"refusals_per_s\":"));
