@@ -31,13 +31,17 @@ TEST(LeaseCrashTest, KilledWorkersPagesComeBackAndOthersAreUntouched) {
   ASSERT_TRUE(alpha->ReserveSlots(keep->id, 50).ok());
   std::string k = PatternKv(1, 2, l.num_kv_heads, 0, 50, l.token_bytes(), false);
   std::string v = PatternKv(1, 2, l.num_kv_heads, 0, 50, l.token_bytes(), true);
-  ASSERT_TRUE(alpha->WriteKV(keep->id, l, 2, 1, 0, 50, {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
-                             {reinterpret_cast<const uint8_t*>(v.data()), v.size()}).ok());
+  ASSERT_TRUE(alpha
+                  ->WriteKV(keep->id, l, 2, 1, 0, 50,
+                            {reinterpret_cast<const uint8_t*>(k.data()), k.size()},
+                            {reinterpret_cast<const uint8_t*>(v.data()), v.size()})
+                  .ok());
   auto before = alpha->DescribeSequence(keep->id);
   ASSERT_TRUE(before.ok());
 
-  auto worker = testing::SpawnWithStdoutPipe({testing::BinPath("kvw_lease_holder"), (*daemon)->target(),
-                                              testing::kAlphaToken, "main", "300", "40"});
+  auto worker =
+      testing::SpawnWithStdoutPipe({testing::BinPath("kvw_lease_holder"), (*daemon)->target(),
+                                    testing::kAlphaToken, "main", "300", "40"});
   ASSERT_GT(worker.pid, 0);
   const std::string ready = testing::ReadLine(worker.stdout_fd);
   ASSERT_EQ(ready.rfind("READY ", 0), 0u) << "worker said: " << ready;
@@ -72,11 +76,13 @@ TEST(LeaseCrashTest, KilledWorkersPagesComeBackAndOthersAreUntouched) {
   ASSERT_TRUE(alpha->ReleaseSequence(keep->id).ok());
 
   // Nothing leaked: the tenant and the pool are back to zero.
-  auto tenants = testing::RunCommand({testing::BinPath("kvwctl"), "--target=" + (*daemon)->target(),
-                                      "--token=" + std::string(testing::kAdminToken), "--json", "tenants"});
+  auto tenants =
+      testing::RunCommand({testing::BinPath("kvwctl"), "--target=" + (*daemon)->target(),
+                           "--token=" + std::string(testing::kAdminToken), "--json", "tenants"});
   ASSERT_EQ(tenants.exit_code, 0) << tenants.err;
   size_t zero = 0;
-  for (size_t at = 0; (at = tenants.out.find("\"used_pages\": 0,", at)) != std::string::npos; ++at) ++zero;
+  for (size_t at = 0; (at = tenants.out.find("\"used_pages\": 0,", at)) != std::string::npos; ++at)
+    ++zero;
   EXPECT_EQ(zero, 2u) << "both tenants back to zero pages:\n" << tenants.out;
   EXPECT_NE((*daemon)->log().find("event=lease_lapsed"), std::string::npos) << (*daemon)->log();
   EXPECT_NE((*daemon)->log().find("sequences_released=1"), std::string::npos) << (*daemon)->log();
