@@ -92,7 +92,7 @@ first=$(grep -o '"sequence_id": [0-9]*' "$work/alpha-seqs.json" | head -1 | grep
 echo
 echo "== kvwctl seq show $first (first 4 layers)"
 ctl seq show "$first" >"$work/show.txt"
-head -9 "$work/show.txt"
+head -10 "$work/show.txt"
 
 touch "$work/release"
 status=0
@@ -193,6 +193,12 @@ done
 cat "$work/cluster-prefill.out" "$work/cluster-decode.out"
 echo "-- kvwctl --cluster=$CLUSTER cluster"
 "$BIN/kvwctl" --cluster="$CLUSTER" cluster
+# A fleet-wide tenant, written once in etcd, served by both nodes within a second.
+printf 'gamma-demo-token-%s\n' "$RANDOM$RANDOM" >"$work/gamma.token"
+"$BIN/kvwctl" --cluster="$CLUSTER" tenants set gamma --token-file "$work/gamma.token" --quota-pages 4096
+sleep 0.5
+echo "-- kvwctl --cluster=$CLUSTER tenants (every node's view, summed)"
+"$BIN/kvwctl" --cluster="$CLUSTER" --token="$ADMIN_TOKEN" tenants
 touch "$work/cluster-done"
 wait "$cluster_prefill" || status=1
 

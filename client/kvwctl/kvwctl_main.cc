@@ -442,7 +442,8 @@ class Cli {
     if (absl::Status s = etcd->Put(key, FleetTenantJson(*after)); !s.ok()) return EtcdFail(s);
     if (g_.json) return PrintJson(*after);
     std::cout << Printable(absl::StrCat("tenant ", edit.name, before ? " changed" : " added",
-                                        " at ", key, "; every node applies it at once\n"));
+                                        " at ", key, "; every node applies it at once"))
+              << "\n";
     return kOk;
   }
 
@@ -457,9 +458,11 @@ class Cli {
                    Printable(key).c_str());
       return kRefused;
     }
-    std::cout << Printable(absl::StrCat(
-        "tenant ", name, " removed from ", key,
-        "; nodes refuse its token at once, and what it holds goes as its leases lapse\n"));
+    std::cout
+        << Printable(absl::StrCat(
+               "tenant ", name, " removed from ", key,
+               "; nodes refuse its token at once, and what it holds goes as its leases lapse"))
+        << "\n";
     return kOk;
   }
 

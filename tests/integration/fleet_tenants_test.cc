@@ -113,6 +113,8 @@ TEST_F(FleetTenantsTest, ATenantSetInEtcdIsServedEverywhereAndAQuotaCutRefusesAt
                                      "--quota-pages", "1000", "--weight", "3"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("tenant gamma added"));
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(r.out.find("\\x0a"), std::string::npos) << r.out;
   std::optional<absl::Duration> served =
       WaitForToken({a.get(), b.get()}, kGammaToken, absl::StatusCode::kOk);
   ASSERT_TRUE(served.has_value());
