@@ -4,6 +4,7 @@ read (or, for prefill leases, written) in place as NumPy views, no copy."""
 import mmap
 import socket
 import threading
+import time
 from typing import Dict, List, Optional, Tuple
 
 import grpc
@@ -19,16 +20,37 @@ _MAX_RECORD = 256 * 1024
 
 class PageView:
     """Pages of slots [slot_start, slot_end) of some layers, pinned by a transfer lease
-    until close(). page(layer, i) gives K and V of the range's i-th page as NumPy arrays
-    [num_kv_heads, page_tokens, head_dim]; k/v(layer, head, slot) one slot's row. Views
-    into the mapped chunk: they read what the daemon holds, with no copy."""
+    until close() or the lease's TTL. page(layer, i) gives K and V of the range's i-th page
+    as NumPy arrays [num_kv_heads, page_tokens, head_dim]; k/v(layer, head, slot) one slot's
+    row. Views into the mapped chunk: they read what the daemon holds, with no copy, and
+    only while the pin holds: past expires_in() the daemon may move the pages, so page()
+    then raises DEADLINE_EXCEEDED (map again, or ask a longer ttl_ms), and arrays taken
+    before must not be read any more."""
 
     def __init__(self, client, grant: transfer_pb2.TransferGrant, seq: Sequence,
                  pages: Dict[int, List[np.ndarray]]):
         self._client, self.grant, self._seq, self._pages = client, grant, seq, pages
         self.epoch = grant.epoch
+        self._transfer_id = grant.transfer_id
+        self._expires_unix_ms = grant.expires_unix_ms
+
+    def expires_in(self) -> float:
+        """Seconds until the pin lapses (0 once it has, or after close())."""
+        if self.grant is None:
+            return 0.0
+        return max(0.0, self._expires_unix_ms / 1000.0 - time.time())
+
+    def _check(self):
+        if self.grant is None:
+            raise KvwardenError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"view of transfer {self._transfer_id} is closed")
+        if self.expires_in() <= 0:
+            raise KvwardenError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"the pin of transfer {self._transfer_id} expired: its pages may have moved; "
+                                f"map again (or ask a longer ttl_ms)")
 
     def page(self, layer: int, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        self._check()
         lay = self._seq.layout
         raw = self._pages[layer][index]
         half = raw.size // 2
@@ -44,9 +66,15 @@ class PageView:
         return v[head, slot % self._seq.layout.page_tokens]
 
     def close(self):
+        """Ends the pin. A pin that already lapsed has nothing to end: no error."""
         if self.grant is not None:
             grant, self.grant = self.grant, None
-            self._client.end_transfer(grant.transfer_id)
+            lapsed = self._expires_unix_ms / 1000.0 <= time.time()
+            try:
+                self._client.end_transfer(grant.transfer_id)
+            except KvwardenError as e:
+                if not (lapsed and e.code == grpc.StatusCode.NOT_FOUND):
+                    raise
 
     def __enter__(self):
         return self

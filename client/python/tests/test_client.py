@@ -222,3 +222,23 @@ def test_a_clean_exit_releases_the_leases_it_kept_alive(daemon):
         workers = {w.name for w in admin.list_workers().workers}
         assert "py-clean-exit" not in workers and "py-left-to-lapse" in workers
         assert seq.id not in {s.sequence_id for s in admin.list_sequences(tenant="alpha")}
+
+
+def test_a_view_past_its_pin_says_so_and_closes_quietly(alpha):
+    lease = alpha.register_worker("py-attach-ttl", role="both")
+    seq = alpha.create_sequence(lease, "main", 64)
+    alpha.reserve_slots(seq, 8)
+    with alpha.attach(lease) as pool:
+        with pool.map(seq, 0, 8, ttl_ms=300) as view:
+            assert 0 < view.expires_in() <= 0.3
+            view.k(0, 0, 0)
+            time.sleep(0.5)
+            assert view.expires_in() == 0
+            with pytest.raises(KvwardenError) as e:
+                view.k(0, 0, 0)
+            assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "expired" in e.value.message
+        # Leaving the block after the pin lapsed raised nothing; a closed view says so.
+        with pytest.raises(KvwardenError) as e:
+            view.page(0, 0)
+        assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
