@@ -30,10 +30,6 @@ using testing::DaemonProcess;
 using testing::EtcdProcess;
 using ::testing::HasSubstr;
 
-const bool kNoGrpcForkHandlers = [] {
-  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
-}();
-
 constexpr const char* kPeerToken = "cluster-peer-secret";
 
 class ClusterClientTest : public ::testing::Test {

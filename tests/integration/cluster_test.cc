@@ -26,13 +26,6 @@ using testing::DaemonProcess;
 using testing::EtcdProcess;
 using ::testing::HasSubstr;
 
-// This process forks etcd and kvwardend while its own gRPC clients live; gRPC's fork
-// handlers (on by default) then leave its new connections hanging for seconds. The
-// children exec at once and need none of them.
-const bool kNoGrpcForkHandlers = [] {
-  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
-}();
-
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {

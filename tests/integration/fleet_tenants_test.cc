@@ -28,11 +28,6 @@ using testing::DaemonProcess;
 using testing::EtcdProcess;
 using ::testing::HasSubstr;
 
-// Forks etcd and kvwardend while this process's gRPC clients live (see cluster_test).
-const bool kNoGrpcForkHandlers = [] {
-  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
-}();
-
 constexpr char kGammaToken[] = "gamma-token-0123456789";
 
 class FleetTenantsTest : public ::testing::Test {

@@ -37,11 +37,6 @@ using testing::DaemonProcess;
 using testing::EtcdProcess;
 using ::testing::HasSubstr;
 
-// As in cluster_test: this process forks etcd and daemons while its gRPC clients live.
-const bool kNoGrpcForkHandlers = [] {
-  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
-}();
-
 constexpr const char* kPeerToken = "cluster-peer-secret";
 constexpr uint32_t kLayers = 4, kHeads = 2, kTokenBytes = 16 * 2;  // pool "main"
 

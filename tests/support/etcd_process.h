@@ -3,6 +3,7 @@
 // A real etcd member (Debian's etcd-server, /usr/bin/etcd) for integration tests: on
 // free loopback ports, its data in a temp folder, stopped by its pid.
 
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -13,6 +14,13 @@
 #include "tests/support/process.h"
 
 namespace kvwarden::testing {
+
+// A test that includes this forks etcd and kvwardend while its own gRPC clients live;
+// gRPC's fork handlers (on by default) then leave its new connections hanging for
+// seconds. The children exec at once and need none of them: off, before main.
+inline const bool kNoGrpcForkHandlers = [] {
+  return setenv("GRPC_ENABLE_FORK_SUPPORT", "false", 1) == 0;
+}();
 
 class EtcdProcess {
  public:
