@@ -78,7 +78,7 @@ int FreeLoopbackPort() {
   return port;
 }
 
-absl::StatusOr<std::unique_ptr<EtcdProcess>> EtcdProcess::Start() {
+absl::StatusOr<std::unique_ptr<EtcdProcess>> EtcdProcess::Start(const std::string& also_on) {
   if (access(kEtcd, X_OK) != 0) {
     return absl::FailedPreconditionError(
         "no /usr/bin/etcd: apt-get install etcd-server (scripts/install_deps.sh)");
@@ -87,12 +87,14 @@ absl::StatusOr<std::unique_ptr<EtcdProcess>> EtcdProcess::Start() {
   e->client_port_ = FreeLoopbackPort();
   e->peer_port_ = FreeLoopbackPort();
   e->endpoint_ = absl::StrCat("127.0.0.1:", e->client_port_);
+  e->also_on_ = also_on;
   if (absl::Status s = e->Launch(); !s.ok()) return s;
   return e;
 }
 
 absl::Status EtcdProcess::Launch() {
-  const std::string client = absl::StrCat("http://", endpoint_);
+  std::string client = absl::StrCat("http://", endpoint_);
+  if (!also_on_.empty()) absl::StrAppend(&client, ",http://", also_on_, ":", client_port_);
   const std::string peer = absl::StrCat("http://127.0.0.1:", peer_port_);
   const std::string data = absl::StrCat(dir_.path(), "/data", generation_);
   const std::string log_path = absl::StrCat(dir_.path(), "/etcd.log");

@@ -25,7 +25,9 @@ inline const bool kNoGrpcForkHandlers = [] {
 class EtcdProcess {
  public:
   // Starts one member and returns once it has elected itself and takes writes (20 s).
-  static absl::StatusOr<std::unique_ptr<EtcdProcess>> Start();
+  // `also_on`: another local address its client API listens on too (a bridge that
+  // network namespaces reach), on the same port.
+  static absl::StatusOr<std::unique_ptr<EtcdProcess>> Start(const std::string& also_on = "");
   // SIGTERM, then SIGKILL after 5 s.
   ~EtcdProcess();
 
@@ -37,6 +39,10 @@ class EtcdProcess {
   // "127.0.0.1:PORT" of its client API, and the --cluster flag naming it.
   const std::string& endpoint() const { return endpoint_; }
   std::string cluster_flag() const { return "--cluster=etcd://" + endpoint_; }
+  // The same on `also_on`.
+  std::string cluster_flag_on_also() const {
+    return "--cluster=etcd://" + also_on_ + ":" + std::to_string(client_port_);
+  }
   std::string log() const;
 
  private:
@@ -44,6 +50,7 @@ class EtcdProcess {
   absl::Status Launch();
   TempDir dir_;
   std::string endpoint_;
+  std::string also_on_;
   int client_port_ = 0, peer_port_ = 0;
   int generation_ = 0;  // data folder number (Restart(wipe) starts a new one)
   pid_t pid_ = -1;

@@ -72,7 +72,8 @@ std::string TempDir::Write(const std::string& name, const std::string& contents)
   return p;
 }
 
-absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(const std::string& config_text) {
+absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
+    const std::string& config_text) {
   return Start(config_text, {});
 }
 
@@ -85,14 +86,15 @@ void DaemonProcess::Kill() {
 
 absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     const std::string& config_text, const std::vector<std::string>& extra_args,
-    const std::string& listen) {
+    const std::string& listen, const std::vector<std::string>& wrapper) {
   std::unique_ptr<DaemonProcess> d(new DaemonProcess());
   const std::string config = d->dir_.Write("kvwardend.textproto", config_text);
   const std::string ready = absl::StrCat(d->dir_.path(), "/ready");
   const std::string log = absl::StrCat(d->dir_.path(), "/daemon.log");
-  std::vector<std::string> args = {BinPath("kvwardend"), "--config=" + config,
-                                   "--listen=" + listen, "--ready-file=" + ready};
+  std::vector<std::string> args = {BinPath("kvwardend"), "--config=" + config, "--listen=" + listen,
+                                   "--ready-file=" + ready};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  args.insert(args.begin(), wrapper.begin(), wrapper.end());
   auto argv = Argv(args);
   d->pid_ = fork();
   if (d->pid_ < 0) return absl::InternalError("fork failed");
@@ -103,7 +105,11 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
-    execv(argv[0], argv.data());
+    if (wrapper.empty()) {
+      execv(argv[0], argv.data());
+    } else {
+      execvp(argv[0], argv.data());
+    }
     _exit(127);
   }
   // The ready file appears (atomically) once the server accepts connections.
@@ -132,7 +138,9 @@ DaemonProcess::~DaemonProcess() {
   }
 }
 
-std::string DaemonProcess::log() const { return ReadFile(absl::StrCat(dir_.path(), "/daemon.log")); }
+std::string DaemonProcess::log() const {
+  return ReadFile(absl::StrCat(dir_.path(), "/daemon.log"));
+}
 
 CommandResult RunCommand(const std::vector<std::string>& args) {
   TempDir dir;

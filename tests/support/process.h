@@ -36,9 +36,11 @@ class DaemonProcess {
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& config_text);
   // As above with extra flags (e.g. --attach-socket) and a fixed --listen address (so a
   // restarted daemon comes back where clients look for it).
-  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(const std::string& config_text,
-                                                             const std::vector<std::string>& extra_args,
-                                                             const std::string& listen = "127.0.0.1:0");
+  // `wrapper` (e.g. {"ip", "netns", "exec", NS}) runs the daemon through a command
+  // that execs it in place (the pid stays the daemon's).
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+      const std::string& config_text, const std::vector<std::string>& extra_args,
+      const std::string& listen = "127.0.0.1:0", const std::vector<std::string>& wrapper = {});
   // SIGKILL now (a crash), waiting for the pid.
   void Kill();
   // SIGTERM, then SIGKILL after 5 s; waits for the pid.
