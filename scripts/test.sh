@@ -15,7 +15,7 @@ start=$(date +%s)
 extra=()
 command -v kubectl > /dev/null || extra+=(kubernetes-client)
 command -v systemd-analyze > /dev/null || extra+=(systemd)
-bash scripts/install_deps.sh clang-14 clang-format-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest \
+bash scripts/install_deps.sh clang-14 clang-format-14 libfuzzer-14-dev python3-grpcio python3-protobuf python3-numpy python3-pytest python3-venv python3-setuptools python3-wheel \
   python3-torch python3-matplotlib python3-yaml bible-kjv prometheus yamllint etcd-server etcd-client "${extra[@]}"
 
 echo "== clang-format of the files changed since the check began"
