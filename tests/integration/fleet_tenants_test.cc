@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 
+#include <iostream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -114,6 +115,8 @@ TEST_F(FleetTenantsTest, ATenantSetInEtcdIsServedEverywhereAndAQuotaCutRefusesAt
       WaitForToken({a.get(), b.get()}, kGammaToken, absl::StatusCode::kOk);
   ASSERT_TRUE(served.has_value());
   EXPECT_LT(*served, absl::Seconds(1));
+  std::cout << "fleet tenant added -> served by both nodes: " << absl::FormatDuration(*served)
+            << "\n";
   // etcd holds the token's digest, never the token.
   auto stored = client_->Get(TenantKey(kDefaultClusterPrefix, "gamma"));
   ASSERT_TRUE(stored.ok() && stored->has_value());
@@ -151,6 +154,7 @@ TEST_F(FleetTenantsTest, ATenantSetInEtcdIsServedEverywhereAndAQuotaCutRefusesAt
     absl::SleepFor(absl::Milliseconds(5));
   }
   EXPECT_LT(applied, absl::Seconds(1));
+  std::cout << "quota cut -> in force on both nodes: " << absl::FormatDuration(applied) << "\n";
   EXPECT_EQ((*gamma_a)->ReserveSlots(seq_a->id, 16).status().code(),
             absl::StatusCode::kResourceExhausted);
   auto gamma_b = Client::Connect({b->target(), kGammaToken, absl::Seconds(10)});
@@ -183,6 +187,8 @@ TEST_F(FleetTenantsTest, ATenantSetInEtcdIsServedEverywhereAndAQuotaCutRefusesAt
       WaitForToken({a.get(), b.get()}, kGammaToken, absl::StatusCode::kUnauthenticated);
   ASSERT_TRUE(refused.has_value());
   EXPECT_LT(*refused, absl::Seconds(1));
+  std::cout << "fleet tenant removed -> refused by both nodes: " << absl::FormatDuration(*refused)
+            << "\n";
   r = testing::RunCommand({testing::BinPath("kvwctl"), "--target=" + a->target(),
                            "--token=" + std::string(testing::kAdminToken), "tenants"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
