@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "cache_service/retention/field_defaults.h"
 #include "cache_service/retention/registry.h"
+#include "common/cluster/cluster_keys.h"
 #include "common/cluster/etcd_client.h"
 #include "common/ucx/ucx.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -57,14 +58,6 @@ class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
   void AddWarning(int, int, const std::string&) override {}
   std::string error;
 };
-
-bool ValidName(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s) {
-    if (!(absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.')) return false;
-  }
-  return true;
-}
 
 // Validation error for `field`; the caller prefixes the file.
 absl::Status FieldError(const std::string& field, const std::string& reason) {
@@ -223,9 +216,8 @@ absl::Status ResolveToken(const std::string& inline_token, const std::string& fi
     if (!token.ok()) return FieldError(field + "_file", std::string(token.status().message()));
     *out = *std::move(token);
   }
-  if (IsPlaceholderToken(*out)) {
-    return FieldError(file.empty() ? field : field + "_file", kPlaceholderRefusal);
-  }
+  // A file's token was checked by ReadTokenFile.
+  if (file.empty() && IsPlaceholderToken(*out)) return FieldError(field, kPlaceholderRefusal);
   return absl::OkStatus();
 }
 
@@ -500,6 +492,9 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
         absl::StrCat(path, ": cannot read: ", text.status().message()));
   std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " is empty"));
+  if (IsPlaceholderToken(token)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " ", kPlaceholderRefusal));
+  }
   return token;
 }
 

@@ -95,9 +95,11 @@ inline constexpr const char* kDefaultListen = "127.0.0.1:50051";
 // for syntax errors), with code INVALID_ARGUMENT (NOT_FOUND for a missing file).
 absl::StatusOr<DaemonSettings> LoadDaemonConfig(const std::string& path);
 // A token file's content, surrounding whitespace dropped; INVALID_ARGUMENT naming the path
-// and the reason when it cannot be read or holds nothing (token_file, --peer-token-file).
+// and the reason when it cannot be read, holds nothing or holds the placeholder
+// (token_file, --peer-token-file).
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
-// A token still the shipped placeholder ("change-me..."): refused wherever a token is set.
+// A token still the shipped placeholder ("change-me..."): refused inline in the config and
+// by ReadTokenFile, so wherever a token is set.
 bool IsPlaceholderToken(absl::string_view token);
 // A tenant's limits: the fields set in `in` over `base`.
 TenantLimits LimitsFrom(const v1::TenantLimitsConfig& in, TenantLimits base);

@@ -106,13 +106,6 @@ int Run(const Flags& flags) {
                    std::string(token.status().message()).c_str());
       return 2;
     }
-    if (IsPlaceholderToken(*token)) {
-      std::fprintf(stderr,
-                   "kvwardend: --peer-token-file: %s is a 'change-me' placeholder: set a real "
-                   "secret\n",
-                   flags.peer_token_file->c_str());
-      return 2;
-    }
     settings->cluster.peer_token = *std::move(token);
   }
   if (absl::Status s = ValidateClusterSettings(settings->cluster); !s.ok()) {

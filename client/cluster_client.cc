@@ -7,6 +7,16 @@
 
 namespace kvwarden {
 namespace client {
+namespace {
+
+// Only a seed that cannot be reached is passed by: a refusal (a bad token, a daemon
+// outside cluster mode) is the same on every node.
+bool Unreachable(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ClusterClient>> Client::ConnectCluster(ClusterOptions options) {
   return ClusterClient::Connect(std::move(options));
@@ -54,12 +64,7 @@ absl::StatusOr<ClusterNodes> ClusterClient::Ask() {
       }
       return nodes;
     }
-    // Only an unreachable seed is passed by: a refusal (a bad token, not a cluster) is
-    // the same on every node.
-    if (nodes.status().code() != absl::StatusCode::kUnavailable &&
-        nodes.status().code() != absl::StatusCode::kDeadlineExceeded) {
-      return nodes.status();
-    }
+    if (!Unreachable(nodes.status())) return nodes.status();
     absl::StrAppend(&failures, failures.empty() ? "" : "; ", options_.seeds[i], ": ",
                     nodes.status().message());
   }
@@ -140,10 +145,7 @@ absl::StatusOr<ResolvedHandle> ClusterClient::Resolve(const std::string& handle)
   for (const std::string& seed : options_.seeds) {
     absl::StatusOr<Client*> c = ClientFor(seed);
     h = c.ok() ? (*c)->ResolveHandle(handle) : c.status();
-    if (h.ok() || (h.status().code() != absl::StatusCode::kUnavailable &&
-                   h.status().code() != absl::StatusCode::kDeadlineExceeded)) {
-      break;
-    }
+    if (!Unreachable(h.status())) break;
   }
   if (!h.ok()) return h.status();
   absl::StatusOr<Client*> holder = ClientFor(h->grpc_address);

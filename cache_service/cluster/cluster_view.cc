@@ -5,17 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "cache_service/util/log.h"
-#include "google/protobuf/util/json_util.h"
+#include "common/cluster/entry_json.h"
 
 namespace kvwarden {
 namespace {
-
-template <typename Info>
-bool Parse(const std::string& json, Info* info) {
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;  // written by a newer daemon
-  return google::protobuf::util::JsonStringToMessage(json, info, parse).ok();
-}
 
 // A PrefixWatcher that keeps `mirror` (guarded by `mu`) equal to the prefix, at most
 // `cap` entries.
@@ -34,14 +27,14 @@ std::unique_ptr<PrefixWatcher> Follow(EtcdClient* etcd, const std::string& prefi
     for (const EtcdClient::KeyValue& kv : kvs) {
       if (fresh.size() >= cap) break;
       Info info;
-      if (Parse(kv.value, &info)) fresh.emplace(kv.key, std::move(info));
+      if (ParseEntry(kv.value, &info)) fresh.emplace(kv.key, std::move(info));
     }
     absl::MutexLock lock(mu);
     mirror->swap(fresh);
   };
   w.on_event = [mu, mirror, cap](const EtcdClient::WatchEvent& e) {
     Info info;
-    const bool keep = !e.deleted && Parse(e.kv.value, &info);
+    const bool keep = !e.deleted && ParseEntry(e.kv.value, &info);
     absl::MutexLock lock(mu);
     if (!keep) {
       mirror->erase(e.kv.key);
@@ -104,11 +97,6 @@ std::optional<v1::HandleInfo> ClusterView::Handle(const std::string& tenant,
   auto it = handles_.find(key);
   if (it == handles_.end()) return std::nullopt;
   return it->second;
-}
-
-size_t ClusterView::handles() const {
-  absl::MutexLock lock(&mu_);
-  return handles_.size();
 }
 
 }  // namespace kvwarden

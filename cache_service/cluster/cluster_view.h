@@ -45,7 +45,6 @@ class ClusterView {
   std::optional<v1::NodeInfo> Node(const std::string& name) const;
   // `tenant`'s handle as mirrored; nullopt for a miss.
   std::optional<v1::HandleInfo> Handle(const std::string& tenant, const std::string& handle) const;
-  size_t handles() const;
 
  private:
   template <typename Info>

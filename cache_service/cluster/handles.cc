@@ -9,6 +9,7 @@
 #include "cache_service/cluster/serial_worker.h"
 #include "cache_service/util/log.h"
 #include "common/cluster/cluster_keys.h"
+#include "common/cluster/entry_json.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace kvwarden {
@@ -131,9 +132,7 @@ void Handles::Resolve(TenantId tenant, const std::string& handle, Done done) {
     if (!kv->has_value())
       return done(absl::NotFoundError(absl::StrCat("handle '", handle, "' not found")));
     v1::HandleInfo info;
-    google::protobuf::util::JsonParseOptions parse;
-    parse.ignore_unknown_fields = true;
-    if (!google::protobuf::util::JsonStringToMessage((*kv)->value, &info, parse).ok()) {
+    if (!ParseEntry((*kv)->value, &info)) {
       return done(absl::DataLossError(
           absl::StrCat("handle '", handle, "': its entry is not a HandleInfo")));
     }

@@ -12,8 +12,8 @@
 #include "cache_service/retention/registry.h"
 #include "cache_service/util/log.h"
 #include "common/cluster/cluster_keys.h"
+#include "common/cluster/entry_json.h"
 #include "common/net/tcp_data_channel.h"
-#include "google/protobuf/util/json_util.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "kvwarden/v1/cluster.pb.h"
@@ -223,10 +223,7 @@ absl::StatusOr<v1::NodeInfo> Migrations::FindNode(const std::string& name) const
         absl::StrCat("node '", name, "' is not in the cluster (no entry at ", key, ")"));
   }
   v1::NodeInfo node;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;
-  if (!google::protobuf::util::JsonStringToMessage((*entry)->value, &node, parse).ok() ||
-      node.grpc_address().empty()) {
+  if (!ParseEntry((*entry)->value, &node) || node.grpc_address().empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("node '", name, "': its entry at ", key, " is not a NodeInfo"));
   }

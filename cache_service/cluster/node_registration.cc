@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cache_service/util/log.h"
-#include "google/protobuf/util/json_util.h"
+#include "common/cluster/entry_json.h"
 
 namespace kvwarden {
 
@@ -54,13 +54,7 @@ absl::Status NodeRegistration::WriteEntry(int64_t lease) {
   info.set_node(options_.node);
   info.set_updated_unix_ms(absl::ToUnixMillis(absl::Now()));
   info.set_lease_ttl_s(static_cast<uint32_t>(absl::ToInt64Seconds(options_.ttl)));
-  std::string json;
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  if (auto s = google::protobuf::util::MessageToJsonString(info, &json, print); !s.ok()) {
-    return absl::InternalError(absl::StrCat("node entry as JSON: ", s.ToString()));
-  }
-  return options_.etcd->Put(key_, json, lease);
+  return options_.etcd->Put(key_, EntryJson(info), lease);
 }
 
 bool NodeRegistration::Register() {

@@ -1,29 +1,15 @@
 #include "cache_service/cluster/tenant_directory.h"
 
-#include <algorithm>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "cache_service/util/log.h"
+#include "common/cluster/entry_json.h"
 #include "common/codec/sha256.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace kvwarden {
-namespace {
-
-bool ValidTenantName(absl::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
-      return false;
-  }
-  return true;
-}
-
-}  // namespace
 
 TenantDirectory::TenantDirectory(Options options)
     : options_(std::move(options)), prefix_(TenantsPrefix(options_.key_prefix)) {
@@ -39,8 +25,6 @@ TenantDirectory::TenantDirectory(Options options)
     } else {
       ApplyPut(e.kv);
     }
-    absl::MutexLock lock(&mu_);
-    stats_.revision = std::max(stats_.revision, e.kv.mod_revision);
   };
   w.on_unreachable = [](const absl::Status& s) {
     // Once per outage: the tenants last seen stay in force.
@@ -54,17 +38,8 @@ TenantDirectory::TenantDirectory(Options options)
 
 bool TenantDirectory::WaitSynced(absl::Duration timeout) { return watcher_->WaitListed(timeout); }
 
-TenantDirectory::Stats TenantDirectory::stats() const {
-  absl::MutexLock lock(&mu_);
-  return stats_;
-}
-
 void TenantDirectory::Refuse(const std::string& key, int64_t revision, absl::string_view why) {
-  {
-    absl::MutexLock lock(&mu_);
-    ++stats_.refused;
-  }
-  // Once per entry revision: a refused entry is not applied again until it changes.
+  // Logged each time the entry is seen: when written, and at each listing after an outage.
   LogEvent(LogLevel::kWarning, "fleet_tenant_refused")
       .Field("key", key)
       .Field("revision", revision)
@@ -74,13 +49,11 @@ void TenantDirectory::Refuse(const std::string& key, int64_t revision, absl::str
 void TenantDirectory::ApplyPut(const EtcdClient::KeyValue& kv) {
   const std::string name = kv.key.substr(prefix_.size());
   v1::FleetTenant entry;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;  // written by a newer kvwctl
-  if (!ValidTenantName(name)) {
+  if (!ValidName(name)) {
     return Refuse(kv.key, kv.mod_revision,
                   "the tenant name (the key's last part) must be 1-64 of [A-Za-z0-9._-]");
   }
-  if (!google::protobuf::util::JsonStringToMessage(kv.value, &entry, parse).ok()) {
+  if (!ParseEntry(kv.value, &entry)) {
     return Refuse(kv.key, kv.mod_revision, "not a FleetTenant in JSON");
   }
   if (!entry.name().empty() && entry.name() != name) {
@@ -119,10 +92,6 @@ void TenantDirectory::ApplyPut(const EtcdClient::KeyValue& kv) {
     }
     known_[name] = id;
   }
-  {
-    absl::MutexLock lock(&mu_);
-    ++stats_.applied;
-  }
   LogEvent(LogLevel::kInfo, "fleet_tenant_applied")
       .Field("tenant", name)
       .Field("quota_pages", spec.quota_pages)
@@ -138,19 +107,13 @@ void TenantDirectory::ApplyDelete(const std::string& key) {
   options_.auth->RemoveTenant(it->second);
   options_.ledger->MarkRemoved(it->second);
   known_.erase(it);
-  {
-    absl::MutexLock lock(&mu_);
-    ++stats_.removed;
-  }
   LogEvent(LogLevel::kInfo, "fleet_tenant_removed").Field("tenant", name);
 }
 
 void TenantDirectory::ApplyListing(const std::vector<EtcdClient::KeyValue>& kvs) {
-  absl::flat_hash_map<std::string, bool> listed;
-  int64_t revision = 0;
+  absl::flat_hash_set<std::string> listed;
   for (const EtcdClient::KeyValue& kv : kvs) {
-    listed[kv.key.substr(prefix_.size())] = true;
-    revision = std::max(revision, kv.mod_revision);
+    listed.insert(kv.key.substr(prefix_.size()));
     ApplyPut(kv);
   }
   std::vector<std::string> gone;
@@ -158,9 +121,6 @@ void TenantDirectory::ApplyListing(const std::vector<EtcdClient::KeyValue>& kvs)
     if (!listed.contains(name)) gone.push_back(prefix_ + name);
   }
   for (const std::string& key : gone) ApplyDelete(key);
-  absl::MutexLock lock(&mu_);
-  stats_.synced = true;
-  stats_.revision = std::max(stats_.revision, revision);
 }
 
 }  // namespace kvwarden

@@ -20,10 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache_service/core/tenancy/authenticator.h"
 #include "cache_service/core/tenancy/tenant_ledger.h"
@@ -45,13 +43,6 @@ class TenantDirectory {
     std::function<TenantLimits(const v1::TenantLimitsConfig&)> limits;
     absl::Duration window = absl::Seconds(5);
   };
-  struct Stats {
-    bool synced = false;   // the prefix was listed at least once
-    int64_t revision = 0;  // the etcd revision applied up to
-    uint64_t applied = 0;  // entries added or changed
-    uint64_t removed = 0;
-    uint64_t refused = 0;  // invalid or conflicting entries
-  };
 
   // Starts the thread; the first listing is attempted at once.
   explicit TenantDirectory(Options options);
@@ -61,7 +52,6 @@ class TenantDirectory {
   // Whether the first listing was applied within `timeout` (a daemon waits a moment at
   // start, so a fleet-wide tenant's first call is not refused).
   bool WaitSynced(absl::Duration timeout);
-  Stats stats() const;
 
  private:
   // Applies a listing whole: tenants missing from it are removed.
@@ -74,8 +64,6 @@ class TenantDirectory {
   const std::string prefix_;  // <key_prefix>/tenants/
   // The fleet-wide tenants applied, by name: only the kvw-tenants thread touches it.
   absl::flat_hash_map<std::string, TenantId> known_;
-  mutable absl::Mutex mu_;
-  Stats stats_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<PrefixWatcher> watcher_;  // last: its thread uses the rest
 };
 

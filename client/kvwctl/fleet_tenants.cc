@@ -6,19 +6,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/json_util.h"
+#include "common/cluster/cluster_keys.h"
+#include "common/cluster/entry_json.h"
 
 namespace kvwarden::kvwctl {
-namespace {
-
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
-
-}  // namespace
 
 absl::StatusOr<v1::FleetTenant> EditFleetTenant(const std::optional<v1::FleetTenant>& current,
                                                 const FleetTenantEdit& edit) {
@@ -47,19 +38,11 @@ absl::StatusOr<v1::FleetTenant> EditFleetTenant(const std::optional<v1::FleetTen
   return t;
 }
 
-std::string FleetTenantJson(const v1::FleetTenant& t) {
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  std::string json;
-  (void)google::protobuf::util::MessageToJsonString(t, &json, print);  // cannot fail
-  return json;
-}
+std::string FleetTenantJson(const v1::FleetTenant& t) { return EntryJson(t); }
 
 absl::StatusOr<v1::FleetTenant> ParseFleetTenant(const std::string& json) {
   v1::FleetTenant t;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;
-  if (!google::protobuf::util::JsonStringToMessage(json, &t, parse).ok()) {
+  if (!ParseEntry(json, &t)) {
     return absl::InvalidArgumentError("not a FleetTenant in JSON");
   }
   return t;

@@ -20,17 +20,16 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/kvwctl/fleet_tenants.h"
 #include "client/kvwctl/json_out.h"
 #include "client/kvwctl/table.h"
 #include "common/cluster/cluster_keys.h"
+#include "common/cluster/entry_json.h"
 #include "common/cluster/etcd_client.h"
 #include "common/codec/sha256.h"
 #include "google/protobuf/text_format.h"
-#include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpc/support/log.h"
 #include "kvwarden/admin_client.h"
@@ -217,9 +216,7 @@ class Cli {
     if (!kvs.ok()) return EtcdFail(kvs.status());
     for (const EtcdClient::KeyValue& kv : *kvs) {
       v1::NodeInfo info;
-      google::protobuf::util::JsonParseOptions parse;
-      parse.ignore_unknown_fields = true;  // entries of a newer daemon
-      if (!google::protobuf::util::JsonStringToMessage(kv.value, &info, parse).ok()) {
+      if (!ParseEntry(kv.value, &info)) {
         std::fprintf(stderr, "kvwctl: cluster: %s is not a node entry; skipped\n",
                      Printable(kv.key).c_str());
         continue;
@@ -407,11 +404,8 @@ class Cli {
     std::unique_ptr<EtcdClient> etcd;
     if (int rc = OpenEtcd("tenants set", &etcd); rc != kOk) return rc;
     if (!token_file.empty()) {
-      std::ifstream in(token_file);
-      std::stringstream buf;
-      buf << in.rdbuf();
-      const std::string token(absl::StripAsciiWhitespace(buf.str()));
-      if (!in || token.empty()) {
+      const std::string token(absl::StripAsciiWhitespace(ReadFileOrEmpty(token_file)));
+      if (token.empty()) {
         std::fprintf(stderr, "kvwctl: tenants set: --token-file %s: unreadable or empty\n",
                      Printable(token_file).c_str());
         return kUsage;

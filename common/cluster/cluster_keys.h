@@ -5,10 +5,22 @@
 
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace kvwarden {
+
+// A tenant's or a pool's name: 1-64 of [A-Za-z0-9._-]. A tenant's name is a part of its
+// etcd keys (handles, fleet-wide tenants): this is also what keeps such a key one tenant's.
+inline bool ValidName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-')
+      return false;
+  }
+  return true;
+}
 
 // The default key prefix. Versioned so a later layout can live beside this one during an
 // upgrade.

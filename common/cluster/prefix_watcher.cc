@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 
-#include <algorithm>
 #include <utility>
 
 namespace kvwarden {
@@ -26,11 +25,6 @@ bool PrefixWatcher::WaitListed(absl::Duration timeout) {
   return listed_.WaitForNotificationWithTimeout(timeout);
 }
 
-int64_t PrefixWatcher::revision() const {
-  absl::MutexLock lock(&mu_);
-  return revision_;
-}
-
 void PrefixWatcher::Run() {
   bool unreachable = false;
   int64_t next = 0;  // 0: list first
@@ -42,10 +36,6 @@ void PrefixWatcher::Run() {
           options_.etcd->GetPrefix(options_.prefix, &revision);
       if (kvs.ok()) {
         options_.on_listing(*kvs);
-        {
-          absl::MutexLock lock(&mu_);
-          revision_ = revision;
-        }
         next = revision + 1;
         if (!listed_.HasBeenNotified()) listed_.Notify();
       } else {
@@ -55,11 +45,7 @@ void PrefixWatcher::Run() {
       absl::StatusOr<int64_t> resumed = options_.etcd->WatchPrefix(
           options_.prefix, next, options_.window,
           [this](const std::vector<EtcdClient::WatchEvent>& events) {
-            for (const EtcdClient::WatchEvent& e : events) {
-              options_.on_event(e);
-              absl::MutexLock lock(&mu_);
-              revision_ = std::max(revision_, e.kv.mod_revision);
-            }
+            for (const EtcdClient::WatchEvent& e : events) options_.on_event(e);
           },
           &cancel_);
       if (resumed.ok()) {

@@ -14,8 +14,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/cluster/etcd_client.h"
@@ -47,8 +45,6 @@ class PrefixWatcher {
 
   // Whether the first listing was handed over within `timeout`.
   bool WaitListed(absl::Duration timeout);
-  // The etcd revision handed over up to (0: not listed yet).
-  int64_t revision() const;
 
  private:
   void Run();
@@ -57,8 +53,6 @@ class PrefixWatcher {
   EtcdClient::WatchCancel cancel_;
   absl::Notification stop_;
   absl::Notification listed_;
-  mutable absl::Mutex mu_;
-  int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;  // last: it uses the rest
 };
 

@@ -2,6 +2,7 @@
 pid); a sequence written on node A is named, resolved from node B, migrated there and
 read back byte for byte."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -25,21 +26,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def etcd_member(d, scheme="http", extra=()):
+    """One etcd member on free loopback ports, its data and log in `d`, stopped by pid:
+    yields its client endpoint. `scheme` and `extra` flags serve its client API (https:
+    with the TLS flags in `extra`)."""
+    client_port, peer_port = free_port(), free_port()
+    endpoint = f"127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    with open(os.path.join(d, "etcd.log"), "w") as log:
+        etcd = subprocess.Popen(
+            [ETCD, "--data-dir", os.path.join(d, "etcd"), "--listen-client-urls", f"{scheme}://{endpoint}",
+             "--advertise-client-urls", f"{scheme}://{endpoint}", "--listen-peer-urls", peer,
+             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"default={peer}", *extra],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield endpoint
+        finally:
+            stop_process(etcd)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     if not os.path.exists(ETCD):
         pytest.skip("etcd-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="kvw-py-cluster-") as d:
-        client_port, peer_port = free_port(), free_port()
-        endpoint = f"127.0.0.1:{client_port}"
-        log = open(os.path.join(d, "etcd.log"), "w")
-        etcd = subprocess.Popen(
-            [ETCD, "--data-dir", os.path.join(d, "etcd"), "--listen-client-urls", f"http://{endpoint}",
-             "--advertise-client-urls", f"http://{endpoint}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
-            stdout=log, stderr=subprocess.STDOUT)
+    with tempfile.TemporaryDirectory(prefix="kvw-py-cluster-") as d, etcd_member(d) as endpoint:
         nodes = []
         try:
             config = CONFIG + ' cluster { lease_ttl_s: 3 peer_token: "py-peer-secret" }'
@@ -51,8 +62,6 @@ def cluster():
         finally:
             for n in nodes:
                 n.stop()
-            stop_process(etcd)
-            log.close()
 
 
 def wait_for(fn, timeout=10.0):

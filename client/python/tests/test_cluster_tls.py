@@ -13,8 +13,7 @@ import pytest
 
 import kvwarden
 from conftest import CONFIG, Daemon
-from kvwarden.spawn import stop_process
-from test_cluster import ETCD, free_port
+from test_cluster import ETCD, etcd_member
 
 if shutil.which("openssl") is None or not os.path.exists(ETCD):
     pytest.skip("needs openssl and etcd-server", allow_module_level=True)
@@ -31,23 +30,10 @@ def kvwctl(*args):
 def tls_etcd():
     with tempfile.TemporaryDirectory(prefix="kvw-etcd-tls-") as d:
         make_pki(d)
-        client_port, peer_port = free_port(), free_port()
-        endpoint = f"127.0.0.1:{client_port}"
-        log = open(os.path.join(d, "etcd.log"), "w")
-        etcd = subprocess.Popen(
-            [ETCD, "--data-dir", os.path.join(d, "etcd"), "--listen-client-urls", f"https://{endpoint}",
-             "--advertise-client-urls", f"https://{endpoint}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-             "--cert-file", f"{d}/server.pem", "--key-file", f"{d}/server.key",
-             "--trusted-ca-file", f"{d}/ca.pem", "--client-cert-auth"],
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
+        tls = ["--cert-file", f"{d}/server.pem", "--key-file", f"{d}/server.key",
+               "--trusted-ca-file", f"{d}/ca.pem", "--client-cert-auth"]
+        with etcd_member(d, "https", tls) as endpoint:
             yield d, endpoint
-        finally:
-            stop_process(etcd)
-            log.close()
 
 
 def tls_args(pki):
